@@ -1,0 +1,181 @@
+//! The one error type of the HTTP API: every variant maps to a status and a stable `code` in one
+//! `match`, and every error a client sees is `{"error": {"code": "...", "message": "..."}}`.
+
+use crate::auth::AuthError;
+use crate::registry::DeployError;
+use crate::registry::manifest::ManifestError;
+use crate::router::RouteError;
+use crate::runtime::{CompileError, HandleError};
+use axum::Json;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Everything that can go wrong in a request, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Authentication failed or was missing.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A deploy or delete failed.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    /// A plugin request failed.
+    #[error(transparent)]
+    Plugin(#[from] HandleError),
+    /// The deploy upload is malformed (not multipart, a missing or unknown part, ...).
+    #[error("{0}")]
+    BadUpload(String),
+    /// The request body is larger than allowed.
+    #[error("the request body is larger than the limit of {limit}")]
+    PayloadTooLarge {
+        /// The limit, human-readable.
+        limit: String,
+    },
+    /// No route for this path.
+    #[error("no route for {method} {path}")]
+    NotFound {
+        /// The method.
+        method: Method,
+        /// The path.
+        path: String,
+    },
+    /// The path exists but not for this method.
+    #[error("{method} is not allowed here; allowed: {}", allow_list(.allow))]
+    MethodNotAllowed {
+        /// The method used.
+        method: Method,
+        /// The methods that would be accepted.
+        allow: Vec<Method>,
+    },
+    /// The server is still loading its plugins.
+    #[error("the server is starting and has not loaded its plugins yet")]
+    NotReady,
+}
+
+fn allow_list(allow: &[Method]) -> String {
+    allow
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ApiError {
+    /// Status, stable code and optional details for this error.
+    fn parts(&self) -> (StatusCode, &'static str, Option<Value>) {
+        use StatusCode as S;
+        match self {
+            ApiError::Auth(AuthError::Missing) => (S::UNAUTHORIZED, "unauthenticated", None),
+            ApiError::Auth(AuthError::Invalid) => (S::UNAUTHORIZED, "invalid_token", None),
+            ApiError::Deploy(e) => match e {
+                DeployError::InvalidName(_) => (S::BAD_REQUEST, "invalid_name", None),
+                DeployError::NameMismatch { .. } => (S::BAD_REQUEST, "name_mismatch", None),
+                DeployError::Manifest(ManifestError::Invalid(_)) => {
+                    (S::BAD_REQUEST, "invalid_manifest", None)
+                }
+                DeployError::Manifest(ManifestError::Reserved { .. }) => {
+                    (S::BAD_REQUEST, "reserved_route", None)
+                }
+                DeployError::Compile(CompileError::NotWasm) => (S::BAD_REQUEST, "not_wasm", None),
+                DeployError::Compile(CompileError::CoreModule) => {
+                    (S::BAD_REQUEST, "not_a_component", None)
+                }
+                DeployError::Compile(CompileError::Invalid(_)) => {
+                    (S::BAD_REQUEST, "invalid_component", None)
+                }
+                DeployError::Compile(CompileError::UnsupportedImports(imports)) => (
+                    S::BAD_REQUEST,
+                    "unsupported_imports",
+                    Some(json!({ "imports": imports })),
+                ),
+                DeployError::Compile(CompileError::MissingExport(_)) => {
+                    (S::BAD_REQUEST, "missing_export", None)
+                }
+                DeployError::Route(RouteError::Conflict {
+                    pattern,
+                    other_pattern,
+                    other_owner,
+                    ..
+                }) => (
+                    S::BAD_REQUEST,
+                    "route_conflict",
+                    Some(json!({
+                        "route": pattern,
+                        "conflicts_with": { "plugin": other_owner, "route": other_pattern },
+                    })),
+                ),
+                DeployError::Route(RouteError::InvalidPattern { .. })
+                | DeployError::Route(RouteError::DuplicateMethod { .. }) => {
+                    (S::BAD_REQUEST, "invalid_manifest", None)
+                }
+                DeployError::NotFound(_) => (S::NOT_FOUND, "plugin_not_found", None),
+                DeployError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+                DeployError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
+            },
+            ApiError::Plugin(HandleError::Instantiate(_)) => {
+                (S::SERVICE_UNAVAILABLE, "plugin_unavailable", None)
+            }
+            ApiError::Plugin(HandleError::Trap(_) | HandleError::NoResponse) => {
+                (S::INTERNAL_SERVER_ERROR, "plugin_failed", None)
+            }
+            ApiError::BadUpload(_) => (S::BAD_REQUEST, "invalid_upload", None),
+            ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::NotFound { .. } => (S::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed { .. } => {
+                (S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            ApiError::NotReady => (S::SERVICE_UNAVAILABLE, "not_ready", None),
+        }
+    }
+
+    /// The message a client sees. Internal details (trap backtraces, storage messages) go to
+    /// the log, not to the client.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Plugin(HandleError::Trap(_) | HandleError::NoResponse) => {
+                "the plugin failed while handling this request".into()
+            }
+            ApiError::Plugin(HandleError::Instantiate(_)) => {
+                "the plugin could not be started for this request; try again".into()
+            }
+            ApiError::Deploy(DeployError::Store(_) | DeployError::Internal(_)) => {
+                "the server could not complete the operation; nothing was changed".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, details) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+        }
+        let mut error = json!({ "code": code, "message": self.public_message() });
+        if let (Some(details), Some(map)) = (details, error.as_object_mut()) {
+            map.insert("details".into(), details);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&allow_list(allow)) {
+                    headers.insert(header::ALLOW, value);
+                }
+            }
+            ApiError::Auth(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::Plugin(HandleError::Instantiate(_)) | ApiError::NotReady => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

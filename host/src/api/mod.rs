@@ -1,0 +1,71 @@
+//! The HTTP surface (axum): `/admin/*` for operators, `/healthz` and `/readyz`, and every other
+//! path dispatched to plugin routes.
+//!
+//! **Boundary:** handlers translate between HTTP and the domain modules (`registry`, `runtime`,
+//! `auth`); they hold no state of their own beyond [`AppState`].
+
+mod admin;
+mod error;
+mod plugins;
+
+pub use error::ApiError;
+
+use crate::auth::Auth;
+use crate::config::ByteSize;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Deployed plugins.
+    pub registry: Arc<Registry>,
+    /// The wasm runtime.
+    pub runtime: Arc<Runtime>,
+    /// Credentials.
+    pub auth: Arc<Auth>,
+    /// Largest accepted component upload.
+    pub max_component_size: ByteSize,
+}
+
+/// The whole API as one axum router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(admin::routes(&state))
+        .fallback(plugins::dispatch)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Alive: the process answers.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// Ready: the store is open and the stored plugins are loaded.
+async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    if state.registry.is_ready() {
+        let plugins = state.registry.active().plugins.len();
+        axum::Json(json!({ "status": "ready", "plugins": plugins })).into_response()
+    } else {
+        ApiError::NotReady.into_response()
+    }
+}
+
+/// Host routes called with a method they do not serve (axum fills in the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    let body = json!({ "error": {
+        "code": "method_not_allowed",
+        "message": format!("{method} is not allowed on {}", uri.path()),
+    }});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body))
+}

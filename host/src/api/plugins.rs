@@ -1,0 +1,74 @@
+//! Dispatch of every non-host path to the plugin whose route matches.
+
+use super::{ApiError, AppState};
+use crate::router::Lookup;
+use crate::runtime::route::RouteCtx;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+/// Routes a request to its plugin: 404/405 JSON when no route fits, 401 when the route's auth
+/// policy is not met, otherwise a fresh instance of the plugin answers.
+pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request) -> Response {
+    if !state.registry.is_ready() {
+        return ApiError::NotReady.into_response();
+    }
+    // One snapshot for the whole request: a deploy meanwhile does not affect it.
+    let active = state.registry.active();
+    let path = request.uri().path().to_string();
+    let (pattern, target, params) = match active.routes.lookup(request.method(), &path) {
+        Lookup::Found {
+            pattern,
+            target,
+            params,
+        } => (pattern, target, params),
+        Lookup::MethodNotAllowed { allow } => {
+            return ApiError::MethodNotAllowed {
+                method: request.method().clone(),
+                allow,
+            }
+            .into_response();
+        }
+        Lookup::NotFound => {
+            return ApiError::NotFound {
+                method: request.method().clone(),
+                path,
+            }
+            .into_response();
+        }
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authorize(&target.auth, authorization) {
+        Ok(principal) => principal,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let headers = request.headers_mut();
+    if principal.is_some() {
+        // The host consumed the credential; the plugin never sees it.
+        headers.remove(header::AUTHORIZATION);
+    }
+    if !headers.contains_key(header::HOST) {
+        // wasi:http needs an authority; HTTP/1.0 clients may omit Host.
+        headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    }
+    let route = RouteCtx {
+        pattern: pattern.to_string(),
+        params,
+    };
+    let plugin = &target.plugin;
+    match state
+        .runtime
+        .handle(&plugin.code, plugin.name.clone(), route, request)
+        .await
+    {
+        Ok(response) => response.map(Body::new),
+        Err(e) => {
+            tracing::error!(plugin = &*plugin.name, error = %e, "plugin request failed");
+            ApiError::from(e).into_response()
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The `plinth` command line (clap): today `plinth serve`; operator commands join it here.
+
+use crate::config::{ByteSize, LogFormat, RawConfig};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.
+#[derive(Debug, Parser)]
+#[command(name = "plinth", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: plugin routes plus the /admin/ API, data kept in --data-dir.
+    Serve(ServeArgs),
+}
+
+/// Flags of `plinth serve`. Each also reads an environment variable; a flag wins over its
+/// variable, and both win over the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; port 0 picks a free port]
+    #[arg(long, env = "PLINTH_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the embedded database [default: ./plinth-data]
+    #[arg(long, env = "PLINTH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Server config file (TOML with the same keys in snake_case, e.g. `listen = "0.0.0.0:80"`)
+    #[arg(long, env = "PLINTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr: human or json [default: human]
+    #[arg(long, env = "PLINTH_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Largest component a deploy may upload, e.g. 64MiB [default: 64MiB]
+    #[arg(long, env = "PLINTH_MAX_COMPONENT_SIZE", value_name = "SIZE")]
+    pub max_component_size: Option<ByteSize>,
+}
+
+impl ServeArgs {
+    /// The settings given on the command line and in the environment (the file comes after).
+    pub fn raw(&self) -> RawConfig {
+        RawConfig {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format: self.log_format,
+            max_component_size: self.max_component_size,
+            admin_token: std::env::var("PLINTH_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }
+    }
+}

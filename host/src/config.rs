@@ -1,0 +1,279 @@
+//! Server settings: merged from flags, environment and an optional TOML file (the raw stage),
+//! then checked and given defaults (the resolved stage), so `plinth serve` runs with no setup.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Default listen address: loopback only, so a fresh install is not exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "plinth-data";
+/// Default cap on an uploaded component (the whole multipart body of a deploy).
+pub const DEFAULT_MAX_COMPONENT_SIZE: ByteSize = ByteSize(64 * 1024 * 1024);
+
+/// Errors in the server configuration, naming the offending source and value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, pointing at the key.
+        message: String,
+    },
+    /// A value could not be parsed.
+    #[error("invalid {key} {value:?}: {reason}")]
+    Value {
+        /// The setting.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected `human` or `json`, got `{other}`")),
+        }
+    }
+}
+
+/// A size in bytes, written as a number or with a unit: `64MiB`, `512KiB`, `1GiB`, `100KB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (e.g. 64MiB)"))?;
+        let mul: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => return Err(format!("unknown unit `{other}` in `{s}`")),
+        };
+        n.checked_mul(mul)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Settings as given, before defaults: each source fills what the ones above it left unset.
+/// Precedence: command-line flag, then environment variable (both handled by clap), then file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RawConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Where sled keeps its data.
+    pub data_dir: Option<PathBuf>,
+    /// `human` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// Largest accepted deploy upload.
+    pub max_component_size: Option<ByteSize>,
+    /// The admin token (only from the environment: a token never belongs in a file).
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a server config file (TOML, same keys as the flags, in snake_case).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Fills every field still unset from `lower`.
+    pub fn or(self, lower: RawConfig) -> RawConfig {
+        RawConfig {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            log_format: self.log_format.or(lower.log_format),
+            max_component_size: self.max_component_size.or(lower.max_component_size),
+            admin_token: self.admin_token.or(lower.admin_token),
+        }
+    }
+
+    /// Applies defaults and checks values.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::Value {
+                key: "listen",
+                value: listen_text.clone(),
+                reason: e.to_string(),
+            })?;
+        let admin_token = match self.admin_token {
+            Some(t) if t.trim().len() < 16 => {
+                return Err(ConfigError::Value {
+                    key: "PLINTH_ADMIN_TOKEN",
+                    value: "(hidden)".into(),
+                    reason: "an admin token must be at least 16 characters".into(),
+                });
+            }
+            Some(t) => Some(t.trim().to_string()),
+            None => None,
+        };
+        Ok(ServerConfig {
+            listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            log_format: self.log_format.unwrap_or_default(),
+            max_component_size: self
+                .max_component_size
+                .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
+            admin_token,
+        })
+    }
+}
+
+/// Settings in force, every field resolved.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port; the chosen one is logged).
+    pub listen: SocketAddr,
+    /// Where sled keeps its data.
+    pub data_dir: PathBuf,
+    /// How logs are written.
+    pub log_format: LogFormat,
+    /// Largest accepted deploy upload.
+    pub max_component_size: ByteSize,
+    /// A fixed admin token from `PLINTH_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<String>,
+}
+
+impl fmt::Debug for ServerConfig {
+    // Hand-written so the admin token never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("log_format", &self.log_format)
+            .field("max_component_size", &self.max_component_size)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!("64MiB".parse::<ByteSize>(), Ok(ByteSize(64 << 20)));
+        assert_eq!("100KB".parse::<ByteSize>(), Ok(ByteSize(100_000)));
+        assert_eq!("42".parse::<ByteSize>(), Ok(ByteSize(42)));
+        assert!("12XB".parse::<ByteSize>().is_err());
+        assert!("MiB".parse::<ByteSize>().is_err());
+        assert!("99999999999999GiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+    }
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:9999".into()),
+            ..RawConfig::default()
+        };
+        let file: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\ndata_dir = \"/srv/plinth\"").unwrap();
+        let cfg = flags.or(file).resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.data_dir, PathBuf::from("/srv/plinth"));
+        assert_eq!(cfg.max_component_size, DEFAULT_MAX_COMPONENT_SIZE);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
+        let bad = RawConfig {
+            listen: Some("nowhere".into()),
+            ..RawConfig::default()
+        };
+        assert!(matches!(
+            bad.resolve(),
+            Err(ConfigError::Value { key: "listen", .. })
+        ));
+        let short = RawConfig {
+            admin_token: Some("short".into()),
+            ..RawConfig::default()
+        };
+        assert!(short.resolve().is_err());
+    }
+}

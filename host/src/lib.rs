@@ -1,0 +1,12 @@
+//! Plinth: a WebAssembly plugin host. See ARCHITECTURE.md for the map of this crate.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod registry;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod store;

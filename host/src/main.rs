@@ -1,0 +1,36 @@
+//! The `plinth` binary: parses the command line, sets up logging, runs the command.
+
+use anyhow::Context;
+use clap::Parser;
+use plinth::cli::{Cli, Command};
+use plinth::config::{LogFormat, RawConfig};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let file = match &args.config {
+                Some(path) => RawConfig::from_file(path)?,
+                None => RawConfig::default(),
+            };
+            let config = args.raw().or(file).resolve()?;
+            init_logging(config.log_format);
+            tracing::debug!(?config, "configuration");
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(plinth::server::serve(config))?;
+            Ok(())
+        }
+    }
+}

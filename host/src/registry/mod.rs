@@ -1,0 +1,348 @@
+//! Deployed plugins: validation, compilation off the async threads, durable storage and atomic
+//! activation of the set of active plugins with its route table.
+//!
+//! **Invariant:** the active set ([`Active`]) is immutable and replaced whole through an
+//! `ArcSwap`. A request takes one snapshot and finishes on it, so a deploy never disturbs
+//! requests in flight, and no request sees a half-built route table.
+//!
+//! **Invariant:** nothing changes until everything is checked: a deploy that fails validation,
+//! compilation, linking or route checks leaves the store and the active set as they were.
+
+pub mod manifest;
+
+use crate::auth::AuthPolicy;
+use crate::router::{RouteError, RouteTable};
+use crate::runtime::{CompileError, PluginCode, Runtime};
+use crate::store::{PluginRecord, Store, StoreError};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use manifest::{Manifest, ManifestError, PluginName};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a deploy or delete was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The name in the URL is not a valid plugin name.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The manifest names a different plugin than the URL.
+    #[error("the URL names plugin {url:?} but the manifest names {manifest:?}")]
+    NameMismatch {
+        /// Name in the URL.
+        url: String,
+        /// Name in the manifest.
+        manifest: String,
+    },
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The component is not deployable.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A route clashes with another plugin's.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// No plugin of that name is deployed.
+    #[error("no plugin named {0:?} is deployed")]
+    NotFound(String),
+    /// Storage failed; nothing was activated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A background task died (a bug); nothing was activated.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A deployed, compiled plugin.
+pub struct LoadedPlugin {
+    /// Its name, shared with every request's log lines.
+    pub name: Arc<str>,
+    /// What is stored about it.
+    pub record: PluginRecord,
+    /// Its parsed manifest.
+    pub manifest: Manifest,
+    /// Its compiled code.
+    pub code: PluginCode,
+}
+
+/// Where a route leads: the plugin and the auth policy of that route.
+#[derive(Clone)]
+pub struct RouteTarget {
+    /// The plugin serving the route.
+    pub plugin: Arc<LoadedPlugin>,
+    /// Who may call it.
+    pub auth: AuthPolicy,
+}
+
+/// One consistent view of the active plugins and their routes.
+#[derive(Default)]
+pub struct Active {
+    /// Active plugins by name.
+    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Their routes.
+    pub routes: RouteTable<RouteTarget>,
+}
+
+/// A route as shown to operators.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The pattern.
+    pub path: String,
+    /// Accepted methods.
+    pub methods: Vec<String>,
+    /// Auth policy.
+    pub auth: String,
+}
+
+/// A plugin as shown to operators: the JSON of the admin API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// Routes.
+    pub routes: Vec<RouteInfo>,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: u64,
+    /// When this version was deployed (RFC 3339, UTC).
+    pub deployed_at: String,
+}
+
+impl LoadedPlugin {
+    /// The operator's view of this plugin.
+    pub fn info(&self) -> PluginInfo {
+        let deployed = UNIX_EPOCH + Duration::from_millis(self.record.deployed_at_ms);
+        PluginInfo {
+            name: self.record.name.clone(),
+            routes: self
+                .manifest
+                .routes
+                .iter()
+                .map(|r| RouteInfo {
+                    path: r.path.as_str().to_string(),
+                    methods: r.methods.iter().map(|m| m.0.to_string()).collect(),
+                    auth: r.auth.to_string(),
+                })
+                .collect(),
+            sha256: self.record.sha256.clone(),
+            size: self.record.size,
+            deployed_at: humantime::format_rfc3339_millis(deployed).to_string(),
+        }
+    }
+}
+
+/// The result of a successful deploy.
+pub struct Deployed {
+    /// The plugin as now active.
+    pub info: PluginInfo,
+    /// Whether the name was new (201) rather than replaced (200).
+    pub created: bool,
+}
+
+/// Deployed plugins and the operations on them.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+    active: ArcSwap<Active>,
+    ready: AtomicBool,
+    /// Serialises changes to the active set; compilation happens before taking it.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// Builds the route table for `plugins`, adding `last` after the others so a conflict names
+/// the plugin being deployed as the newcomer.
+fn build_routes<'a>(
+    plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
+    last: Option<&'a Arc<LoadedPlugin>>,
+) -> Result<RouteTable<RouteTarget>, RouteError> {
+    let mut table = RouteTable::default();
+    for plugin in plugins.chain(last) {
+        for route in &plugin.manifest.routes {
+            let methods = route.methods.iter().map(|m| {
+                (
+                    m.0.clone(),
+                    RouteTarget {
+                        plugin: plugin.clone(),
+                        auth: route.auth.clone(),
+                    },
+                )
+            });
+            table.add(&plugin.name, route.path.as_str(), methods)?;
+        }
+    }
+    Ok(table)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, DeployError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DeployError::Internal(e.to_string()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// An empty registry over `store`; call [`Registry::load`] to activate what is stored.
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
+        Self {
+            store,
+            runtime,
+            active: ArcSwap::from_pointee(Active::default()),
+            ready: AtomicBool::new(false),
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current active set. Hold the returned `Arc` for the whole request.
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    /// Whether the stored plugins have been loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Compiles and activates every stored plugin. A plugin that no longer compiles or links is
+    /// logged and left inactive (its data stays stored) rather than stopping the server.
+    pub async fn load(&self) -> Result<usize, DeployError> {
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let records = blocking(move || store.plugins()).await??;
+        let mut tasks = Vec::new();
+        for record in records {
+            let store = self.store.clone();
+            let runtime = self.runtime.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let name = record.name.clone();
+                let result = (|| -> Result<LoadedPlugin, String> {
+                    let manifest = Manifest::parse(&record.manifest).map_err(|e| e.to_string())?;
+                    let bytes = store
+                        .component(&record.sha256)
+                        .map_err(|e| e.to_string())?
+                        .ok_or("its component blob is missing")?;
+                    let code = runtime.compile(&bytes).map_err(|e| e.to_string())?;
+                    Ok(LoadedPlugin {
+                        name: Arc::from(record.name.as_str()),
+                        record,
+                        manifest,
+                        code,
+                    })
+                })();
+                (name, result)
+            }));
+        }
+        let mut plugins = BTreeMap::new();
+        for task in tasks {
+            let (name, result) = task
+                .await
+                .map_err(|e| DeployError::Internal(e.to_string()))?;
+            match result {
+                Ok(plugin) => {
+                    plugins.insert(name, Arc::new(plugin));
+                }
+                Err(reason) => tracing::error!(plugin = name, %reason, "stored plugin not loaded"),
+            }
+        }
+        // Stored plugins never clash (deploys check), but stay defensive: drop a clashing one.
+        let routes = loop {
+            match build_routes(plugins.values(), None) {
+                Ok(routes) => break routes,
+                Err(RouteError::Conflict { owner, .. }) if plugins.contains_key(&owner) => {
+                    tracing::error!(plugin = owner, "stored plugin not loaded: route conflict");
+                    plugins.remove(&owner);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let count = plugins.len();
+        self.active.store(Arc::new(Active { plugins, routes }));
+        self.ready.store(true, Ordering::Release);
+        Ok(count)
+    }
+
+    /// Validates, compiles, stores and activates a plugin, replacing one of the same name.
+    pub async fn deploy(
+        &self,
+        url_name: &str,
+        manifest_text: String,
+        component: Bytes,
+    ) -> Result<Deployed, DeployError> {
+        let name = PluginName::parse(url_name).map_err(DeployError::InvalidName)?;
+        let manifest = Manifest::parse(&manifest_text)?;
+        if manifest.name != name {
+            return Err(DeployError::NameMismatch {
+                url: name.to_string(),
+                manifest: manifest.name.to_string(),
+            });
+        }
+        let runtime = self.runtime.clone();
+        let bytes = component.clone();
+        let (code, sha256) = blocking(move || {
+            let code = runtime.compile(&bytes)?;
+            Ok::<_, CompileError>((code, hex::encode(Sha256::digest(&bytes))))
+        })
+        .await??;
+        let record = PluginRecord {
+            name: name.to_string(),
+            manifest: manifest_text,
+            sha256,
+            size: component.len() as u64,
+            deployed_at_ms: now_ms(),
+        };
+        let plugin = Arc::new(LoadedPlugin {
+            name: Arc::from(name.as_str()),
+            record: record.clone(),
+            manifest,
+            code,
+        });
+
+        let _guard = self.writes.lock().await;
+        let current = self.active.load_full();
+        let others = current.plugins.iter().filter(|(n, _)| *n != name.as_str());
+        let routes = build_routes(others.map(|(_, p)| p), Some(&plugin))?;
+        let store = self.store.clone();
+        blocking(move || store.put_plugin(&record, &component)).await??;
+        let mut plugins = current.plugins.clone();
+        let created = plugins
+            .insert(name.to_string(), plugin.clone())
+            .is_none();
+        self.active.store(Arc::new(Active { plugins, routes }));
+        tracing::info!(plugin = %name, sha256 = plugin.record.sha256, created, "plugin deployed");
+        Ok(Deployed {
+            info: plugin.info(),
+            created,
+        })
+    }
+
+    /// Deactivates and deletes a plugin.
+    pub async fn remove(&self, name: &str) -> Result<(), DeployError> {
+        let _guard = self.writes.lock().await;
+        let current = self.active.load_full();
+        if !current.plugins.contains_key(name) {
+            return Err(DeployError::NotFound(name.to_string()));
+        }
+        let mut plugins = current.plugins.clone();
+        plugins.remove(name);
+        let routes = build_routes(plugins.values(), None)?;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        blocking(move || store.delete_plugin(&owned)).await??;
+        self.active.store(Arc::new(Active { plugins, routes }));
+        tracing::info!(plugin = name, "plugin deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,315 @@
+//! The wasmtime side: one engine and linker, compiling components into ready-to-instantiate
+//! [`PluginCode`], and serving one HTTP request per fresh instance.
+//!
+//! **Boundary:** `runtime` never sees axum types. It takes and returns plain `http` requests and
+//! responses, so the API layer can change without touching the sandbox.
+//!
+//! **Invariant:** every request gets a new `Store` and a new instance from a pre-linked
+//! `InstancePre`; nothing a guest did in one request is visible to the next. The store is dropped
+//! when the guest finishes, traps or is cancelled, never reused.
+
+mod bindings;
+mod limits;
+mod outgoing_http;
+pub mod route;
+mod stdio;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use outgoing_http::OutboundPolicy;
+use route::RouteCtx;
+use stdio::{PluginOutput, Stream};
+use std::sync::Arc;
+use wasmtime::component::{
+    Component, HasSelf, Linker, ResourceTable, ResourceType, types::ComponentItem,
+};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// The response a plugin produced: head plus a body the guest may still be streaming.
+pub type PluginResponse = http::Response<HyperOutgoingBody>;
+
+/// Why a component cannot be deployed. Each variant is something the uploader can fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// The bytes are not WebAssembly at all.
+    #[error("the upload is not a WebAssembly binary (it does not start with `\\0asm`)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "the upload is a core WebAssembly module, not a component: build for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The component failed to validate or compile.
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    /// The component imports interfaces the host does not provide.
+    #[error("the component imports what this host does not provide: {}", .0.join(", "))]
+    UnsupportedImports(Vec<String>),
+    /// The component does not export `wasi:http/incoming-handler`.
+    #[error("the component does not export wasi:http/incoming-handler@0.2.x: {0}")]
+    MissingExport(String),
+}
+
+/// Why a request to a plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The instance could not be created (e.g. the instance pool is exhausted).
+    #[error("could not start the plugin: {0}")]
+    Instantiate(String),
+    /// The guest trapped or panicked before producing a response.
+    #[error("the plugin failed: {0}")]
+    Trap(String),
+    /// The guest returned without setting a response.
+    #[error("the plugin returned without a response")]
+    NoResponse,
+}
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the wasm engine: {0}")]
+pub struct EngineError(String);
+
+/// Per-request store data: WASI state, HTTP state, and the host interfaces' contexts.
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    outbound: OutboundPolicy,
+    route: RouteCtx,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// A compiled, linked component, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginCode {
+    pre: ProxyPre<RequestState>,
+}
+
+/// The engine and linker shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RequestState>,
+}
+
+/// The header of a core module and of a component (magic + version/layer).
+const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
+const COMPONENT_MAGIC: [u8; 4] = *b"\0asm";
+
+impl Runtime {
+    /// Builds the engine (see `limits`) and the linker with everything a plugin may import.
+    pub fn new() -> Result<Self, EngineError> {
+        let engine =
+            Engine::new(&limits::engine_config()).map_err(|e| EngineError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        // All of WASI 0.2 is linked so standard components instantiate, but the context grants
+        // nothing: no preopened directories, no env vars, no args, no sockets.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                bindings::plinth::host::route::add_to_linker::<_, HasSelf<RouteCtx>>(
+                    &mut linker,
+                    |state: &mut RequestState| &mut state.route,
+                )
+            })
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+        Ok(Self { engine, linker })
+    }
+
+    /// Validates, compiles and links a component. CPU-heavy and blocking: call it from
+    /// `spawn_blocking`, never on an async worker.
+    pub fn compile(&self, bytes: &[u8]) -> Result<PluginCode, CompileError> {
+        if bytes.len() < 8 || bytes[..4] != COMPONENT_MAGIC {
+            return Err(CompileError::NotWasm);
+        }
+        if bytes[..8] == CORE_MODULE_HEADER {
+            return Err(CompileError::CoreModule);
+        }
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let instance_pre = match self.linker.instantiate_pre(&component) {
+            Ok(pre) => pre,
+            Err(first) => return Err(self.explain_link_failure(&component, first)),
+        };
+        let pre = ProxyPre::new(instance_pre)
+            .map_err(|e| CompileError::MissingExport(format!("{e:#}")))?;
+        Ok(PluginCode { pre })
+    }
+
+    /// Linking stops at the first unsatisfied import. To list every one, stub the failing import
+    /// in a scratch linker and link again until it passes.
+    fn explain_link_failure(&self, component: &Component, first: wasmtime::Error) -> CompileError {
+        let ty = component.component_type();
+        let names: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let mut scratch = self.linker.clone();
+        scratch.allow_shadowing(true);
+        let mut missing: Vec<String> = Vec::new();
+        let mut error = first;
+        for _ in 0..=names.len() {
+            let message = format!("{error:#}");
+            let Some(name) = names
+                .iter()
+                .find(|n| !missing.contains(n) && message.contains(&format!("imports {}", quoted(n))))
+                .or_else(|| {
+                    names
+                        .iter()
+                        .find(|n| !missing.contains(n) && message.contains(&quoted(n)))
+                })
+            else {
+                break;
+            };
+            missing.push(name.clone());
+            if stub_import(&mut scratch, &self.engine, component, name).is_err() {
+                break;
+            }
+            match scratch.instantiate_pre(component) {
+                Ok(_) => break,
+                Err(e) => error = e,
+            }
+        }
+        if missing.is_empty() {
+            CompileError::Invalid(format!("{error:#}"))
+        } else {
+            CompileError::UnsupportedImports(missing)
+        }
+    }
+
+    /// Serves one request on a fresh instance of `code`. The guest runs in its own task so it
+    /// can keep streaming the body after the response head has been returned.
+    pub async fn handle<B>(
+        &self,
+        code: &PluginCode,
+        plugin: Arc<str>,
+        route: RouteCtx,
+        request: http::Request<B>,
+    ) -> Result<PluginResponse, HandleError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let mut store = Store::new(&self.engine, self.request_state(plugin.clone(), route));
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = request.map(|body| {
+            body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+        });
+        let http = &mut store.data_mut().http();
+        let incoming = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
+        let outparam = http
+            .new_response_outparam(sender)
+            .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
+        let pre = code.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+                .map_err(|e| HandleError::Trap(format!("{e:#}")))
+            // The store, and with it the instance and its memory, is dropped here.
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(HandleError::Trap(format!(
+                "the plugin answered with an error: {code:?}"
+            ))),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(HandleError::NoResponse),
+                Ok(Err(e)) => Err(e),
+                Err(join) => Err(HandleError::Trap(join.to_string())),
+            },
+        }
+    }
+
+    fn request_state(&self, plugin: Arc<str>, route: RouteCtx) -> RequestState {
+        let wasi = WasiCtx::builder()
+            .stdout(PluginOutput::new(plugin.clone(), Stream::Stdout))
+            .stderr(PluginOutput::new(plugin.clone(), Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        RequestState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundPolicy::deny_all(plugin),
+            route,
+        }
+    }
+}
+
+fn quoted(name: &str) -> String {
+    format!("`{name}`")
+}
+
+/// Defines every function of one import as a trap (and its resources as opaque host types), so
+/// linking can continue past it. Only used to list unsupported imports; never instantiated.
+fn stub_import(
+    linker: &mut Linker<RequestState>,
+    engine: &Engine,
+    component: &Component,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let ty = component.component_type();
+    let Some(import) = ty.get_import(engine, name) else {
+        return Ok(());
+    };
+    match import.ty {
+        ComponentItem::ComponentInstance(instance) => {
+            let mut inst = linker.instance(name)?;
+            for (export, item) in instance.exports(engine) {
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => {
+                        inst.func_new(export, |_, _, _, _| {
+                            wasmtime::bail!("unsupported import")
+                        })?;
+                    }
+                    ComponentItem::Resource(_) => {
+                        inst.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ComponentItem::ComponentFunc(_) => {
+            linker
+                .root()
+                .func_new(name, |_, _, _, _| wasmtime::bail!("unsupported import"))?;
+        }
+        ComponentItem::Resource(_) => {
+            linker
+                .root()
+                .resource(name, ResourceType::host::<()>(), |_, _| Ok(()))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}

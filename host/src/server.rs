@@ -1,0 +1,144 @@
+//! `plinth serve`: opens the store, settles the admin token, loads plugins, and serves HTTP until
+//! SIGTERM or Ctrl-C, letting in-flight requests finish.
+
+use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::registry::Registry;
+use crate::runtime::{EngineError, Runtime};
+use crate::store::{SledStore, Store, StoreError};
+use std::sync::Arc;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {dir}: {source}")]
+    Store {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The wasm engine could not be built.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Binding or serving the socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A startup task failed.
+    #[error("startup failed: {0}")]
+    Startup(String),
+}
+
+/// Runs the server with `config` until a shutdown signal.
+pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
+    let dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SledStore::open(&dir))
+            .await
+            .map_err(|e| ServeError::Startup(e.to_string()))?
+            .map_err(|source| ServeError::Store {
+                dir: config.data_dir.display().to_string(),
+                source,
+            })?,
+    );
+    let bootstrap = {
+        let store = store.clone();
+        let env_token = config.admin_token.clone();
+        tokio::task::spawn_blocking(move || Auth::bootstrap(&*store, env_token.as_deref()))
+            .await
+            .map_err(|e| ServeError::Startup(e.to_string()))?
+            .map_err(|source| ServeError::Store {
+                dir: config.data_dir.display().to_string(),
+                source,
+            })?
+    };
+    if let Some(token) = &bootstrap.generated_token {
+        // Printed once, never logged: only its hash is stored.
+        eprintln!(
+            "\n  Plinth generated an admin token for this data directory. It is shown only now:\n\n    \
+             {token}\n\n  Use it as `Authorization: Bearer <token>` on /admin/ endpoints, or set \
+             PLINTH_ADMIN_TOKEN to choose your own.\n"
+        );
+    }
+
+    let runtime = Arc::new(tokio::task::spawn_blocking(Runtime::new).await.map_err(
+        |e| ServeError::Startup(e.to_string()),
+    )??);
+    let registry = Arc::new(Registry::new(store.clone(), runtime.clone()));
+    let app = api::router(AppState {
+        registry: registry.clone(),
+        runtime,
+        auth: Arc::new(bootstrap.auth),
+        max_component_size: config.max_component_size,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    tracing::info!(data_dir = %config.data_dir.display(), "listening on http://{local}");
+
+    // Listen first so /healthz answers during a long load; /readyz turns 200 when it is done.
+    let loader = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match registry.load().await {
+                Ok(count) => tracing::info!(
+                    plugins = count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "stored plugins loaded; ready"
+                ),
+                Err(e) => tracing::error!(error = %e, "loading stored plugins failed"),
+            }
+        })
+    };
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: local.to_string(),
+            source,
+        })?;
+    loader.abort();
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received; finishing in-flight requests"),
+        () = terminate => tracing::info!("SIGTERM received; finishing in-flight requests"),
+    }
+}

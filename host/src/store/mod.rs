@@ -1,0 +1,70 @@
+//! Durable state behind one trait: plugin records, component blobs and host metadata.
+//!
+//! **Boundary:** no module but `store` names sled. Everything else talks to [`Store`], so another
+//! backend can replace sled without touching the registry or the API.
+//!
+//! **Invariant:** a method that changes data returns only once the change is on disk, so an
+//! acknowledged deploy survives `kill -9` of the host.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use serde::{Deserialize, Serialize};
+
+/// A storage failure. Carries the operation and the backend's message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, lock held by another process).
+    #[error("storage {op} failed: {message}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("stored {what} is unreadable: {message}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// The decoder's message.
+        message: String,
+    },
+}
+
+/// What the host remembers about one deployed plugin. The component bytes live separately,
+/// content-addressed by `sha256`, so records stay small to list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// The plugin's name (also the key).
+    pub name: String,
+    /// The manifest exactly as uploaded.
+    pub manifest: String,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// When this version was deployed, in milliseconds since the Unix epoch.
+    pub deployed_at_ms: u64,
+}
+
+/// The storage seam. Methods block: call them from a blocking context
+/// (`tokio::task::spawn_blocking`), never directly on an async worker.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a plugin record and its component in one atomic, durable step, replacing any
+    /// previous record of the same name (and dropping its blob if nothing else uses it).
+    fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<(), StoreError>;
+    /// Every stored plugin, ordered by name.
+    fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
+    /// The component bytes with this SHA-256, if stored.
+    fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes a plugin and, if unused, its blob. Returns whether it existed.
+    fn delete_plugin(&self, name: &str) -> Result<bool, StoreError>;
+    /// A host metadata value (admin token hash, ...).
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets a host metadata value durably.
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Whether the store held no data at all when it was opened (a first start).
+    fn was_empty_at_open(&self) -> bool;
+}

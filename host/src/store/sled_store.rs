@@ -1,0 +1,237 @@
+//! The sled implementation of [`Store`]: one tree per kind of record, multi-tree transactions for
+//! changes that must land together, and a flush before any change is acknowledged.
+
+use super::{PluginRecord, Store, StoreError};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::path::Path;
+
+const PLUGINS: &str = "plugins";
+const BLOBS: &str = "blobs";
+/// Reference counts of blobs, so a blob shared by several plugins is dropped with its last user.
+const BLOB_REFS: &str = "blob_refs";
+const META: &str = "meta";
+
+/// sled-backed store in one directory.
+pub struct SledStore {
+    db: sled::Db,
+    plugins: sled::Tree,
+    blobs: sled::Tree,
+    blob_refs: sled::Tree,
+    meta: sled::Tree,
+    was_empty: bool,
+}
+
+fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        op,
+        message: e.to_string(),
+    }
+}
+
+fn tx_error(op: &'static str, e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(op)(e),
+    }
+}
+
+fn decode_record(key: &[u8], bytes: &[u8]) -> Result<PluginRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: format!("plugin record {}", String::from_utf8_lossy(key)),
+        message: e.to_string(),
+    })
+}
+
+fn read_count(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Adds `delta` to a blob's reference count inside a transaction; removes the blob at zero.
+fn adjust_ref(
+    blobs: &TransactionalTree,
+    refs: &TransactionalTree,
+    sha: &str,
+    delta: i64,
+) -> Result<u64, ConflictableTransactionError<StoreError>> {
+    let count = read_count(refs.get(sha)?).saturating_add_signed(delta);
+    if count == 0 {
+        refs.remove(sha)?;
+        blobs.remove(sha)?;
+    } else {
+        refs.insert(sha, &count.to_be_bytes())?;
+    }
+    Ok(count)
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(backend("open"))?;
+        let was_empty = !db.was_recovered();
+        let open = |name| db.open_tree(name).map_err(backend("open tree"));
+        Ok(Self {
+            plugins: open(PLUGINS)?,
+            blobs: open(BLOBS)?,
+            blob_refs: open(BLOB_REFS)?,
+            meta: open(META)?,
+            db,
+            was_empty,
+        })
+    }
+
+    /// Makes every change so far durable before it is acknowledged.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend("flush"))
+    }
+}
+
+impl Store for SledStore {
+    fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<(), StoreError> {
+        let encoded = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            what: format!("plugin record {}", record.name),
+            message: e.to_string(),
+        })?;
+        (&self.plugins, &self.blobs, &self.blob_refs)
+            .transaction(|(plugins, blobs, refs)| {
+                let previous = plugins.insert(record.name.as_bytes(), encoded.as_slice())?;
+                let previous_sha = match previous {
+                    Some(bytes) => Some(
+                        decode_record(record.name.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?
+                            .sha256,
+                    ),
+                    None => None,
+                };
+                if previous_sha.as_deref() != Some(record.sha256.as_str()) {
+                    if adjust_ref(blobs, refs, &record.sha256, 1)? == 1 {
+                        blobs.insert(record.sha256.as_bytes(), component)?;
+                    }
+                    if let Some(old) = previous_sha {
+                        adjust_ref(blobs, refs, &old, -1)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| tx_error("put plugin", e))?;
+        self.flush()
+    }
+
+    fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        self.plugins
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend("list plugins"))?;
+                decode_record(&key, &value)
+            })
+            .collect()
+    }
+
+    fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .blobs
+            .get(sha256)
+            .map_err(backend("read component"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn delete_plugin(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = (&self.plugins, &self.blobs, &self.blob_refs)
+            .transaction(|(plugins, blobs, refs)| {
+                let Some(bytes) = plugins.remove(name.as_bytes())? else {
+                    return Ok(false);
+                };
+                let record = decode_record(name.as_bytes(), &bytes)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                adjust_ref(blobs, refs, &record.sha256, -1)?;
+                Ok(true)
+            })
+            .map_err(|e| tx_error("delete plugin", e))?;
+        self.flush()?;
+        Ok(existed)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(backend("read meta"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value).map_err(backend("write meta"))?;
+        self.flush()
+    }
+
+    fn was_empty_at_open(&self) -> bool {
+        self.was_empty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, sha: &str) -> PluginRecord {
+        PluginRecord {
+            name: name.into(),
+            manifest: format!("name = \"{name}\""),
+            sha256: sha.into(),
+            size: 3,
+            deployed_at_ms: 1,
+        }
+    }
+
+    fn temp_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "plinth-store-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn shared_blobs_live_until_their_last_plugin_goes() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        assert!(store.was_empty_at_open());
+        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        store.put_plugin(&record("b", "s1"), b"one").unwrap();
+        assert!(store.delete_plugin("a").unwrap());
+        assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
+        // Replacing b's component drops the old blob, which nothing else uses now.
+        store.put_plugin(&record("b", "s2"), b"two").unwrap();
+        assert_eq!(store.component("s1").unwrap(), None);
+        assert_eq!(store.component("s2").unwrap().as_deref(), Some(&b"two"[..]));
+        assert!(!store.delete_plugin("a").unwrap());
+        drop(store);
+
+        let reopened = SledStore::open(&dir).unwrap();
+        assert!(!reopened.was_empty_at_open());
+        assert_eq!(reopened.plugins().unwrap(), vec![record("b", "s2")]);
+        drop(reopened);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn redeploying_the_same_bytes_keeps_the_blob() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
+        assert!(store.delete_plugin("a").unwrap());
+        assert_eq!(store.component("s1").unwrap(), None);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,177 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Every command installs what it needs (the `wasm32-wasip2` target, `wrk` for the bench), so a
+//! fresh machine with rustup is enough. Tests, the demo, CI and the bench all build guest
+//! components through [`build_guests`], so there is one way to build them.
+
+mod bench;
+mod guests;
+mod http;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test          install what is needed, build the guest components, check formatting and
+                lints, and run every test (this is what CI runs)
+  demo          build the examples, start Plinth on 127.0.0.1:8080 with them deployed, and
+                print curl lines to try (Ctrl-C stops it)
+  bench         build release binaries and measure plinth against a native axum hello server
+  build-guests  build every guest component (examples/, tests/programs/) into target/guests/
+  vendor-wit    copy the standard WASI WIT packages wasmtime ships into wit/deps/";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("demo") => demo(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("build-guests") => guests::build_guests(&root).map(|_| ()),
+        Some("vendor-wit") => vendor_wit(&root),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The repository root: xtask lives one level below it.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// The workspace target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Runs a command to completion, failing with its command line if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `cargo xtask test`: everything CI checks, in the order that fails fastest.
+fn test(root: &Path) -> Result<()> {
+    let guests = guests::build_guests(root)?;
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        // Benchmarks and tests must not pay for a backtrace on every store drop.
+        .env_remove("RUST_BACKTRACE")
+        .env("PLINTH_GUEST_DIR", &guests))
+}
+
+/// `cargo xtask demo`: Plinth on 127.0.0.1:8080 (or `PLINTH_LISTEN`) with the examples deployed.
+fn demo(root: &Path) -> Result<()> {
+    let guests = guests::build_guests(root)?;
+    run(cargo().current_dir(root).args(["build", "-p", "plinth"]))?;
+    let listen = std::env::var("PLINTH_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let token = std::env::var("PLINTH_ADMIN_TOKEN").unwrap_or_else(|_| http::random_token());
+    let mut server = Command::new(target_dir(root).join("debug/plinth"))
+        .current_dir(root)
+        .args(["serve", "--listen", &listen])
+        .env("PLINTH_ADMIN_TOKEN", &token)
+        .spawn()
+        .context("starting plinth")?;
+    let base = format!("http://{listen}");
+    let deployed = (|| -> Result<Vec<String>> {
+        http::wait_ready(&base, &mut server)?;
+        let mut lines = Vec::new();
+        for example in guests::examples(root)? {
+            let wasm = guests.join(format!("{}.wasm", example.crate_name));
+            let answer = http::deploy(&base, &token, &example.manifest, &wasm)?;
+            eprintln!("deployed {}: {answer}", example.dir.display());
+            lines.extend(example.try_lines);
+        }
+        Ok(lines)
+    })();
+    let lines = match deployed {
+        Ok(lines) => lines,
+        Err(e) => {
+            let _ = server.kill();
+            return Err(e);
+        }
+    };
+    println!("\nPlinth is serving on {base} with the examples deployed. Try:\n");
+    for line in lines {
+        println!("  curl -s {base}{line}");
+    }
+    println!("  curl -s -H 'Authorization: Bearer {token}' {base}/admin/plugins");
+    println!("\nAdmin token for this run: {token}\nCtrl-C stops the server.");
+    let status = server.wait()?;
+    if !status.success() {
+        bail!("plinth exited with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo xtask vendor-wit`: copies the WASI WIT files from the wasmtime-wasi-http crate that
+/// Cargo.lock pins, so `wit/deps` is always exactly what the host implements.
+fn vendor_wit(root: &Path) -> Result<()> {
+    let out = cargo()
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .context("cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = meta["packages"]
+        .as_array()
+        .and_then(|pkgs| {
+            pkgs.iter()
+                .find(|p| p["name"] == "wasmtime-wasi-http")
+                .and_then(|p| p["manifest_path"].as_str())
+        })
+        .context("wasmtime-wasi-http is not in the dependency graph")?;
+    let src = Path::new(manifest)
+        .parent()
+        .context("manifest has a parent")?
+        .join("wit/deps");
+    let dst = root.join("wit/deps");
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst)?;
+    }
+    std::fs::create_dir_all(&dst)?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    eprintln!("vendored into wit/deps: {}", names.join(", "));
+    Ok(())
+}
