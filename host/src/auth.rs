@@ -206,12 +206,18 @@ mod tests {
     #[test]
     fn policies_parse_and_guard() {
         assert_eq!("public".parse(), Ok(AuthPolicy::Public));
-        assert_eq!("role:billing".parse(), Ok(AuthPolicy::Role("billing".into())));
+        assert_eq!(
+            "role:billing".parse(),
+            Ok(AuthPolicy::Role("billing".into()))
+        );
         assert!("role:".parse::<AuthPolicy>().is_err());
         assert!("admin".parse::<AuthPolicy>().is_err());
         let a = auth("s3cret-s3cret-s3cret");
         assert_eq!(a.authorize(&AuthPolicy::Public, None), Ok(None));
-        assert_eq!(a.authorize(&AuthPolicy::User, None), Err(AuthError::Missing));
+        assert_eq!(
+            a.authorize(&AuthPolicy::User, None),
+            Err(AuthError::Missing)
+        );
         assert_eq!(
             a.authorize(&AuthPolicy::User, Some("Bearer s3cret-s3cret-s3cret")),
             Ok(Some(Principal::Admin))

@@ -4,12 +4,14 @@ use anyhow::Context;
 use clap::Parser;
 use plinth::cli::{Cli, Command};
 use plinth::config::{LogFormat, RawConfig};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

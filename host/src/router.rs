@@ -130,28 +130,26 @@ impl<T> RouteTable<T> {
             }
             None => {
                 let index = self.routes.len();
-                self.matcher
-                    .insert(pattern, index)
-                    .map_err(|e| match e {
-                        matchit::InsertError::Conflict { with } => {
-                            let other_owner = self
-                                .routes
-                                .iter()
-                                .find(|r| r.pattern == with)
-                                .map(|r| r.owner.clone())
-                                .unwrap_or_default();
-                            RouteError::Conflict {
-                                pattern: pattern.into(),
-                                owner: owner.into(),
-                                other_pattern: with,
-                                other_owner,
-                            }
-                        }
-                        other => RouteError::InvalidPattern {
+                self.matcher.insert(pattern, index).map_err(|e| match e {
+                    matchit::InsertError::Conflict { with } => {
+                        let other_owner = self
+                            .routes
+                            .iter()
+                            .find(|r| r.pattern == with)
+                            .map(|r| r.owner.clone())
+                            .unwrap_or_default();
+                        RouteError::Conflict {
                             pattern: pattern.into(),
-                            reason: other.to_string(),
-                        },
-                    })?;
+                            owner: owner.into(),
+                            other_pattern: with,
+                            other_owner,
+                        }
+                    }
+                    other => RouteError::InvalidPattern {
+                        pattern: pattern.into(),
+                        reason: other.to_string(),
+                    },
+                })?;
                 self.routes.push(Route {
                     pattern: pattern.into(),
                     owner: owner.into(),
@@ -181,15 +179,11 @@ impl<T> RouteTable<T> {
         let Some(route) = self.routes.get(*matched.value) else {
             return Lookup::NotFound;
         };
-        let target = route
-            .methods
-            .iter()
-            .find(|(m, _)| m == method)
-            .or_else(|| {
-                (*method == Method::HEAD)
-                    .then(|| route.methods.iter().find(|(m, _)| *m == Method::GET))
-                    .flatten()
-            });
+        let target = route.methods.iter().find(|(m, _)| m == method).or_else(|| {
+            (*method == Method::HEAD)
+                .then(|| route.methods.iter().find(|(m, _)| *m == Method::GET))
+                .flatten()
+        });
         match target {
             Some((_, target)) => Lookup::Found {
                 pattern: &route.pattern,
@@ -251,7 +245,10 @@ mod tests {
         }
         assert!(matches!(
             t.lookup(&Method::HEAD, "/hello/x"),
-            Lookup::Found { target: &"greet", .. }
+            Lookup::Found {
+                target: &"greet",
+                ..
+            }
         ));
         assert!(matches!(t.lookup(&Method::GET, "/nope"), Lookup::NotFound));
         match t.lookup(&Method::DELETE, "/files/x") {

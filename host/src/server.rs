@@ -68,9 +68,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         );
     }
 
-    let runtime = Arc::new(tokio::task::spawn_blocking(Runtime::new).await.map_err(
-        |e| ServeError::Startup(e.to_string()),
-    )??);
+    let runtime = Arc::new(
+        tokio::task::spawn_blocking(Runtime::new)
+            .await
+            .map_err(|e| ServeError::Startup(e.to_string()))??,
+    );
     let registry = Arc::new(Registry::new(store.clone(), runtime.clone()));
     let app = api::router(AppState {
         registry: registry.clone(),

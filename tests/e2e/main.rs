@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `plinth` binary, real components, real HTTP on 127.0.0.1.
+//! Guest components come from `cargo xtask build-guests` (run by `cargo xtask test`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
+mod harness;
+mod lifecycle;
+mod serving;

@@ -1,6 +1,296 @@
-//! The bench harness.
-use anyhow::Result;
+//! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request) against
+//! a native axum server with the same route, both release builds, over 127.0.0.1, measured
+//! with `wrk` in alternating runs. Prints req/s, p50/p99 latency, server CPU per request, and
+//! the plinth/native ratio.
+//!
+//! Options: `--duration SECS` (default 10), `--connections N` (default 32), `--reps N`
+//! (default 3). On two or more cores the server is pinned to core 0 and wrk to core 1.
+
+use crate::{cargo, guests, http, run, target_dir};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-pub fn run(_root: &Path, _args: &[String]) -> Result<()> {
-    anyhow::bail!("not yet")
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Options {
+    duration: u64,
+    connections: u32,
+    reps: usize,
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        duration: 10,
+        connections: 32,
+        reps: 3,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--duration" => options.duration = value.trim_end_matches('s').parse()?,
+            "--connections" => options.connections = value.parse()?,
+            "--reps" => options.reps = value.parse()?,
+            other => bail!("unknown bench option {other}"),
+        }
+    }
+    Ok(options)
+}
+
+/// Installs wrk from Debian's packages when it is missing.
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("wrk is missing; installing it with apt-get");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A command pinned to `core` with taskset when the machine has a core to spare for wrk.
+fn pinned(program: &Path, core: usize) -> Command {
+    if cores() >= 2 {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(core.to_string()).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Starts a server and returns it with the address it printed.
+fn spawn_server(mut cmd: Command) -> Result<(Child, String)> {
+    let mut child = cmd
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting a server")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let Some(line) = lines.next() else {
+            bail!("the server exited before listening");
+        };
+        let line = line?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, addr))
+}
+
+/// Server CPU time (user + system) in seconds, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Ok(ticks / hz)
+}
+
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_req: f64,
+    errors: bool,
+}
+
+fn parse_latency_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn wrk(url: &str, pid: u32, seconds: u64, options: &Options) -> Result<Sample> {
+    let wrk_path = Path::new("wrk");
+    let cpu_before = cpu_seconds(pid)?;
+    let out = pinned(wrk_path, 1)
+        .args(["-t1", "--latency"])
+        .arg(format!("-c{}", options.connections))
+        .arg(format!("-d{seconds}s"))
+        .arg(url)
+        .output()
+        .context("running wrk")?;
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut sample = Sample {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        cpu_us_per_req: 0.0,
+        errors: text.contains("Non-2xx") || text.contains("Socket errors"),
+    };
+    let mut requests = 0.0;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => sample.rps = n.parse()?,
+            ["50%", v] => sample.p50_ms = parse_latency_ms(v).unwrap_or(0.0),
+            ["99%", v] => sample.p99_ms = parse_latency_ms(v).unwrap_or(0.0),
+            [n, "requests", "in", ..] => requests = n.parse()?,
+            _ => {}
+        }
+    }
+    if requests > 0.0 {
+        sample.cpu_us_per_req = cpu * 1e6 / requests;
+    }
+    Ok(sample)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Kills the child on drop, so a failed bench leaves no server behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn measure(root: &Path, args: &[String]) -> Result<()> {
+    let options = parse_options(args)?;
+    ensure_wrk()?;
+    let guest_dir = guests::build_guests(root)?;
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "plinth",
+        "-p",
+        "xtask",
+        "--bin",
+        "plinth",
+        "--bin",
+        "native-hello",
+    ]))?;
+    let release = target_dir(root).join("release");
+    let data_dir = std::env::temp_dir().join(format!("plinth-bench-{}", std::process::id()));
+    let token = http::random_token();
+
+    let (native, native_addr) = spawn_server(pinned(&release.join("native-hello"), 0))?;
+    let native = Guard(native);
+    let mut plinth_cmd = pinned(&release.join("plinth"), 0);
+    plinth_cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("PLINTH_ADMIN_TOKEN", &token)
+        .env("RUST_LOG", "warn,plinth::server=info");
+    let (plinth, plinth_addr) = spawn_server(plinth_cmd)?;
+    let mut plinth = Guard(plinth);
+    let plinth_base = format!("http://{plinth_addr}");
+    http::wait_ready(&plinth_base, &mut plinth.0)?;
+    let hello = guests::examples(root)?
+        .into_iter()
+        .find(|e| e.crate_name == "hello")
+        .context("examples/hello is missing")?;
+    http::deploy(
+        &plinth_base,
+        &token,
+        &hello.manifest,
+        &guest_dir.join("hello.wasm"),
+    )?;
+    let (status, body) = http::get(&plinth_base, "/hello/bench")?;
+    if status != 200 {
+        bail!("plinth's hello route answered {status}: {body}");
+    }
+
+    let servers = [
+        (
+            "native axum",
+            native.0.id(),
+            format!("http://{native_addr}/hello/bench"),
+        ),
+        (
+            "plinth hello (fresh instance)",
+            plinth.0.id(),
+            format!("{plinth_base}/hello/bench"),
+        ),
+    ];
+    eprintln!(
+        "warming up; then {} alternating runs of {} s each, wrk -t1 -c{}{}",
+        options.reps,
+        options.duration,
+        options.connections,
+        if cores() >= 2 {
+            ", server on core 0, wrk on core 1"
+        } else {
+            ""
+        }
+    );
+    for (_, pid, url) in &servers {
+        wrk(url, *pid, 2, &options)?;
+    }
+    let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
+    for rep in 0..options.reps {
+        for (i, (name, pid, url)) in servers.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(500));
+            let sample = wrk(url, *pid, options.duration, &options)?;
+            eprintln!(
+                "  run {}: {name}: {:.0} req/s, p99 {:.2} ms",
+                rep + 1,
+                sample.rps,
+                sample.p99_ms
+            );
+            samples[i].push(sample);
+        }
+    }
+    drop(plinth);
+    drop(native);
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    println!();
+    println!("| server | req/s (median) | p50 ms | p99 ms | server CPU µs/req | × native |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let native_rps = median(samples[0].iter().map(|s| s.rps).collect());
+    for ((name, _, _), runs) in servers.iter().zip(&samples) {
+        let rps = median(runs.iter().map(|s| s.rps).collect());
+        println!(
+            "| {name} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            median(runs.iter().map(|s| s.p50_ms).collect()),
+            median(runs.iter().map(|s| s.p99_ms).collect()),
+            median(runs.iter().map(|s| s.cpu_us_per_req).collect()),
+            if native_rps > 0.0 {
+                rps / native_rps
+            } else {
+                0.0
+            },
+        );
+    }
+    if samples.iter().flatten().any(|s| s.errors) {
+        bail!("some wrk runs saw socket errors or non-2xx responses");
+    }
+    Ok(())
 }

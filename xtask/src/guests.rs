@@ -43,7 +43,13 @@ pub fn build_guests(root: &Path) -> Result<PathBuf> {
     for ws in GUEST_WORKSPACES {
         run(cargo()
             .current_dir(root.join(ws))
-            .args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                WASM_TARGET,
+                "--target-dir",
+            ])
             .arg(&wasm_target_dir)
             // The guest workspaces have their own lock files; keep them honest.
             .arg("--locked"))?;
@@ -61,7 +67,11 @@ pub fn build_guests(root: &Path) -> Result<PathBuf> {
         }
     }
     names.sort();
-    eprintln!("guest components in {}: {}", guests.display(), names.join(", "));
+    eprintln!(
+        "guest components in {}: {}",
+        guests.display(),
+        names.join(", ")
+    );
     Ok(guests)
 }
 

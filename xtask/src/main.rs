@@ -29,7 +29,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("demo") => demo(&root),
-        Some("bench") => bench::run(&root, &args[1..]),
+        Some("bench") => bench::measure(&root, &args[1..]),
         Some("build-guests") => guests::build_guests(&root).map(|_| ()),
         Some("vendor-wit") => vendor_wit(&root),
         _ => {

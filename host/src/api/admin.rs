@@ -19,17 +19,15 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .max_component_size
         .0
         .saturating_add(MULTIPART_OVERHEAD);
-    Router::new()
-        .route("/admin/plugins", get(list))
-        .route(
-            "/admin/plugins/{name}",
-            get(show)
-                .put(deploy)
-                .delete(remove)
-                .layer(DefaultBodyLimit::max(
-                    usize::try_from(limit).unwrap_or(usize::MAX),
-                )),
-        )
+    Router::new().route("/admin/plugins", get(list)).route(
+        "/admin/plugins/{name}",
+        get(show)
+            .put(deploy)
+            .delete(remove)
+            .layer(DefaultBodyLimit::max(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            )),
+    )
 }
 
 /// Extractor that admits only the operator; runs before the body is read.
@@ -83,7 +81,10 @@ fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -
             limit: state.max_component_size.to_string(),
         }
     } else {
-        ApiError::BadUpload(format!("cannot read the multipart upload: {}", e.body_text()))
+        ApiError::BadUpload(format!(
+            "cannot read the multipart upload: {}",
+            e.body_text()
+        ))
     }
 }
 

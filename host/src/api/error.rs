@@ -166,10 +166,7 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::Auth(_) => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::Plugin(HandleError::Instantiate(_)) | ApiError::NotReady => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -17,7 +17,9 @@ pub enum ManifestError {
     #[error("invalid manifest: {0}")]
     Invalid(String),
     /// A route uses a path the host reserves.
-    #[error("route {path:?} uses the reserved prefix {prefix:?} (reserved: /admin/, /auth/, /healthz, /readyz, /metrics)")]
+    #[error(
+        "route {path:?} uses the reserved prefix {prefix:?} (reserved: /admin/, /auth/, /healthz, /readyz, /metrics)"
+    )]
     Reserved {
         /// The route.
         path: String,
@@ -211,7 +213,10 @@ path = "/todos"
     #[test]
     fn rejects_bad_manifests_with_the_field_named() {
         let cases = [
-            ("name = \"Bad_Name\"\n[[routes]]\npath = \"/x\"", "plugin name"),
+            (
+                "name = \"Bad_Name\"\n[[routes]]\npath = \"/x\"",
+                "plugin name",
+            ),
             ("name = \"ok\"\nroutes = []", "at least one"),
             ("name = \"ok\"\n[[routes]]\npath = \"x\"", "must start with"),
             (
@@ -222,8 +227,14 @@ path = "/todos"
                 "name = \"ok\"\n[[routes]]\npath = \"/x\"\nauth = \"everyone\"",
                 "auth must be",
             ),
-            ("name = \"ok\"\n[[routes]]\npath = \"/x\"\ncolour = 1", "unknown field"),
-            ("name = \"ok\"\n[[routes]]\npath = \"/x\"\nmethods = []", "no methods"),
+            (
+                "name = \"ok\"\n[[routes]]\npath = \"/x\"\ncolour = 1",
+                "unknown field",
+            ),
+            (
+                "name = \"ok\"\n[[routes]]\npath = \"/x\"\nmethods = []",
+                "no methods",
+            ),
             ("not toml at all", "invalid manifest"),
         ];
         for (text, expected) in cases {
@@ -234,7 +245,13 @@ path = "/todos"
 
     #[test]
     fn reserved_prefixes_are_refused_but_lookalikes_are_fine() {
-        for path in ["/admin", "/admin/x", "/auth/login", "/healthz", "/metrics/{*rest}"] {
+        for path in [
+            "/admin",
+            "/admin/x",
+            "/auth/login",
+            "/healthz",
+            "/metrics/{*rest}",
+        ] {
             let text = format!("name = \"ok\"\n[[routes]]\npath = \"{path}\"");
             assert!(
                 matches!(Manifest::parse(&text), Err(ManifestError::Reserved { .. })),

@@ -317,9 +317,7 @@ impl Registry {
         let store = self.store.clone();
         blocking(move || store.put_plugin(&record, &component)).await??;
         let mut plugins = current.plugins.clone();
-        let created = plugins
-            .insert(name.to_string(), plugin.clone())
-            .is_none();
+        let created = plugins.insert(name.to_string(), plugin.clone()).is_none();
         self.active.store(Arc::new(Active { plugins, routes }));
         tracing::info!(plugin = %name, sha256 = plugin.record.sha256, created, "plugin deployed");
         Ok(Deployed {

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use outgoing_http::OutboundPolicy;
 use route::RouteCtx;
-use stdio::{PluginOutput, Stream};
 use std::sync::Arc;
+use stdio::{PluginOutput, Stream};
 use wasmtime::component::{
     Component, HasSelf, Linker, ResourceTable, ResourceType, types::ComponentItem,
 };
@@ -163,7 +163,10 @@ impl Runtime {
     /// in a scratch linker and link again until it passes.
     fn explain_link_failure(&self, component: &Component, first: wasmtime::Error) -> CompileError {
         let ty = component.component_type();
-        let names: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let names: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let mut scratch = self.linker.clone();
         scratch.allow_shadowing(true);
         let mut missing: Vec<String> = Vec::new();
@@ -172,7 +175,9 @@ impl Runtime {
             let message = format!("{error:#}");
             let Some(name) = names
                 .iter()
-                .find(|n| !missing.contains(n) && message.contains(&format!("imports {}", quoted(n))))
+                .find(|n| {
+                    !missing.contains(n) && message.contains(&format!("imports {}", quoted(n)))
+                })
                 .or_else(|| {
                     names
                         .iter()
@@ -288,9 +293,7 @@ fn stub_import(
             for (export, item) in instance.exports(engine) {
                 match item.ty {
                     ComponentItem::ComponentFunc(_) => {
-                        inst.func_new(export, |_, _, _, _| {
-                            wasmtime::bail!("unsupported import")
-                        })?;
+                        inst.func_new(export, |_, _, _, _| wasmtime::bail!("unsupported import"))?;
                     }
                     ComponentItem::Resource(_) => {
                         inst.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;

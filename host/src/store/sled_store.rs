@@ -166,7 +166,9 @@ impl Store for SledStore {
     }
 
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key, value).map_err(backend("write meta"))?;
+        self.meta
+            .insert(key, value)
+            .map_err(backend("write meta"))?;
         self.flush()
     }
 

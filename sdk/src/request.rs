@@ -1,0 +1,162 @@
+//! The request a plugin receives.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// An HTTP method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+    /// HEAD
+    Head,
+    /// OPTIONS
+    Options,
+    /// Any other method, as sent.
+    Other(String),
+}
+
+impl Method {
+    /// The method as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An incoming HTTP request, body fully read.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) method: Method,
+    pub(crate) path_with_query: String,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) route: String,
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Builds a request by hand, e.g. to unit-test a handler natively.
+    pub fn new(method: Method, path_with_query: &str) -> Self {
+        Self {
+            method,
+            path_with_query: path_with_query.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            route: String::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Sets the matched route and its parameters (what the host supplies), for tests.
+    pub fn with_route(mut self, pattern: &str, params: &[(&str, &str)]) -> Self {
+        self.route = pattern.to_string();
+        self.params = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// Adds a header, for tests.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// Sets the body, for tests.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path, without the query string.
+    pub fn path(&self) -> &str {
+        self.path_with_query
+            .split_once('?')
+            .map_or(self.path_with_query.as_str(), |(path, _)| path)
+    }
+
+    /// The raw query string, if any (without the `?`).
+    pub fn query(&self) -> Option<&str> {
+        self.path_with_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The first value of a header (names are case-insensitive), if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Every header as (lower-case name, raw value).
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// The route pattern the host matched, as written in `plinth.toml` (e.g. `/hello/{name}`).
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// A path parameter of the matched route, percent-decoded.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every path parameter, in pattern order.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str, crate::Response> {
+        std::str::from_utf8(&self.body).map_err(|_| {
+            crate::Response::error(400, "invalid_body", "the request body is not UTF-8 text")
+        })
+    }
+
+    /// The body parsed as JSON. The error is a ready 400 response naming the problem.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, crate::Response> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            crate::Response::error(400, "invalid_json", &format!("invalid JSON body: {e}"))
+        })
+    }
+}

@@ -1,0 +1,413 @@
+//! Starts the real `plinth` binary on a free 127.0.0.1 port with its own data directory, waits
+//! for `/readyz`, fails fast if it exits, and kills it on drop. Every request has a timeout.
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The admin token test servers run with.
+pub const TOKEN: &str = "e2e-admin-token-0123456789";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The stable error code of a JSON error response.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a JSON error: {}", self.text()))
+            .to_string()
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Extra command-line arguments after `serve`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Run without `PLINTH_ADMIN_TOKEN` (so one is generated).
+    pub no_env_token: bool,
+    /// Pass --listen and --data-dir through the environment instead of flags.
+    pub settings_in_env: bool,
+}
+
+/// A running `plinth serve`.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    client: Client,
+    /// Remove the data directory on drop.
+    owns_dir: bool,
+}
+
+/// A plain blocking `GET /readyz` (usable from sync and async tests alike).
+fn readyz_ok(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+/// A temporary directory removed on drop. Declare it before the server using it, so the server
+/// is dropped (killed) first.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        Self(fresh_data_dir())
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fresh_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "plinth-e2e-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// A server on a fresh data directory.
+    pub fn start() -> Server {
+        let mut server = Self::start_with(fresh_data_dir(), Options::default());
+        server.owns_dir = true;
+        server
+    }
+
+    /// A server on `data_dir` with `options`. The caller owns (and removes) `data_dir`.
+    pub fn start_with(data_dir: PathBuf, options: Options) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        cmd.arg("serve");
+        if options.settings_in_env {
+            cmd.env("PLINTH_LISTEN", "127.0.0.1:0")
+                .env("PLINTH_DATA_DIR", &data_dir);
+        } else {
+            cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data_dir);
+        }
+        cmd.args(&options.args)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("PLINTH_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if !options.no_env_token {
+            cmd.env("PLINTH_ADMIN_TOKEN", TOKEN);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting plinth");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[plinth] {line}");
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| !c.is_whitespace() && *c != '"')
+                            .collect();
+                        let _ = addr_tx.send(addr);
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("plinth exited during start-up with {status}");
+            }
+            match addr_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(addr) => break addr,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("plinth did not start listening within {START_TIMEOUT:?}");
+                }
+            }
+        };
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            data_dir,
+            logs,
+            client: Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap(),
+            owns_dir: false,
+        };
+        server.wait_ready(deadline);
+        server
+    }
+
+    fn wait_ready(&self, deadline: Instant) {
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().unwrap();
+        while !readyz_ok(addr) {
+            assert!(Instant::now() < deadline, "plinth never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops this server (SIGKILL) and starts a new one on the same data directory.
+    pub fn restart(mut self) -> Server {
+        let owns_dir = std::mem::take(&mut self.owns_dir);
+        let dir = self.data_dir.clone();
+        drop(self);
+        let mut server = Self::start_with(dir, Options::default());
+        server.owns_dir = owns_dir;
+        server
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "plinth ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stderr line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until some log line contains every one of `needles`.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .logs()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} in:\n{}",
+                self.logs().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req.send().await.expect("request failed");
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.unwrap().to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, None).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str) -> Reply {
+        self.request(method, path, Some(TOKEN), None).await
+    }
+
+    /// `PUT /admin/plugins/{name}` with parts `manifest` and `component`.
+    pub async fn deploy(&self, name: &str, manifest: &str, component: &[u8]) -> Reply {
+        self.deploy_with_token(name, manifest, component, Some(TOKEN))
+            .await
+    }
+
+    pub async fn deploy_with_token(
+        &self,
+        name: &str,
+        manifest: &str,
+        component: &[u8],
+        token: Option<&str>,
+    ) -> Reply {
+        let form = Form::new()
+            .part("manifest", Part::text(manifest.to_string()))
+            .part(
+                "component",
+                Part::bytes(component.to_vec()).file_name("plugin.wasm"),
+            );
+        let mut req = self
+            .client
+            .put(format!("{}/admin/plugins/{name}", self.base))
+            .multipart(form);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("deploy request failed");
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.unwrap().to_vec(),
+        }
+    }
+
+    /// Deploys a guest built from the repository with its own `plinth.toml`, asserting success.
+    pub async fn deploy_guest(&self, guest: Guest) -> Value {
+        let reply = self
+            .deploy(guest.name(), &guest.manifest(), &guest.component())
+            .await;
+        assert!(
+            reply.status.is_success(),
+            "deploying {} failed: {} {}",
+            guest.name(),
+            reply.status,
+            reply.text()
+        );
+        reply.json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// The guest components the tests use, built by `cargo xtask build-guests`.
+#[derive(Clone, Copy, Debug)]
+pub enum Guest {
+    Hello,
+    PlainHttp,
+    Trap,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn guest_dir() -> PathBuf {
+    std::env::var_os("PLINTH_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/guests"))
+}
+
+impl Guest {
+    /// The plugin name in its manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Guest::Hello => "hello",
+            Guest::PlainHttp => "plain",
+            Guest::Trap => "trap",
+        }
+    }
+
+    fn source_dir(self) -> PathBuf {
+        let root = repo_root();
+        match self {
+            Guest::Hello => root.join("examples/hello"),
+            Guest::PlainHttp => root.join("tests/programs/plain-http"),
+            Guest::Trap => root.join("tests/programs/trap"),
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Guest::Hello => "hello.wasm",
+            Guest::PlainHttp => "plain_http.wasm",
+            Guest::Trap => "trap.wasm",
+        }
+    }
+
+    pub fn manifest(self) -> String {
+        std::fs::read_to_string(self.source_dir().join("plinth.toml")).unwrap()
+    }
+
+    pub fn component(self) -> Vec<u8> {
+        let path = guest_dir().join(self.file());
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{} is missing ({e}): run `cargo xtask build-guests` (or `cargo xtask test`)",
+                path.display()
+            )
+        })
+    }
+}
