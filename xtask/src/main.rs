@@ -70,8 +70,23 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Installs rustfmt and clippy when the toolchain lacks them (minimal rustup profiles do).
+fn ensure_components() -> Result<()> {
+    for (component, probe) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        let present = cargo()
+            .args([probe, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
+}
+
 /// `cargo xtask test`: everything CI checks, in the order that fails fastest.
 fn test(root: &Path) -> Result<()> {
+    ensure_components()?;
     let guests = guests::build_guests(root)?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo().current_dir(root).args([
