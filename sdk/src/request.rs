@@ -46,6 +46,14 @@ impl fmt::Display for Method {
     }
 }
 
+/// The first value of header `name` (case-insensitive) in `headers`, if valid UTF-8.
+pub(crate) fn find_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
 /// An incoming HTTP request, body fully read.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -112,10 +120,7 @@ impl Request {
 
     /// The first value of a header (names are case-insensitive), if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        find_header(&self.headers, name)
     }
 
     /// Every header as (lower-case name, raw value).

@@ -71,10 +71,7 @@ impl Response {
 
     /// The first value of a header, if valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        crate::request::find_header(&self.headers, name)
     }
 
     /// The body.

@@ -182,9 +182,9 @@ async fn bad_deploys_are_refused_with_distinct_codes_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = reply.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "invalid_upload");
+    let reply = crate::harness::Reply::read(reply).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.code(), "invalid_upload");
 
     // Nothing changed: the original version still serves, and it is the only plugin.
     let show = server.admin(Method::GET, "/admin/plugins/hello").await;

@@ -25,6 +25,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            body: resp.bytes().await.unwrap().to_vec(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -273,12 +281,7 @@ impl Server {
         if let Some(body) = body {
             req = req.body(body);
         }
-        let resp = req.send().await.expect("request failed");
-        Reply {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.unwrap().to_vec(),
-        }
+        Reply::read(req.send().await.expect("request failed")).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -315,12 +318,7 @@ impl Server {
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.expect("deploy request failed");
-        Reply {
-            status: resp.status(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.unwrap().to_vec(),
-        }
+        Reply::read(req.send().await.expect("deploy request failed")).await
     }
 
     /// Deploys a guest built from the repository with its own `plinth.toml`, asserting success.
