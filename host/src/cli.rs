@@ -1,5 +1,6 @@
 //! The `plinth` command line (clap): today `plinth serve`; operator commands join it here.
 
+use crate::auth::Registration;
 use crate::config::{ByteSize, LogFormat, RawConfig};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,13 @@ pub struct ServeArgs {
     /// Largest component a deploy may upload, e.g. 64MiB [default: 64MiB]
     #[arg(long, env = "PLINTH_MAX_COMPONENT_SIZE", value_name = "SIZE")]
     pub max_component_size: Option<ByteSize>,
+    /// Who may create accounts with POST /auth/register: open or closed [default: open]
+    #[arg(long, env = "PLINTH_REGISTRATION", value_name = "MODE")]
+    pub registration: Option<Registration>,
+}
+
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl ServeArgs {
@@ -49,9 +57,11 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             log_format: self.log_format,
             max_component_size: self.max_component_size,
-            admin_token: std::env::var("PLINTH_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            registration: self.registration,
+            admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
+            admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
+            admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),
+            ..RawConfig::default()
         }
     }
 }

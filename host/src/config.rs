@@ -1,11 +1,13 @@
 //! Server settings: merged from flags, environment and an optional TOML file (the raw stage),
 //! then checked and given defaults (the resolved stage), so `plinth serve` runs with no setup.
 
+use crate::auth::{AuthSettings, PasswordParams, Registration};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Default listen address: loopback only, so a fresh install is not exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -13,6 +15,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "plinth-data";
 /// Default cap on an uploaded component (the whole multipart body of a deploy).
 pub const DEFAULT_MAX_COMPONENT_SIZE: ByteSize = ByteSize(64 * 1024 * 1024);
+/// Default access token lifetime.
+pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Default refresh token lifetime.
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Errors in the server configuration, naming the offending source and value.
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +142,50 @@ pub struct RawConfig {
     pub log_format: Option<LogFormat>,
     /// Largest accepted deploy upload.
     pub max_component_size: Option<ByteSize>,
-    /// The admin token (only from the environment: a token never belongs in a file).
+    /// Who may register: `open` or `closed`.
+    pub registration: Option<Registration>,
+    /// Access token lifetime, e.g. `15m`.
+    pub access_token_ttl: Option<String>,
+    /// Refresh token lifetime, e.g. `30days`.
+    pub refresh_token_ttl: Option<String>,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id iterations.
+    pub argon2_iterations: Option<u32>,
+    /// argon2id parallelism.
+    pub argon2_parallelism: Option<u32>,
+    /// The admin token (only from the environment: a secret never belongs in a file).
     #[serde(skip)]
     pub admin_token: Option<String>,
+    /// First admin account's email (environment only).
+    #[serde(skip)]
+    pub admin_email: Option<String>,
+    /// First admin account's password (environment only).
+    #[serde(skip)]
+    pub admin_password: Option<String>,
+}
+
+fn parse_ttl(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => match humantime::parse_duration(&text) {
+            Ok(d) if d.as_secs() >= 1 => Ok(d),
+            Ok(_) => Err(ConfigError::Value {
+                key,
+                value: text,
+                reason: "must be at least one second".into(),
+            }),
+            Err(e) => Err(ConfigError::Value {
+                key,
+                value: text,
+                reason: e.to_string(),
+            }),
+        },
+    }
 }
 
 impl RawConfig {
@@ -161,7 +208,15 @@ impl RawConfig {
             data_dir: self.data_dir.or(lower.data_dir),
             log_format: self.log_format.or(lower.log_format),
             max_component_size: self.max_component_size.or(lower.max_component_size),
+            registration: self.registration.or(lower.registration),
+            access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
+            refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
+            argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
+            argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
+            argon2_parallelism: self.argon2_parallelism.or(lower.argon2_parallelism),
             admin_token: self.admin_token.or(lower.admin_token),
+            admin_email: self.admin_email.or(lower.admin_email),
+            admin_password: self.admin_password.or(lower.admin_password),
         }
     }
 
@@ -186,6 +241,38 @@ impl RawConfig {
             Some(t) => Some(t.trim().to_string()),
             None => None,
         };
+        let admin_account = match (self.admin_email, self.admin_password) {
+            (Some(email), Some(password)) => Some((email, password)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "PLINTH_ADMIN_EMAIL/PLINTH_ADMIN_PASSWORD",
+                    value: "(hidden)".into(),
+                    reason: "set both or neither".into(),
+                });
+            }
+        };
+        let defaults = PasswordParams::default();
+        let auth = AuthSettings {
+            registration: self.registration.unwrap_or_default(),
+            access_ttl: parse_ttl(
+                "access_token_ttl",
+                self.access_token_ttl,
+                DEFAULT_ACCESS_TTL,
+            )?,
+            refresh_ttl: parse_ttl(
+                "refresh_token_ttl",
+                self.refresh_token_ttl,
+                DEFAULT_REFRESH_TTL,
+            )?,
+            password_params: PasswordParams {
+                memory_kib: self.argon2_memory_kib.unwrap_or(defaults.memory_kib),
+                iterations: self.argon2_iterations.unwrap_or(defaults.iterations),
+                parallelism: self.argon2_parallelism.unwrap_or(defaults.parallelism),
+            },
+            admin_token,
+            admin_account,
+        };
         Ok(ServerConfig {
             listen,
             data_dir: self
@@ -195,7 +282,7 @@ impl RawConfig {
             max_component_size: self
                 .max_component_size
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
-            admin_token,
+            auth,
         })
     }
 }
@@ -211,19 +298,19 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Largest accepted deploy upload.
     pub max_component_size: ByteSize,
-    /// A fixed admin token from `PLINTH_ADMIN_TOKEN`, if set.
-    pub admin_token: Option<String>,
+    /// Accounts, tokens and the admin token.
+    pub auth: AuthSettings,
 }
 
 impl fmt::Debug for ServerConfig {
-    // Hand-written so the admin token never reaches a log line.
+    // Hand-written so secrets never reach a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("log_format", &self.log_format)
             .field("max_component_size", &self.max_component_size)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
+            .field("auth", &self.auth)
             .finish()
     }
 }

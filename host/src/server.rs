@@ -48,17 +48,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 source,
             })?,
     );
-    let bootstrap = {
-        let store = store.clone();
-        let env_token = config.admin_token.clone();
-        tokio::task::spawn_blocking(move || Auth::bootstrap(&*store, env_token.as_deref()))
-            .await
-            .map_err(|e| ServeError::Startup(e.to_string()))?
-            .map_err(|source| ServeError::Store {
-                dir: config.data_dir.display().to_string(),
-                source,
-            })?
-    };
+    let bootstrap = Auth::bootstrap(store.clone(), config.auth.clone())
+        .await
+        .map_err(|e| ServeError::Startup(format!("setting up auth: {e}")))?;
     if let Some(token) = &bootstrap.generated_token {
         // Printed once, never logged: only its hash is stored.
         eprintln!(

@@ -32,7 +32,7 @@ mod response;
 mod router;
 mod wasi_http;
 
-pub use request::{Method, Request};
+pub use request::{Method, Request, User};
 pub use response::Response;
 pub use router::Router;
 

@@ -54,6 +54,24 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> O
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The account's stable id (`admin-token` for the operator's admin token).
+    pub id: String,
+    /// The account's email (empty for the admin token).
+    pub email: String,
+    /// The account's roles.
+    pub roles: Vec<String>,
+}
+
+impl User {
+    /// Whether the caller holds `role` (`admin` holds every role).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role || r == "admin")
+    }
+}
+
 /// An incoming HTTP request, body fully read.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -63,6 +81,7 @@ pub struct Request {
     pub(crate) body: Vec<u8>,
     pub(crate) route: String,
     pub(crate) params: Vec<(String, String)>,
+    pub(crate) user: Option<User>,
 }
 
 impl Request {
@@ -75,7 +94,20 @@ impl Request {
             body: Vec::new(),
             route: String::new(),
             params: Vec::new(),
+            user: None,
         }
+    }
+
+    /// Sets the caller (what the host supplies), for tests.
+    pub fn with_user(mut self, user: User) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// Who is calling: the account the host authenticated, or `None` when anonymous. Routes
+    /// with `auth = "user"` or `"role:NAME"` in `plinth.toml` always have a caller.
+    pub fn user(&self) -> Option<&User> {
+        self.user.as_ref()
     }
 
     /// Sets the matched route and its parameters (what the host supplies), for tests.

@@ -1,13 +1,13 @@
 //! The only place that touches wasi:http: turning the incoming request into a [`Request`] and a
 //! [`Response`] into the outgoing one.
 
-use crate::bindings::plinth::host::route;
+use crate::bindings::plinth::host::{identity, route};
 use crate::bindings::wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method as WasiMethod, OutgoingBody, OutgoingResponse,
     ResponseOutparam,
 };
 use crate::bindings::wasi::io::streams::StreamError;
-use crate::{Method, Request, Response};
+use crate::{Method, Request, Response, User};
 
 /// Bytes per read from the body stream.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -41,6 +41,11 @@ pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String>
         body,
         route: matched.pattern,
         params: matched.params,
+        user: identity::caller().map(|u| User {
+            id: u.id,
+            email: u.email,
+            roles: u.roles,
+        }),
     })
 }
 

@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API: every variant maps to a status and a stable `code` in one
 //! `match`, and every error a client sees is `{"error": {"code": "...", "message": "..."}}`.
 
-use crate::auth::AuthError;
+use crate::auth::{AccountError, AuthError, CredentialError};
 use crate::registry::DeployError;
 use crate::registry::manifest::ManifestError;
 use crate::router::RouteError;
@@ -17,6 +17,12 @@ pub enum ApiError {
     /// Authentication failed or was missing.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// An account operation failed.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The JSON request body is missing or malformed.
+    #[error("{0}")]
+    InvalidBody(String),
     /// A deploy or delete failed.
     #[error(transparent)]
     Deploy(#[from] DeployError),
@@ -68,6 +74,31 @@ impl ApiError {
         match self {
             ApiError::Auth(AuthError::Missing) => (S::UNAUTHORIZED, "unauthenticated", None),
             ApiError::Auth(AuthError::Invalid) => (S::UNAUTHORIZED, "invalid_token", None),
+            ApiError::Auth(AuthError::Forbidden(role)) => (
+                S::FORBIDDEN,
+                "forbidden",
+                Some(json!({ "required_role": role })),
+            ),
+            ApiError::Account(e) => match e {
+                AccountError::Credential(CredentialError::InvalidEmail(_)) => {
+                    (S::BAD_REQUEST, "invalid_email", None)
+                }
+                AccountError::Credential(CredentialError::WeakPassword(_)) => {
+                    (S::BAD_REQUEST, "weak_password", None)
+                }
+                AccountError::EmailTaken => (S::CONFLICT, "email_taken", None),
+                AccountError::BadCredentials => (S::UNAUTHORIZED, "invalid_credentials", None),
+                AccountError::Disabled => (S::FORBIDDEN, "account_disabled", None),
+                AccountError::RegistrationClosed => (S::FORBIDDEN, "registration_closed", None),
+                AccountError::InvalidRefreshToken => {
+                    (S::UNAUTHORIZED, "invalid_refresh_token", None)
+                }
+                AccountError::NotAnAccount => (S::FORBIDDEN, "not_an_account", None),
+                AccountError::Busy => (S::SERVICE_UNAVAILABLE, "busy", None),
+                AccountError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+                AccountError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
+            },
+            ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", None),
             ApiError::Deploy(e) => match e {
                 DeployError::InvalidName(_) => (S::BAD_REQUEST, "invalid_name", None),
                 DeployError::NameMismatch { .. } => (S::BAD_REQUEST, "name_mismatch", None),
@@ -139,7 +170,8 @@ impl ApiError {
             ApiError::Plugin(HandleError::Instantiate(_)) => {
                 "the plugin could not be started for this request; try again".into()
             }
-            ApiError::Deploy(DeployError::Store(_) | DeployError::Internal(_)) => {
+            ApiError::Deploy(DeployError::Store(_) | DeployError::Internal(_))
+            | ApiError::Account(AccountError::Store(_) | AccountError::Internal(_)) => {
                 "the server could not complete the operation; nothing was changed".into()
             }
             other => other.to_string(),

@@ -5,6 +5,7 @@
 //! `auth`); they hold no state of their own beyond [`AppState`].
 
 mod admin;
+mod auth;
 mod error;
 mod plugins;
 
@@ -41,9 +42,28 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(admin::routes(&state))
+        .merge(auth::routes())
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `Json<T>` whose rejections are API errors in Plinth's JSON shape.
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::InvalidBody(rejection.body_text())),
+        }
+    }
 }
 
 /// Alive: the process answers.

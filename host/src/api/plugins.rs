@@ -1,7 +1,10 @@
 //! Dispatch of every non-host path to the plugin whose route matches.
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::router::Lookup;
+use crate::runtime::RequestContext;
+use crate::runtime::identity::Caller;
 use crate::runtime::route::RouteCtx;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -47,22 +50,25 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         Err(e) => return ApiError::from(e).into_response(),
     };
     let headers = request.headers_mut();
-    if principal.is_some() {
-        // The host consumed the credential; the plugin never sees it.
+    if !target.forward_authorization {
+        // Credentials stay with the host; the plugin learns the caller through `identity`.
         headers.remove(header::AUTHORIZATION);
     }
     if !headers.contains_key(header::HOST) {
         // wasi:http needs an authority; HTTP/1.0 clients may omit Host.
         headers.insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    let route = RouteCtx {
-        pattern: pattern.to_string(),
-        params,
+    let context = RequestContext {
+        route: RouteCtx {
+            pattern: pattern.to_string(),
+            params,
+        },
+        caller: principal.map(caller),
     };
     let plugin = &target.plugin;
     match state
         .runtime
-        .handle(&plugin.code, plugin.name.clone(), route, request)
+        .handle(&plugin.code, plugin.name.clone(), context, request)
         .await
     {
         Ok(response) => response.map(Body::new),
@@ -70,5 +76,21 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
             tracing::error!(plugin = &*plugin.name, error = %e, "plugin request failed");
             ApiError::from(e).into_response()
         }
+    }
+}
+
+/// The caller as the plugin sees it.
+fn caller(principal: Principal) -> Caller {
+    match principal {
+        Principal::User(user) => Caller {
+            id: user.id,
+            email: user.email,
+            roles: user.roles,
+        },
+        Principal::AdminToken => Caller {
+            id: "admin-token".into(),
+            email: String::new(),
+            roles: vec!["admin".into()],
+        },
     }
 }

@@ -145,6 +145,10 @@ pub struct RouteSpec {
     /// Who may call: `public` (default), `user` or `role:NAME`.
     #[serde(default, deserialize_with = "deserialize_policy")]
     pub auth: AuthPolicy,
+    /// Pass the caller's `Authorization` header to the plugin (default: removed, so credentials
+    /// never reach plugin code; a plugin doing its own auth opts in here).
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 /// A parsed, checked manifest.

@@ -70,13 +70,15 @@ pub struct LoadedPlugin {
     pub code: PluginCode,
 }
 
-/// Where a route leads: the plugin and the auth policy of that route.
+/// Where a route leads: the plugin and the auth settings of that route.
 #[derive(Clone)]
 pub struct RouteTarget {
     /// The plugin serving the route.
     pub plugin: Arc<LoadedPlugin>,
     /// Who may call it.
     pub auth: AuthPolicy,
+    /// Whether the plugin sees the `Authorization` header.
+    pub forward_authorization: bool,
 }
 
 /// One consistent view of the active plugins and their routes.
@@ -170,6 +172,7 @@ fn build_routes<'a>(
                     RouteTarget {
                         plugin: plugin.clone(),
                         auth: route.auth.clone(),
+                        forward_authorization: route.forward_authorization,
                     },
                 )
             });

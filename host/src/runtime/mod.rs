@@ -9,6 +9,7 @@
 //! when the guest finishes, traps or is cancelled, never reused.
 
 mod bindings;
+pub mod identity;
 mod limits;
 mod outgoing_http;
 pub mod route;
@@ -16,6 +17,7 @@ mod stdio;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use identity::IdentityCtx;
 use outgoing_http::OutboundPolicy;
 use route::RouteCtx;
 use std::sync::Arc;
@@ -82,6 +84,16 @@ pub struct RequestState {
     table: ResourceTable,
     outbound: OutboundPolicy,
     route: RouteCtx,
+    identity: IdentityCtx,
+}
+
+/// What the host knows about a request before the plugin runs.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The matched route.
+    pub route: RouteCtx,
+    /// The authenticated caller, if any.
+    pub caller: Option<identity::Caller>,
 }
 
 impl WasiView for RequestState {
@@ -133,6 +145,12 @@ impl Runtime {
                 bindings::plinth::host::route::add_to_linker::<_, HasSelf<RouteCtx>>(
                     &mut linker,
                     |state: &mut RequestState| &mut state.route,
+                )
+            })
+            .and_then(|()| {
+                bindings::plinth::host::identity::add_to_linker::<_, HasSelf<IdentityCtx>>(
+                    &mut linker,
+                    |state: &mut RequestState| &mut state.identity,
                 )
             })
             .map_err(|e| EngineError(format!("{e:#}")))?;
@@ -208,14 +226,14 @@ impl Runtime {
         &self,
         code: &PluginCode,
         plugin: Arc<str>,
-        route: RouteCtx,
+        context: RequestContext,
         request: http::Request<B>,
     ) -> Result<PluginResponse, HandleError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Display,
     {
-        let mut store = Store::new(&self.engine, self.request_state(plugin.clone(), route));
+        let mut store = Store::new(&self.engine, self.request_state(plugin.clone(), context));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = request.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
@@ -253,7 +271,7 @@ impl Runtime {
         }
     }
 
-    fn request_state(&self, plugin: Arc<str>, route: RouteCtx) -> RequestState {
+    fn request_state(&self, plugin: Arc<str>, context: RequestContext) -> RequestState {
         let wasi = WasiCtx::builder()
             .stdout(PluginOutput::new(plugin.clone(), Stream::Stdout))
             .stderr(PluginOutput::new(plugin.clone(), Stream::Stderr))
@@ -266,7 +284,10 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             outbound: OutboundPolicy::deny_all(plugin),
-            route,
+            route: context.route,
+            identity: IdentityCtx {
+                caller: context.caller,
+            },
         }
     }
 }

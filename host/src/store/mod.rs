@@ -49,6 +49,81 @@ pub struct PluginRecord {
     pub deployed_at_ms: u64,
 }
 
+/// A named set of keys: one sled tree each. Domain modules own the meaning of their spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Accounts by user id.
+    Users,
+    /// Normalised email → user id (uniqueness index).
+    Emails,
+    /// Refresh tokens by the SHA-256 of the token.
+    RefreshTokens,
+    /// Refresh-token families by id (a family is one login's chain of rotations).
+    Families,
+    /// `user id / family id` → nothing: which families a user has, for revoking them all.
+    UserFamilies,
+    /// JWT signing keys by key id.
+    SigningKeys,
+}
+
+impl Space {
+    /// Every space, in a fixed order (the order of the trees in a transaction).
+    pub const ALL: [Space; 6] = [
+        Space::Users,
+        Space::Emails,
+        Space::RefreshTokens,
+        Space::Families,
+        Space::UserFamilies,
+        Space::SigningKeys,
+    ];
+
+    /// The tree name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Users => "users",
+            Space::Emails => "emails",
+            Space::RefreshTokens => "refresh_tokens",
+            Space::Families => "families",
+            Space::UserFamilies => "user_families",
+            Space::SigningKeys => "signing_keys",
+        }
+    }
+}
+
+/// Key-value pairs in key order, as [`Store::scan`] returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One step of an atomic [`Store::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set a key.
+    Put {
+        /// Where.
+        space: Space,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove a key.
+    Delete {
+        /// Where.
+        space: Space,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Precondition: the key currently holds exactly `value` (`None`: is absent). If any
+    /// precondition fails, nothing in the commit is applied.
+    Expect {
+        /// Where.
+        space: Space,
+        /// Key.
+        key: Vec<u8>,
+        /// Expected value.
+        value: Option<Vec<u8>>,
+    },
+}
+
 /// The storage seam. Methods block: call them from a blocking context
 /// (`tokio::task::spawn_blocking`), never directly on an async worker.
 pub trait Store: Send + Sync + 'static {
@@ -67,4 +142,19 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Whether the store held no data at all when it was opened (a first start).
     fn was_empty_at_open(&self) -> bool;
+
+    /// The value of `key` in `space`.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries of `space` whose keys start with `prefix`, in key order, starting
+    /// after `after` when given (for cursor pagination).
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
+    /// Applies `ops` atomically and durably. Returns `false` (and changes nothing) when an
+    /// [`Op::Expect`] precondition does not hold.
+    fn commit(&self, ops: &[Op]) -> Result<bool, StoreError>;
 }

@@ -1,7 +1,7 @@
 //! The sled implementation of [`Store`]: one tree per kind of record, multi-tree transactions for
 //! changes that must land together, and a flush before any change is acknowledged.
 
-use super::{PluginRecord, Store, StoreError};
+use super::{Entries, Op, PluginRecord, Space, Store, StoreError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
@@ -19,6 +19,8 @@ pub struct SledStore {
     blobs: sled::Tree,
     blob_refs: sled::Tree,
     meta: sled::Tree,
+    /// One tree per [`Space`], in `Space::ALL` order.
+    spaces: Vec<sled::Tree>,
     was_empty: bool,
 }
 
@@ -76,7 +78,12 @@ impl SledStore {
             .map_err(backend("open"))?;
         let was_empty = !db.was_recovered();
         let open = |name| db.open_tree(name).map_err(backend("open tree"));
+        let spaces = Space::ALL
+            .iter()
+            .map(|space| open(space.name()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            spaces,
             plugins: open(PLUGINS)?,
             blobs: open(BLOBS)?,
             blob_refs: open(BLOB_REFS)?,
@@ -84,6 +91,10 @@ impl SledStore {
             db,
             was_empty,
         })
+    }
+
+    fn space(&self, space: Space) -> &sled::Tree {
+        &self.spaces[Space::ALL.iter().position(|s| *s == space).unwrap_or(0)]
     }
 
     /// Makes every change so far durable before it is acknowledged.
@@ -175,6 +186,72 @@ impl Store for SledStore {
     fn was_empty_at_open(&self) -> bool {
         self.was_empty
     }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .space(space)
+            .get(key)
+            .map_err(backend("read"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let tree = self.space(space);
+        let iter = match after {
+            Some(after) => tree
+                .range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => tree.range::<&[u8], _>(prefix..),
+        };
+        let mut out = Vec::new();
+        for entry in iter {
+            let (key, value) = entry.map_err(backend("scan"))?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, ops: &[Op]) -> Result<bool, StoreError> {
+        let index = |space: Space| Space::ALL.iter().position(|s| *s == space).unwrap_or(0);
+        let applied = self
+            .spaces
+            .as_slice()
+            .transaction(|trees| {
+                for op in ops {
+                    if let Op::Expect { space, key, value } = op {
+                        let current = trees[index(*space)].get(key)?;
+                        if current.as_deref() != value.as_deref() {
+                            return Ok(false);
+                        }
+                    }
+                }
+                for op in ops {
+                    match op {
+                        Op::Put { space, key, value } => {
+                            trees[index(*space)].insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Op::Delete { space, key } => {
+                            trees[index(*space)].remove(key.as_slice())?;
+                        }
+                        Op::Expect { .. } => {}
+                    }
+                }
+                Ok(true)
+            })
+            .map_err(|e: TransactionError<StoreError>| tx_error("commit", e))?;
+        if applied {
+            self.flush()?;
+        }
+        Ok(applied)
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +298,40 @@ mod tests {
         assert!(!reopened.was_empty_at_open());
         assert_eq!(reopened.plugins().unwrap(), vec![record("b", "s2")]);
         drop(reopened);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn commits_are_atomic_and_conditional_and_scans_page() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        let put = |k: &str, v: &str| Op::Put {
+            space: Space::Users,
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+        };
+        assert!(
+            store
+                .commit(&[put("u/1", "a"), put("u/2", "b"), put("v/1", "c")])
+                .unwrap()
+        );
+        // A failed precondition applies nothing, not even the ops before it.
+        let guarded = [
+            put("u/3", "x"),
+            Op::Expect {
+                space: Space::Users,
+                key: b"u/1".to_vec(),
+                value: None,
+            },
+        ];
+        assert!(!store.commit(&guarded).unwrap());
+        assert_eq!(store.get(Space::Users, b"u/3").unwrap(), None);
+        assert_eq!(store.get(Space::Emails, b"u/1").unwrap(), None);
+        let page = store.scan(Space::Users, b"u/", None, 1).unwrap();
+        assert_eq!(page, vec![(b"u/1".to_vec(), b"a".to_vec())]);
+        let next = store.scan(Space::Users, b"u/", Some(b"u/1"), 10).unwrap();
+        assert_eq!(next, vec![(b"u/2".to_vec(), b"b".to_vec())]);
+        drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

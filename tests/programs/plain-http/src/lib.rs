@@ -3,6 +3,7 @@
 //!
 //! - `POST .../echo` streams the request body back, chunk by chunk.
 //! - `GET .../sleep/{ms}` waits that long (a request that stays in flight).
+//! - `GET .../headers` lists the request headers it received, one `name: value` per line.
 //! - any other request answers `plain METHOD PATH` and prints a line on stdout.
 
 use wasip2::clocks::monotonic_clock;
@@ -52,6 +53,20 @@ impl Guest for PlainHttp {
             monotonic_clock::subscribe_duration(ms * 1_000_000).block();
             respond(out, 200, b"text/plain", |s| {
                 s.blocking_write_and_flush(format!("slept {ms}").as_bytes()).expect("write");
+            });
+            return;
+        }
+        if path.ends_with("/headers") {
+            let lines: String = request
+                .headers()
+                .entries()
+                .into_iter()
+                .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(&value)))
+                .collect();
+            respond(out, 200, b"text/plain", |s| {
+                for chunk in lines.as_bytes().chunks(4096) {
+                    s.blocking_write_and_flush(chunk).expect("write");
+                }
             });
             return;
         }

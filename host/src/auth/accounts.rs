@@ -1,0 +1,220 @@
+//! User accounts in the store: records by id, a unique index of normalised emails, and the
+//! rules for emails and passwords.
+
+use crate::store::{Op, Space, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Built-in roles. Admins may also assign custom role names.
+pub const ROLE_ADMIN: &str = "admin";
+/// Operators deploy plugins and read logs.
+pub const ROLE_OPERATOR: &str = "operator";
+/// Every account has this role.
+pub const ROLE_USER: &str = "user";
+
+/// Minimum password length in characters.
+const MIN_PASSWORD_CHARS: usize = 8;
+/// Maximum password length in bytes (argon2 input stays bounded).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A stored account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    /// Stable random id.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// PHC-format argon2id hash.
+    pub password_hash: String,
+    /// Roles, always including `user`.
+    pub roles: Vec<String>,
+    /// A disabled account cannot log in, refresh, or use its access tokens.
+    pub disabled: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// An email or password that breaks the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not a plausible email address.
+    #[error("{0:?} is not a valid email address")]
+    InvalidEmail(String),
+    /// The password breaks the policy.
+    #[error("{0}")]
+    WeakPassword(String),
+}
+
+/// Lower-cases and trims an email, and checks its shape.
+pub fn normalize_email(email: &str) -> Result<String, CredentialError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if valid {
+        Ok(email)
+    } else {
+        Err(CredentialError::InvalidEmail(email))
+    }
+}
+
+/// Checks the password policy: at least 8 characters, at most 1 KiB.
+pub fn check_password(password: &str) -> Result<(), CredentialError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(CredentialError::WeakPassword(format!(
+            "a password needs at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(CredentialError::WeakPassword(format!(
+            "a password may be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str, e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+impl User {
+    /// A new enabled account with the `user` role plus `extra_roles`.
+    pub fn new(email: String, password_hash: String, extra_roles: &[&str], now_ms: u64) -> Self {
+        let mut roles = vec![ROLE_USER.to_string()];
+        for role in extra_roles {
+            if !roles.iter().any(|r| r == role) {
+                roles.push(role.to_string());
+            }
+        }
+        Self {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            email,
+            password_hash,
+            roles,
+            disabled: false,
+            created_at_ms: now_ms,
+        }
+    }
+
+    /// Whether the account holds `role`; admins hold every role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role || r == ROLE_ADMIN)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self).map_err(|e| corrupt("user", e))
+    }
+}
+
+/// Reads a user by id.
+pub fn get(store: &dyn Store, id: &str) -> Result<Option<User>, StoreError> {
+    store
+        .get(Space::Users, id.as_bytes())?
+        .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| corrupt("user", e)))
+        .transpose()
+}
+
+/// Reads a user by normalised email.
+pub fn by_email(store: &dyn Store, email: &str) -> Result<Option<User>, StoreError> {
+    match store.get(Space::Emails, email.as_bytes())? {
+        Some(id) => get(store, &String::from_utf8_lossy(&id)),
+        None => Ok(None),
+    }
+}
+
+/// Stores a new account. Returns `false` when the email is already taken.
+pub fn insert(store: &dyn Store, user: &User) -> Result<bool, StoreError> {
+    store.commit(&[
+        Op::Expect {
+            space: Space::Emails,
+            key: user.email.as_bytes().to_vec(),
+            value: None,
+        },
+        Op::Put {
+            space: Space::Emails,
+            key: user.email.as_bytes().to_vec(),
+            value: user.id.as_bytes().to_vec(),
+        },
+        Op::Put {
+            space: Space::Users,
+            key: user.id.as_bytes().to_vec(),
+            value: user.encode()?,
+        },
+    ])
+}
+
+/// Replaces an account record if it still equals `previous` (no lost updates).
+pub fn update(store: &dyn Store, previous: &User, next: &User) -> Result<bool, StoreError> {
+    store.commit(&[
+        Op::Expect {
+            space: Space::Users,
+            key: previous.id.as_bytes().to_vec(),
+            value: Some(previous.encode()?),
+        },
+        Op::Put {
+            space: Space::Users,
+            key: next.id.as_bytes().to_vec(),
+            value: next.encode()?,
+        },
+    ])
+}
+
+/// Whether any account exists.
+pub fn any(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(!store.scan(Space::Users, b"", None, 1)?.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM "),
+            Ok("ann@example.com".into())
+        );
+        for bad in [
+            "ann",
+            "@example.com",
+            "ann@",
+            "ann@example",
+            "a b@x.io",
+            "a@b@c.io",
+            "a@.io",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_policy() {
+        assert!(check_password("1234567").is_err());
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password("ééééééé").is_err());
+        assert!(check_password(&"x".repeat(1025)).is_err());
+        assert!(check_password(&"x".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn roles() {
+        let u = User::new("a@b.io".into(), "h".into(), &["billing", "user"], 0);
+        assert_eq!(u.roles, vec!["user", "billing"]);
+        assert!(u.has_role("billing"));
+        assert!(!u.has_role("admin"));
+        let admin = User::new("c@d.io".into(), "h".into(), &[ROLE_ADMIN], 0);
+        assert!(admin.has_role("anything"));
+    }
+}

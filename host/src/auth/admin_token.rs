@@ -1,0 +1,70 @@
+//! The break-glass admin token: `PLINTH_ADMIN_TOKEN`, or one generated on the first start of a
+//! data directory that has none, printed once.
+//!
+//! **Invariant:** the token is never stored or logged; only its SHA-256 is kept, and comparisons
+//! are constant-time.
+
+use crate::store::{Store, StoreError};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
+/// Generated tokens carry a recognisable prefix so secret scanners and people can spot them.
+const TOKEN_PREFIX: &str = "plinth_admin_";
+
+/// The admin token's digest.
+pub struct AdminToken {
+    sha256: [u8; 32],
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl AdminToken {
+    /// Decides the admin token: `env_token` when given; otherwise the one whose hash is stored;
+    /// otherwise a new random one, whose hash is stored and which is returned for printing once.
+    /// Blocking (it may write to the store).
+    pub fn bootstrap(
+        store: &dyn Store,
+        env_token: Option<&str>,
+    ) -> Result<(Self, Option<String>), StoreError> {
+        if let Some(token) = env_token {
+            return Ok((Self::from_token(token), None));
+        }
+        if let Some(stored) = store.meta(ADMIN_TOKEN_HASH_KEY)?
+            && let Ok(sha256) = <[u8; 32]>::try_from(stored.as_slice())
+        {
+            return Ok((Self { sha256 }, None));
+        }
+        let token = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
+        let digest = sha256(&token);
+        store.set_meta(ADMIN_TOKEN_HASH_KEY, &digest)?;
+        Ok((Self { sha256: digest }, Some(token)))
+    }
+
+    /// The digest of a known token.
+    pub fn from_token(token: &str) -> Self {
+        Self {
+            sha256: sha256(token),
+        }
+    }
+
+    /// Whether `token` is the admin token (constant-time).
+    pub fn matches(&self, token: &str) -> bool {
+        bool::from(sha256(token).ct_eq(&self.sha256))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_only_the_token() {
+        let t = AdminToken::from_token("s3cret-s3cret-s3cret");
+        assert!(t.matches("s3cret-s3cret-s3cret"));
+        assert!(!t.matches("s3cret-s3cret-s3creT"));
+        assert!(!t.matches(""));
+    }
+}

@@ -1,0 +1,580 @@
+//! Who is calling, and what they may do: accounts (argon2id), access JWTs (EdDSA), rotating
+//! refresh tokens, roles, the break-glass admin token, and the auth policy a route demands.
+//!
+//! **Boundary:** this is the one auth seam. The API asks [`Auth`] and never looks at tokens or
+//! password hashes itself.
+//!
+//! **Invariant:** no secret is stored or logged in clear: passwords as argon2id hashes, refresh
+//! tokens and the admin token as SHA-256 digests.
+
+pub mod accounts;
+mod admin_token;
+mod passwords;
+mod sessions;
+mod tokens;
+
+pub use accounts::{CredentialError, User};
+pub use passwords::PasswordParams;
+
+use crate::store::{Store, StoreError};
+use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
+use admin_token::AdminToken;
+use passwords::{HashError, Passwords};
+use serde::Serialize;
+use sessions::Refreshed;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokens::Tokens;
+
+/// Why a caller was turned away.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` credential was sent.
+    #[error("this endpoint needs `Authorization: Bearer <token>`")]
+    Missing,
+    /// A credential was sent but is not valid (or its account is disabled or gone).
+    #[error("the bearer token is not valid")]
+    Invalid,
+    /// The caller is authenticated but lacks the role.
+    #[error("this needs the role `{0}`")]
+    Forbidden(String),
+}
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The email or password breaks the rules.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// Another account has this email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Unknown email or wrong password (deliberately indistinguishable).
+    #[error("the email or password is wrong")]
+    BadCredentials,
+    /// The account is disabled.
+    #[error("this account is disabled")]
+    Disabled,
+    /// Registration is closed on this server.
+    #[error("registration is closed on this server")]
+    RegistrationClosed,
+    /// The refresh token is unknown, expired, revoked or was already used.
+    #[error("the refresh token is not valid; log in again")]
+    InvalidRefreshToken,
+    /// The caller is the admin token, not an account.
+    #[error("this needs a user account, not the admin token")]
+    NotAnAccount,
+    /// Password hashing is saturated.
+    #[error("the server is busy; try again")]
+    Busy,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AccountError::Busy,
+            HashError::Internal(m) => AccountError::Internal(m),
+        }
+    }
+}
+
+/// What a plugin route demands of its caller, from the manifest's `auth` key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuthPolicy {
+    /// Anyone may call.
+    #[default]
+    Public,
+    /// Any authenticated caller.
+    User,
+    /// An authenticated caller with this role.
+    Role(String),
+}
+
+/// Checks a role name: letters, digits, `-` and `_`, 1–64 characters.
+pub fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl FromStr for AuthPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "public" => Ok(Self::Public),
+            "user" => Ok(Self::User),
+            other => match other.strip_prefix("role:") {
+                Some(role) if valid_role(role) => Ok(Self::Role(role.to_string())),
+                _ => Err(format!(
+                    "auth must be \"public\", \"user\" or \"role:NAME\", got {other:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for AuthPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Public => f.write_str("public"),
+            Self::User => f.write_str("user"),
+            Self::Role(r) => write!(f, "role:{r}"),
+        }
+    }
+}
+
+/// Who the caller is, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A signed-in account (its current record, read on every request).
+    User(User),
+    /// The holder of the break-glass admin token: has every role, but is not an account.
+    AdminToken,
+}
+
+impl Principal {
+    /// Whether the caller holds `role` (admins hold every role).
+    pub fn has_role(&self, role: &str) -> bool {
+        match self {
+            Principal::User(user) => user.has_role(role),
+            Principal::AdminToken => true,
+        }
+    }
+}
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone may `POST /auth/register`.
+    #[default]
+    Open,
+    /// Only admins create accounts.
+    Closed,
+}
+
+impl FromStr for Registration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            other => Err(format!("expected `open` or `closed`, got `{other}`")),
+        }
+    }
+}
+
+/// Auth settings from the server config.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// Who may register.
+    pub registration: Registration,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// argon2id cost.
+    pub password_params: PasswordParams,
+    /// Break-glass token from `PLINTH_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// First admin account, from `PLINTH_ADMIN_EMAIL` / `PLINTH_ADMIN_PASSWORD`.
+    pub admin_account: Option<(String, String)>,
+}
+
+impl fmt::Debug for AuthSettings {
+    // Hand-written so secrets never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("registration", &self.registration)
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("password_params", &self.password_params)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
+            .field(
+                "admin_account",
+                &self.admin_account.as_ref().map(|(email, _)| email),
+            )
+            .finish()
+    }
+}
+
+/// An account as its owner and admins see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserInfo {
+    /// Id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Disabled?
+    pub disabled: bool,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<&User> for UserInfo {
+    fn from(user: &User) -> Self {
+        let created = UNIX_EPOCH + Duration::from_millis(user.created_at_ms);
+        Self {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            disabled: user.disabled,
+            created_at: humantime::format_rfc3339_millis(created).to_string(),
+        }
+    }
+}
+
+/// What login and refresh return.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    /// The access JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The opaque refresh token (single use).
+    pub refresh_token: String,
+    /// The account.
+    pub user: UserInfo,
+}
+
+/// What [`Auth::bootstrap`] produced.
+pub struct Bootstrap {
+    /// The auth state to serve with.
+    pub auth: Auth,
+    /// A newly generated admin token to show the operator once.
+    pub generated_token: Option<String>,
+}
+
+/// Accounts, sessions and credentials.
+pub struct Auth {
+    store: Arc<dyn Store>,
+    admin_token: AdminToken,
+    passwords: Passwords,
+    tokens: Tokens,
+    settings: AuthSettings,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Extracts the token from an `Authorization` header value of the form `Bearer <token>`.
+fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+    let value = header.ok_or(AuthError::Missing)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Invalid);
+    }
+    Ok(token.trim())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AccountError> + Send + 'static,
+) -> Result<T, AccountError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AccountError::Internal(e.to_string()))?
+}
+
+impl Auth {
+    /// Loads or creates everything auth needs: the admin token, the signing keys, and (on a
+    /// store without accounts) the first admin account from the settings.
+    pub async fn bootstrap(
+        store: Arc<dyn Store>,
+        settings: AuthSettings,
+    ) -> Result<Bootstrap, AccountError> {
+        let (admin_token, generated_token, tokens, passwords) = {
+            let store = store.clone();
+            let settings = settings.clone();
+            blocking(move || {
+                let (admin_token, generated) =
+                    AdminToken::bootstrap(&*store, settings.admin_token.as_deref())?;
+                let tokens = Tokens::load(&*store, settings.access_ttl)?;
+                let passwords = Passwords::new(settings.password_params)?;
+                Ok((admin_token, generated, tokens, passwords))
+            })
+            .await?
+        };
+        let auth = Auth {
+            store,
+            admin_token,
+            passwords,
+            tokens,
+            settings,
+        };
+        if let Some((email, password)) = auth.settings.admin_account.clone() {
+            let store = auth.store.clone();
+            if !blocking(move || Ok(accounts::any(&*store)?)).await? {
+                let user = auth.create_user(&email, password, &[ROLE_ADMIN]).await?;
+                tracing::info!(email = user.email, "created the first admin account");
+            }
+        }
+        Ok(Bootstrap {
+            auth,
+            generated_token,
+        })
+    }
+
+    /// Authenticates a caller from its `Authorization` header value: an access JWT of an
+    /// enabled account, or the admin token.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = bearer(authorization)?;
+        if let Some(user_id) = self.tokens.verify(token) {
+            // Read the account on every request: disabling or deleting it, or changing its
+            // roles, takes effect at once rather than when the token expires.
+            return match accounts::get(&*self.store, &user_id) {
+                Ok(Some(user)) if !user.disabled => Ok(Principal::User(user)),
+                Ok(_) => Err(AuthError::Invalid),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading an account failed");
+                    Err(AuthError::Invalid)
+                }
+            };
+        }
+        if self.admin_token.matches(token) {
+            return Ok(Principal::AdminToken);
+        }
+        Err(AuthError::Invalid)
+    }
+
+    /// Admits operators and admins (the `/admin/*` API).
+    pub fn admin(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let principal = self.authenticate(authorization)?;
+        if principal.has_role(ROLE_OPERATOR) {
+            Ok(principal)
+        } else {
+            Err(AuthError::Forbidden(ROLE_OPERATOR.into()))
+        }
+    }
+
+    /// Admits a caller to a plugin route under its policy. On a public route a valid credential
+    /// still identifies the caller, and a missing or bad one just means anonymous.
+    pub fn authorize(
+        &self,
+        policy: &AuthPolicy,
+        authorization: Option<&str>,
+    ) -> Result<Option<Principal>, AuthError> {
+        match policy {
+            AuthPolicy::Public => Ok(self.authenticate(authorization).ok()),
+            AuthPolicy::User => self.authenticate(authorization).map(Some),
+            AuthPolicy::Role(role) => {
+                let principal = self.authenticate(authorization)?;
+                if principal.has_role(role) {
+                    Ok(Some(principal))
+                } else {
+                    Err(AuthError::Forbidden(role.clone()))
+                }
+            }
+        }
+    }
+
+    async fn create_user(
+        &self,
+        email: &str,
+        password: String,
+        extra_roles: &[&str],
+    ) -> Result<User, AccountError> {
+        let email = accounts::normalize_email(email)?;
+        accounts::check_password(&password)?;
+        let hash = self.passwords.hash(password).await?;
+        let user = User::new(email, hash, extra_roles, now_ms());
+        let store = self.store.clone();
+        let stored = user.clone();
+        if blocking(move || Ok(accounts::insert(&*store, &stored)?)).await? {
+            Ok(user)
+        } else {
+            Err(AccountError::EmailTaken)
+        }
+    }
+
+    /// `POST /auth/register`: creates a `user` account when registration is open.
+    pub async fn register(&self, email: &str, password: String) -> Result<UserInfo, AccountError> {
+        if self.settings.registration == Registration::Closed {
+            return Err(AccountError::RegistrationClosed);
+        }
+        let user = self.create_user(email, password, &[]).await?;
+        Ok(UserInfo::from(&user))
+    }
+
+    async fn start_session(&self, user: &User) -> Result<Session, AccountError> {
+        let store = self.store.clone();
+        let user_id = user.id.clone();
+        let ttl = self.settings.refresh_ttl.as_millis() as u64;
+        let refresh_token =
+            blocking(move || Ok(sessions::start(&*store, &user_id, ttl, now_ms())?)).await?;
+        self.session(user, refresh_token)
+    }
+
+    fn session(&self, user: &User, refresh_token: String) -> Result<Session, AccountError> {
+        Ok(Session {
+            access_token: self
+                .tokens
+                .issue(&user.id)
+                .map_err(AccountError::Internal)?,
+            token_type: "Bearer",
+            expires_in: self.tokens.access_ttl().as_secs(),
+            refresh_token,
+            user: UserInfo::from(user),
+        })
+    }
+
+    /// `POST /auth/login`. Unknown emails and wrong passwords do the same work and give the
+    /// same error.
+    pub async fn login(&self, email: &str, password: String) -> Result<Session, AccountError> {
+        let user = match accounts::normalize_email(email) {
+            Ok(email) => {
+                let store = self.store.clone();
+                blocking(move || Ok(accounts::by_email(&*store, &email)?)).await?
+            }
+            Err(_) => None,
+        };
+        let verified = self
+            .passwords
+            .verify(
+                password.clone(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
+        let Some(user) = user.filter(|_| verified.ok) else {
+            return Err(AccountError::BadCredentials);
+        };
+        if user.disabled {
+            return Err(AccountError::Disabled);
+        }
+        let user = if verified.needs_rehash {
+            self.rehash(user, password).await?
+        } else {
+            user
+        };
+        self.start_session(&user).await
+    }
+
+    /// Upgrades a stored hash to the configured parameters (best effort: a concurrent change
+    /// to the account wins).
+    async fn rehash(&self, user: User, password: String) -> Result<User, AccountError> {
+        let hash = self.passwords.hash(password).await?;
+        let next = User {
+            password_hash: hash,
+            ..user.clone()
+        };
+        let store = self.store.clone();
+        let (previous, candidate) = (user.clone(), next.clone());
+        let applied =
+            blocking(move || Ok(accounts::update(&*store, &previous, &candidate)?)).await?;
+        Ok(if applied { next } else { user })
+    }
+
+    /// `POST /auth/refresh`: exchanges a refresh token for a new pair.
+    pub async fn refresh(&self, refresh_token: String) -> Result<Session, AccountError> {
+        let store = self.store.clone();
+        let ttl = self.settings.refresh_ttl.as_millis() as u64;
+        let (refreshed, user) = blocking(move || {
+            let refreshed = sessions::rotate(&*store, &refresh_token, ttl, now_ms(), |id| {
+                Ok(accounts::get(&*store, id)?.is_some_and(|u| !u.disabled))
+            })?;
+            let user = match &refreshed {
+                Refreshed::Rotated { user_id, .. } => accounts::get(&*store, user_id)?,
+                Refreshed::Refused => None,
+            };
+            Ok((refreshed, user))
+        })
+        .await?;
+        match (refreshed, user) {
+            (Refreshed::Rotated { token, .. }, Some(user)) => self.session(&user, token),
+            _ => Err(AccountError::InvalidRefreshToken),
+        }
+    }
+
+    /// `POST /auth/logout`: ends the refresh token's family. Unknown tokens are ignored.
+    pub async fn logout(&self, refresh_token: String) -> Result<(), AccountError> {
+        let store = self.store.clone();
+        blocking(move || Ok(sessions::end(&*store, &refresh_token)?)).await
+    }
+
+    /// `POST /auth/password`: changes the caller's password and ends all their sessions.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: String,
+        new: String,
+    ) -> Result<(), AccountError> {
+        let Principal::User(user) = principal else {
+            return Err(AccountError::NotAnAccount);
+        };
+        accounts::check_password(&new)?;
+        let verified = self
+            .passwords
+            .verify(current, Some(user.password_hash.clone()))
+            .await?;
+        if !verified.ok {
+            return Err(AccountError::BadCredentials);
+        }
+        let hash = self.passwords.hash(new).await?;
+        let next = User {
+            password_hash: hash,
+            ..user.clone()
+        };
+        let store = self.store.clone();
+        let previous = user.clone();
+        blocking(move || {
+            if !accounts::update(&*store, &previous, &next)? {
+                return Err(AccountError::Internal(
+                    "the account changed meanwhile; try again".into(),
+                ));
+            }
+            sessions::end_all(&*store, &next.id)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Ok("abc"));
+        assert_eq!(bearer(None), Err(AuthError::Missing));
+        assert_eq!(bearer(Some("Basic abc")), Err(AuthError::Invalid));
+        assert_eq!(bearer(Some("Bearer ")), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn policies_parse() {
+        assert_eq!("public".parse(), Ok(AuthPolicy::Public));
+        assert_eq!("user".parse(), Ok(AuthPolicy::User));
+        assert_eq!(
+            "role:billing".parse(),
+            Ok(AuthPolicy::Role("billing".into()))
+        );
+        assert!("role:".parse::<AuthPolicy>().is_err());
+        assert!("role:a b".parse::<AuthPolicy>().is_err());
+        assert!("admin".parse::<AuthPolicy>().is_err());
+    }
+
+    #[test]
+    fn admin_token_principals_hold_every_role() {
+        assert!(Principal::AdminToken.has_role("anything"));
+        let user = User::new("a@b.io".into(), "h".into(), &[], 0);
+        assert!(!Principal::User(user).has_role(ROLE_OPERATOR));
+    }
+}

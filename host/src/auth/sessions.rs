@@ -1,0 +1,276 @@
+//! Refresh tokens: opaque, long-lived, stored only as SHA-256 digests, rotated on every use.
+//!
+//! Each login starts a *family*; every refresh replaces the token with a new one of the same
+//! family. Presenting a token that was already rotated means it leaked (or was stolen), so the
+//! whole family is revoked: both the thief's and the owner's next refresh fail.
+
+use crate::store::{Op, Space, Store, StoreError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Refresh tokens carry a recognisable prefix.
+const PREFIX: &str = "plinth_rt_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct TokenRecord {
+    family: String,
+    user_id: String,
+    expires_at_ms: u64,
+    /// Set when the token has been exchanged; presenting it again is reuse.
+    rotated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct FamilyRecord {
+    user_id: String,
+    revoked: bool,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Valid: here is the user and the replacement token.
+    Rotated {
+        /// Whose token it was.
+        user_id: String,
+        /// The new refresh token (the old one is now spent).
+        token: String,
+    },
+    /// Unknown, expired, revoked, or reused (in which case its family is now revoked).
+    Refused,
+}
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_token() -> String {
+    format!(
+        "{PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        what: "session".into(),
+        message: e.to_string(),
+    })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: "session".into(),
+        message: e.to_string(),
+    })
+}
+
+fn user_family_key(user_id: &str, family: &str) -> Vec<u8> {
+    format!("{user_id}/{family}").into_bytes()
+}
+
+/// Starts a new family for `user_id` and returns its first token. Blocking.
+pub fn start(
+    store: &dyn Store,
+    user_id: &str,
+    ttl_ms: u64,
+    now_ms: u64,
+) -> Result<String, StoreError> {
+    let family = hex::encode(rand::random::<[u8; 16]>());
+    let token = new_token();
+    let record = TokenRecord {
+        family: family.clone(),
+        user_id: user_id.into(),
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        rotated: false,
+    };
+    store.commit(&[
+        Op::Put {
+            space: Space::Families,
+            key: family.clone().into_bytes(),
+            value: encode(&FamilyRecord {
+                user_id: user_id.into(),
+                revoked: false,
+            })?,
+        },
+        Op::Put {
+            space: Space::UserFamilies,
+            key: user_family_key(user_id, &family),
+            value: Vec::new(),
+        },
+        Op::Put {
+            space: Space::RefreshTokens,
+            key: digest(&token),
+            value: encode(&record)?,
+        },
+    ])?;
+    Ok(token)
+}
+
+fn revoke_family(store: &dyn Store, family: &str) -> Result<(), StoreError> {
+    if let Some(bytes) = store.get(Space::Families, family.as_bytes())? {
+        let mut record: FamilyRecord = decode(&bytes)?;
+        record.revoked = true;
+        store.commit(&[Op::Put {
+            space: Space::Families,
+            key: family.as_bytes().to_vec(),
+            value: encode(&record)?,
+        }])?;
+    }
+    Ok(())
+}
+
+/// Exchanges a refresh token for a new one of the same family. `user_ok` says whether the
+/// account may still hold sessions (exists and is enabled). Blocking.
+pub fn rotate(
+    store: &dyn Store,
+    token: &str,
+    ttl_ms: u64,
+    now_ms: u64,
+    user_ok: impl Fn(&str) -> Result<bool, StoreError>,
+) -> Result<Refreshed, StoreError> {
+    let key = digest(token);
+    let Some(bytes) = store.get(Space::RefreshTokens, &key)? else {
+        return Ok(Refreshed::Refused);
+    };
+    let record: TokenRecord = decode(&bytes)?;
+    let family: Option<FamilyRecord> = store
+        .get(Space::Families, record.family.as_bytes())?
+        .map(|b| decode(&b))
+        .transpose()?;
+    if family.is_none_or(|f| f.revoked) {
+        return Ok(Refreshed::Refused);
+    }
+    if record.rotated {
+        tracing::warn!(
+            user_id = record.user_id,
+            "refresh token reused; revoking its family"
+        );
+        revoke_family(store, &record.family)?;
+        return Ok(Refreshed::Refused);
+    }
+    if record.expires_at_ms <= now_ms || !user_ok(&record.user_id)? {
+        return Ok(Refreshed::Refused);
+    }
+    let next = new_token();
+    let spent = TokenRecord {
+        rotated: true,
+        ..record.clone()
+    };
+    let fresh = TokenRecord {
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        rotated: false,
+        ..record.clone()
+    };
+    let applied = store.commit(&[
+        // Two concurrent refreshes with one token: only one wins; the other is reuse.
+        Op::Expect {
+            space: Space::RefreshTokens,
+            key: key.clone(),
+            value: Some(bytes),
+        },
+        Op::Put {
+            space: Space::RefreshTokens,
+            key,
+            value: encode(&spent)?,
+        },
+        Op::Put {
+            space: Space::RefreshTokens,
+            key: digest(&next),
+            value: encode(&fresh)?,
+        },
+    ])?;
+    if !applied {
+        revoke_family(store, &record.family)?;
+        return Ok(Refreshed::Refused);
+    }
+    Ok(Refreshed::Rotated {
+        user_id: record.user_id,
+        token: next,
+    })
+}
+
+/// Revokes the family of `token` (logout). Unknown tokens are ignored. Blocking.
+pub fn end(store: &dyn Store, token: &str) -> Result<(), StoreError> {
+    if let Some(bytes) = store.get(Space::RefreshTokens, &digest(token))? {
+        let record: TokenRecord = decode(&bytes)?;
+        revoke_family(store, &record.family)?;
+    }
+    Ok(())
+}
+
+/// Revokes every family of a user (password change, disable, delete). Blocking.
+pub fn end_all(store: &dyn Store, user_id: &str) -> Result<(), StoreError> {
+    let prefix = format!("{user_id}/").into_bytes();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Space::UserFamilies, &prefix, after.as_deref(), 256)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.clone());
+        for (key, _) in &page {
+            let family = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            revoke_family(store, &family)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn store() -> (SledStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("plinth-sessions-{}", rand::random::<u64>()));
+        (SledStore::open(&dir).unwrap(), dir)
+    }
+
+    fn rotated(r: Refreshed) -> String {
+        match r {
+            Refreshed::Rotated { token, .. } => token,
+            Refreshed::Refused => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn rotation_reuse_logout_and_revoke_all() {
+        let (s, dir) = store();
+        let ok = |_: &str| Ok(true);
+        let t1 = start(&s, "u1", 1000, 0).unwrap();
+        assert!(t1.starts_with(PREFIX));
+        let t2 = rotated(rotate(&s, &t1, 1000, 1, ok).unwrap());
+        let t3 = rotated(rotate(&s, &t2, 1000, 2, ok).unwrap());
+        // Reusing t1 revokes the family: t3 stops working too.
+        assert_eq!(rotate(&s, &t1, 1000, 3, ok).unwrap(), Refreshed::Refused);
+        assert_eq!(rotate(&s, &t3, 1000, 4, ok).unwrap(), Refreshed::Refused);
+
+        // Expiry and disabled users.
+        let t = start(&s, "u1", 10, 0).unwrap();
+        assert_eq!(rotate(&s, &t, 10, 10, ok).unwrap(), Refreshed::Refused);
+        let t = start(&s, "u1", 10, 0).unwrap();
+        assert_eq!(
+            rotate(&s, &t, 10, 1, |_| Ok(false)).unwrap(),
+            Refreshed::Refused
+        );
+
+        // Logout ends one family; end_all ends every family of the user, and only theirs.
+        let a = start(&s, "u1", 1000, 0).unwrap();
+        let b = start(&s, "u1", 1000, 0).unwrap();
+        let other = start(&s, "u2", 1000, 0).unwrap();
+        end(&s, &a).unwrap();
+        assert_eq!(rotate(&s, &a, 1000, 1, ok).unwrap(), Refreshed::Refused);
+        let b = rotated(rotate(&s, &b, 1000, 1, ok).unwrap());
+        end_all(&s, "u1").unwrap();
+        assert_eq!(rotate(&s, &b, 1000, 2, ok).unwrap(), Refreshed::Refused);
+        rotated(rotate(&s, &other, 1000, 2, ok).unwrap());
+        assert_eq!(
+            rotate(&s, "plinth_rt_unknown", 1000, 2, ok).unwrap(),
+            Refreshed::Refused
+        );
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

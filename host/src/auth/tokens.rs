@@ -1,0 +1,307 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with `kid`, `iss`, `aud`, `sub`, `exp`, `nbf`, `iat`.
+//!
+//! One algorithm is pinned; the header's `alg` must be EdDSA and its `kid` one of our keys.
+//! `jku`, `x5u` and `jwk` headers are never looked at, let alone fetched. Signing keys are
+//! generated on first start and kept in the store; old keys keep verifying after a rotation.
+
+use crate::store::{Op, Space, Store, StoreError};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Issuer and audience of every token this server signs and accepts.
+pub const ISSUER: &str = "plinth";
+/// See [`ISSUER`].
+pub const AUDIENCE: &str = "plinth";
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// The `typ` claim of access tokens; refresh tokens are opaque and never JWTs.
+const ACCESS: &str = "access";
+
+/// The claims of an access token. Typed fields reject claims of the wrong JSON type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    /// Expiry (Unix seconds).
+    pub exp: u64,
+    /// Not before (Unix seconds).
+    pub nbf: u64,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Token kind: always `access`.
+    pub typ: String,
+}
+
+/// A stored signing key.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    /// Hex Ed25519 seed. Lives only in the store (which holds the data it protects anyway).
+    seed: String,
+    created_at: u64,
+}
+
+struct Key {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+struct KeyRing {
+    current: String,
+    keys: HashMap<String, Key>,
+}
+
+/// Signs and verifies access tokens.
+pub struct Tokens {
+    ring: RwLock<KeyRing>,
+    access_ttl: Duration,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn key_from_seed(seed: &[u8; 32]) -> Result<Key, StoreError> {
+    let signing = SigningKey::from_bytes(seed);
+    let der = signing.to_pkcs8_der().map_err(|e| StoreError::Corrupt {
+        what: "signing key".into(),
+        message: e.to_string(),
+    })?;
+    Ok(Key {
+        encoding: EncodingKey::from_ed_der(der.as_bytes()),
+        decoding: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
+    })
+}
+
+fn new_stored_key() -> StoredKey {
+    StoredKey {
+        kid: hex::encode(rand::random::<[u8; 8]>()),
+        seed: hex::encode(rand::random::<[u8; 32]>()),
+        created_at: now(),
+    }
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        what: "signing key".into(),
+        message,
+    };
+    let stored: StoredKey = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let seed = hex::decode(&stored.seed)
+        .ok()
+        .and_then(|s| <[u8; 32]>::try_from(s).ok())
+        .ok_or_else(|| corrupt("bad seed".into()))?;
+    let key = key_from_seed(&seed)?;
+    Ok((stored, key))
+}
+
+impl Tokens {
+    /// Loads the signing keys, creating the first one on a fresh store. Blocking.
+    pub fn load(store: &dyn Store, access_ttl: Duration) -> Result<Self, StoreError> {
+        let mut entries = store.scan(Space::SigningKeys, b"", None, usize::MAX)?;
+        if entries.is_empty() {
+            let stored = new_stored_key();
+            let bytes = serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt {
+                what: "signing key".into(),
+                message: e.to_string(),
+            })?;
+            store.commit(&[Op::Put {
+                space: Space::SigningKeys,
+                key: stored.kid.clone().into_bytes(),
+                value: bytes.clone(),
+            }])?;
+            entries.push((stored.kid.into_bytes(), bytes));
+        }
+        let mut keys = HashMap::new();
+        let mut newest: Option<(u64, String)> = None;
+        for (_, bytes) in entries {
+            let (stored, key) = decode_stored(&bytes)?;
+            if newest.as_ref().is_none_or(|(t, _)| stored.created_at >= *t) {
+                newest = Some((stored.created_at, stored.kid.clone()));
+            }
+            keys.insert(stored.kid, key);
+        }
+        let current = newest.map(|(_, kid)| kid).unwrap_or_default();
+        Ok(Self {
+            ring: RwLock::new(KeyRing { current, keys }),
+            access_ttl,
+        })
+    }
+
+    /// How long access tokens live.
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// Signs an access token for `user_id` with the current key.
+    pub fn issue(&self, user_id: &str) -> Result<String, String> {
+        let ring = self
+            .ring
+            .read()
+            .map_err(|_| "key ring poisoned".to_string())?;
+        let key = ring
+            .keys
+            .get(&ring.current)
+            .ok_or("no current signing key")?;
+        let iat = now();
+        let claims = AccessClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user_id.into(),
+            exp: iat + self.access_ttl.as_secs(),
+            nbf: iat,
+            iat,
+            typ: ACCESS.into(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(ring.current.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| e.to_string())
+    }
+
+    /// Verifies an access token; returns the user id. Any flaw gives `None`.
+    pub fn verify(&self, token: &str) -> Option<String> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::EdDSA {
+            return None;
+        }
+        let kid = header.kid?;
+        let ring = self.ring.read().ok()?;
+        let key = ring.keys.get(&kid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).ok()?;
+        (data.claims.typ == ACCESS).then_some(data.claims.sub)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    fn tokens() -> Tokens {
+        let stored = new_stored_key();
+        let seed: [u8; 32] = hex::decode(&stored.seed).unwrap().try_into().unwrap();
+        let mut keys = HashMap::new();
+        keys.insert(stored.kid.clone(), key_from_seed(&seed).unwrap());
+        Tokens {
+            ring: RwLock::new(KeyRing {
+                current: stored.kid,
+                keys,
+            }),
+            access_ttl: Duration::from_secs(900),
+        }
+    }
+
+    fn reencode(token: &str, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let signature = token.rsplit('.').next().unwrap();
+        format!(
+            "{}.{}.{signature}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        )
+    }
+
+    fn parts(token: &str) -> (serde_json::Value, serde_json::Value) {
+        let mut it = token.split('.');
+        let h = B64.decode(it.next().unwrap()).unwrap();
+        let c = B64.decode(it.next().unwrap()).unwrap();
+        (
+            serde_json::from_slice(&h).unwrap(),
+            serde_json::from_slice(&c).unwrap(),
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_forgeries_do_not() {
+        let t = tokens();
+        let token = t.issue("user-1").unwrap();
+        assert_eq!(t.verify(&token).as_deref(), Some("user-1"));
+        let (header, claims) = parts(&token);
+        assert_eq!(header["alg"], "EdDSA");
+        assert!(header["kid"].is_string());
+
+        // alg: none, unsigned.
+        let mut none = header.clone();
+        none["alg"] = "none".into();
+        let unsigned = format!(
+            "{}.{}.",
+            B64.encode(none.to_string()),
+            B64.encode(claims.to_string())
+        );
+        assert_eq!(t.verify(&unsigned), None);
+        // Tampered payload.
+        let mut other = claims.clone();
+        other["sub"] = "admin".into();
+        assert_eq!(t.verify(&reencode(&token, header.clone(), other)), None);
+        // Wrong JSON type for exp.
+        let mut stringly = claims.clone();
+        stringly["exp"] = "99999999999".into();
+        assert_eq!(t.verify(&reencode(&token, header.clone(), stringly)), None);
+        // Unknown kid.
+        let mut unknown = header.clone();
+        unknown["kid"] = "nope".into();
+        assert_eq!(t.verify(&reencode(&token, unknown, claims.clone())), None);
+        // Another server's key.
+        let foreign = tokens().issue("user-1").unwrap();
+        assert_eq!(t.verify(&foreign), None);
+        // HS256 "signed" with public material.
+        let mut hs = header;
+        hs["alg"] = "HS256".into();
+        assert_eq!(t.verify(&reencode(&token, hs, claims)), None);
+        assert_eq!(t.verify("garbage"), None);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let mut t = tokens();
+        t.access_ttl = Duration::from_secs(0);
+        // exp = now; with the leeway it is still valid, so forge an older exp and re-sign.
+        let ring = t.ring.read().unwrap();
+        let key = ring.keys.get(&ring.current).unwrap();
+        let old = now() - 3600;
+        let claims = AccessClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "u".into(),
+            exp: old,
+            nbf: old - 10,
+            iat: old - 10,
+            typ: ACCESS.into(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(ring.current.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+        drop(ring);
+        assert_eq!(t.verify(&token), None);
+        // Not yet valid.
+        let future = now() + 3600;
+        let ring = t.ring.read().unwrap();
+        let key = ring.keys.get(&ring.current).unwrap();
+        let claims = AccessClaims {
+            exp: future + 60,
+            nbf: future,
+            iat: future,
+            ..claims
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+        drop(ring);
+        assert_eq!(t.verify(&token), None);
+    }
+}
