@@ -284,6 +284,20 @@ impl Server {
         Reply::read(req.send().await.expect("request failed")).await
     }
 
+    /// `POST` a JSON body, optionally with a bearer token.
+    pub async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        Reply::read(req.send().await.expect("request failed")).await
+    }
+
+    /// `GET` with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, None, None).await
     }
@@ -353,6 +367,7 @@ pub enum Guest {
     Hello,
     PlainHttp,
     Trap,
+    WhoAmI,
 }
 
 fn repo_root() -> PathBuf {
@@ -375,6 +390,7 @@ impl Guest {
             Guest::Hello => "hello",
             Guest::PlainHttp => "plain",
             Guest::Trap => "trap",
+            Guest::WhoAmI => "whoami",
         }
     }
 
@@ -384,6 +400,7 @@ impl Guest {
             Guest::Hello => root.join("examples/hello"),
             Guest::PlainHttp => root.join("tests/programs/plain-http"),
             Guest::Trap => root.join("tests/programs/trap"),
+            Guest::WhoAmI => root.join("examples/whoami"),
         }
     }
 
@@ -392,6 +409,7 @@ impl Guest {
             Guest::Hello => "hello.wasm",
             Guest::PlainHttp => "plain_http.wasm",
             Guest::Trap => "trap.wasm",
+            Guest::WhoAmI => "whoami.wasm",
         }
     }
 

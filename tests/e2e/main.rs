@@ -2,6 +2,7 @@
 //! Guest components come from `cargo xtask build-guests` (run by `cargo xtask test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod deploy;
 mod harness;
 mod lifecycle;
