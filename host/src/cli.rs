@@ -19,6 +19,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: plugin routes plus the /admin/ API, data kept in --data-dir.
     Serve(ServeArgs),
+    /// Manage the server's JWT signing keys (talks to a running server as an admin).
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `plinth keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key and sign with it from now on; tokens signed by older keys keep
+    /// working until they expire.
+    Rotate,
+    /// Show which keys sign and verify tokens.
+    List,
+}
+
+/// How the CLI reaches a server.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the Plinth server
+    #[arg(long, env = "PLINTH_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin credential: an admin account's access token, an admin API key, or the admin token
+    #[arg(long, env = "PLINTH_TOKEN", hide_env_values = true)]
+    pub token: String,
 }
 
 /// Flags of `plinth serve`. Each also reads an environment variable; a flag wins over its

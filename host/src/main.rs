@@ -34,5 +34,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(plinth::server::serve(config))?;
             Ok(())
         }
+        Command::Keys { command, client } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let output = runtime.block_on(plinth::client::keys(command, &client))?;
+            println!("{output}");
+            Ok(())
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! The operator API under `/admin/`: deploy, list, show and delete plugins.
+//! The operator API under `/admin/`: deploy, list, show and delete plugins (operators and
+//! admins), and the extractors that guard every `/admin/` endpoint.
 
 use super::{ApiError, AppState};
+use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
 use crate::registry::PluginInfo;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, State};
 use axum::http::request::Parts;
@@ -30,30 +32,46 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
     )
 }
 
-/// Extractor that admits only the operator; runs before the body is read.
-pub(super) struct Admin;
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
 
-impl FromRequestParts<AppState> for Admin {
+/// Extractor admitting operators and admins (plugins); runs before the body is read.
+pub(super) struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        state.auth.admin(header)?;
-        Ok(Admin)
+        state.auth.require(ROLE_OPERATOR, authorization(parts))?;
+        Ok(Operator)
     }
 }
 
-async fn list(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
+/// Extractor admitting only admins (users, API keys, signing keys).
+pub(super) struct AdminOnly(pub Principal);
+
+impl FromRequestParts<AppState> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(AdminOnly(
+            state.auth.require(ROLE_ADMIN, authorization(parts))?,
+        ))
+    }
+}
+
+async fn list(_: Operator, State(state): State<AppState>) -> Json<serde_json::Value> {
     let active = state.registry.active();
     let plugins: Vec<PluginInfo> = active.plugins.values().map(|p| p.info()).collect();
     Json(json!({ "plugins": plugins }))
 }
 
 async fn show(
-    _: Admin,
+    _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginInfo>, ApiError> {
@@ -66,7 +84,7 @@ async fn show(
 }
 
 async fn remove(
-    _: Admin,
+    _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -90,7 +108,7 @@ fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -
 
 /// `PUT /admin/plugins/{name}` with multipart parts `manifest` (plinth.toml) and `component`.
 async fn deploy(
-    _: Admin,
+    _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,

@@ -87,7 +87,9 @@ async fn logout(
 async fn me(Caller(principal): Caller) -> Result<Json<UserInfo>, ApiError> {
     match principal {
         Principal::User(user) => Ok(Json(UserInfo::from(&user))),
-        Principal::AdminToken => Err(crate::auth::AccountError::NotAnAccount.into()),
+        Principal::AdminToken | Principal::ApiKey(_) => {
+            Err(crate::auth::AccountError::NotAnAccount.into())
+        }
     }
 }
 

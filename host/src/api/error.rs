@@ -94,6 +94,10 @@ impl ApiError {
                     (S::UNAUTHORIZED, "invalid_refresh_token", None)
                 }
                 AccountError::NotAnAccount => (S::FORBIDDEN, "not_an_account", None),
+                AccountError::UserNotFound(_) => (S::NOT_FOUND, "user_not_found", None),
+                AccountError::ApiKeyNotFound(_) => (S::NOT_FOUND, "api_key_not_found", None),
+                AccountError::InvalidRole(_) => (S::BAD_REQUEST, "invalid_role", None),
+                AccountError::SelfModification => (S::BAD_REQUEST, "cannot_modify_self", None),
                 AccountError::Busy => (S::SERVICE_UNAVAILABLE, "busy", None),
                 AccountError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
                 AccountError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),

@@ -7,7 +7,9 @@
 mod admin;
 mod auth;
 mod error;
+mod keys;
 mod plugins;
+mod users;
 
 pub use error::ApiError;
 
@@ -43,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(admin::routes(&state))
         .merge(auth::routes())
+        .merge(users::routes())
+        .merge(keys::routes())
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -87,6 +87,11 @@ fn caller(principal: Principal) -> Caller {
             email: user.email,
             roles: user.roles,
         },
+        Principal::ApiKey(key) => Caller {
+            id: format!("apikey:{}", key.id),
+            email: String::new(),
+            roles: vec![key.role],
+        },
         Principal::AdminToken => Caller {
             id: "admin-token".into(),
             email: String::new(),

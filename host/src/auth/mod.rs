@@ -9,6 +9,8 @@
 
 pub mod accounts;
 mod admin_token;
+pub mod api_keys;
+pub mod manage;
 mod passwords;
 mod sessions;
 mod tokens;
@@ -17,8 +19,9 @@ pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
 
 use crate::store::{Store, StoreError};
-use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
+pub use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
 use admin_token::AdminToken;
+use api_keys::{ApiKey, KeyHasher};
 use passwords::{HashError, Passwords};
 use serde::Serialize;
 use sessions::Refreshed;
@@ -64,8 +67,20 @@ pub enum AccountError {
     #[error("the refresh token is not valid; log in again")]
     InvalidRefreshToken,
     /// The caller is the admin token, not an account.
-    #[error("this needs a user account, not the admin token")]
+    #[error("this needs a user account, not the admin token or an API key")]
     NotAnAccount,
+    /// No account has this id.
+    #[error("no user with id {0:?}")]
+    UserNotFound(String),
+    /// No API key has this id.
+    #[error("no API key with id {0:?}")]
+    ApiKeyNotFound(String),
+    /// A role name is not valid.
+    #[error("invalid role {0:?}: use 1-64 letters, digits, `-` or `_`")]
+    InvalidRole(String),
+    /// An admin tried to disable, delete or demote their own account.
+    #[error("you cannot disable, delete or remove the admin role from your own account")]
+    SelfModification,
     /// Password hashing is saturated.
     #[error("the server is busy; try again")]
     Busy,
@@ -138,6 +153,8 @@ impl fmt::Display for AuthPolicy {
 pub enum Principal {
     /// A signed-in account (its current record, read on every request).
     User(User),
+    /// An API key, with its one role.
+    ApiKey(ApiKey),
     /// The holder of the break-glass admin token: has every role, but is not an account.
     AdminToken,
 }
@@ -147,6 +164,7 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         match self {
             Principal::User(user) => user.has_role(role),
+            Principal::ApiKey(key) => key.role == role || key.role == ROLE_ADMIN,
             Principal::AdminToken => true,
         }
     }
@@ -236,6 +254,50 @@ impl From<&User> for UserInfo {
     }
 }
 
+/// An API key as admins see it (never the key itself, except once at creation).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Expiry (RFC 3339), if any.
+    pub expires_at: Option<String>,
+    /// Last use (RFC 3339, updated at most once a minute), if any.
+    pub last_used_at: Option<String>,
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+impl From<&ApiKey> for ApiKeyInfo {
+    fn from(key: &ApiKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            role: key.role.clone(),
+            created_at: rfc3339_ms(key.created_at_ms),
+            expires_at: key.expires_at_ms.map(rfc3339_ms),
+            last_used_at: key.last_used_at_ms.map(rfc3339_ms),
+        }
+    }
+}
+
+/// A newly created API key: the key text appears here and nowhere else, ever.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewApiKey {
+    /// The key, to be sent as `Authorization: Bearer <key>`.
+    pub key: String,
+    /// Its record.
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+}
+
 /// What login and refresh return.
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
@@ -263,8 +325,9 @@ pub struct Bootstrap {
 pub struct Auth {
     store: Arc<dyn Store>,
     admin_token: AdminToken,
+    api_keys: Arc<KeyHasher>,
     passwords: Passwords,
-    tokens: Tokens,
+    tokens: Arc<Tokens>,
     settings: AuthSettings,
 }
 
@@ -299,21 +362,23 @@ impl Auth {
         store: Arc<dyn Store>,
         settings: AuthSettings,
     ) -> Result<Bootstrap, AccountError> {
-        let (admin_token, generated_token, tokens, passwords) = {
+        let (admin_token, generated_token, tokens, passwords, api_keys) = {
             let store = store.clone();
             let settings = settings.clone();
             blocking(move || {
                 let (admin_token, generated) =
                     AdminToken::bootstrap(&*store, settings.admin_token.as_deref())?;
-                let tokens = Tokens::load(&*store, settings.access_ttl)?;
+                let tokens = Arc::new(Tokens::load(&*store, settings.access_ttl)?);
                 let passwords = Passwords::new(settings.password_params)?;
-                Ok((admin_token, generated, tokens, passwords))
+                let api_keys = Arc::new(KeyHasher::load(&*store)?);
+                Ok((admin_token, generated, tokens, passwords, api_keys))
             })
             .await?
         };
         let auth = Auth {
             store,
             admin_token,
+            api_keys,
             passwords,
             tokens,
             settings,
@@ -331,10 +396,20 @@ impl Auth {
         })
     }
 
-    /// Authenticates a caller from its `Authorization` header value: an access JWT of an
-    /// enabled account, or the admin token.
+    /// Authenticates a caller from its `Authorization` header value: an API key, an access
+    /// JWT of an enabled account, or the admin token.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer(authorization)?;
+        if token.starts_with(api_keys::PREFIX) {
+            return match self.api_keys.check(&*self.store, token, now_ms()) {
+                Ok(Some(key)) => Ok(Principal::ApiKey(key)),
+                Ok(None) => Err(AuthError::Invalid),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading an API key failed");
+                    Err(AuthError::Invalid)
+                }
+            };
+        }
         if let Some(user_id) = self.tokens.verify(token) {
             // Read the account on every request: disabling or deleting it, or changing its
             // roles, takes effect at once rather than when the token expires.
@@ -353,13 +428,14 @@ impl Auth {
         Err(AuthError::Invalid)
     }
 
-    /// Admits operators and admins (the `/admin/*` API).
-    pub fn admin(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    /// Admits callers holding `role` (admins hold every role). The `/admin/*` API uses
+    /// `operator` for plugins and `admin` for users and keys.
+    pub fn require(&self, role: &str, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let principal = self.authenticate(authorization)?;
-        if principal.has_role(ROLE_OPERATOR) {
+        if principal.has_role(role) {
             Ok(principal)
         } else {
-            Err(AuthError::Forbidden(ROLE_OPERATOR.into()))
+            Err(AuthError::Forbidden(role.into()))
         }
     }
 
@@ -505,6 +581,63 @@ impl Auth {
     pub async fn logout(&self, refresh_token: String) -> Result<(), AccountError> {
         let store = self.store.clone();
         blocking(move || Ok(sessions::end(&*store, &refresh_token)?)).await
+    }
+
+    /// Creates an API key carrying `role`, optionally expiring after `ttl`.
+    pub async fn create_api_key(
+        &self,
+        name: String,
+        role: String,
+        ttl: Option<Duration>,
+    ) -> Result<NewApiKey, AccountError> {
+        if !valid_role(&role) {
+            return Err(AccountError::InvalidRole(role));
+        }
+        let store = self.store.clone();
+        let now = now_ms();
+        let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
+        let hasher = self.api_keys.clone();
+        let (key, record) =
+            blocking(move || Ok(hasher.create(&*store, &name, &role, expires, now)?)).await?;
+        Ok(NewApiKey {
+            key,
+            info: ApiKeyInfo::from(&record),
+        })
+    }
+
+    /// Rotates the JWT signing key; returns the ids of the keys that now verify, the new
+    /// (signing) one first.
+    pub async fn rotate_signing_key(&self) -> Result<Vec<String>, AccountError> {
+        let store = self.store.clone();
+        let tokens = self.tokens.clone();
+        blocking(move || {
+            tokens.rotate(&*store)?;
+            Ok(tokens.key_ids())
+        })
+        .await
+    }
+
+    /// The ids of the signing keys that verify, the signing one first.
+    pub fn signing_key_ids(&self) -> Vec<String> {
+        self.tokens.key_ids()
+    }
+
+    /// Every API key (without the keys).
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, AccountError> {
+        let store = self.store.clone();
+        let keys = blocking(move || Ok(api_keys::list(&*store)?)).await?;
+        Ok(keys.iter().map(ApiKeyInfo::from).collect())
+    }
+
+    /// Revokes an API key at once.
+    pub async fn revoke_api_key(&self, id: String) -> Result<(), AccountError> {
+        let store = self.store.clone();
+        let owned = id.clone();
+        if blocking(move || Ok(api_keys::revoke(&*store, &owned)?)).await? {
+            Ok(())
+        } else {
+            Err(AccountError::ApiKeyNotFound(id))
+        }
     }
 
     /// `POST /auth/password`: changes the caller's password and ends all their sessions.

@@ -48,6 +48,9 @@ struct StoredKey {
     /// Hex Ed25519 seed. Lives only in the store (which holds the data it protects anyway).
     seed: String,
     created_at: u64,
+    /// When a newer key replaced it; it keeps verifying until tokens it signed have expired.
+    #[serde(default)]
+    retired_at: Option<u64>,
 }
 
 struct Key {
@@ -89,7 +92,15 @@ fn new_stored_key() -> StoredKey {
         kid: hex::encode(rand::random::<[u8; 8]>()),
         seed: hex::encode(rand::random::<[u8; 32]>()),
         created_at: now(),
+        retired_at: None,
     }
+}
+
+fn encode_stored(stored: &StoredKey) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(stored).map_err(|e| StoreError::Corrupt {
+        what: "signing key".into(),
+        message: e.to_string(),
+    })
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
@@ -107,36 +118,99 @@ fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
 }
 
 impl Tokens {
-    /// Loads the signing keys, creating the first one on a fresh store. Blocking.
+    /// Loads the signing keys, creating the first one on a fresh store and dropping retired
+    /// keys whose tokens have all expired. Blocking.
     pub fn load(store: &dyn Store, access_ttl: Duration) -> Result<Self, StoreError> {
-        let mut entries = store.scan(Space::SigningKeys, b"", None, usize::MAX)?;
-        if entries.is_empty() {
+        let tokens = Self {
+            ring: RwLock::new(KeyRing {
+                current: String::new(),
+                keys: HashMap::new(),
+            }),
+            access_ttl,
+        };
+        if store.scan(Space::SigningKeys, b"", None, 1)?.is_empty() {
             let stored = new_stored_key();
-            let bytes = serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt {
-                what: "signing key".into(),
-                message: e.to_string(),
-            })?;
             store.commit(&[Op::Put {
                 space: Space::SigningKeys,
                 key: stored.kid.clone().into_bytes(),
-                value: bytes.clone(),
+                value: encode_stored(&stored)?,
             }])?;
-            entries.push((stored.kid.into_bytes(), bytes));
         }
+        tokens.reload(store)?;
+        Ok(tokens)
+    }
+
+    /// Rebuilds the key ring from the store, deleting keys retired for longer than a token
+    /// lives. Blocking.
+    fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let horizon = self.access_ttl.as_secs() + LEEWAY_SECS;
         let mut keys = HashMap::new();
         let mut newest: Option<(u64, String)> = None;
-        for (_, bytes) in entries {
+        for (id, bytes) in store.scan(Space::SigningKeys, b"", None, usize::MAX)? {
             let (stored, key) = decode_stored(&bytes)?;
-            if newest.as_ref().is_none_or(|(t, _)| stored.created_at >= *t) {
+            if stored.retired_at.is_some_and(|t| t + horizon < now()) {
+                store.commit(&[Op::Delete {
+                    space: Space::SigningKeys,
+                    key: id,
+                }])?;
+                continue;
+            }
+            if stored.retired_at.is_none()
+                && newest.as_ref().is_none_or(|(t, _)| stored.created_at >= *t)
+            {
                 newest = Some((stored.created_at, stored.kid.clone()));
             }
             keys.insert(stored.kid, key);
         }
         let current = newest.map(|(_, kid)| kid).unwrap_or_default();
-        Ok(Self {
-            ring: RwLock::new(KeyRing { current, keys }),
-            access_ttl,
-        })
+        let mut ring = self.ring.write().map_err(|_| StoreError::Corrupt {
+            what: "signing keys".into(),
+            message: "key ring lock poisoned".into(),
+        })?;
+        *ring = KeyRing { current, keys };
+        Ok(())
+    }
+
+    /// Adds a new signing key and makes it current; the previous key keeps verifying until the
+    /// tokens it signed have expired. Returns the new key id. Blocking.
+    pub fn rotate(&self, store: &dyn Store) -> Result<String, StoreError> {
+        let mut ops = Vec::new();
+        for (id, bytes) in store.scan(Space::SigningKeys, b"", None, usize::MAX)? {
+            let (mut stored, _) = decode_stored(&bytes)?;
+            if stored.retired_at.is_none() {
+                stored.retired_at = Some(now());
+                ops.push(Op::Put {
+                    space: Space::SigningKeys,
+                    key: id,
+                    value: encode_stored(&stored)?,
+                });
+            }
+        }
+        let fresh = new_stored_key();
+        ops.push(Op::Put {
+            space: Space::SigningKeys,
+            key: fresh.kid.clone().into_bytes(),
+            value: encode_stored(&fresh)?,
+        });
+        store.commit(&ops)?;
+        self.reload(store)?;
+        Ok(fresh.kid)
+    }
+
+    /// The key ids that currently verify, the signing one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        let Ok(ring) = self.ring.read() else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = ring
+            .keys
+            .keys()
+            .filter(|k| **k != ring.current)
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.insert(0, ring.current.clone());
+        ids
     }
 
     /// How long access tokens live.
@@ -266,6 +340,27 @@ mod tests {
         hs["alg"] = "HS256".into();
         assert_eq!(t.verify(&reencode(&token, hs, claims)), None);
         assert_eq!(t.verify("garbage"), None);
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+        let dir = std::env::temp_dir().join(format!("plinth-tokens-{}", rand::random::<u64>()));
+        let store = crate::store::SledStore::open(&dir).unwrap();
+        let t = Tokens::load(&store, Duration::from_secs(900)).unwrap();
+        let old = t.issue("u").unwrap();
+        let first = t.key_ids()[0].clone();
+        let kid = t.rotate(&store).unwrap();
+        assert_ne!(kid, first);
+        assert_eq!(t.key_ids(), vec![kid.clone(), first.clone()]);
+        assert_eq!(t.verify(&old).as_deref(), Some("u"));
+        let new = t.issue("u").unwrap();
+        assert_eq!(parts(&new).0["kid"], kid.as_str());
+        // A restart sees the same keys, with the new one current.
+        let reloaded = Tokens::load(&store, Duration::from_secs(900)).unwrap();
+        assert_eq!(reloaded.key_ids(), vec![kid, first]);
+        assert_eq!(reloaded.verify(&old).as_deref(), Some("u"));
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -64,17 +64,23 @@ pub enum Space {
     UserFamilies,
     /// JWT signing keys by key id.
     SigningKeys,
+    /// API keys by the hex HMAC-SHA-256 of the key.
+    ApiKeys,
+    /// API key id → hex HMAC of the key (for listing and revoking by id).
+    ApiKeyIds,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 6] = [
+    pub const ALL: [Space; 8] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
         Space::Families,
         Space::UserFamilies,
         Space::SigningKeys,
+        Space::ApiKeys,
+        Space::ApiKeyIds,
     ];
 
     /// The tree name.
@@ -86,6 +92,8 @@ impl Space {
             Space::Families => "families",
             Space::UserFamilies => "user_families",
             Space::SigningKeys => "signing_keys",
+            Space::ApiKeys => "api_keys",
+            Space::ApiKeyIds => "api_key_ids",
         }
     }
 }

@@ -1,0 +1,206 @@
+//! API keys for operators and automation: shown once at creation, stored only as an
+//! HMAC-SHA-256 of the key under a server secret, each with one role, a name, an optional
+//! expiry and a last-used time.
+
+use crate::store::{Op, Space, Store, StoreError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Every API key starts with this, so people and secret scanners recognise it.
+pub const PREFIX: &str = "plinth_key_";
+const SECRET_META_KEY: &str = "api_key_hmac_secret";
+/// `last_used` is written at most this often per key, so using a key is not a write per request.
+const TOUCH_INTERVAL_MS: u64 = 60_000;
+
+/// What is stored about a key (never the key itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Public id (for listing and revoking).
+    pub id: String,
+    /// A label chosen by the admin.
+    pub name: String,
+    /// The one role the key carries.
+    pub role: String,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+    /// Expiry, Unix ms, if any.
+    pub expires_at_ms: Option<u64>,
+    /// Last successful use, Unix ms (updated at most once a minute).
+    pub last_used_at_ms: Option<u64>,
+}
+
+/// The keyed hash under which keys are stored.
+pub struct KeyHasher {
+    secret: Vec<u8>,
+}
+
+fn corrupt(e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: "api key".into(),
+        message: e.to_string(),
+    }
+}
+
+impl KeyHasher {
+    /// Loads the server's HMAC secret, creating it on first start. Blocking.
+    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        if let Some(secret) = store.meta(SECRET_META_KEY)?
+            && secret.len() == 32
+        {
+            return Ok(Self { secret });
+        }
+        let secret = rand::random::<[u8; 32]>().to_vec();
+        store.set_meta(SECRET_META_KEY, &secret)?;
+        Ok(Self { secret })
+    }
+
+    fn digest(&self, key: &str) -> Vec<u8> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(key.as_bytes());
+        hex::encode(mac.finalize().into_bytes()).into_bytes()
+    }
+
+    /// Creates a key; returns the key text (shown once) and its record. Blocking.
+    pub fn create(
+        &self,
+        store: &dyn Store,
+        name: &str,
+        role: &str,
+        expires_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(String, ApiKey), StoreError> {
+        let key = format!(
+            "{PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+        );
+        let record = ApiKey {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            name: name.into(),
+            role: role.into(),
+            created_at_ms: now_ms,
+            expires_at_ms,
+            last_used_at_ms: None,
+        };
+        let digest = self.digest(&key);
+        store.commit(&[
+            Op::Put {
+                space: Space::ApiKeys,
+                key: digest.clone(),
+                value: serde_json::to_vec(&record).map_err(corrupt)?,
+            },
+            Op::Put {
+                space: Space::ApiKeyIds,
+                key: record.id.as_bytes().to_vec(),
+                value: digest,
+            },
+        ])?;
+        Ok((key, record))
+    }
+
+    /// Finds a valid (known, unexpired) key and records its use. Blocking.
+    pub fn check(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let digest = self.digest(key);
+        let Some(bytes) = store.get(Space::ApiKeys, &digest)? else {
+            return Ok(None);
+        };
+        let record: ApiKey = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if record.expires_at_ms.is_some_and(|exp| exp <= now_ms) {
+            return Ok(None);
+        }
+        if record
+            .last_used_at_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= TOUCH_INTERVAL_MS)
+        {
+            let touched = ApiKey {
+                last_used_at_ms: Some(now_ms),
+                ..record.clone()
+            };
+            // Best effort: a concurrent revoke wins (the Expect fails and nothing is written).
+            store.commit(&[
+                Op::Expect {
+                    space: Space::ApiKeys,
+                    key: digest.clone(),
+                    value: Some(bytes),
+                },
+                Op::Put {
+                    space: Space::ApiKeys,
+                    key: digest,
+                    value: serde_json::to_vec(&touched).map_err(corrupt)?,
+                },
+            ])?;
+        }
+        Ok(Some(record))
+    }
+}
+
+/// Every key's record, by id. Blocking.
+pub fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
+    let mut out = Vec::new();
+    for (_, digest) in store.scan(Space::ApiKeyIds, b"", None, usize::MAX)? {
+        if let Some(bytes) = store.get(Space::ApiKeys, &digest)? {
+            out.push(serde_json::from_slice(&bytes).map_err(corrupt)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Revokes a key by id. Returns whether it existed. Blocking.
+pub fn revoke(store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+    let Some(digest) = store.get(Space::ApiKeyIds, id.as_bytes())? else {
+        return Ok(false);
+    };
+    store.commit(&[
+        Op::Delete {
+            space: Space::ApiKeys,
+            key: digest,
+        },
+        Op::Delete {
+            space: Space::ApiKeyIds,
+            key: id.as_bytes().to_vec(),
+        },
+    ])?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    #[test]
+    fn keys_are_checked_expire_and_revoke_and_never_stored_in_clear() {
+        let dir = std::env::temp_dir().join(format!("plinth-keys-{}", rand::random::<u64>()));
+        let store = SledStore::open(&dir).unwrap();
+        let hasher = KeyHasher::load(&store).unwrap();
+        let (key, record) = hasher.create(&store, "ci", "operator", None, 1).unwrap();
+        assert!(key.starts_with(PREFIX));
+        assert_eq!(
+            hasher.check(&store, &key, 2).unwrap().unwrap().id,
+            record.id
+        );
+        assert_eq!(hasher.check(&store, "plinth_key_wrong", 2).unwrap(), None);
+        let (short, _) = hasher.create(&store, "tmp", "user", Some(10), 1).unwrap();
+        assert!(hasher.check(&store, &short, 5).unwrap().is_some());
+        assert_eq!(hasher.check(&store, &short, 10).unwrap(), None);
+        assert_eq!(list(&store).unwrap().len(), 2);
+        assert!(revoke(&store, &record.id).unwrap());
+        assert_eq!(hasher.check(&store, &key, 3).unwrap(), None);
+        assert!(!revoke(&store, &record.id).unwrap());
+        // The same secret is reloaded, so surviving keys still verify after a restart.
+        drop(hasher);
+        let again = KeyHasher::load(&store).unwrap();
+        assert!(again.check(&store, &short, 5).unwrap().is_some());
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,194 @@
+//! Account management for admins: list, create, disable, enable, delete, set roles.
+//!
+//! Disabling or deleting an account ends its refresh tokens at once; its access tokens stop
+//! working at once too, because every request re-reads the account.
+
+use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
+use super::{AccountError, Auth, Principal, UserInfo, blocking, sessions, valid_role};
+use crate::store::{Op, Space};
+
+/// One page of accounts.
+#[derive(Debug, serde::Serialize)]
+pub struct UserPage {
+    /// Accounts in id order.
+    pub users: Vec<UserInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Largest page a caller may ask for.
+pub const MAX_PAGE: usize = 200;
+
+fn is_self(principal: &Principal, id: &str) -> bool {
+    matches!(principal, Principal::User(u) if u.id == id)
+}
+
+impl Auth {
+    /// A page of accounts after `after` (an id), at most `limit` (clamped to 1..=200).
+    pub async fn list_users(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<UserPage, AccountError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let store = self.store.clone();
+        blocking(move || {
+            // Fetch one extra to know whether there is a next page.
+            let entries = store.scan(
+                Space::Users,
+                b"",
+                after.as_deref().map(str::as_bytes),
+                limit + 1,
+            )?;
+            let mut users = Vec::new();
+            for (_, bytes) in entries.iter().take(limit) {
+                let user: User = serde_json::from_slice(bytes).map_err(|e| {
+                    AccountError::Internal(format!("unreadable account record: {e}"))
+                })?;
+                users.push(UserInfo::from(&user));
+            }
+            let next = (entries.len() > limit)
+                .then(|| users.last().map(|u| u.id.clone()))
+                .flatten();
+            Ok(UserPage { users, next })
+        })
+        .await
+    }
+
+    /// Creates an account with `roles` (plus `user`), regardless of the registration mode.
+    pub async fn create_account(
+        &self,
+        email: &str,
+        password: String,
+        roles: Vec<String>,
+    ) -> Result<UserInfo, AccountError> {
+        if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+            return Err(AccountError::InvalidRole(bad.clone()));
+        }
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let user = self.create_user(email, password, &roles).await?;
+        Ok(UserInfo::from(&user))
+    }
+
+    async fn load(&self, id: &str) -> Result<User, AccountError> {
+        let store = self.store.clone();
+        let owned = id.to_string();
+        blocking(move || Ok(accounts::get(&*store, &owned)?))
+            .await?
+            .ok_or_else(|| AccountError::UserNotFound(id.to_string()))
+    }
+
+    /// One account.
+    pub async fn user(&self, id: &str) -> Result<UserInfo, AccountError> {
+        Ok(UserInfo::from(&self.load(id).await?))
+    }
+
+    /// Applies `change` to an account with optimistic concurrency (retrying a few times).
+    async fn modify(
+        &self,
+        id: &str,
+        change: impl Fn(&User) -> Result<User, AccountError> + Send + Sync + 'static,
+        end_sessions: bool,
+    ) -> Result<UserInfo, AccountError> {
+        let change = std::sync::Arc::new(change);
+        for _ in 0..5 {
+            let current = self.load(id).await?;
+            let next = change(&current)?;
+            let store = self.store.clone();
+            let (previous, candidate) = (current.clone(), next.clone());
+            let applied = blocking(move || {
+                let applied = accounts::update(&*store, &previous, &candidate)?;
+                if applied && end_sessions {
+                    sessions::end_all(&*store, &candidate.id)?;
+                }
+                Ok(applied)
+            })
+            .await?;
+            if applied {
+                return Ok(UserInfo::from(&next));
+            }
+        }
+        Err(AccountError::Internal(
+            "the account kept changing; try again".into(),
+        ))
+    }
+
+    /// Disables (`true`) or re-enables an account. Disabling ends its sessions.
+    pub async fn set_disabled(
+        &self,
+        actor: &Principal,
+        id: &str,
+        disabled: bool,
+    ) -> Result<UserInfo, AccountError> {
+        if disabled && is_self(actor, id) {
+            return Err(AccountError::SelfModification);
+        }
+        self.modify(
+            id,
+            move |u| {
+                Ok(User {
+                    disabled,
+                    ..u.clone()
+                })
+            },
+            disabled,
+        )
+        .await
+    }
+
+    /// Replaces an account's roles (`user` is always kept).
+    pub async fn set_roles(
+        &self,
+        actor: &Principal,
+        id: &str,
+        roles: Vec<String>,
+    ) -> Result<UserInfo, AccountError> {
+        if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+            return Err(AccountError::InvalidRole(bad.clone()));
+        }
+        if is_self(actor, id) && !roles.iter().any(|r| r == ROLE_ADMIN) {
+            return Err(AccountError::SelfModification);
+        }
+        let mut next_roles = vec![ROLE_USER.to_string()];
+        for role in roles {
+            if !next_roles.contains(&role) {
+                next_roles.push(role);
+            }
+        }
+        self.modify(
+            id,
+            move |u| {
+                Ok(User {
+                    roles: next_roles.clone(),
+                    ..u.clone()
+                })
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Deletes an account, its email index entry and its sessions.
+    pub async fn delete_user(&self, actor: &Principal, id: &str) -> Result<(), AccountError> {
+        if is_self(actor, id) {
+            return Err(AccountError::SelfModification);
+        }
+        let user = self.load(id).await?;
+        let store = self.store.clone();
+        blocking(move || {
+            store.commit(&[
+                Op::Delete {
+                    space: Space::Users,
+                    key: user.id.as_bytes().to_vec(),
+                },
+                Op::Delete {
+                    space: Space::Emails,
+                    key: user.email.as_bytes().to_vec(),
+                },
+            ])?;
+            sessions::end_all(&*store, &user.id)?;
+            Ok(())
+        })
+        .await
+    }
+}
