@@ -44,11 +44,16 @@ pub enum KeysCommand {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of the Plinth server
-    #[arg(long, env = "PLINTH_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "PLINTH_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: String,
     /// Admin credential: an admin account's access token, an admin API key, or the admin token
-    #[arg(long, env = "PLINTH_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(long, global = true, env = "PLINTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Flags of `plinth serve`. Each also reads an environment variable; a flag wins over its

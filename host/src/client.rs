@@ -15,6 +15,9 @@ pub enum ClientError {
         /// Why.
         message: String,
     },
+    /// No credential was given.
+    #[error("no credential: set PLINTH_TOKEN or pass --token")]
+    NoToken,
     /// The server answered with an error.
     #[error("{status}: {message}")]
     Refused {
@@ -30,6 +33,7 @@ async fn call(
     method: reqwest::Method,
     path: &str,
 ) -> Result<Value, ClientError> {
+    let token = client.token.as_deref().ok_or(ClientError::NoToken)?;
     let unreachable = |e: reqwest::Error| ClientError::Unreachable {
         server: client.server.clone(),
         message: e.to_string(),
@@ -41,7 +45,7 @@ async fn call(
     let url = format!("{}{path}", client.server.trim_end_matches('/'));
     let response = http
         .request(method, url)
-        .bearer_auth(&client.token)
+        .bearer_auth(token)
         .send()
         .await
         .map_err(unreachable)?;

@@ -1,6 +1,7 @@
 //! Server settings: merged from flags, environment and an optional TOML file (the raw stage),
 //! then checked and given defaults (the resolved stage), so `plinth serve` runs with no setup.
 
+use crate::auth::throttle::RateLimit;
 use crate::auth::{AuthSettings, PasswordParams, Registration};
 use serde::Deserialize;
 use std::fmt;
@@ -154,6 +155,10 @@ pub struct RawConfig {
     pub argon2_iterations: Option<u32>,
     /// argon2id parallelism.
     pub argon2_parallelism: Option<u32>,
+    /// Requests per IP to login/register/refresh/setup per `auth_rate_window` (default 20).
+    pub auth_rate_limit: Option<u32>,
+    /// The window of `auth_rate_limit`, e.g. `1m` (default).
+    pub auth_rate_window: Option<String>,
     /// The admin token (only from the environment: a secret never belongs in a file).
     #[serde(skip)]
     pub admin_token: Option<String>,
@@ -214,6 +219,8 @@ impl RawConfig {
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
             argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
             argon2_parallelism: self.argon2_parallelism.or(lower.argon2_parallelism),
+            auth_rate_limit: self.auth_rate_limit.or(lower.auth_rate_limit),
+            auth_rate_window: self.auth_rate_window.or(lower.auth_rate_window),
             admin_token: self.admin_token.or(lower.admin_token),
             admin_email: self.admin_email.or(lower.admin_email),
             admin_password: self.admin_password.or(lower.admin_password),
@@ -272,6 +279,17 @@ impl RawConfig {
             },
             admin_token,
             admin_account,
+            rate_limit: RateLimit {
+                requests: self
+                    .auth_rate_limit
+                    .unwrap_or(RateLimit::default().requests)
+                    .max(1),
+                window: parse_ttl(
+                    "auth_rate_window",
+                    self.auth_rate_window,
+                    RateLimit::default().window,
+                )?,
+            },
         };
         Ok(ServerConfig {
             listen,

@@ -66,10 +66,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Startup(e.to_string()))??,
     );
     let registry = Arc::new(Registry::new(store.clone(), runtime.clone()));
+    let setup_token = bootstrap.setup_token.clone();
+    let auth = Arc::new(bootstrap.auth);
     let app = api::router(AppState {
         registry: registry.clone(),
         runtime,
-        auth: Arc::new(bootstrap.auth),
+        auth,
         max_component_size: config.max_component_size,
     });
 
@@ -84,6 +86,15 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         source,
     })?;
     tracing::info!(data_dir = %config.data_dir.display(), "listening on http://{local}");
+    if let Some(token) = &setup_token {
+        eprintln!(
+            "\n  No admin account exists yet. Create one with this one-time setup token:\n\n    \
+             curl -X POST http://{}/auth/setup -H 'content-type: application/json' \\\n      \
+             -d '{{\"setup_token\": \"{token}\", \"email\": \"you@example.com\", \"password\": \"...\"}}'\n\n  \
+             (or start with PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD set).\n",
+            local
+        );
+    }
 
     // Listen first so /healthz answers during a long load; /readyz turns 200 when it is done.
     let loader = {
@@ -101,13 +112,16 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         })
     };
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: local.to_string(),
-            source,
-        })?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|source| ServeError::Listen {
+        addr: local.to_string(),
+        source,
+    })?;
     loader.abort();
     tracing::info!("shut down cleanly");
     Ok(())

@@ -394,3 +394,432 @@ async fn sessions_and_signing_keys_survive_a_restart() {
         StatusCode::OK
     );
 }
+
+/// Logs the environment-configured admin in; returns its access token.
+async fn admin_access(server: &Server) -> String {
+    let session = login(server, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(session.status, StatusCode::OK, "{}", session.text());
+    session.json()["access_token"].as_str().unwrap().to_string()
+}
+
+async fn admin_post(
+    server: &Server,
+    path: &str,
+    body: Value,
+    token: &str,
+) -> crate::harness::Reply {
+    server.post_json(path, body, Some(token)).await
+}
+
+#[tokio::test]
+async fn admins_manage_users_and_disabling_cuts_access_at_once() {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), with_admin_account());
+    server.deploy_guest(Guest::WhoAmI).await;
+    let admin = admin_access(&server).await;
+    let (user_access, user_refresh) = signed_in(&server, "lee@example.com").await;
+    let user_id = server.get_as("/auth/me", &user_access).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Create with roles; list pages through everyone.
+    let created = admin_post(
+        &server,
+        "/admin/users",
+        json!({ "email": "ops@example.com", "password": "password-1234", "roles": ["operator", "staff"] }),
+        &admin,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert_eq!(
+        created.json()["roles"],
+        json!(["user", "operator", "staff"])
+    );
+    let first = server.get_as("/admin/users?limit=2", &admin).await.json();
+    assert_eq!(first["users"].as_array().unwrap().len(), 2);
+    let cursor = first["next"].as_str().unwrap();
+    let second = server
+        .get_as(&format!("/admin/users?limit=2&after={cursor}"), &admin)
+        .await
+        .json();
+    assert_eq!(second["users"].as_array().unwrap().len(), 1);
+    assert!(second["next"].is_null());
+
+    // Operators deploy plugins but do not manage users.
+    let ops = login(&server, "ops@example.com", "password-1234")
+        .await
+        .json();
+    let ops_access = ops["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.get_as("/admin/plugins", ops_access).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get_as("/admin/users", ops_access).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Roles change at once: staff route opens for lee.
+    assert_eq!(
+        server.get_as("/whoami/staff", &user_access).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let roles = server
+        .client()
+        .put(format!("{}/admin/users/{user_id}/roles", server.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "roles": ["staff"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(roles.status(), StatusCode::OK);
+    assert_eq!(
+        server.get_as("/whoami/staff", &user_access).await.status,
+        StatusCode::OK
+    );
+    let bad_role = server
+        .client()
+        .put(format!("{}/admin/users/{user_id}/roles", server.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "roles": ["no spaces allowed"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_role.status(), StatusCode::BAD_REQUEST);
+
+    // Disabling cuts off the access token and the refresh token at once.
+    let disabled = admin_post(
+        &server,
+        &format!("/admin/users/{user_id}/disable"),
+        json!({}),
+        &admin,
+    )
+    .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text());
+    assert_eq!(disabled.json()["disabled"], true);
+    assert_eq!(
+        server.get_as("/whoami", &user_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&server, &user_refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = login(&server, "lee@example.com", "password-1234").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.code(), "account_disabled");
+
+    // Enabling lets them log in again; deleting removes them for good.
+    let enabled = admin_post(
+        &server,
+        &format!("/admin/users/{user_id}/enable"),
+        json!({}),
+        &admin,
+    )
+    .await;
+    assert_eq!(enabled.status, StatusCode::OK);
+    let again = login(&server, "lee@example.com", "password-1234").await;
+    assert_eq!(again.status, StatusCode::OK);
+    let again_access = again.json()["access_token"].as_str().unwrap().to_string();
+    let deleted = server
+        .request(
+            Method::DELETE,
+            &format!("/admin/users/{user_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server.get_as("/whoami", &again_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let gone = server
+        .get_as(&format!("/admin/users/{user_id}"), &admin)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(gone.code(), "user_not_found");
+    // The email is free again.
+    assert_eq!(
+        register(&server, "lee@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    // Admins cannot lock themselves out.
+    let me = server.get_as("/auth/me", &admin).await.json();
+    let own = admin_post(
+        &server,
+        &format!("/admin/users/{}/disable", me["id"].as_str().unwrap()),
+        json!({}),
+        &admin,
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::BAD_REQUEST);
+    assert_eq!(own.code(), "cannot_modify_self");
+}
+
+#[tokio::test]
+async fn api_keys_work_are_stored_hashed_and_revoke_at_once() {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), with_admin_account());
+    let admin = admin_access(&server).await;
+    let created = admin_post(
+        &server,
+        "/admin/api-keys",
+        json!({ "name": "ci deploys", "role": "operator", "expires_in": "30d" }),
+        &admin,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let body = created.json();
+    let key = body["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("plinth_key_"));
+    assert_eq!(body["role"], "operator");
+    assert!(body["expires_at"].is_string());
+    let id = body["id"].as_str().unwrap().to_string();
+
+    // The key deploys (operator) but cannot manage users (admin).
+    let hello = Guest::Hello;
+    let deployed = server
+        .deploy_with_token("hello", &hello.manifest(), &hello.component(), Some(&key))
+        .await;
+    assert_eq!(deployed.status, StatusCode::CREATED);
+    assert_eq!(
+        server.get_as("/admin/users", &key).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Listed without the key, with its last use recorded.
+    let listed = server.get_as("/admin/api-keys", &admin).await.json();
+    let entry = &listed["api_keys"][0];
+    assert_eq!(entry["id"], id.as_str());
+    assert!(entry.get("key").is_none());
+    assert!(entry["last_used_at"].is_string());
+
+    // Revoked: refused at once.
+    let revoked = server
+        .request(
+            Method::DELETE,
+            &format!("/admin/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let refused = server.get_as("/admin/plugins", &key).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let again = server
+        .request(
+            Method::DELETE,
+            &format!("/admin/api-keys/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(again.code(), "api_key_not_found");
+
+    // Neither the key nor a refresh token is anywhere in the data directory in clear.
+    let session = login(&server, ADMIN_EMAIL, ADMIN_PASSWORD).await.json();
+    let refresh_token = session["refresh_token"].as_str().unwrap().to_string();
+    drop(server);
+    assert_secret_absent(&dir.path(), &[&key, &refresh_token, ADMIN_PASSWORD]);
+}
+
+fn assert_secret_absent(dir: &std::path::Path, secrets: &[&str]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_secret_absent(&path, secrets);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} contains a secret in clear",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_and_signs_new_ones_with_the_new_key() {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), with_admin_account());
+    server.deploy_guest(Guest::WhoAmI).await;
+    let (old_access, _) = signed_in(&server, "max@example.com").await;
+    let old_kid = split(&old_access).0["kid"].as_str().unwrap().to_string();
+
+    // `plinth keys rotate`, the CLI, against the running server.
+    let admin = admin_access(&server).await;
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(["keys", "rotate", "--server", &base])
+            .env("PLINTH_TOKEN", &admin)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(printed.contains(&old_kid), "{printed}");
+
+    assert_eq!(
+        server.get_as("/whoami", &old_access).await.status,
+        StatusCode::OK
+    );
+    let new_access = login(&server, "max@example.com", "password-1234")
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_kid = split(&new_access).0["kid"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, old_kid);
+    assert!(
+        printed.contains(&format!("signing key: {new_kid}")),
+        "{printed}"
+    );
+    assert_eq!(
+        server.get_as("/whoami", &new_access).await.status,
+        StatusCode::OK
+    );
+
+    // A non-admin cannot rotate.
+    let user = login(&server, "max@example.com", "password-1234")
+        .await
+        .json();
+    let refused = server
+        .post_json(
+            "/admin/signing-keys/rotate",
+            json!({}),
+            user["access_token"].as_str(),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn credential_endpoints_are_rate_limited_per_ip_and_recover() {
+    let dir = TempDir::new();
+    let config = dir.path().join("server.toml");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(&config, "auth_rate_limit = 5\nauth_rate_window = \"2s\"\n").unwrap();
+    let server = Server::start_with(
+        dir.path().join("data"),
+        Options {
+            args: vec!["--config".into(), config.display().to_string()],
+            ..Default::default()
+        },
+    );
+    // Registration is throttled too; spend one slot on it.
+    assert_eq!(
+        register(&server, "ned@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let mut limited = 0;
+    for _ in 0..50 {
+        let reply = login(&server, "ned@example.com", "wrong-password").await;
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(reply.code(), "rate_limited");
+                let retry: u64 = reply.headers["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&retry), "{retry}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.text()),
+        }
+    }
+    assert!(limited >= 44, "only {limited} of 50 were limited");
+    // After the window, the right password works.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    assert_eq!(
+        login(&server, "ned@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_slow_an_account_down_without_locking_it_out() {
+    let server = Server::start();
+    assert_eq!(
+        register(&server, "oli@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    for _ in 0..10 {
+        let reply = login(&server, "oli@example.com", "wrong-password").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password waits a moment...
+    let slowed = login(&server, "oli@example.com", "password-1234").await;
+    assert_eq!(slowed.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(slowed.code(), "account_throttled");
+    // ...but only a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        login(&server, "oli@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_setup_token_creates_the_first_admin_once() {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), Options::default());
+    let line = server.wait_for_log(&["plinth_setup_"]);
+    let token: String = line
+        .split("plinth_setup_")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let token = format!("plinth_setup_{token}");
+    let wrong = server
+        .post_json(
+            "/auth/setup",
+            json!({ "setup_token": "plinth_setup_nope", "email": "boss@example.com", "password": "password-1234" }),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.code(), "invalid_setup_token");
+    let body =
+        json!({ "setup_token": token, "email": "boss@example.com", "password": "password-1234" });
+    let created = server.post_json("/auth/setup", body.clone(), None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert_eq!(created.json()["roles"], json!(["user", "admin"]));
+    let again = server.post_json("/auth/setup", body, None).await;
+    assert_eq!(again.code(), "invalid_setup_token");
+    let boss = login(&server, "boss@example.com", "password-1234")
+        .await
+        .json();
+    let access = boss["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.get_as("/admin/users", access).await.status,
+        StatusCode::OK
+    );
+}

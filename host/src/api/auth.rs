@@ -2,21 +2,42 @@
 
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::{Principal, Session, UserInfo};
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use std::net::SocketAddr;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    // The endpoints that take credentials are rate-limited per client IP.
+    let limited = Router::new()
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
+        .route("/auth/setup", post(setup))
+        .route_layer(middleware::from_fn_with_state(state.clone(), per_ip_limit));
+    Router::new()
+        .merge(limited)
         .route("/auth/logout", post(logout))
         .route("/auth/me", get(me))
         .route("/auth/password", post(change_password))
+}
+
+/// Refuses a request with 429 when its client IP is over the credential-endpoint limit.
+async fn per_ip_limit(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.auth.check_ip(addr.ip()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// Extractor for any authenticated caller (account JWT or admin token).
@@ -43,6 +64,14 @@ struct Credentials {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SetupBody {
+    setup_token: String,
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
@@ -59,6 +88,17 @@ async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
     let user = state.auth.register(&body.email, body.password).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+async fn setup(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SetupBody>,
+) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
+    let user = state
+        .auth
+        .setup(&body.setup_token, &body.email, body.password)
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

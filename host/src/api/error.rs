@@ -96,9 +96,14 @@ impl ApiError {
                 AccountError::NotAnAccount => (S::FORBIDDEN, "not_an_account", None),
                 AccountError::UserNotFound(_) => (S::NOT_FOUND, "user_not_found", None),
                 AccountError::ApiKeyNotFound(_) => (S::NOT_FOUND, "api_key_not_found", None),
+                AccountError::InvalidSetupToken => (S::UNAUTHORIZED, "invalid_setup_token", None),
                 AccountError::InvalidRole(_) => (S::BAD_REQUEST, "invalid_role", None),
                 AccountError::SelfModification => (S::BAD_REQUEST, "cannot_modify_self", None),
                 AccountError::Busy => (S::SERVICE_UNAVAILABLE, "busy", None),
+                AccountError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited", None),
+                AccountError::AccountThrottled { .. } => {
+                    (S::TOO_MANY_REQUESTS, "account_throttled", None)
+                }
                 AccountError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
                 AccountError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
             },
@@ -201,10 +206,19 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            ApiError::Auth(_) => {
+            // 401 says how to authenticate; a 403 caller is authenticated already.
+            ApiError::Auth(AuthError::Missing | AuthError::Invalid) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Plugin(HandleError::Instantiate(_)) | ApiError::NotReady => {
+            ApiError::Account(
+                AccountError::RateLimited { retry_after }
+                | AccountError::AccountThrottled { retry_after },
+            ) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::Plugin(HandleError::Instantiate(_))
+            | ApiError::NotReady
+            | ApiError::Account(AccountError::Busy) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(admin::routes(&state))
-        .merge(auth::routes())
+        .merge(auth::routes(&state))
         .merge(users::routes())
         .merge(keys::routes())
         .fallback(plugins::dispatch)

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod manage;
 mod passwords;
 mod sessions;
+pub mod throttle;
 mod tokens;
 
 pub use accounts::{CredentialError, User};
@@ -29,6 +30,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use throttle::{RateLimit, Throttle};
 use tokens::Tokens;
 
 /// Why a caller was turned away.
@@ -72,6 +74,9 @@ pub enum AccountError {
     /// No account has this id.
     #[error("no user with id {0:?}")]
     UserNotFound(String),
+    /// The setup token is wrong, already used, or an account exists already.
+    #[error("the setup token is not valid (it works once, and only before any account exists)")]
+    InvalidSetupToken,
     /// No API key has this id.
     #[error("no API key with id {0:?}")]
     ApiKeyNotFound(String),
@@ -81,6 +86,18 @@ pub enum AccountError {
     /// An admin tried to disable, delete or demote their own account.
     #[error("you cannot disable, delete or remove the admin role from your own account")]
     SelfModification,
+    /// Too many credential requests from this address.
+    #[error("too many requests from this address; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// Too many failed logins for this account; it is slowed down for a while.
+    #[error("too many failed logins for this account; retry in {retry_after} s")]
+    AccountThrottled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// Password hashing is saturated.
     #[error("the server is busy; try again")]
     Busy,
@@ -207,6 +224,8 @@ pub struct AuthSettings {
     pub admin_token: Option<String>,
     /// First admin account, from `PLINTH_ADMIN_EMAIL` / `PLINTH_ADMIN_PASSWORD`.
     pub admin_account: Option<(String, String)>,
+    /// Per-IP limit on the credential endpoints.
+    pub rate_limit: RateLimit,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -217,6 +236,7 @@ impl fmt::Debug for AuthSettings {
             .field("access_ttl", &self.access_ttl)
             .field("refresh_ttl", &self.refresh_ttl)
             .field("password_params", &self.password_params)
+            .field("rate_limit", &self.rate_limit)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
             .field(
                 "admin_account",
@@ -319,6 +339,15 @@ pub struct Bootstrap {
     pub auth: Auth,
     /// A newly generated admin token to show the operator once.
     pub generated_token: Option<String>,
+    /// A one-time setup token for `POST /auth/setup`, to show the operator once.
+    pub setup_token: Option<String>,
+}
+
+const SETUP_TOKEN_KEY: &str = "setup_token_sha256";
+
+fn sha256_bytes(text: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).to_vec()
 }
 
 /// Accounts, sessions and credentials.
@@ -328,6 +357,7 @@ pub struct Auth {
     api_keys: Arc<KeyHasher>,
     passwords: Passwords,
     tokens: Arc<Tokens>,
+    throttle: Throttle,
     settings: AuthSettings,
 }
 
@@ -381,18 +411,29 @@ impl Auth {
             api_keys,
             passwords,
             tokens,
+            throttle: Throttle::new(settings.rate_limit),
             settings,
         };
+        let mut setup_token = None;
         if let Some((email, password)) = auth.settings.admin_account.clone() {
             let store = auth.store.clone();
             if !blocking(move || Ok(accounts::any(&*store)?)).await? {
                 let user = auth.create_user(&email, password, &[ROLE_ADMIN]).await?;
                 tracing::info!(email = user.email, "created the first admin account");
             }
+        } else if auth.store.was_empty_at_open() {
+            // No admin account configured on a fresh data dir: hand out a one-time token that
+            // `POST /auth/setup` exchanges for the first admin account.
+            let token = format!("plinth_setup_{}", hex::encode(rand::random::<[u8; 24]>()));
+            let store = auth.store.clone();
+            let digest = sha256_bytes(&token);
+            blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, &digest)?)).await?;
+            setup_token = Some(token);
         }
         Ok(Bootstrap {
             auth,
             generated_token,
+            setup_token,
         })
     }
 
@@ -479,6 +520,39 @@ impl Auth {
         }
     }
 
+    /// `POST /auth/setup`: exchanges the one-time setup token for the first admin account.
+    /// Works once, and only while no account exists.
+    pub async fn setup(
+        &self,
+        setup_token: &str,
+        email: &str,
+        password: String,
+    ) -> Result<UserInfo, AccountError> {
+        let store = self.store.clone();
+        let digest = sha256_bytes(setup_token);
+        let valid = blocking(move || {
+            let stored = store.meta(SETUP_TOKEN_KEY)?.unwrap_or_default();
+            let matches = !stored.is_empty()
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    stored.as_slice(),
+                    digest.as_slice(),
+                ));
+            Ok(matches && !accounts::any(&*store)?)
+        })
+        .await?;
+        if !valid {
+            return Err(AccountError::InvalidSetupToken);
+        }
+        let user = self.create_user(email, password, &[ROLE_ADMIN]).await?;
+        let store = self.store.clone();
+        blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, b"")?)).await?;
+        tracing::info!(
+            email = user.email,
+            "created the first admin account with the setup token"
+        );
+        Ok(UserInfo::from(&user))
+    }
+
     /// `POST /auth/register`: creates a `user` account when registration is open.
     pub async fn register(&self, email: &str, password: String) -> Result<UserInfo, AccountError> {
         if self.settings.registration == Registration::Closed {
@@ -510,9 +584,30 @@ impl Auth {
         })
     }
 
+    /// Admits one request to a credential endpoint from `ip` (per-IP rate limit).
+    pub fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), AccountError> {
+        self.throttle
+            .check_ip(ip)
+            .map_err(|retry_after| AccountError::RateLimited { retry_after })
+    }
+
     /// `POST /auth/login`. Unknown emails and wrong passwords do the same work and give the
-    /// same error.
+    /// same error; repeated failures slow the account down.
     pub async fn login(&self, email: &str, password: String) -> Result<Session, AccountError> {
+        let throttle_key = email.trim().to_lowercase();
+        self.throttle
+            .check_account(&throttle_key)
+            .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
+        let result = self.login_checked(email, password).await;
+        match &result {
+            Ok(_) => self.throttle.succeeded(&throttle_key),
+            Err(AccountError::BadCredentials) => self.throttle.failed(&throttle_key),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn login_checked(&self, email: &str, password: String) -> Result<Session, AccountError> {
         let user = match accounts::normalize_email(email) {
             Ok(email) => {
                 let store = self.store.clone();
