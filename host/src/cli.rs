@@ -75,7 +75,7 @@ pub struct ServeArgs {
     /// Largest component a deploy may upload, e.g. 64MiB [default: 64MiB]
     #[arg(long, env = "PLINTH_MAX_COMPONENT_SIZE", value_name = "SIZE")]
     pub max_component_size: Option<ByteSize>,
-    /// Who may create accounts with POST /auth/register: open or closed [default: open]
+    /// Who may create accounts with POST /auth/register: open, closed or invite [default: open]
     #[arg(long, env = "PLINTH_REGISTRATION", value_name = "MODE")]
     pub registration: Option<Registration>,
 }

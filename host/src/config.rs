@@ -143,7 +143,7 @@ pub struct RawConfig {
     pub log_format: Option<LogFormat>,
     /// Largest accepted deploy upload.
     pub max_component_size: Option<ByteSize>,
-    /// Who may register: `open` or `closed`.
+    /// Who may register: `open`, `closed` or `invite`.
     pub registration: Option<Registration>,
     /// Access token lifetime, e.g. `15m`.
     pub access_token_ttl: Option<String>,

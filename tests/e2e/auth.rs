@@ -823,3 +823,86 @@ async fn the_setup_token_creates_the_first_admin_once() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn invite_only_registration_needs_a_valid_single_use_invitation() {
+    let dir = TempDir::new();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: vec!["--registration".into(), "invite".into()],
+            ..with_admin_account()
+        },
+    );
+    let admin = admin_access(&server).await;
+    let body = |email: &str, invite: Option<&str>| {
+        let mut b = json!({ "email": email, "password": "password-1234" });
+        if let Some(code) = invite {
+            b["invite"] = code.into();
+        }
+        b
+    };
+    let none = server
+        .post_json("/auth/register", body("pat@example.com", None), None)
+        .await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN);
+    assert_eq!(none.code(), "invite_required");
+
+    let open = admin_post(&server, "/admin/invites", json!({}), &admin).await;
+    assert_eq!(open.status, StatusCode::CREATED, "{}", open.text());
+    let code = open.json()["invite"].as_str().unwrap().to_string();
+    assert!(code.starts_with("plinth_inv_"));
+    let bogus = server
+        .post_json(
+            "/auth/register",
+            body("pat@example.com", Some("plinth_inv_bogus")),
+            None,
+        )
+        .await;
+    assert_eq!(bogus.code(), "invalid_invite");
+    let used = server
+        .post_json("/auth/register", body("pat@example.com", Some(&code)), None)
+        .await;
+    assert_eq!(used.status, StatusCode::CREATED, "{}", used.text());
+    // Single use.
+    let again = server
+        .post_json(
+            "/auth/register",
+            body("quin@example.com", Some(&code)),
+            None,
+        )
+        .await;
+    assert_eq!(again.code(), "invalid_invite");
+
+    // An invitation bound to an email works only for that email.
+    let bound = admin_post(
+        &server,
+        "/admin/invites",
+        json!({ "email": "Rae@Example.com" }),
+        &admin,
+    )
+    .await;
+    let bound_code = bound.json()["invite"].as_str().unwrap().to_string();
+    let wrong = server
+        .post_json(
+            "/auth/register",
+            body("sam@example.com", Some(&bound_code)),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.code(), "invalid_invite");
+    let right = server
+        .post_json(
+            "/auth/register",
+            body("rae@example.com", Some(&bound_code)),
+            None,
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::CREATED);
+    assert_eq!(
+        login(&server, "rae@example.com", "password-1234")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

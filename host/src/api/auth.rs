@@ -64,6 +64,15 @@ struct Credentials {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Registration {
+    email: String,
+    password: String,
+    /// An invitation code, needed when registration is invite-only.
+    invite: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SetupBody {
     setup_token: String,
     email: String,
@@ -85,9 +94,12 @@ struct PasswordChange {
 
 async fn register(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
-    let user = state.auth.register(&body.email, body.password).await?;
+    let user = state
+        .auth
+        .register(&body.email, body.password, body.invite)
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

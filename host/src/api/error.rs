@@ -97,6 +97,8 @@ impl ApiError {
                 AccountError::UserNotFound(_) => (S::NOT_FOUND, "user_not_found", None),
                 AccountError::ApiKeyNotFound(_) => (S::NOT_FOUND, "api_key_not_found", None),
                 AccountError::InvalidSetupToken => (S::UNAUTHORIZED, "invalid_setup_token", None),
+                AccountError::InviteRequired => (S::FORBIDDEN, "invite_required", None),
+                AccountError::InvalidInvite => (S::FORBIDDEN, "invalid_invite", None),
                 AccountError::InvalidRole(_) => (S::BAD_REQUEST, "invalid_role", None),
                 AccountError::SelfModification => (S::BAD_REQUEST, "cannot_modify_self", None),
                 AccountError::Busy => (S::SERVICE_UNAVAILABLE, "busy", None),

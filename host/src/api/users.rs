@@ -2,8 +2,8 @@
 
 use super::admin::AdminOnly;
 use super::{ApiError, ApiJson, AppState};
-use crate::auth::UserInfo;
 use crate::auth::manage::UserPage;
+use crate::auth::{NewInvite, UserInfo};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -17,6 +17,31 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/users/{id}/disable", post(disable))
         .route("/admin/users/{id}/enable", post(enable))
         .route("/admin/users/{id}/roles", put(set_roles))
+        .route("/admin/invites", post(invite))
+}
+
+/// Invitations live a week unless the admin says otherwise.
+const DEFAULT_INVITE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInviteBody {
+    email: Option<String>,
+    expires_in: Option<String>,
+}
+
+async fn invite(
+    _: AdminOnly,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewInviteBody>,
+) -> Result<(StatusCode, Json<NewInvite>), ApiError> {
+    let ttl = match body.expires_in.as_deref() {
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| ApiError::InvalidBody(format!("`expires_in`: {e}")))?,
+        None => DEFAULT_INVITE_TTL,
+    };
+    let invite = state.auth.create_invite(body.email, ttl).await?;
+    Ok((StatusCode::CREATED, Json(invite)))
 }
 
 #[derive(Deserialize)]

@@ -134,9 +134,10 @@ pub fn by_email(store: &dyn Store, email: &str) -> Result<Option<User>, StoreErr
     }
 }
 
-/// Stores a new account. Returns `false` when the email is already taken.
-pub fn insert(store: &dyn Store, user: &User) -> Result<bool, StoreError> {
-    store.commit(&[
+/// Stores a new account, applying `extra` ops in the same atomic commit. Returns `false` when
+/// the email is already taken or an `extra` precondition fails.
+pub fn insert(store: &dyn Store, user: &User, extra: &[Op]) -> Result<bool, StoreError> {
+    let mut ops = vec![
         Op::Expect {
             space: Space::Emails,
             key: user.email.as_bytes().to_vec(),
@@ -152,7 +153,9 @@ pub fn insert(store: &dyn Store, user: &User) -> Result<bool, StoreError> {
             key: user.id.as_bytes().to_vec(),
             value: user.encode()?,
         },
-    ])
+    ];
+    ops.extend_from_slice(extra);
+    store.commit(&ops)
 }
 
 /// Replaces an account record if it still equals `previous` (no lost updates).

@@ -10,6 +10,7 @@
 pub mod accounts;
 mod admin_token;
 pub mod api_keys;
+mod invites;
 pub mod manage;
 mod passwords;
 mod sessions;
@@ -19,7 +20,7 @@ mod tokens;
 pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Op, Store, StoreError};
 pub use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
 use admin_token::AdminToken;
 use api_keys::{ApiKey, KeyHasher};
@@ -77,6 +78,12 @@ pub enum AccountError {
     /// The setup token is wrong, already used, or an account exists already.
     #[error("the setup token is not valid (it works once, and only before any account exists)")]
     InvalidSetupToken,
+    /// Registration needs an invitation on this server.
+    #[error("registration on this server needs an invitation (`invite` in the request)")]
+    InviteRequired,
+    /// The invitation is unknown, used, expired, or bound to another email.
+    #[error("the invitation is not valid")]
+    InvalidInvite,
     /// No API key has this id.
     #[error("no API key with id {0:?}")]
     ApiKeyNotFound(String),
@@ -196,6 +203,8 @@ pub enum Registration {
     Open,
     /// Only admins create accounts.
     Closed,
+    /// Registration needs an invitation code from an admin.
+    Invite,
 }
 
 impl FromStr for Registration {
@@ -204,7 +213,10 @@ impl FromStr for Registration {
         match s {
             "open" => Ok(Self::Open),
             "closed" => Ok(Self::Closed),
-            other => Err(format!("expected `open` or `closed`, got `{other}`")),
+            "invite" => Ok(Self::Invite),
+            other => Err(format!(
+                "expected `open`, `closed` or `invite`, got `{other}`"
+            )),
         }
     }
 }
@@ -316,6 +328,19 @@ pub struct NewApiKey {
     /// Its record.
     #[serde(flatten)]
     pub info: ApiKeyInfo,
+}
+
+/// A newly created invitation: the code appears here and nowhere else, ever.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewInvite {
+    /// The code to pass as `invite` to `POST /auth/register`.
+    pub invite: String,
+    /// Its id.
+    pub id: String,
+    /// The only email that may use it, if bound.
+    pub email: Option<String>,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
 }
 
 /// What login and refresh return.
@@ -507,13 +532,25 @@ impl Auth {
         password: String,
         extra_roles: &[&str],
     ) -> Result<User, AccountError> {
+        self.create_user_with(email, password, extra_roles, Vec::new())
+            .await
+    }
+
+    /// Creates an account, applying `extra` ops atomically with it (e.g. consuming an invite).
+    async fn create_user_with(
+        &self,
+        email: &str,
+        password: String,
+        extra_roles: &[&str],
+        extra: Vec<Op>,
+    ) -> Result<User, AccountError> {
         let email = accounts::normalize_email(email)?;
         accounts::check_password(&password)?;
         let hash = self.passwords.hash(password).await?;
         let user = User::new(email, hash, extra_roles, now_ms());
         let store = self.store.clone();
         let stored = user.clone();
-        if blocking(move || Ok(accounts::insert(&*store, &stored)?)).await? {
+        if blocking(move || Ok(accounts::insert(&*store, &stored, &extra)?)).await? {
             Ok(user)
         } else {
             Err(AccountError::EmailTaken)
@@ -553,13 +590,70 @@ impl Auth {
         Ok(UserInfo::from(&user))
     }
 
-    /// `POST /auth/register`: creates a `user` account when registration is open.
-    pub async fn register(&self, email: &str, password: String) -> Result<UserInfo, AccountError> {
-        if self.settings.registration == Registration::Closed {
-            return Err(AccountError::RegistrationClosed);
+    /// `POST /auth/register`: creates a `user` account when registration is open, or with a
+    /// valid invitation when it is invite-only.
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        invite: Option<String>,
+    ) -> Result<UserInfo, AccountError> {
+        let consume = match self.settings.registration {
+            Registration::Closed => return Err(AccountError::RegistrationClosed),
+            Registration::Open => Vec::new(),
+            Registration::Invite => {
+                let code = invite.ok_or(AccountError::InviteRequired)?;
+                let normalized = accounts::normalize_email(email)?;
+                let store = self.store.clone();
+                let found = blocking(move || Ok(invites::find(&*store, &code, now_ms())?))
+                    .await?
+                    .ok_or(AccountError::InvalidInvite)?;
+                if found
+                    .invite
+                    .email
+                    .as_ref()
+                    .is_some_and(|bound| *bound != normalized)
+                {
+                    return Err(AccountError::InvalidInvite);
+                }
+                found.consume
+            }
+        };
+        let invited = !consume.is_empty();
+        match self.create_user_with(email, password, &[], consume).await {
+            // With an invite, a failed commit is either a taken email or a used invitation.
+            Err(AccountError::EmailTaken) if invited => {
+                let store = self.store.clone();
+                let email = accounts::normalize_email(email)?;
+                let taken =
+                    blocking(move || Ok(accounts::by_email(&*store, &email)?.is_some())).await?;
+                Err(if taken {
+                    AccountError::EmailTaken
+                } else {
+                    AccountError::InvalidInvite
+                })
+            }
+            result => result.map(|user| UserInfo::from(&user)),
         }
-        let user = self.create_user(email, password, &[]).await?;
-        Ok(UserInfo::from(&user))
+    }
+
+    /// Creates a single-use invitation, optionally bound to one email, valid for `ttl`.
+    pub async fn create_invite(
+        &self,
+        email: Option<String>,
+        ttl: Duration,
+    ) -> Result<NewInvite, AccountError> {
+        let email = email.map(|e| accounts::normalize_email(&e)).transpose()?;
+        let store = self.store.clone();
+        let ttl_ms = ttl.as_millis() as u64;
+        let (code, invite) =
+            blocking(move || Ok(invites::create(&*store, email, ttl_ms, now_ms())?)).await?;
+        Ok(NewInvite {
+            invite: code,
+            id: invite.id,
+            email: invite.email,
+            expires_at: rfc3339_ms(invite.expires_at_ms),
+        })
     }
 
     async fn start_session(&self, user: &User) -> Result<Session, AccountError> {

@@ -56,6 +56,9 @@ struct StoredKey {
 struct Key {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The raw public key (what an attacker could know).
+    #[cfg(test)]
+    public: Vec<u8>,
 }
 
 struct KeyRing {
@@ -84,6 +87,8 @@ fn key_from_seed(seed: &[u8; 32]) -> Result<Key, StoreError> {
     Ok(Key {
         encoding: EncodingKey::from_ed_der(der.as_bytes()),
         decoding: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
+        #[cfg(test)]
+        public: signing.verifying_key().as_bytes().to_vec(),
     })
 }
 
@@ -336,9 +341,21 @@ mod tests {
         let foreign = tokens().issue("user-1").unwrap();
         assert_eq!(t.verify(&foreign), None);
         // HS256 "signed" with public material.
-        let mut hs = header;
+        let mut hs = header.clone();
         hs["alg"] = "HS256".into();
         assert_eq!(t.verify(&reencode(&token, hs, claims)), None);
+        // HS256 correctly signed with the public key as the HMAC secret (algorithm confusion).
+        let public = {
+            let ring = t.ring.read().unwrap();
+            let key = ring.keys.get(&ring.current).unwrap();
+            key.public.clone()
+        };
+        let mut hs_header = Header::new(Algorithm::HS256);
+        hs_header.kid = header["kid"].as_str().map(str::to_string);
+        let parsed: AccessClaims = serde_json::from_value(parts(&token).1).unwrap();
+        let confused =
+            jsonwebtoken::encode(&hs_header, &parsed, &EncodingKey::from_secret(&public)).unwrap();
+        assert_eq!(t.verify(&confused), None);
         assert_eq!(t.verify("garbage"), None);
     }
 

@@ -68,11 +68,13 @@ pub enum Space {
     ApiKeys,
     /// API key id → hex HMAC of the key (for listing and revoking by id).
     ApiKeyIds,
+    /// Registration invitations by the SHA-256 of the code.
+    Invites,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 8] = [
+    pub const ALL: [Space; 9] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
@@ -81,6 +83,7 @@ impl Space {
         Space::SigningKeys,
         Space::ApiKeys,
         Space::ApiKeyIds,
+        Space::Invites,
     ];
 
     /// The tree name.
@@ -94,6 +97,7 @@ impl Space {
             Space::SigningKeys => "signing_keys",
             Space::ApiKeys => "api_keys",
             Space::ApiKeyIds => "api_key_ids",
+            Space::Invites => "invites",
         }
     }
 }

@@ -1,0 +1,95 @@
+//! Single-use invitations for `registration = "invite"`: created by admins, shown once, stored
+//! only as SHA-256 digests, optionally bound to one email, consumed atomically with the
+//! account they create.
+
+use crate::store::{Op, Space, Store, StoreError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Every invitation code starts with this.
+pub const PREFIX: &str = "plinth_inv_";
+
+/// What is stored about an invitation (never the code).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invite {
+    /// Public id.
+    pub id: String,
+    /// The only email that may use it, if bound.
+    pub email: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: u64,
+    /// Expiry, Unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// A valid invitation found by its code, with what is needed to consume it atomically.
+pub struct Found {
+    /// The invitation.
+    pub invite: Invite,
+    /// Ops that consume it; they fail the whole commit if it was used meanwhile.
+    pub consume: Vec<Op>,
+}
+
+fn digest(code: &str) -> Vec<u8> {
+    Sha256::digest(code.as_bytes()).to_vec()
+}
+
+fn corrupt(e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: "invitation".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Creates an invitation; returns the code (shown once) and its record. Blocking.
+pub fn create(
+    store: &dyn Store,
+    email: Option<String>,
+    ttl_ms: u64,
+    now_ms: u64,
+) -> Result<(String, Invite), StoreError> {
+    let code = format!(
+        "{PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
+    );
+    let invite = Invite {
+        id: hex::encode(rand::random::<[u8; 8]>()),
+        email,
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+    };
+    store.commit(&[Op::Put {
+        space: Space::Invites,
+        key: digest(&code),
+        value: serde_json::to_vec(&invite).map_err(corrupt)?,
+    }])?;
+    Ok((code, invite))
+}
+
+/// Finds an unexpired invitation by its code. Blocking.
+pub fn find(store: &dyn Store, code: &str, now_ms: u64) -> Result<Option<Found>, StoreError> {
+    let key = digest(code);
+    let Some(bytes) = store.get(Space::Invites, &key)? else {
+        return Ok(None);
+    };
+    let invite: Invite = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if invite.expires_at_ms <= now_ms {
+        return Ok(None);
+    }
+    Ok(Some(Found {
+        invite,
+        consume: vec![
+            Op::Expect {
+                space: Space::Invites,
+                key: key.clone(),
+                value: Some(bytes),
+            },
+            Op::Delete {
+                space: Space::Invites,
+                key,
+            },
+        ],
+    }))
+}
