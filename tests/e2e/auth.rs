@@ -42,13 +42,18 @@ async fn login(server: &Server, email: &str, password: &str) -> crate::harness::
 
 /// Registers and logs in; returns (access token, refresh token).
 async fn signed_in(server: &Server, email: &str) -> (String, String) {
-    let reply = register(server, email, "password-1234").await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    must_register(server, email).await;
     let session = login(server, email, "password-1234").await.json();
     (
         session["access_token"].as_str().unwrap().to_string(),
         session["refresh_token"].as_str().unwrap().to_string(),
     )
+}
+
+/// Registers with the tests' usual password, asserting success.
+async fn must_register(server: &Server, email: &str) {
+    let reply = register(server, email, "password-1234").await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
 }
 
 async fn refresh(server: &Server, token: &str) -> crate::harness::Reply {
@@ -145,12 +150,7 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
 #[tokio::test]
 async fn bad_registrations_and_logins_are_clear_and_indistinguishable() {
     let server = Server::start();
-    assert_eq!(
-        register(&server, "carol@example.com", "password-1234")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    must_register(&server, "carol@example.com").await;
     let cases = [
         (
             "not-an-email",
@@ -466,27 +466,27 @@ async fn admins_manage_users_and_disabling_cuts_access_at_once() {
         StatusCode::FORBIDDEN
     );
     let roles = server
-        .client()
-        .put(format!("{}/admin/users/{user_id}/roles", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({ "roles": ["staff"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(roles.status(), StatusCode::OK);
+        .send_json(
+            Method::PUT,
+            &format!("/admin/users/{user_id}/roles"),
+            json!({ "roles": ["staff"] }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(roles.status, StatusCode::OK);
     assert_eq!(
         server.get_as("/whoami/staff", &user_access).await.status,
         StatusCode::OK
     );
     let bad_role = server
-        .client()
-        .put(format!("{}/admin/users/{user_id}/roles", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({ "roles": ["no spaces allowed"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_role.status(), StatusCode::BAD_REQUEST);
+        .send_json(
+            Method::PUT,
+            &format!("/admin/users/{user_id}/roles"),
+            json!({ "roles": ["no spaces allowed"] }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(bad_role.status, StatusCode::BAD_REQUEST);
 
     // Disabling cuts off the access token and the refresh token at once.
     let disabled = admin_post(
@@ -541,12 +541,7 @@ async fn admins_manage_users_and_disabling_cuts_access_at_once() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.code(), "user_not_found");
     // The email is free again.
-    assert_eq!(
-        register(&server, "lee@example.com", "password-1234")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    must_register(&server, "lee@example.com").await;
 
     // Admins cannot lock themselves out.
     let me = server.get_as("/auth/me", &admin).await.json();
@@ -723,12 +718,7 @@ async fn credential_endpoints_are_rate_limited_per_ip_and_recover() {
         },
     );
     // Registration is throttled too; spend one slot on it.
-    assert_eq!(
-        register(&server, "ned@example.com", "password-1234")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    must_register(&server, "ned@example.com").await;
     let mut limited = 0;
     for _ in 0..50 {
         let reply = login(&server, "ned@example.com", "wrong-password").await;
@@ -761,12 +751,7 @@ async fn credential_endpoints_are_rate_limited_per_ip_and_recover() {
 #[tokio::test]
 async fn repeated_failures_slow_an_account_down_without_locking_it_out() {
     let server = Server::start();
-    assert_eq!(
-        register(&server, "oli@example.com", "password-1234")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    must_register(&server, "oli@example.com").await;
     for _ in 0..10 {
         let reply = login(&server, "oli@example.com", "wrong-password").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);

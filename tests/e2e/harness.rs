@@ -284,13 +284,27 @@ impl Server {
         Reply::read(req.send().await.expect("request failed")).await
     }
 
-    /// `POST` a JSON body, optionally with a bearer token.
-    pub async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
-        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+    /// Sends a JSON body with `method`, optionally with a bearer token.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Value,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .json(&body);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         Reply::read(req.send().await.expect("request failed")).await
+    }
+
+    /// `POST` a JSON body, optionally with a bearer token.
+    pub async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+        self.send_json(Method::POST, path, body, token).await
     }
 
     /// `GET` with a bearer token.
