@@ -284,7 +284,7 @@ fn join(header: &Value, claims: &Value, signature: &str) -> String {
 async fn forged_tokens_are_refused() {
     let server = Server::start();
     server.deploy_guest(Guest::WhoAmI).await;
-    let (access, _) = signed_in(&server, "hal@example.com").await;
+    let (access, refresh_token) = signed_in(&server, "hal@example.com").await;
     let (header, claims, signature) = split(&access);
     assert_eq!(header["alg"], "EdDSA");
 
@@ -314,6 +314,8 @@ async fn forged_tokens_are_refused() {
         join(&jku, &claims, &signature),
         foreign,
         "not.a.jwt".to_string(),
+        // A refresh token is never an access token.
+        refresh_token.clone(),
     ];
     for forged in forgeries {
         let reply = server.get_as("/whoami", &forged).await;
