@@ -21,7 +21,43 @@ pub struct SledStore {
     meta: sled::Tree,
     /// One tree per [`Space`], in `Space::ALL` order.
     spaces: Vec<sled::Tree>,
+    /// sled's data file, kept open to fsync it after each flush.
+    data_file: std::fs::File,
     was_empty: bool,
+}
+
+/// Where partial snapshots are moved to, inside the data directory (never deleted).
+const QUARANTINE_DIR: &str = "quarantine";
+
+/// Moves unfinished `snap.*.generating` files into `<dir>/quarantine/`. Returns how many.
+fn quarantine_partial_snapshots(dir: &Path) -> Result<usize, StoreError> {
+    let io = |op: &'static str| {
+        move |e: std::io::Error| StoreError::Backend {
+            op,
+            message: e.to_string(),
+        }
+    };
+    let mut moved = 0;
+    for entry in std::fs::read_dir(dir).map_err(io("scan data dir"))? {
+        let entry = entry.map_err(io("scan data dir"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("snap.") && name.ends_with(".generating")) {
+            continue;
+        }
+        let quarantine = dir.join(QUARANTINE_DIR);
+        std::fs::create_dir_all(&quarantine).map_err(io("create quarantine dir"))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let target = quarantine.join(format!("{stamp}-{name}"));
+        std::fs::rename(entry.path(), &target).map_err(io("quarantine partial snapshot"))?;
+        tracing::warn!(
+            file = %target.display(),
+            "moved an unfinished sled snapshot aside after a crash; the store reopens from its log"
+        );
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -72,10 +108,25 @@ fn adjust_ref(
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(backend("open"))?;
+        let db = match sled::Config::new().path(dir).open() {
+            Ok(db) => db,
+            // A crash while sled writes a snapshot leaves a partial `snap.*.generating` file that
+            // sled then reads as the newest snapshot and reports as corruption (sled #1527,
+            // #1533). The data is intact: move the partial file aside and open again.
+            Err(sled::Error::Corruption { .. }) if quarantine_partial_snapshots(dir)? > 0 => {
+                sled::Config::new()
+                    .path(dir)
+                    .open()
+                    .map_err(backend("open after quarantining partial snapshots"))?
+            }
+            Err(e) => return Err(backend("open")(e)),
+        };
+        // sled's flush uses sync_file_range, which does not reach the disk's write cache or file
+        // metadata (sled #1452); an fsync on any descriptor of the data file does.
+        let data_file = std::fs::File::open(dir.join("db")).map_err(|e| StoreError::Backend {
+            op: "open data file for fsync",
+            message: e.to_string(),
+        })?;
         let was_empty = !db.was_recovered();
         let open = |name| db.open_tree(name).map_err(backend("open tree"));
         let spaces = Space::ALL
@@ -89,6 +140,7 @@ impl SledStore {
             blob_refs: open(BLOB_REFS)?,
             meta: open(META)?,
             db,
+            data_file,
             was_empty,
         })
     }
@@ -99,7 +151,11 @@ impl SledStore {
 
     /// Makes every change so far durable before it is acknowledged.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend("flush"))
+        self.db.flush().map_err(backend("flush"))?;
+        self.data_file.sync_data().map_err(|e| StoreError::Backend {
+            op: "fsync",
+            message: e.to_string(),
+        })
     }
 }
 
@@ -331,6 +387,32 @@ mod tests {
         assert_eq!(page, vec![(b"u/1".to_vec(), b"a".to_vec())]);
         let next = store.scan(Space::Users, b"u/", Some(b"u/1"), 10).unwrap();
         assert_eq!(next, vec![(b"u/2".to_vec(), b"b".to_vec())]);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_partial_snapshot_left_by_a_crash_is_quarantined_and_the_store_opens() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        drop(store);
+        // What a kill during sled's snapshot write leaves behind: a newer, unfinished snapshot.
+        let partial = dir.join("snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&partial, b"half a snapshot, no valid checksum").unwrap();
+        assert!(
+            sled::Config::new().path(&dir).open().is_err(),
+            "sled itself refuses to open with the partial snapshot present"
+        );
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.plugins().unwrap(), vec![record("a", "s1")]);
+        assert!(!partial.exists());
+        let quarantined: Vec<_> = std::fs::read_dir(dir.join(QUARANTINE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(quarantined.len(), 1);
+        assert!(quarantined[0].ends_with("snap.7FFFFFFFFFFFFFFF.generating"));
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
