@@ -50,6 +50,7 @@ pub struct PluginRecord {
 }
 
 /// A named set of keys: one sled tree each. Domain modules own the meaning of their spaces.
+/// `ALL` lists them in declaration order, so a space's discriminant is its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Space {
     /// Accounts by user id.
@@ -85,6 +86,11 @@ impl Space {
         Space::ApiKeyIds,
         Space::Invites,
     ];
+
+    /// The position of this space in [`Space::ALL`] (declaration order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// The tree name.
     pub fn name(self) -> &'static str {
@@ -169,4 +175,20 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `ops` atomically and durably. Returns `false` (and changes nothing) when an
     /// [`Op::Expect`] precondition does not hold.
     fn commit(&self, ops: &[Op]) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Space;
+
+    #[test]
+    fn spaces_are_listed_in_declaration_order_with_distinct_names() {
+        for (i, space) in Space::ALL.iter().enumerate() {
+            assert_eq!(space.index(), i);
+        }
+        let mut names: Vec<_> = Space::ALL.iter().map(|s| s.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Space::ALL.len());
+    }
 }

@@ -146,7 +146,7 @@ impl SledStore {
     }
 
     fn space(&self, space: Space) -> &sled::Tree {
-        &self.spaces[Space::ALL.iter().position(|s| *s == space).unwrap_or(0)]
+        &self.spaces[space.index()]
     }
 
     /// Makes every change so far durable before it is acknowledged.
@@ -276,14 +276,13 @@ impl Store for SledStore {
     }
 
     fn commit(&self, ops: &[Op]) -> Result<bool, StoreError> {
-        let index = |space: Space| Space::ALL.iter().position(|s| *s == space).unwrap_or(0);
         let applied = self
             .spaces
             .as_slice()
             .transaction(|trees| {
                 for op in ops {
                     if let Op::Expect { space, key, value } = op {
-                        let current = trees[index(*space)].get(key)?;
+                        let current = trees[space.index()].get(key)?;
                         if current.as_deref() != value.as_deref() {
                             return Ok(false);
                         }
@@ -292,10 +291,10 @@ impl Store for SledStore {
                 for op in ops {
                     match op {
                         Op::Put { space, key, value } => {
-                            trees[index(*space)].insert(key.as_slice(), value.as_slice())?;
+                            trees[space.index()].insert(key.as_slice(), value.as_slice())?;
                         }
                         Op::Delete { space, key } => {
-                            trees[index(*space)].remove(key.as_slice())?;
+                            trees[space.index()].remove(key.as_slice())?;
                         }
                         Op::Expect { .. } => {}
                     }
