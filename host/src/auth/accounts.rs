@@ -1,7 +1,7 @@
 //! User accounts in the store: records by id, a unique index of normalised emails, and the
 //! rules for emails and passwords.
 
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use serde::{Deserialize, Serialize};
 
 /// Built-in roles. Admins may also assign custom role names.
@@ -82,13 +82,6 @@ pub fn check_password(password: &str) -> Result<(), CredentialError> {
     Ok(())
 }
 
-fn corrupt(what: &str, e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: what.into(),
-        message: e.to_string(),
-    }
-}
-
 impl User {
     /// A new enabled account with the `user` role plus `extra_roles`.
     pub fn new(email: String, password_hash: String, extra_roles: &[&str], now_ms: u64) -> Self {
@@ -114,7 +107,7 @@ impl User {
     }
 
     fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(self).map_err(|e| corrupt("user", e))
+        to_json("user", self)
     }
 }
 
@@ -122,7 +115,7 @@ impl User {
 pub fn get(store: &dyn Store, id: &str) -> Result<Option<User>, StoreError> {
     store
         .get(Space::Users, id.as_bytes())?
-        .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| corrupt("user", e)))
+        .map(|bytes| from_json("user", &bytes))
         .transpose()
 }
 

@@ -4,8 +4,8 @@
 //! **Invariant:** the token is never stored or logged; only its SHA-256 is kept, and comparisons
 //! are constant-time.
 
+use super::sha256;
 use crate::store::{Store, StoreError};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
@@ -15,10 +15,6 @@ const TOKEN_PREFIX: &str = "plinth_admin_";
 /// The admin token's digest.
 pub struct AdminToken {
     sha256: [u8; 32],
-}
-
-fn sha256(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 impl AdminToken {

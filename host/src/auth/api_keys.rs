@@ -2,7 +2,7 @@
 //! HMAC-SHA-256 of the key under a server secret, each with one role, a name, an optional
 //! expiry and a last-used time.
 
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -37,12 +37,8 @@ pub struct KeyHasher {
     secret: Vec<u8>,
 }
 
-fn corrupt(e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: "api key".into(),
-        message: e.to_string(),
-    }
-}
+/// Names API key records in storage errors.
+const WHAT: &str = "api key";
 
 impl KeyHasher {
     /// Loads the server's HMAC secret, creating it on first start. Blocking.
@@ -91,7 +87,7 @@ impl KeyHasher {
             Op::Put {
                 space: Space::ApiKeys,
                 key: digest.clone(),
-                value: serde_json::to_vec(&record).map_err(corrupt)?,
+                value: to_json(WHAT, &record)?,
             },
             Op::Put {
                 space: Space::ApiKeyIds,
@@ -113,7 +109,7 @@ impl KeyHasher {
         let Some(bytes) = store.get(Space::ApiKeys, &digest)? else {
             return Ok(None);
         };
-        let record: ApiKey = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let record: ApiKey = from_json(WHAT, &bytes)?;
         if record.expires_at_ms.is_some_and(|exp| exp <= now_ms) {
             return Ok(None);
         }
@@ -135,7 +131,7 @@ impl KeyHasher {
                 Op::Put {
                     space: Space::ApiKeys,
                     key: digest,
-                    value: serde_json::to_vec(&touched).map_err(corrupt)?,
+                    value: to_json(WHAT, &touched)?,
                 },
             ])?;
         }
@@ -148,7 +144,7 @@ pub fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
     let mut out = Vec::new();
     for (_, digest) in store.scan(Space::ApiKeyIds, b"", None, usize::MAX)? {
         if let Some(bytes) = store.get(Space::ApiKeys, &digest)? {
-            out.push(serde_json::from_slice(&bytes).map_err(corrupt)?);
+            out.push(from_json(WHAT, &bytes)?);
         }
     }
     Ok(out)

@@ -2,11 +2,10 @@
 //! only as SHA-256 digests, optionally bound to one email, consumed atomically with the
 //! account they create.
 
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Every invitation code starts with this.
 pub const PREFIX: &str = "plinth_inv_";
@@ -33,15 +32,11 @@ pub struct Found {
 }
 
 fn digest(code: &str) -> Vec<u8> {
-    Sha256::digest(code.as_bytes()).to_vec()
+    super::sha256(code).to_vec()
 }
 
-fn corrupt(e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: "invitation".into(),
-        message: e.to_string(),
-    }
-}
+/// Names invitation records in storage errors.
+const WHAT: &str = "invitation";
 
 /// Creates an invitation; returns the code (shown once) and its record. Blocking.
 pub fn create(
@@ -63,7 +58,7 @@ pub fn create(
     store.commit(&[Op::Put {
         space: Space::Invites,
         key: digest(&code),
-        value: serde_json::to_vec(&invite).map_err(corrupt)?,
+        value: to_json(WHAT, &invite)?,
     }])?;
     Ok((code, invite))
 }
@@ -74,7 +69,7 @@ pub fn find(store: &dyn Store, code: &str, now_ms: u64) -> Result<Option<Found>,
     let Some(bytes) = store.get(Space::Invites, &key)? else {
         return Ok(None);
     };
-    let invite: Invite = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    let invite: Invite = from_json(WHAT, &bytes)?;
     if invite.expires_at_ms <= now_ms {
         return Ok(None);
     }

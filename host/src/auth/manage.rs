@@ -5,7 +5,7 @@
 
 use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
 use super::{AccountError, Auth, Principal, UserInfo, blocking, sessions, valid_role};
-use crate::store::{Op, Space};
+use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
 #[derive(Debug, serde::Serialize)]
@@ -42,9 +42,7 @@ impl Auth {
             )?;
             let mut users = Vec::new();
             for (_, bytes) in entries.iter().take(limit) {
-                let user: User = serde_json::from_slice(bytes).map_err(|e| {
-                    AccountError::Internal(format!("unreadable account record: {e}"))
-                })?;
+                let user: User = from_json("user", bytes)?;
                 users.push(UserInfo::from(&user));
             }
             let next = (entries.len() > limit)

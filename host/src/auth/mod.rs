@@ -370,9 +370,11 @@ pub struct Bootstrap {
 
 const SETUP_TOKEN_KEY: &str = "setup_token_sha256";
 
-fn sha256_bytes(text: &str) -> Vec<u8> {
+/// The SHA-256 of a token: how every unkeyed secret (admin, setup, refresh, invitation) is
+/// stored and looked up.
+fn sha256(text: &str) -> [u8; 32] {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).to_vec()
+    sha2::Sha256::digest(text.as_bytes()).into()
 }
 
 /// Accounts, sessions and credentials.
@@ -451,7 +453,7 @@ impl Auth {
             // `POST /auth/setup` exchanges for the first admin account.
             let token = format!("plinth_setup_{}", hex::encode(rand::random::<[u8; 24]>()));
             let store = auth.store.clone();
-            let digest = sha256_bytes(&token);
+            let digest = sha256(&token).to_vec();
             blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, &digest)?)).await?;
             setup_token = Some(token);
         }
@@ -566,7 +568,7 @@ impl Auth {
         password: String,
     ) -> Result<UserInfo, AccountError> {
         let store = self.store.clone();
-        let digest = sha256_bytes(setup_token);
+        let digest = sha256(setup_token).to_vec();
         let valid = blocking(move || {
             let stored = store.meta(SETUP_TOKEN_KEY)?.unwrap_or_default();
             let matches = !stored.is_empty()

@@ -4,11 +4,10 @@
 //! family. Presenting a token that was already rotated means it leaked (or was stolen), so the
 //! whole family is revoked: both the thief's and the owner's next refresh fail.
 
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Refresh tokens carry a recognisable prefix.
 const PREFIX: &str = "plinth_rt_";
@@ -43,7 +42,7 @@ pub enum Refreshed {
 }
 
 fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    super::sha256(token).to_vec()
 }
 
 fn new_token() -> String {
@@ -54,17 +53,11 @@ fn new_token() -> String {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-        what: "session".into(),
-        message: e.to_string(),
-    })
+    to_json("session", value)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        what: "session".into(),
-        message: e.to_string(),
-    })
+    from_json("session", bytes)
 }
 
 fn user_family_key(user_id: &str, family: &str) -> Vec<u8> {

@@ -4,7 +4,10 @@
 //! `jku`, `x5u` and `jwk` headers are never looked at, let alone fetched. Signing keys are
 //! generated on first start and kept in the store; old keys keep verifying after a rotation.
 
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
+
+/// Names signing-key records in storage errors.
+const WHAT: &str = "signing key";
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -80,10 +83,9 @@ fn now() -> u64 {
 
 fn key_from_seed(seed: &[u8; 32]) -> Result<Key, StoreError> {
     let signing = SigningKey::from_bytes(seed);
-    let der = signing.to_pkcs8_der().map_err(|e| StoreError::Corrupt {
-        what: "signing key".into(),
-        message: e.to_string(),
-    })?;
+    let der = signing
+        .to_pkcs8_der()
+        .map_err(|e| StoreError::corrupt(WHAT, e))?;
     Ok(Key {
         encoding: EncodingKey::from_ed_der(der.as_bytes()),
         decoding: DecodingKey::from_ed_der(signing.verifying_key().as_bytes()),
@@ -102,22 +104,15 @@ fn new_stored_key() -> StoredKey {
 }
 
 fn encode_stored(stored: &StoredKey) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(stored).map_err(|e| StoreError::Corrupt {
-        what: "signing key".into(),
-        message: e.to_string(),
-    })
+    to_json(WHAT, stored)
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt {
-        what: "signing key".into(),
-        message,
-    };
-    let stored: StoredKey = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let stored: StoredKey = from_json(WHAT, bytes)?;
     let seed = hex::decode(&stored.seed)
         .ok()
         .and_then(|s| <[u8; 32]>::try_from(s).ok())
-        .ok_or_else(|| corrupt("bad seed".into()))?;
+        .ok_or_else(|| StoreError::corrupt(WHAT, "the seed is not 32 hex bytes"))?;
     let key = key_from_seed(&seed)?;
     Ok((stored, key))
 }
@@ -168,10 +163,10 @@ impl Tokens {
             keys.insert(stored.kid, key);
         }
         let current = newest.map(|(_, kid)| kid).unwrap_or_default();
-        let mut ring = self.ring.write().map_err(|_| StoreError::Corrupt {
-            what: "signing keys".into(),
-            message: "key ring lock poisoned".into(),
-        })?;
+        let mut ring = self
+            .ring
+            .write()
+            .map_err(|_| StoreError::corrupt(WHAT, "key ring lock poisoned"))?;
         *ring = KeyRing { current, keys };
         Ok(())
     }

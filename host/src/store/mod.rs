@@ -33,6 +33,29 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// A stored record (`what`) that could not be encoded or decoded.
+    pub fn corrupt(what: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Encodes a record for storage as JSON; `what` names it in errors.
+pub fn to_json<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// Decodes a stored JSON record; a malformed one is [`StoreError::Corrupt`].
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, e))
+}
+
 /// What the host remembers about one deployed plugin. The component bytes live separately,
 /// content-addressed by `sha256`, so records stay small to list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -75,10 +75,10 @@ fn tx_error(op: &'static str, e: TransactionError<StoreError>) -> StoreError {
 }
 
 fn decode_record(key: &[u8], bytes: &[u8]) -> Result<PluginRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        what: format!("plugin record {}", String::from_utf8_lossy(key)),
-        message: e.to_string(),
-    })
+    super::from_json(
+        &format!("plugin record {}", String::from_utf8_lossy(key)),
+        bytes,
+    )
 }
 
 fn read_count(bytes: Option<sled::IVec>) -> u64 {
@@ -161,10 +161,7 @@ impl SledStore {
 
 impl Store for SledStore {
     fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<(), StoreError> {
-        let encoded = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
-            what: format!("plugin record {}", record.name),
-            message: e.to_string(),
-        })?;
+        let encoded = super::to_json(&format!("plugin record {}", record.name), record)?;
         (&self.plugins, &self.blobs, &self.blob_refs)
             .transaction(|(plugins, blobs, refs)| {
                 let previous = plugins.insert(record.name.as_bytes(), encoded.as_slice())?;
