@@ -752,14 +752,13 @@ impl Auth {
         let store = self.store.clone();
         let ttl = self.settings.refresh_ttl.as_millis() as u64;
         let (refreshed, user) = blocking(move || {
+            // The account is read once: to check it may still refresh, and to answer with it.
+            let mut account = None;
             let refreshed = sessions::rotate(&*store, &refresh_token, ttl, now_ms(), |id| {
-                Ok(accounts::get(&*store, id)?.is_some_and(|u| !u.disabled))
+                account = accounts::get(&*store, id)?.filter(|u| !u.disabled);
+                Ok(account.is_some())
             })?;
-            let user = match &refreshed {
-                Refreshed::Rotated { user_id, .. } => accounts::get(&*store, user_id)?,
-                Refreshed::Refused => None,
-            };
-            Ok((refreshed, user))
+            Ok((refreshed, account))
         })
         .await?;
         match (refreshed, user) {

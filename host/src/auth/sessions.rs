@@ -122,7 +122,7 @@ pub fn rotate(
     token: &str,
     ttl_ms: u64,
     now_ms: u64,
-    user_ok: impl Fn(&str) -> Result<bool, StoreError>,
+    mut user_ok: impl FnMut(&str) -> Result<bool, StoreError>,
 ) -> Result<Refreshed, StoreError> {
     let key = digest(token);
     let Some(bytes) = store.get(Space::RefreshTokens, &key)? else {
