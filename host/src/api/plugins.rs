@@ -11,8 +11,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-/// Routes a request to its plugin: 404/405 JSON when no route fits, 401 when the route's auth
-/// policy is not met, otherwise a fresh instance of the plugin answers.
+/// Routes a request to its plugin: 404/405 JSON when no route fits, 401/403 when the route's
+/// auth policy is not met, otherwise a fresh instance of the plugin answers.
 pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request) -> Response {
     if !state.registry.is_ready() {
         return ApiError::NotReady.into_response();
