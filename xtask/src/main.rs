@@ -149,44 +149,104 @@ fn demo(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask vendor-wit`: copies the WASI WIT files from the wasmtime-wasi-http crate that
-/// Cargo.lock pins, so `wit/deps` is always exactly what the host implements.
+/// The crates whose `wit/deps` hold the standard WASI packages Plinth's WIT uses, and the
+/// packages to take from each (`*` for the loose files at the top of `wit/deps`).
+const WIT_SOURCES: [(&str, &str); 3] = [
+    ("wasmtime-wasi-http", "*"),
+    ("wasmtime-wasi-keyvalue", "keyvalue"),
+    ("wasmtime-wasi-config", "config"),
+];
+
+/// Copies the WASI WIT packages, exactly as the pinned wasmtime release ships them, into
+/// `wit/deps`. The crates are resolved through a scratch manifest (so `cargo metadata`
+/// downloads them) at the wasmtime version in the workspace's lock file.
 fn vendor_wit(root: &Path) -> Result<()> {
-    let out = cargo()
-        .current_dir(root)
-        .args(["metadata", "--format-version", "1"])
-        .output()
-        .context("cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed");
+    let version = workspace_package_version(root, "wasmtime")?;
+    let scratch = target_dir(root).join("vendor-wit");
+    std::fs::create_dir_all(scratch.join("src"))?;
+    std::fs::write(scratch.join("src/lib.rs"), "")?;
+    let mut manifest = String::from(
+        "[package]\nname = \"vendor-wit\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+         [workspace]\n[dependencies]\n",
+    );
+    for (krate, _) in WIT_SOURCES {
+        manifest.push_str(&format!("{krate} = \"={version}\"\n"));
     }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let manifest = meta["packages"]
-        .as_array()
-        .and_then(|pkgs| {
-            pkgs.iter()
-                .find(|p| p["name"] == "wasmtime-wasi-http")
-                .and_then(|p| p["manifest_path"].as_str())
-        })
-        .context("wasmtime-wasi-http is not in the dependency graph")?;
-    let src = Path::new(manifest)
-        .parent()
-        .context("manifest has a parent")?
-        .join("wit/deps");
+    std::fs::write(scratch.join("Cargo.toml"), manifest)?;
+    let meta = cargo_metadata(&scratch)?;
     let dst = root.join("wit/deps");
     if dst.exists() {
         std::fs::remove_dir_all(&dst)?;
     }
     std::fs::create_dir_all(&dst)?;
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
+    let mut copied = Vec::new();
+    for (krate, package) in WIT_SOURCES {
+        let src = package_dir(&meta, krate)?.join("wit/deps");
+        if package == "*" {
+            for entry in
+                std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))?
+            {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
+                    copied.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        } else {
+            let target = dst.join(package);
+            std::fs::create_dir_all(&target)?;
+            for entry in std::fs::read_dir(src.join(package))? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), target.join(entry.file_name()))?;
+            }
+            copied.push(format!("{package}/"));
         }
     }
-    names.sort();
-    eprintln!("vendored into wit/deps: {}", names.join(", "));
+    copied.sort();
+    eprintln!(
+        "vendored from wasmtime {version} into wit/deps: {}",
+        copied.join(", ")
+    );
     Ok(())
+}
+
+fn cargo_metadata(dir: &Path) -> Result<serde_json::Value> {
+    let out = cargo()
+        .current_dir(dir)
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .context("cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed in {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn find_package<'a>(meta: &'a serde_json::Value, name: &str) -> Result<&'a serde_json::Value> {
+    meta["packages"]
+        .as_array()
+        .and_then(|pkgs| pkgs.iter().find(|p| p["name"] == name))
+        .with_context(|| format!("{name} is not in the dependency graph"))
+}
+
+fn package_dir(meta: &serde_json::Value, name: &str) -> Result<PathBuf> {
+    let manifest = find_package(meta, name)?["manifest_path"]
+        .as_str()
+        .context("manifest_path")?;
+    Ok(Path::new(manifest)
+        .parent()
+        .context("manifest has a parent")?
+        .to_path_buf())
+}
+
+fn workspace_package_version(root: &Path, name: &str) -> Result<String> {
+    let meta = cargo_metadata(root)?;
+    Ok(find_package(&meta, name)?["version"]
+        .as_str()
+        .context("version")?
+        .to_string())
 }

@@ -6,8 +6,12 @@
 //! **Invariant:** a method that changes data returns only once the change is on disk, so an
 //! acknowledged deploy survives `kill -9` of the host.
 
+mod group_commit;
+pub mod kv;
 mod sled_store;
 
+pub use group_commit::{Durability, Ticket};
+pub use kv::{KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};
@@ -198,6 +202,40 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `ops` atomically and durably. Returns `false` (and changes nothing) when an
     /// [`Op::Expect`] precondition does not hold.
     fn commit(&self, ops: &[Op]) -> Result<bool, StoreError>;
+
+    // Plugin key-value data (see [`kv`]). Each plugin's data is apart from every other's.
+
+    /// The value at (bucket, key) of `plugin`.
+    fn kv_get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Up to `limit` keys of one bucket that start with `prefix`, in key order, after `after`.
+    fn kv_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError>;
+    /// Checks and applies one change atomically (nothing is written if any check fails). The
+    /// change is visible at once; wait on the [`Ticket`] before acknowledging it as durable.
+    fn kv_apply(
+        &self,
+        plugin: &str,
+        change: KvChange,
+        limits: &KvLimits,
+    ) -> Result<(KvOutcome, Ticket), KvError>;
+    /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
+    fn kv_entries(
+        &self,
+        plugin: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError>;
+    /// The bytes `plugin` stores (bucket + key + value of every entry), kept up to date by
+    /// every write rather than counted.
+    fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError>;
+    /// Deletes all of `plugin`'s data, durably.
+    fn kv_purge(&self, plugin: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

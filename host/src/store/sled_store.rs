@@ -1,16 +1,25 @@
 //! The sled implementation of [`Store`]: one tree per kind of record, multi-tree transactions for
 //! changes that must land together, and a flush before any change is acknowledged.
 
+use super::group_commit::{Durability, GroupCommit, Ticket};
+use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 use super::{Entries, Op, PluginRecord, Space, Store, StoreError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError, RwLock};
 
 const PLUGINS: &str = "plugins";
 const BLOBS: &str = "blobs";
 /// Reference counts of blobs, so a blob shared by several plugins is dropped with its last user.
 const BLOB_REFS: &str = "blob_refs";
 const META: &str = "meta";
+/// Each plugin's key-value data lives in its own tree, `kv/<plugin name>`.
+const KV_TREE_PREFIX: &str = "kv/";
+/// In a plugin's kv tree: data keys start with `k`, the usage counter is `m:usage`.
+const KV_DATA: u8 = b'k';
+const KV_USAGE: &[u8] = b"m:usage";
 
 /// sled-backed store in one directory.
 pub struct SledStore {
@@ -21,8 +30,14 @@ pub struct SledStore {
     meta: sled::Tree,
     /// One tree per [`Space`], in `Space::ALL` order.
     spaces: Vec<sled::Tree>,
-    /// sled's data file, kept open to fsync it after each flush.
-    data_file: std::fs::File,
+    /// Open kv trees by plugin name.
+    kv_trees: RwLock<HashMap<String, sled::Tree>>,
+    /// Serialises kv writes, so read-check-write (quota, increment, CAS) is atomic. Held only
+    /// for the in-memory apply, never across the flush.
+    kv_write: Mutex<()>,
+    kv_durability: Durability,
+    /// Flushes (sled `flush()` + `fdatasync` of its data file) shared by concurrent writers.
+    group: GroupCommit,
     was_empty: bool,
 }
 
@@ -106,8 +121,13 @@ fn adjust_ref(
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with durable kv writes.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, Durability::Durable)
+    }
+
+    /// Opens (or creates) the store in `dir`; `kv_durability` says when plugin kv writes return.
+    pub fn open_with(dir: &Path, kv_durability: Durability) -> Result<Self, StoreError> {
         let db = match sled::Config::new().path(dir).open() {
             Ok(db) => db,
             // A crash while sled writes a snapshot leaves a partial `snap.*.generating` file that
@@ -127,6 +147,17 @@ impl SledStore {
             op: "open data file for fsync",
             message: e.to_string(),
         })?;
+        let flushed_db = db.clone();
+        let group = GroupCommit::start(
+            Box::new(move || {
+                flushed_db.flush().map_err(backend("flush"))?;
+                data_file.sync_data().map_err(|e| StoreError::Backend {
+                    op: "fsync",
+                    message: e.to_string(),
+                })
+            }),
+            kv_durability == Durability::Periodic,
+        )?;
         let was_empty = !db.was_recovered();
         let open = |name| db.open_tree(name).map_err(backend("open tree"));
         let spaces = Space::ALL
@@ -140,7 +171,10 @@ impl SledStore {
             blob_refs: open(BLOB_REFS)?,
             meta: open(META)?,
             db,
-            data_file,
+            kv_trees: RwLock::new(HashMap::new()),
+            kv_write: Mutex::new(()),
+            kv_durability,
+            group,
             was_empty,
         })
     }
@@ -149,14 +183,86 @@ impl SledStore {
         &self.spaces[space.index()]
     }
 
-    /// Makes every change so far durable before it is acknowledged.
+    /// Makes every change so far durable before it is acknowledged (sharing the flush with
+    /// concurrent writers).
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(backend("flush"))?;
-        self.data_file.sync_data().map_err(|e| StoreError::Backend {
-            op: "fsync",
-            message: e.to_string(),
-        })
+        self.group.written().wait_blocking()
     }
+
+    /// The kv tree of `plugin`, opened on first use.
+    fn kv_tree(&self, plugin: &str) -> Result<sled::Tree, StoreError> {
+        if let Some(tree) = self
+            .kv_trees
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(plugin)
+        {
+            return Ok(tree.clone());
+        }
+        let tree = self
+            .db
+            .open_tree(format!("{KV_TREE_PREFIX}{plugin}"))
+            .map_err(backend("open kv tree"))?;
+        self.kv_trees
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(plugin.to_string(), tree.clone());
+        Ok(tree)
+    }
+}
+
+/// The tree key of (bucket, key): `k`, the bucket with NUL escaped as `00 FF`, the terminator
+/// `00 01`, then the key. Entries sort by bucket, then key, and no bucket name can end early or
+/// run into another's keys.
+fn kv_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = kv_bucket_prefix(bucket);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn kv_bucket_prefix(bucket: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bucket.len() + 3);
+    out.push(KV_DATA);
+    for &b in bucket.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 1]);
+    out
+}
+
+/// Splits a tree key made by [`kv_key`] back into (bucket, key).
+fn kv_split(raw: &[u8]) -> Option<(String, String)> {
+    let rest = raw.strip_prefix(&[KV_DATA])?;
+    let mut bucket = Vec::new();
+    let mut i = 0;
+    loop {
+        match (*rest.get(i)?, rest.get(i + 1).copied()) {
+            (0, Some(0xFF)) => {
+                bucket.push(0);
+                i += 2;
+            }
+            (0, Some(1)) => break,
+            (0, _) => return None,
+            (b, _) => {
+                bucket.push(b);
+                i += 1;
+            }
+        }
+    }
+    let key = rest.get(i + 2..)?;
+    Some((
+        String::from_utf8(bucket).ok()?,
+        String::from_utf8(key.to_vec()).ok()?,
+    ))
+}
+
+fn kv_usage_of(tree: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(read_count(
+        tree.get(KV_USAGE).map_err(backend("read kv usage"))?,
+    ))
 }
 
 impl Store for SledStore {
@@ -270,6 +376,133 @@ impl Store for SledStore {
             out.push((key.to_vec(), value.to_vec()));
         }
         Ok(out)
+    }
+
+    fn kv_get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        kv::check_key(bucket, key)?;
+        Ok(self
+            .kv_tree(plugin)?
+            .get(kv_key(bucket, key))
+            .map_err(backend("kv get"))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn kv_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        kv::check_key(bucket, prefix)?;
+        let tree = self.kv_tree(plugin)?;
+        let start = kv_key(bucket, prefix);
+        let iter = match after {
+            Some(after) => tree.range::<Vec<u8>, _>((
+                std::ops::Bound::Excluded(kv_key(bucket, after)),
+                std::ops::Bound::Unbounded,
+            )),
+            None => tree.range::<Vec<u8>, _>(start.clone()..),
+        };
+        let mut keys = Vec::new();
+        for entry in iter.keys() {
+            let raw = entry.map_err(backend("kv list"))?;
+            if !raw.starts_with(&start) || keys.len() >= limit {
+                break;
+            }
+            if let Some((_, key)) = kv_split(&raw) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn kv_apply(
+        &self,
+        plugin: &str,
+        change: KvChange,
+        limits: &KvLimits,
+    ) -> Result<(KvOutcome, Ticket), KvError> {
+        let tree = self.kv_tree(plugin)?;
+        let plan = {
+            let _writer = self.kv_write.lock().unwrap_or_else(PoisonError::into_inner);
+            let usage = kv_usage_of(&tree)?;
+            let plan = kv::plan(change, usage, limits, |bucket, key| {
+                Ok(tree
+                    .get(kv_key(bucket, key))
+                    .map_err(backend("kv read"))?
+                    .map(|v| v.to_vec()))
+            })?;
+            if plan.writes.is_empty() {
+                return Ok((plan.outcome, Ticket::ready()));
+            }
+            let mut batch = sled::Batch::default();
+            for (bucket, key, value) in &plan.writes {
+                match value {
+                    Some(value) => batch.insert(kv_key(bucket, key), value.as_slice()),
+                    None => batch.remove(kv_key(bucket, key)),
+                }
+            }
+            batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
+            tree.apply_batch(batch).map_err(backend("kv write"))?;
+            plan
+        };
+        let ticket = match self.kv_durability {
+            Durability::Durable => self.group.written(),
+            Durability::Periodic => self.group.written_lazily(),
+        };
+        Ok((plan.outcome, ticket))
+    }
+
+    fn kv_entries(
+        &self,
+        plugin: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError> {
+        let tree = self.kv_tree(plugin)?;
+        let iter = match after {
+            Some((bucket, key)) => tree.range::<Vec<u8>, _>((
+                std::ops::Bound::Excluded(kv_key(bucket, key)),
+                std::ops::Bound::Unbounded,
+            )),
+            None => tree.range::<Vec<u8>, _>(vec![KV_DATA]..),
+        };
+        let mut out = Vec::new();
+        for entry in iter {
+            let (raw, value) = entry.map_err(backend("kv scan"))?;
+            if out.len() >= limit {
+                break;
+            }
+            let Some((bucket, key)) = kv_split(&raw) else {
+                break; // past the data keys
+            };
+            out.push(KvEntry {
+                bucket,
+                key,
+                value: value.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError> {
+        kv_usage_of(&self.kv_tree(plugin)?)
+    }
+
+    fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
+        {
+            let _writer = self.kv_write.lock().unwrap_or_else(PoisonError::into_inner);
+            self.kv_trees
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(plugin);
+            self.db
+                .drop_tree(format!("{KV_TREE_PREFIX}{plugin}"))
+                .map_err(backend("purge kv"))?;
+        }
+        self.flush()
     }
 
     fn commit(&self, ops: &[Op]) -> Result<bool, StoreError> {
@@ -409,6 +642,110 @@ mod tests {
             .collect();
         assert_eq!(quarantined.len(), 1);
         assert!(quarantined[0].ends_with("snap.7FFFFFFFFFFFFFFF.generating"));
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    const LIMITS: KvLimits = KvLimits {
+        max_value: 1 << 20,
+        quota: 1 << 20,
+    };
+
+    fn kv_put(store: &SledStore, plugin: &str, bucket: &str, key: &str, value: &[u8]) {
+        let entry = KvEntry {
+            bucket: bucket.into(),
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        let (_, ticket) = store
+            .kv_apply(plugin, KvChange::Put(vec![entry]), &LIMITS)
+            .unwrap();
+        ticket.wait_blocking().unwrap();
+    }
+
+    #[test]
+    fn kv_keys_never_cross_plugins_or_buckets() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        // Bucket names that are prefixes of each other, contain NUL, or look like encodings.
+        kv_put(&store, "a", "default", "k", b"a1");
+        kv_put(&store, "ab", "default", "k", b"ab1");
+        kv_put(&store, "a", "def", "aultk", b"x");
+        kv_put(&store, "a", "d\0", "k", b"nul");
+        kv_put(&store, "a", "d", "\0k", b"key-nul");
+        kv_put(&store, "a", "", "", b"empty");
+        assert_eq!(store.kv_get("a", "default", "k").unwrap().unwrap(), b"a1");
+        assert_eq!(store.kv_get("ab", "default", "k").unwrap().unwrap(), b"ab1");
+        assert_eq!(store.kv_get("b", "default", "k").unwrap(), None);
+        assert_eq!(store.kv_get("a", "d\0", "k").unwrap().unwrap(), b"nul");
+        assert_eq!(store.kv_get("a", "d", "\0k").unwrap().unwrap(), b"key-nul");
+        assert_eq!(store.kv_keys("a", "def", "", None, 10).unwrap(), ["aultk"]);
+        assert_eq!(store.kv_keys("a", "d", "", None, 10).unwrap(), ["\0k"]);
+        let all: Vec<_> = store
+            .kv_entries("a", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.bucket, e.key))
+            .collect();
+        let expected = [
+            ("", ""),
+            ("d", "\0k"),
+            ("d\0", "k"),
+            ("def", "aultk"),
+            ("default", "k"),
+        ];
+        assert_eq!(
+            all,
+            expected
+                .map(|(b, k)| (b.to_string(), k.to_string()))
+                .to_vec()
+        );
+        let used = store.kv_usage("a").unwrap();
+        assert_eq!(
+            used,
+            (7 + 1 + 2) + (3 + 5 + 1) + (2 + 1 + 3) + (1 + 2 + 7) + 5
+        );
+        store.kv_purge("a").unwrap();
+        assert_eq!(store.kv_get("a", "default", "k").unwrap(), None);
+        assert_eq!(store.kv_usage("a").unwrap(), 0);
+        assert_eq!(store.kv_get("ab", "default", "k").unwrap().unwrap(), b"ab1");
+        drop(store);
+        let reopened = SledStore::open(&dir).unwrap();
+        assert_eq!(reopened.kv_usage("ab").unwrap(), 7 + 1 + 3);
+        drop(reopened);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn kv_key_pages_visit_each_key_once_in_order() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        let entries: Vec<_> = (0..250)
+            .map(|i| KvEntry {
+                bucket: "b".into(),
+                key: format!("user/{i:04}"),
+                value: vec![1],
+            })
+            .collect();
+        let (_, ticket) = store
+            .kv_apply("p", KvChange::Put(entries), &LIMITS)
+            .unwrap();
+        ticket.wait_blocking().unwrap();
+        kv_put(&store, "p", "b", "zzz", b"other prefix");
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .kv_keys("p", "b", "user/", after.as_deref(), 100)
+                .unwrap();
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            seen.extend(page);
+            after = Some(last);
+        }
+        let expected: Vec<_> = (0..250).map(|i| format!("user/{i:04}")).collect();
+        assert_eq!(seen, expected);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -1,0 +1,297 @@
+//! Group commit: writers apply their change in memory, take a ticket, and wait until one flush
+//! that started after their change has finished. One thread does the flushing, so any number of
+//! concurrent writers share each flush instead of each paying for its own.
+
+use super::StoreError;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a flush is done (for sled: `flush()` then `fdatasync`).
+pub type FlushFn = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
+
+/// How quickly plugin key-value writes reach the disk. Host records (deploys, users, keys) are
+/// always durable before they are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A write returns only once it is on disk (group commit). The default.
+    #[default]
+    Durable,
+    /// A write returns at once and is flushed within [`PERIODIC_FLUSH`]; a crash may lose the
+    /// writes of that last interval.
+    Periodic,
+}
+
+/// How often the flusher runs in [`Durability::Periodic`] mode.
+pub const PERIODIC_FLUSH: Duration = Duration::from_millis(200);
+
+/// What the flusher has done: every change with a ticket `<= durable` is on disk; tickets
+/// `<= failed` were in a flush that failed.
+#[derive(Debug, Clone, Default)]
+struct Flushed {
+    durable: u64,
+    failed: u64,
+    error: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The ticket of the newest applied change.
+    written: u64,
+    flushed: Flushed,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the flusher.
+    work: Condvar,
+    /// Wakes blocking waiters.
+    done: Condvar,
+    /// Wakes async waiters.
+    published: watch::Sender<Flushed>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent whatever a panicking holder did (plain counters).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The group committer of one store. Dropping it flushes what is pending and stops its thread.
+pub struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A change waiting to become durable.
+#[must_use = "a write is durable only once its ticket has been waited for"]
+pub struct Ticket {
+    number: u64,
+    shared: Option<Arc<Shared>>,
+}
+
+impl GroupCommit {
+    /// Starts the flusher thread. In [`Durability::Periodic`] mode it also flushes on a timer.
+    pub fn start(mut flush: FlushFn, periodic: bool) -> Result<Self, StoreError> {
+        let (published, _) = watch::channel(Flushed::default());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            published,
+        });
+        let flusher = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("plinth-flush".into())
+            .spawn(move || {
+                loop {
+                    let target = {
+                        let mut state = flusher.lock();
+                        while state.written == state.flushed.durable && !state.stop {
+                            state = if periodic {
+                                flusher
+                                    .work
+                                    .wait_timeout(state, PERIODIC_FLUSH)
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .0
+                            } else {
+                                flusher
+                                    .work
+                                    .wait(state)
+                                    .unwrap_or_else(PoisonError::into_inner)
+                            };
+                        }
+                        if state.written == state.flushed.durable {
+                            return; // stopping, nothing pending
+                        }
+                        state.written
+                    };
+                    let result = flush();
+                    let mut state = flusher.lock();
+                    match result {
+                        Ok(()) => state.flushed.durable = target,
+                        Err(e) => {
+                            tracing::error!(error = %e, "flushing the store failed");
+                            state.flushed.failed = target;
+                            state.flushed.error = Some(e.to_string().into());
+                            // Do not spin on a failing disk.
+                            if !state.stop {
+                                drop(state);
+                                std::thread::sleep(Duration::from_millis(50));
+                                state = flusher.lock();
+                            }
+                            if state.stop {
+                                // Report the failure to everyone still waiting, then stop.
+                                state.flushed.durable = state.written.max(target);
+                                state.flushed.failed = state.flushed.durable;
+                            }
+                        }
+                    }
+                    flusher.published.send_replace(state.flushed.clone());
+                    flusher.done.notify_all();
+                    if periodic && !state.stop {
+                        drop(state);
+                        std::thread::sleep(PERIODIC_FLUSH);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend {
+                op: "start the flush thread",
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Records that a change has been applied and asks for a flush. Wait on the ticket before
+    /// acknowledging the change.
+    pub fn written(&self) -> Ticket {
+        let number = {
+            let mut state = self.shared.lock();
+            state.written += 1;
+            state.written
+        };
+        self.shared.work.notify_one();
+        Ticket {
+            number,
+            shared: Some(self.shared.clone()),
+        }
+    }
+
+    /// Records a change that need not be waited for ([`Durability::Periodic`]): the timer
+    /// flushes it.
+    pub fn written_lazily(&self) -> Ticket {
+        self.shared.lock().written += 1;
+        Ticket::ready()
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Ticket {
+    /// A ticket with nothing to wait for.
+    pub fn ready() -> Self {
+        Self {
+            number: 0,
+            shared: None,
+        }
+    }
+
+    fn outcome(number: u64, flushed: &Flushed) -> Option<Result<(), StoreError>> {
+        if number <= flushed.failed {
+            Some(Err(StoreError::Backend {
+                op: "flush",
+                message: flushed.error.as_deref().unwrap_or("unknown").to_string(),
+            }))
+        } else if number <= flushed.durable {
+            Some(Ok(()))
+        } else {
+            None
+        }
+    }
+
+    /// Blocks until the change is on disk.
+    pub fn wait_blocking(self) -> Result<(), StoreError> {
+        let Some(shared) = self.shared else {
+            return Ok(());
+        };
+        let mut state = shared.lock();
+        loop {
+            if let Some(result) = Self::outcome(self.number, &state.flushed) {
+                return result;
+            }
+            state = shared
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits, without blocking a thread, until the change is on disk.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        let Some(shared) = self.shared else {
+            return Ok(());
+        };
+        let mut receiver = shared.published.subscribe();
+        let number = self.number;
+        let flushed = receiver
+            .wait_for(|f| Self::outcome(number, f).is_some())
+            .await
+            .map_err(|_| StoreError::Backend {
+                op: "flush",
+                message: "the store was closed".into(),
+            })?;
+        Self::outcome(number, &flushed).unwrap_or(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn concurrent_writers_share_flushes_and_every_ticket_completes() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let counter = flushes.clone();
+        let group = Arc::new(
+            GroupCommit::start(
+                Box::new(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    Ok(())
+                }),
+                false,
+            )
+            .unwrap(),
+        );
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let group = group.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        group.written().wait_blocking().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let flushes = flushes.load(Ordering::SeqCst);
+        assert!(flushes >= 20, "every writer waited for its own flush");
+        assert!(
+            flushes < 160,
+            "writers shared flushes: {flushes} for 160 writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_reported_to_its_writers() {
+        let group = GroupCommit::start(
+            Box::new(|| {
+                Err(StoreError::Backend {
+                    op: "fsync",
+                    message: "disk on fire".into(),
+                })
+            }),
+            false,
+        )
+        .unwrap();
+        let err = group.written().wait().await.unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+    }
+}
