@@ -2,6 +2,7 @@
 
 use crate::auth::Registration;
 use crate::config::{ByteSize, LogFormat, RawConfig};
+use crate::store::Durability;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -78,6 +79,17 @@ pub struct ServeArgs {
     /// Who may create accounts with POST /auth/register: open, closed or invite [default: open]
     #[arg(long, env = "PLINTH_REGISTRATION", value_name = "MODE")]
     pub registration: Option<Registration>,
+    /// When a plugin's key-value write returns: durable (once on disk, shared flushes) or
+    /// periodic (at once; flushed every 200 ms, so a crash may lose the last moments)
+    /// [default: durable]
+    #[arg(long, env = "PLINTH_DURABILITY", value_name = "MODE")]
+    pub durability: Option<Durability>,
+    /// Largest value a plugin may store under one key [default: 1MiB]
+    #[arg(long, env = "PLINTH_KV_MAX_VALUE_SIZE", value_name = "SIZE")]
+    pub kv_max_value_size: Option<ByteSize>,
+    /// Most bytes (keys + values) one plugin may store [default: 256MiB]
+    #[arg(long, env = "PLINTH_KV_QUOTA", value_name = "SIZE")]
+    pub kv_quota: Option<ByteSize>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -93,6 +105,9 @@ impl ServeArgs {
             log_format: self.log_format,
             max_component_size: self.max_component_size,
             registration: self.registration,
+            durability: self.durability,
+            kv_max_value_size: self.kv_max_value_size,
+            kv_quota: self.kv_quota,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

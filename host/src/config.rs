@@ -3,6 +3,7 @@
 
 use crate::auth::throttle::RateLimit;
 use crate::auth::{AuthSettings, PasswordParams, Registration};
+use crate::store::{Durability, KvLimits};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +17,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "plinth-data";
 /// Default cap on an uploaded component (the whole multipart body of a deploy).
 pub const DEFAULT_MAX_COMPONENT_SIZE: ByteSize = ByteSize(64 * 1024 * 1024);
+/// Default largest value a plugin may store under one key.
+pub const DEFAULT_KV_MAX_VALUE_SIZE: ByteSize = ByteSize(1024 * 1024);
+/// Default per-plugin key-value quota.
+pub const DEFAULT_KV_QUOTA: ByteSize = ByteSize(256 * 1024 * 1024);
 /// Default access token lifetime.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default refresh token lifetime.
@@ -145,6 +150,12 @@ pub struct RawConfig {
     pub max_component_size: Option<ByteSize>,
     /// Who may register: `open`, `closed` or `invite`.
     pub registration: Option<Registration>,
+    /// When plugin kv writes return: `durable` (on disk) or `periodic` (flushed every 200 ms).
+    pub durability: Option<Durability>,
+    /// Largest value a plugin may store under one key.
+    pub kv_max_value_size: Option<ByteSize>,
+    /// Most bytes one plugin may keep in its key-value store.
+    pub kv_quota: Option<ByteSize>,
     /// Access token lifetime, e.g. `15m`.
     pub access_token_ttl: Option<String>,
     /// Refresh token lifetime, e.g. `30days`.
@@ -214,6 +225,9 @@ impl RawConfig {
             log_format: self.log_format.or(lower.log_format),
             max_component_size: self.max_component_size.or(lower.max_component_size),
             registration: self.registration.or(lower.registration),
+            durability: self.durability.or(lower.durability),
+            kv_max_value_size: self.kv_max_value_size.or(lower.kv_max_value_size),
+            kv_quota: self.kv_quota.or(lower.kv_quota),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -300,6 +314,14 @@ impl RawConfig {
             max_component_size: self
                 .max_component_size
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
+            durability: self.durability.unwrap_or_default(),
+            kv_limits: KvLimits {
+                max_value: self
+                    .kv_max_value_size
+                    .unwrap_or(DEFAULT_KV_MAX_VALUE_SIZE)
+                    .0,
+                quota: self.kv_quota.unwrap_or(DEFAULT_KV_QUOTA).0,
+            },
             auth,
         })
     }
@@ -316,6 +338,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Largest accepted deploy upload.
     pub max_component_size: ByteSize,
+    /// When plugin kv writes return.
+    pub durability: Durability,
+    /// Value size limit and quota of every plugin's key-value store.
+    pub kv_limits: KvLimits,
     /// Accounts, tokens and the admin token.
     pub auth: AuthSettings,
 }
@@ -328,6 +354,8 @@ impl fmt::Debug for ServerConfig {
             .field("data_dir", &self.data_dir)
             .field("log_format", &self.log_format)
             .field("max_component_size", &self.max_component_size)
+            .field("durability", &self.durability)
+            .field("kv_limits", &self.kv_limits)
             .field("auth", &self.auth)
             .finish()
     }

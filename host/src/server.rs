@@ -40,13 +40,16 @@ pub enum ServeError {
 pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SledStore::open(&dir))
-            .await
-            .map_err(|e| ServeError::Startup(e.to_string()))?
-            .map_err(|source| ServeError::Store {
-                dir: config.data_dir.display().to_string(),
-                source,
-            })?,
+        tokio::task::spawn_blocking({
+            let durability = config.durability;
+            move || SledStore::open_with(&dir, durability)
+        })
+        .await
+        .map_err(|e| ServeError::Startup(e.to_string()))?
+        .map_err(|source| ServeError::Store {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?,
     );
     let bootstrap = Auth::bootstrap(store.clone(), config.auth.clone())
         .await
@@ -61,9 +64,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     }
 
     let runtime = Arc::new(
-        tokio::task::spawn_blocking(Runtime::new)
-            .await
-            .map_err(|e| ServeError::Startup(e.to_string()))??,
+        tokio::task::spawn_blocking({
+            let store = store.clone();
+            let limits = config.kv_limits;
+            move || Runtime::new(store, limits)
+        })
+        .await
+        .map_err(|e| ServeError::Startup(e.to_string()))??,
     );
     let registry = Arc::new(Registry::new(store.clone(), runtime.clone()));
     let setup_token = bootstrap.setup_token.clone();

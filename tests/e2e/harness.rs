@@ -382,6 +382,7 @@ pub enum Guest {
     PlainHttp,
     Trap,
     WhoAmI,
+    KvPlain,
 }
 
 fn repo_root() -> PathBuf {
@@ -405,6 +406,7 @@ impl Guest {
             Guest::PlainHttp => "plain",
             Guest::Trap => "trap",
             Guest::WhoAmI => "whoami",
+            Guest::KvPlain => "kv-plain",
         }
     }
 
@@ -415,6 +417,7 @@ impl Guest {
             Guest::PlainHttp => root.join("tests/programs/plain-http"),
             Guest::Trap => root.join("tests/programs/trap"),
             Guest::WhoAmI => root.join("examples/whoami"),
+            Guest::KvPlain => root.join("tests/programs/kv-plain"),
         }
     }
 
@@ -424,6 +427,7 @@ impl Guest {
             Guest::PlainHttp => "plain_http.wasm",
             Guest::Trap => "trap.wasm",
             Guest::WhoAmI => "whoami.wasm",
+            Guest::KvPlain => "kv_plain.wasm",
         }
     }
 

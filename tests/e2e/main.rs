@@ -5,5 +5,6 @@
 mod auth;
 mod deploy;
 mod harness;
+mod kv;
 mod lifecycle;
 mod serving;

@@ -64,6 +64,7 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
             params,
         },
         caller: principal.map(caller),
+        config: Default::default(),
     };
     let plugin = &target.plugin;
     match state

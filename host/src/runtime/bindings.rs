@@ -1,7 +1,18 @@
-//! Host bindings for the `plinth:host` interfaces (the `host-imports` world). The standard WASI
-//! interfaces come from `wasmtime-wasi` and `wasmtime-wasi-http`, which ship their own bindings.
+//! Host bindings for the `plinth:host` interfaces and `wasi:keyvalue` (the `host-imports`
+//! world). The other standard WASI interfaces come from `wasmtime-wasi`, `wasmtime-wasi-http` and
+//! `wasmtime-wasi-config`, which ship their own bindings.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plinth:host/host-imports",
+    imports: {
+        // Writes wait for the group commit; a bad resource handle traps.
+        "wasi:keyvalue/store": async | trappable,
+        "wasi:keyvalue/atomics": async | trappable,
+        "wasi:keyvalue/batch": async | trappable,
+        "plinth:host/kv": async | trappable,
+    },
+    with: {
+        "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+    },
 });

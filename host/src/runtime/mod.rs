@@ -10,14 +10,17 @@
 
 mod bindings;
 pub mod identity;
+pub mod keyvalue;
 mod limits;
 mod outgoing_http;
 pub mod route;
 mod stdio;
 
+use crate::store::KvLimits;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use identity::IdentityCtx;
+use keyvalue::{Cursors, KeyValue, KeyValueCtx};
 use outgoing_http::OutboundPolicy;
 use route::RouteCtx;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use wasmtime::component::{
 };
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -85,15 +89,19 @@ pub struct RequestState {
     outbound: OutboundPolicy,
     route: RouteCtx,
     identity: IdentityCtx,
+    keyvalue: KeyValueCtx,
+    config: Arc<WasiConfigVariables>,
 }
 
 /// What the host knows about a request before the plugin runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequestContext {
     /// The matched route.
     pub route: RouteCtx,
     /// The authenticated caller, if any.
     pub caller: Option<identity::Caller>,
+    /// The plugin's config and secrets, as `wasi:config/store` serves them.
+    pub config: Arc<WasiConfigVariables>,
 }
 
 impl WasiView for RequestState {
@@ -125,6 +133,9 @@ pub struct PluginCode {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
+    store: Arc<dyn crate::store::Store>,
+    kv_limits: KvLimits,
+    cursors: Arc<Cursors>,
 }
 
 /// The header of a core module and of a component (magic + version/layer).
@@ -133,7 +144,11 @@ const COMPONENT_MAGIC: [u8; 4] = *b"\0asm";
 
 impl Runtime {
     /// Builds the engine (see `limits`) and the linker with everything a plugin may import.
-    pub fn new() -> Result<Self, EngineError> {
+    /// Plugins keep their key-value data in `store`, within `kv_limits`.
+    pub fn new(
+        store: Arc<dyn crate::store::Store>,
+        kv_limits: KvLimits,
+    ) -> Result<Self, EngineError> {
         let engine =
             Engine::new(&limits::engine_config()).map_err(|e| EngineError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -153,8 +168,25 @@ impl Runtime {
                     |state: &mut RequestState| &mut state.identity,
                 )
             })
+            .and_then(|()| {
+                keyvalue::add_to_linker(&mut linker, |state: &mut RequestState| KeyValue {
+                    ctx: &state.keyvalue,
+                    table: &mut state.table,
+                })
+            })
+            .and_then(|()| {
+                wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut RequestState| {
+                    WasiConfig::new(&state.config)
+                })
+            })
             .map_err(|e| EngineError(format!("{e:#}")))?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            store,
+            kv_limits,
+            cursors: Arc::default(),
+        })
     }
 
     /// Validates, compiles and links a component. CPU-heavy and blocking: call it from
@@ -283,11 +315,18 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy::deny_all(plugin),
+            outbound: OutboundPolicy::deny_all(plugin.clone()),
             route: context.route,
             identity: IdentityCtx {
                 caller: context.caller,
             },
+            keyvalue: KeyValueCtx {
+                plugin,
+                store: self.store.clone(),
+                limits: self.kv_limits,
+                cursors: self.cursors.clone(),
+            },
+            config: context.config,
         }
     }
 }

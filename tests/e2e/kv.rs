@@ -1,0 +1,240 @@
+//! Per-plugin key-value storage through the standard `wasi:keyvalue` interfaces, exercised with
+//! a component that knows nothing of Plinth (`tests/programs/kv-plain`).
+
+use crate::harness::{Guest, Options, Server, TempDir};
+use reqwest::{Method, StatusCode};
+
+/// The kv-plain component deployed under another name and route prefix.
+fn renamed_manifest(name: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[[routes]]\npath = \"/{name}/{{*rest}}\"\n\
+         methods = [\"GET\", \"PUT\", \"POST\", \"DELETE\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn plugins_see_only_their_own_buckets_whatever_the_key() {
+    let server = Server::start();
+    server.deploy_guest(Guest::KvPlain).await;
+    // A second plugin whose name has the first one's as a prefix, opening the same buckets.
+    let other = "kv-plain-b";
+    let reply = server
+        .deploy(other, &renamed_manifest(other), &Guest::KvPlain.component())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+
+    // Keys with `/`, `..`, NUL, an empty key, and a key that spells another bucket's prefix.
+    let keys = [
+        "plain",
+        "a%2Fb",
+        "..%2F..%2Fetc",
+        "%2E%2E%2F..",
+        "nul%00byte",
+        "",
+        "default%00k",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let path = format!("/kv-plain/default/{key}");
+        let value = format!("value {i}").into_bytes();
+        let reply = server.request(Method::PUT, &path, None, Some(value)).await;
+        assert_eq!(reply.status, StatusCode::OK, "PUT {path}: {}", reply.text());
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let mine = server.get(&format!("/kv-plain/default/{key}")).await;
+        assert_eq!(mine.status, StatusCode::OK, "key {key:?}");
+        assert_eq!(mine.text(), format!("value {i}"));
+        let theirs = server.get(&format!("/{other}/default/{key}")).await;
+        assert_eq!(theirs.status, StatusCode::NOT_FOUND, "key {key:?} leaked");
+        // A bucket whose name is the key's bucket plus a NUL never sees it either.
+        let near = server.get(&format!("/kv-plain/default%00/{key}")).await;
+        assert_eq!(
+            near.status,
+            StatusCode::NOT_FOUND,
+            "key {key:?} in a near bucket"
+        );
+    }
+    assert_eq!(server.get(&format!("/{other}/default")).await.text(), "");
+
+    // Binary values round-trip exactly.
+    let binary: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let reply = server
+        .request(
+            Method::PUT,
+            "/kv-plain/bin/all-bytes",
+            None,
+            Some(binary.clone()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(server.get("/kv-plain/bin/all-bytes").await.body, binary);
+
+    let reply = server
+        .request(Method::DELETE, "/kv-plain/default/plain", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        server.get("/kv-plain/default/plain").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Data is durable across a kill.
+    let server = server.restart();
+    assert_eq!(server.get("/kv-plain/bin/all-bytes").await.body, binary);
+    assert_eq!(
+        server.get("/kv-plain/default/..%2F..%2Fetc").await.text(),
+        "value 2"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_increments_add_up_exactly() {
+    let server = Server::start();
+    server.deploy_guest(Guest::KvPlain).await;
+    let server = std::sync::Arc::new(server);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let reply = server
+                    .request(Method::POST, "/kv-plain/counters/hits/incr/1", None, None)
+                    .await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                reply.text().parse::<u64>().unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<u64>>(),
+        "each increment saw its own total"
+    );
+    assert_eq!(server.get("/kv-plain/counters/hits").await.text(), "200");
+    // A value that is not a counter is refused, not reset.
+    server
+        .request(
+            Method::PUT,
+            "/kv-plain/counters/name",
+            None,
+            Some(b"bob".to_vec()),
+        )
+        .await;
+    let reply = server
+        .request(Method::POST, "/kv-plain/counters/name/incr/1", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.text().starts_with("not_a_counter:"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(server.get("/kv-plain/counters/name").await.text(), "bob");
+}
+
+#[tokio::test]
+async fn listing_pages_visit_each_of_ten_thousand_keys_once_in_order() {
+    let server = Server::start();
+    server.deploy_guest(Guest::KvPlain).await;
+    let reply = server
+        .request(Method::PUT, "/kv-plain/big?many=10000&size=8", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let listed = server.get("/kv-plain/big").await.text();
+    let keys: Vec<&str> = listed.lines().collect();
+    let mut expected: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+    expected.sort();
+    assert_eq!(keys.len(), 10_000);
+    assert_eq!(keys, expected, "every key once, in byte order");
+}
+
+#[tokio::test]
+async fn writes_over_the_limits_fail_clearly_and_change_nothing() {
+    let dir = TempDir::new();
+    let options = Options {
+        args: ["--kv-quota", "2KiB", "--kv-max-value-size", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let server = Server::start_with(dir.path(), options);
+    server.deploy_guest(Guest::KvPlain).await;
+
+    let reply = server
+        .request(Method::PUT, "/kv-plain/b/big", None, Some(vec![b'x'; 101]))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.text().starts_with("value_too_large:"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        server.get("/kv-plain/b/big").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // 30 entries of ~103 bytes are over 2 KiB: the whole batch is refused.
+    let reply = server
+        .request(Method::PUT, "/kv-plain/b?many=30&size=100", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.text().starts_with("quota_exceeded:"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        server.get("/kv-plain/b").await.text(),
+        "",
+        "nothing was written"
+    );
+
+    // Within the quota it works (18 entries of 103-104 bytes, then one of 109), and the quota
+    // counts what is stored now, not what was tried.
+    let reply = server
+        .request(Method::PUT, "/kv-plain/b?many=18&size=100", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = server
+        .request(
+            Method::PUT,
+            "/kv-plain/b/one-more",
+            None,
+            Some(vec![b'x'; 100]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = server
+        .request(
+            Method::PUT,
+            "/kv-plain/b/too-many",
+            None,
+            Some(vec![b'x'; 100]),
+        )
+        .await;
+    assert!(
+        reply.text().starts_with("quota_exceeded:"),
+        "{}",
+        reply.text()
+    );
+    // Deleting frees space, and the usage survives a restart (it is stored, not recounted).
+    for i in 0..3 {
+        server
+            .request(Method::DELETE, &format!("/kv-plain/b/k{i}"), None, None)
+            .await;
+    }
+    let server = server.restart();
+    let reply = server
+        .request(
+            Method::PUT,
+            "/kv-plain/b/too-many",
+            None,
+            Some(vec![b'x'; 100]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
