@@ -80,6 +80,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         runtime,
         auth,
         max_component_size: config.max_component_size,
+        store: store.clone(),
+        kv_limits: config.kv_limits,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

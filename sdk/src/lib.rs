@@ -2,7 +2,8 @@
 //!
 //! A plugin is a type implementing [`Plugin`], exported with [`export!`]. It receives a typed
 //! [`Request`] (method, path, headers, body, the route the host matched and its path parameters)
-//! and returns a [`Response`]. No WASI plumbing appears in plugin code.
+//! and returns a [`Response`]. It keeps state in [`kv`] buckets and reads operator-set settings
+//! with [`config`]. No WASI plumbing appears in plugin code.
 //!
 //! ```ignore
 //! use plinth_sdk::{Plugin, Request, Response, Router};
@@ -27,6 +28,8 @@
 //! `plinth.toml` is what you deploy.
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod kv;
 mod request;
 mod response;
 mod router;

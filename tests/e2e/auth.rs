@@ -41,7 +41,7 @@ async fn login(server: &Server, email: &str, password: &str) -> crate::harness::
 }
 
 /// Registers and logs in; returns (access token, refresh token).
-async fn signed_in(server: &Server, email: &str) -> (String, String) {
+pub(crate) async fn signed_in(server: &Server, email: &str) -> (String, String) {
     must_register(server, email).await;
     let session = login(server, email, "password-1234").await.json();
     (

@@ -383,6 +383,10 @@ pub enum Guest {
     Trap,
     WhoAmI,
     KvPlain,
+    ConfigReader,
+    Counter,
+    Todo,
+    Shortener,
 }
 
 fn repo_root() -> PathBuf {
@@ -407,6 +411,10 @@ impl Guest {
             Guest::Trap => "trap",
             Guest::WhoAmI => "whoami",
             Guest::KvPlain => "kv-plain",
+            Guest::ConfigReader => "config-reader",
+            Guest::Counter => "counter",
+            Guest::Todo => "todo",
+            Guest::Shortener => "shortener",
         }
     }
 
@@ -418,6 +426,10 @@ impl Guest {
             Guest::Trap => root.join("tests/programs/trap"),
             Guest::WhoAmI => root.join("examples/whoami"),
             Guest::KvPlain => root.join("tests/programs/kv-plain"),
+            Guest::ConfigReader => root.join("tests/programs/config-reader"),
+            Guest::Counter => root.join("examples/counter"),
+            Guest::Todo => root.join("examples/todo"),
+            Guest::Shortener => root.join("examples/shortener"),
         }
     }
 
@@ -428,6 +440,10 @@ impl Guest {
             Guest::Trap => "trap.wasm",
             Guest::WhoAmI => "whoami.wasm",
             Guest::KvPlain => "kv_plain.wasm",
+            Guest::ConfigReader => "config_reader.wasm",
+            Guest::Counter => "counter.wasm",
+            Guest::Todo => "todo.wasm",
+            Guest::Shortener => "shortener.wasm",
         }
     }
 

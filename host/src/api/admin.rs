@@ -4,13 +4,14 @@
 use super::{ApiError, AppState};
 use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
 use crate::registry::PluginInfo;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::json;
 
 /// Room for the multipart framing and the manifest on top of the component itself.
@@ -66,7 +67,11 @@ impl FromRequestParts<AppState> for AdminOnly {
 
 async fn list(_: Operator, State(state): State<AppState>) -> Json<serde_json::Value> {
     let active = state.registry.active();
-    let plugins: Vec<PluginInfo> = active.plugins.values().map(|p| p.info()).collect();
+    let plugins: Vec<PluginInfo> = active
+        .plugins
+        .values()
+        .map(|p| state.registry.info(p))
+        .collect();
     Json(json!({ "plugins": plugins }))
 }
 
@@ -80,15 +85,24 @@ async fn show(
         .plugins
         .get(&name)
         .ok_or(crate::registry::DeployError::NotFound(name))?;
-    Ok(Json(plugin.info()))
+    Ok(Json(state.registry.info(plugin)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Also delete the plugin's key-value data and config (kept by default).
+    #[serde(default)]
+    purge: bool,
 }
 
 async fn remove(
     _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.remove(&name).await?;
+    state.registry.remove(&name, query.purge).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

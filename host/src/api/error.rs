@@ -4,8 +4,10 @@
 use crate::auth::{AccountError, AuthError, CredentialError};
 use crate::registry::DeployError;
 use crate::registry::manifest::ManifestError;
+use crate::registry::plugin_config::ConfigError;
 use crate::router::RouteError;
 use crate::runtime::{CompileError, HandleError};
+use crate::store::{KvError, StoreError};
 use axum::Json;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +59,34 @@ pub enum ApiError {
     /// The server is still loading its plugins.
     #[error("the server is starting and has not loaded its plugins yet")]
     NotReady,
+    /// A config change was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The plugin needs config keys the operator has not set.
+    #[error("plugin {plugin:?} is waiting for its operator to set config: {}", .missing.join(", "))]
+    ConfigMissing {
+        /// The plugin.
+        plugin: String,
+        /// The keys not set.
+        missing: Vec<String>,
+    },
+    /// A key-value operation of the admin API failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// A listing cursor that this server did not hand out.
+    #[error("invalid cursor {0:?}: pass the `cursor` of the previous page unchanged")]
+    InvalidCursor(String),
+    /// A line of a kv import is malformed; nothing was imported.
+    #[error("line {line} of the import is invalid ({message}); nothing was imported")]
+    InvalidImport {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 fn allow_list(allow: &[Method]) -> String {
@@ -168,6 +198,33 @@ impl ApiError {
                 (S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::NotReady => (S::SERVICE_UNAVAILABLE, "not_ready", None),
+            ApiError::Config(ConfigError::Invalid(_)) => (S::BAD_REQUEST, "invalid_config", None),
+            ApiError::Config(ConfigError::NotSet { .. }) => {
+                (S::NOT_FOUND, "config_key_not_found", None)
+            }
+            ApiError::ConfigMissing { missing, .. } => (
+                S::SERVICE_UNAVAILABLE,
+                "config_missing",
+                Some(json!({ "missing": missing })),
+            ),
+            ApiError::Kv(e) => match e {
+                KvError::InvalidKey(_) => (S::BAD_REQUEST, "invalid_key", None),
+                KvError::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "value_too_large", None),
+                KvError::QuotaExceeded { .. } => (S::INSUFFICIENT_STORAGE, "quota_exceeded", None),
+                KvError::NotACounter(_) | KvError::Overflow(_) => {
+                    (S::BAD_REQUEST, "invalid_value", None)
+                }
+                KvError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+            },
+            ApiError::Config(ConfigError::Store(_)) | ApiError::Storage(_) => {
+                (S::INTERNAL_SERVER_ERROR, "storage_error", None)
+            }
+            ApiError::InvalidCursor(_) => (S::BAD_REQUEST, "invalid_cursor", None),
+            ApiError::InvalidImport { line, .. } => (
+                S::BAD_REQUEST,
+                "invalid_import",
+                Some(json!({ "line": line })),
+            ),
         }
     }
 
@@ -182,7 +239,10 @@ impl ApiError {
                 "the plugin could not be started for this request; try again".into()
             }
             ApiError::Deploy(DeployError::Store(_) | DeployError::Internal(_))
-            | ApiError::Account(AccountError::Store(_) | AccountError::Internal(_)) => {
+            | ApiError::Account(AccountError::Store(_) | AccountError::Internal(_))
+            | ApiError::Config(ConfigError::Store(_))
+            | ApiError::Kv(KvError::Store(_))
+            | ApiError::Storage(_) => {
                 "the server could not complete the operation; nothing was changed".into()
             }
             other => other.to_string(),
@@ -222,6 +282,9 @@ impl IntoResponse for ApiError {
             | ApiError::NotReady
             | ApiError::Account(AccountError::Busy) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::ConfigMissing { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
             _ => {}
         }

@@ -8,6 +8,8 @@ mod admin;
 mod auth;
 mod error;
 mod keys;
+mod plugin_config;
+mod plugin_kv;
 mod plugins;
 mod users;
 
@@ -17,6 +19,7 @@ use crate::auth::Auth;
 use crate::config::ByteSize;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::store::{KvLimits, Store};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -36,6 +39,10 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Largest accepted component upload.
     pub max_component_size: ByteSize,
+    /// The store (for the admin kv endpoints; plugins reach it through the runtime).
+    pub store: Arc<dyn Store>,
+    /// Limits kv imports are checked against, the same as plugins' writes.
+    pub kv_limits: KvLimits,
 }
 
 /// The whole API as one axum router.
@@ -47,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes(&state))
         .merge(users::routes())
         .merge(keys::routes())
+        .merge(plugin_config::routes())
+        .merge(plugin_kv::routes())
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

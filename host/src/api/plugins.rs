@@ -58,15 +58,28 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         // wasi:http needs an authority; HTTP/1.0 clients may omit Host.
         headers.insert(header::HOST, HeaderValue::from_static("localhost"));
     }
+    let plugin = &target.plugin;
+    let config = state.registry.config(&plugin.name);
+    if plugin
+        .manifest
+        .config
+        .required()
+        .any(|key| !config.keys.contains(key.as_str()))
+    {
+        return ApiError::ConfigMissing {
+            plugin: plugin.name.to_string(),
+            missing: plugin.missing_config(&config),
+        }
+        .into_response();
+    }
     let context = RequestContext {
         route: RouteCtx {
             pattern: pattern.to_string(),
             params,
         },
         caller: principal.map(caller),
-        config: Default::default(),
+        config: config.variables.clone(),
     };
-    let plugin = &target.plugin;
     match state
         .runtime
         .handle(&plugin.code, plugin.name.clone(), context, request)

@@ -1,6 +1,7 @@
 //! The plugin manifest (`plinth.toml`), parsed into checked types so every error points at the
 //! field that caused it.
 
+use super::plugin_config::ConfigKey;
 use crate::auth::AuthPolicy;
 use crate::router::validate_pattern;
 use http::Method;
@@ -151,6 +152,26 @@ pub struct RouteSpec {
     pub forward_authorization: bool,
 }
 
+/// The `[config]` table: keys the plugin needs the operator to set. Until every one is set, the
+/// plugin's routes answer 503 `config_missing`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Required plain values.
+    #[serde(default)]
+    pub keys: Vec<ConfigKey>,
+    /// Required secrets (masked in the admin API even if set without `secret`).
+    #[serde(default)]
+    pub secrets: Vec<ConfigKey>,
+}
+
+impl ConfigSpec {
+    /// Every required key.
+    pub fn required(&self) -> impl Iterator<Item = &ConfigKey> {
+        self.keys.iter().chain(&self.secrets)
+    }
+}
+
 /// A parsed, checked manifest.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +180,9 @@ pub struct Manifest {
     pub name: PluginName,
     /// The routes it serves; at least one.
     pub routes: Vec<RouteSpec>,
+    /// Config keys the operator must set.
+    #[serde(default)]
+    pub config: ConfigSpec,
 }
 
 impl Manifest {

@@ -9,6 +9,7 @@
 //! compilation, linking or route checks leaves the store and the active set as they were.
 
 pub mod manifest;
+pub mod plugin_config;
 
 use crate::auth::AuthPolicy;
 use crate::router::{RouteError, RouteTable};
@@ -17,9 +18,10 @@ use crate::store::{PluginRecord, Store, StoreError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use manifest::{Manifest, ManifestError, PluginName};
+use plugin_config::{ConfigError, ConfigKey, ConfigSnapshot, NewValue, ShownValue};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,11 +116,36 @@ pub struct PluginInfo {
     pub size: u64,
     /// When this version was deployed (RFC 3339, UTC).
     pub deployed_at: String,
+    /// Required config keys not set yet: until they are, the routes answer 503.
+    pub missing_config: Vec<String>,
+}
+
+/// A plugin's config as operators see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConfigView {
+    /// The plugin.
+    pub plugin: String,
+    /// Every set key; secrets masked.
+    pub config: Vec<ShownValue>,
+    /// Keys the deployed manifest requires (empty if the plugin is not deployed).
+    pub required: Vec<String>,
+    /// Required keys not set yet.
+    pub missing: Vec<String>,
 }
 
 impl LoadedPlugin {
-    /// The operator's view of this plugin.
-    pub fn info(&self) -> PluginInfo {
+    /// The required config keys not in `config`.
+    pub fn missing_config(&self, config: &ConfigSnapshot) -> Vec<String> {
+        self.manifest
+            .config
+            .required()
+            .filter(|k| !config.keys.contains(k.as_str()))
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// The operator's view of this plugin, given its current config.
+    pub fn info(&self, config: &ConfigSnapshot) -> PluginInfo {
         let deployed = UNIX_EPOCH + Duration::from_millis(self.record.deployed_at_ms);
         PluginInfo {
             name: self.record.name.clone(),
@@ -135,6 +162,7 @@ impl LoadedPlugin {
             sha256: self.record.sha256.clone(),
             size: self.record.size,
             deployed_at: humantime::format_rfc3339_millis(deployed).to_string(),
+            missing_config: self.missing_config(config),
         }
     }
 }
@@ -153,8 +181,10 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     active: ArcSwap<Active>,
     ready: AtomicBool,
-    /// Serialises changes to the active set; compilation happens before taking it.
+    /// Serialises changes to the active set and to config; compilation happens before taking it.
     writes: tokio::sync::Mutex<()>,
+    /// Each plugin's config as its instances read it; replaced whole on every change.
+    config: ArcSwap<BTreeMap<String, Arc<ConfigSnapshot>>>,
 }
 
 /// Builds the route table for `plugins`, adding `last` after the others so a conflict names
@@ -206,7 +236,117 @@ impl Registry {
             active: ArcSwap::from_pointee(Active::default()),
             ready: AtomicBool::new(false),
             writes: tokio::sync::Mutex::new(()),
+            config: ArcSwap::from_pointee(BTreeMap::new()),
         }
+    }
+
+    /// The config instances of `plugin` read now (empty if none is set).
+    pub fn config(&self, plugin: &str) -> Arc<ConfigSnapshot> {
+        self.config.load().get(plugin).cloned().unwrap_or_default()
+    }
+
+    /// The operator's view of a plugin: its active version and what config it still needs.
+    pub fn info(&self, plugin: &LoadedPlugin) -> PluginInfo {
+        plugin.info(&self.config(&plugin.name))
+    }
+
+    /// Re-reads one plugin's stored config and publishes it. Call with `writes` held.
+    async fn refresh_config(&self, plugin: &str) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let name = plugin.to_string();
+        let values = tokio::task::spawn_blocking(move || plugin_config::load(&*store, &name))
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "load config",
+                message: e.to_string(),
+            })??;
+        let mut all = (**self.config.load()).clone();
+        if values.is_empty() {
+            all.remove(plugin);
+        } else {
+            all.insert(
+                plugin.to_string(),
+                Arc::new(plugin_config::snapshot(&values)),
+            );
+        }
+        self.config.store(Arc::new(all));
+        Ok(())
+    }
+
+    /// Sets config keys of a plugin (deployed or not yet); the next request sees them.
+    pub async fn set_config(
+        &self,
+        plugin: &str,
+        values: BTreeMap<ConfigKey, NewValue>,
+    ) -> Result<ConfigView, ConfigError> {
+        let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        tokio::task::spawn_blocking(move || plugin_config::set(&*store, &owned, &values, now_ms()))
+            .await
+            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        self.refresh_config(name.as_str()).await?;
+        let keys: Vec<_> = self.config(name.as_str()).keys.iter().cloned().collect();
+        tracing::info!(plugin = %name, ?keys, "plugin config changed");
+        drop(_guard);
+        self.config_view(name.as_str()).await
+    }
+
+    /// Removes one config key of a plugin.
+    pub async fn unset_config(&self, plugin: &str, key: &str) -> Result<(), ConfigError> {
+        let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
+        let key = ConfigKey::parse(key).map_err(ConfigError::Invalid)?;
+        let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let unset = key.clone();
+        tokio::task::spawn_blocking(move || plugin_config::unset(&*store, &owned, &unset))
+            .await
+            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        self.refresh_config(name.as_str()).await?;
+        tracing::info!(plugin = %name, key = %key, "plugin config key removed");
+        Ok(())
+    }
+
+    /// A plugin's config as operators see it (secrets masked).
+    pub async fn config_view(&self, plugin: &str) -> Result<ConfigView, ConfigError> {
+        let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let values = tokio::task::spawn_blocking(move || plugin_config::load(&*store, &owned))
+            .await
+            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        let active = self.active();
+        let deployed = active.plugins.get(name.as_str());
+        let declared_secret: BTreeSet<String> = deployed
+            .map(|p| {
+                p.manifest
+                    .config
+                    .secrets
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let required = deployed
+            .map(|p| {
+                p.manifest
+                    .config
+                    .required()
+                    .map(|k| k.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let missing = deployed
+            .map(|p| p.missing_config(&plugin_config::snapshot(&values)))
+            .unwrap_or_default();
+        Ok(ConfigView {
+            plugin: name.to_string(),
+            config: plugin_config::shown(&values, &declared_secret),
+            required,
+            missing,
+        })
     }
 
     /// The current active set. Hold the returned `Arc` for the whole request.
@@ -223,6 +363,11 @@ impl Registry {
     /// logged and left inactive (its data stays stored) rather than stopping the server.
     pub async fn load(&self) -> Result<usize, DeployError> {
         let _guard = self.writes.lock().await;
+        let store = self.store.clone();
+        let configured = blocking(move || plugin_config::plugins_with_config(&*store)).await??;
+        for plugin in configured {
+            self.refresh_config(&plugin).await?;
+        }
         let store = self.store.clone();
         let records = blocking(move || store.plugins()).await??;
         let mut tasks = Vec::new();
@@ -324,13 +469,14 @@ impl Registry {
         self.active.store(Arc::new(Active { plugins, routes }));
         tracing::info!(plugin = %name, sha256 = plugin.record.sha256, created, "plugin deployed");
         Ok(Deployed {
-            info: plugin.info(),
+            info: self.info(&plugin),
             created,
         })
     }
 
-    /// Deactivates and deletes a plugin.
-    pub async fn remove(&self, name: &str) -> Result<(), DeployError> {
+    /// Deactivates and deletes a plugin. Its key-value data and config stay stored (a later
+    /// deploy of the same name finds them) unless `purge` is set.
+    pub async fn remove(&self, name: &str, purge: bool) -> Result<(), DeployError> {
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
         if !current.plugins.contains_key(name) {
@@ -343,7 +489,17 @@ impl Registry {
         let owned = name.to_string();
         blocking(move || store.delete_plugin(&owned)).await??;
         self.active.store(Arc::new(Active { plugins, routes }));
-        tracing::info!(plugin = name, "plugin deleted");
+        if purge {
+            let store = self.store.clone();
+            let owned = name.to_string();
+            blocking(move || {
+                store.kv_purge(&owned)?;
+                plugin_config::purge(&*store, &owned)
+            })
+            .await??;
+            self.refresh_config(name).await?;
+        }
+        tracing::info!(plugin = name, purge, "plugin deleted");
         Ok(())
     }
 }

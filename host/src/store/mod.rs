@@ -98,11 +98,13 @@ pub enum Space {
     ApiKeyIds,
     /// Registration invitations by the SHA-256 of the code.
     Invites,
+    /// Plugin config values by `plugin/key`.
+    PluginConfig,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 9] = [
+    pub const ALL: [Space; 10] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
@@ -112,6 +114,7 @@ impl Space {
         Space::ApiKeys,
         Space::ApiKeyIds,
         Space::Invites,
+        Space::PluginConfig,
     ];
 
     /// The position of this space in [`Space::ALL`] (declaration order).
@@ -131,6 +134,7 @@ impl Space {
             Space::ApiKeys => "api_keys",
             Space::ApiKeyIds => "api_key_ids",
             Space::Invites => "invites",
+            Space::PluginConfig => "plugin_config",
         }
     }
 }
