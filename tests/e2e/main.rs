@@ -5,6 +5,7 @@
 mod auth;
 mod config;
 mod deploy;
+mod examples;
 mod harness;
 mod kv;
 mod lifecycle;
