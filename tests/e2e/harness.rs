@@ -127,6 +127,34 @@ fn fresh_data_dir() -> PathBuf {
     dir
 }
 
+/// The command line of `plinth serve` on `data_dir` with `options`; its output is discarded
+/// unless the caller redirects it.
+pub fn command(data_dir: &Path, options: &Options) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+    cmd.arg("serve");
+    if options.settings_in_env {
+        cmd.env("PLINTH_LISTEN", "127.0.0.1:0")
+            .env("PLINTH_DATA_DIR", data_dir);
+    } else {
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+    }
+    cmd.args(&options.args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("PLINTH_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if !options.no_env_token {
+        cmd.env("PLINTH_ADMIN_TOKEN", TOKEN);
+    }
+    for (k, v) in &options.env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 impl Server {
     /// A server on a fresh data directory.
     pub fn start() -> Server {
@@ -137,28 +165,8 @@ impl Server {
 
     /// A server on `data_dir` with `options`. The caller owns (and removes) `data_dir`.
     pub fn start_with(data_dir: PathBuf, options: Options) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
-        cmd.arg("serve");
-        if options.settings_in_env {
-            cmd.env("PLINTH_LISTEN", "127.0.0.1:0")
-                .env("PLINTH_DATA_DIR", &data_dir);
-        } else {
-            cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data_dir);
-        }
-        cmd.args(&options.args)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("PLINTH_ADMIN_TOKEN")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if !options.no_env_token {
-            cmd.env("PLINTH_ADMIN_TOKEN", TOKEN);
-        }
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
+        let mut cmd = command(&data_dir, &options);
+        cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("starting plinth");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));

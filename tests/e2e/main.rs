@@ -4,6 +4,7 @@
 
 mod auth;
 mod config;
+mod crash;
 mod deploy;
 mod examples;
 mod harness;
