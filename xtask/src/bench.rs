@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request) against
 //! a native axum server with the same route, both release builds, over 127.0.0.1, measured
-//! with `wrk` in alternating runs. Prints req/s, p50/p99 latency, server CPU per request, and
-//! the plinth/native ratio.
+//! with `wrk` in alternating runs; then plinth routes that do one key-value read and one
+//! durable key-value write (`tests/programs/kv-plain`, acknowledged only once on disk) at 64
+//! connections, beside hello at 64. Prints req/s, p50/p99 latency, server CPU per request, and
+//! the ratio to native.
 //!
-//! Options: `--duration SECS` (default 10), `--connections N` (default 32), `--reps N`
-//! (default 3). On two or more cores the server is pinned to core 0 and wrk to core 1.
+//! Options: `--duration SECS` (default 10), `--connections N` for native and hello (default
+//! 32), `--reps N` (default 3). On two or more cores the server is pinned to core 0 and wrk to
+//! core 1.
 
 use crate::{cargo, guests, http, run, target_dir};
 use anyhow::{Context, Result, bail};
@@ -129,16 +132,30 @@ fn parse_latency_ms(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn wrk(url: &str, pid: u32, seconds: u64, options: &Options) -> Result<Sample> {
+/// Connections for the key-value rows (and the hello row beside them).
+const KV_CONNECTIONS: u32 = 64;
+
+/// One measured row: which server, what URL, how many connections, and an optional wrk script.
+struct Row {
+    name: &'static str,
+    pid: u32,
+    url: String,
+    connections: u32,
+    script: Option<std::path::PathBuf>,
+}
+
+fn wrk(row: &Row, seconds: u64) -> Result<Sample> {
     let wrk_path = Path::new("wrk");
-    let cpu_before = cpu_seconds(pid)?;
-    let out = pinned(wrk_path, 1)
-        .args(["-t1", "--latency"])
-        .arg(format!("-c{}", options.connections))
-        .arg(format!("-d{seconds}s"))
-        .arg(url)
-        .output()
-        .context("running wrk")?;
+    let cpu_before = cpu_seconds(row.pid)?;
+    let mut cmd = pinned(wrk_path, 1);
+    cmd.args(["-t1", "--latency"])
+        .arg(format!("-c{}", row.connections))
+        .arg(format!("-d{seconds}s"));
+    if let Some(script) = &row.script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd.arg(&row.url).output().context("running wrk")?;
+    let pid = row.pid;
     let cpu = cpu_seconds(pid)? - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut sample = Sample {
@@ -226,41 +243,92 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     if status != 200 {
         bail!("plinth's hello route answered {status}: {body}");
     }
+    http::deploy(
+        &plinth_base,
+        &token,
+        &root.join("tests/programs/kv-plain/plinth.toml"),
+        &guest_dir.join("kv_plain.wasm"),
+    )?;
+    // The value the kv-get row reads, written by the same PUT the kv-set row repeats.
+    let put_script = data_dir.with_extension("put.lua");
+    std::fs::write(
+        &put_script,
+        "wrk.method = \"PUT\"\nwrk.body = \"a 32-byte value for the kv bench!\"\n",
+    )?;
+    let kv_path = "/kv-plain/bench/key";
+    let status = http::put(&plinth_base, kv_path, b"a 32-byte value for the kv bench!")?;
+    if status != 200 {
+        bail!("storing the kv bench value answered {status}");
+    }
+    let kv_url = format!("{plinth_base}{kv_path}");
 
+    let row = |name, pid, url: String, connections, script: Option<&Path>| Row {
+        name,
+        pid,
+        url,
+        connections,
+        script: script.map(Path::to_path_buf),
+    };
     let servers = [
-        (
+        row(
             "native axum",
             native.0.id(),
             format!("http://{native_addr}/hello/bench"),
+            options.connections,
+            None,
         ),
-        (
+        row(
             "plinth hello (fresh instance)",
             plinth.0.id(),
             format!("{plinth_base}/hello/bench"),
+            options.connections,
+            None,
+        ),
+        row(
+            "plinth hello (fresh instance)",
+            plinth.0.id(),
+            format!("{plinth_base}/hello/bench"),
+            KV_CONNECTIONS,
+            None,
+        ),
+        row(
+            "plinth kv-get (1 read)",
+            plinth.0.id(),
+            kv_url.clone(),
+            KV_CONNECTIONS,
+            None,
+        ),
+        row(
+            "plinth kv-set (1 durable write)",
+            plinth.0.id(),
+            kv_url.clone(),
+            KV_CONNECTIONS,
+            Some(&put_script),
         ),
     ];
     eprintln!(
-        "warming up; then {} alternating runs of {} s each, wrk -t1 -c{}{}",
+        "warming up; then {} alternating runs of {} s each, wrk -t1{}",
         options.reps,
         options.duration,
-        options.connections,
         if cores() >= 2 {
             ", server on core 0, wrk on core 1"
         } else {
             ""
         }
     );
-    for (_, pid, url) in &servers {
-        wrk(url, *pid, 2, &options)?;
+    for row in &servers {
+        wrk(row, 2)?;
     }
     let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
     for rep in 0..options.reps {
-        for (i, (name, pid, url)) in servers.iter().enumerate() {
+        for (i, row) in servers.iter().enumerate() {
             std::thread::sleep(Duration::from_millis(500));
-            let sample = wrk(url, *pid, options.duration, &options)?;
+            let sample = wrk(row, options.duration)?;
             eprintln!(
-                "  run {}: {name}: {:.0} req/s, p99 {:.2} ms",
+                "  run {}: {} (-c{}): {:.0} req/s, p99 {:.2} ms",
                 rep + 1,
+                row.name,
+                row.connections,
                 sample.rps,
                 sample.p99_ms
             );
@@ -270,15 +338,20 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     drop(plinth);
     drop(native);
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_file(&put_script);
 
     println!();
-    println!("| server | req/s (median) | p50 ms | p99 ms | server CPU µs/req | × native |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| server | connections | req/s (median) | p50 ms | p99 ms | server CPU µs/req | × native |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let native_rps = median(samples[0].iter().map(|s| s.rps).collect());
-    for ((name, _, _), runs) in servers.iter().zip(&samples) {
+    for (row, runs) in servers.iter().zip(&samples) {
         let rps = median(runs.iter().map(|s| s.rps).collect());
         println!(
-            "| {name} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            row.name,
+            row.connections,
             median(runs.iter().map(|s| s.p50_ms).collect()),
             median(runs.iter().map(|s| s.p99_ms).collect()),
             median(runs.iter().map(|s| s.cpu_us_per_req).collect()),

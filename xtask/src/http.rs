@@ -86,3 +86,9 @@ pub fn get(base: &str, path: &str) -> Result<(u16, String)> {
     let mut resp = agent().get(format!("{base}{path}")).call()?;
     Ok((resp.status().as_u16(), resp.body_mut().read_to_string()?))
 }
+
+/// `PUT` a body to a path and return the status.
+pub fn put(base: &str, path: &str, body: &[u8]) -> Result<u16> {
+    let resp = agent().put(format!("{base}{path}")).send(body)?;
+    Ok(resp.status().as_u16())
+}

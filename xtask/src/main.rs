@@ -138,7 +138,7 @@ fn demo(root: &Path) -> Result<()> {
     };
     println!("\nPlinth is serving on {base} with the examples deployed. Try:\n");
     for line in lines {
-        println!("  curl -s {base}{line}");
+        println!("  {}", curl_line(&base, &line));
     }
     println!("  curl -s -H 'Authorization: Bearer {token}' {base}/admin/plugins");
     println!("\nAdmin token for this run: {token}\nCtrl-C stops the server.");
@@ -147,6 +147,25 @@ fn demo(root: &Path) -> Result<()> {
         bail!("plinth exited with {status}");
     }
     Ok(())
+}
+
+/// A curl command for a manifest's `# try:` line: `/path` (a GET), `METHOD /path`, or
+/// `METHOD /path {json body}`.
+fn curl_line(base: &str, line: &str) -> String {
+    let (method, rest) = match line.split_once(' ') {
+        Some((method, rest)) if method.chars().all(|c| c.is_ascii_uppercase()) => (method, rest),
+        _ => ("GET", line),
+    };
+    let (path, body) = rest.split_once(' ').unwrap_or((rest, ""));
+    let mut cmd = String::from("curl -s");
+    if method != "GET" {
+        cmd.push_str(&format!(" -X {method}"));
+    }
+    cmd.push_str(&format!(" {base}{path}"));
+    if !body.is_empty() {
+        cmd.push_str(&format!(" -H 'content-type: application/json' -d '{body}'"));
+    }
+    cmd
 }
 
 /// The crates whose `wit/deps` hold the standard WASI packages Plinth's WIT uses, and the

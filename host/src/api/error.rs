@@ -253,7 +253,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, details) = self.parts();
-        if status.is_server_error() {
+        // Expected states (starting up, waiting for config) are not failures worth a log line.
+        let expected = matches!(self, ApiError::NotReady | ApiError::ConfigMissing { .. });
+        if status.is_server_error() && !expected {
             tracing::error!(code, error = %self, "request failed");
         }
         let mut error = json!({ "code": code, "message": self.public_message() });
