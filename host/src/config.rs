@@ -391,6 +391,20 @@ mod tests {
     }
 
     #[test]
+    fn storage_settings_have_defaults_and_parse() {
+        let cfg = RawConfig::default().resolve().unwrap();
+        assert_eq!(cfg.durability, Durability::Durable);
+        assert_eq!(cfg.kv_limits.max_value, 1 << 20);
+        assert_eq!(cfg.kv_limits.quota, 256 << 20);
+        let file: RawConfig =
+            toml::from_str("durability = \"periodic\"\nkv_quota = \"1GiB\"").unwrap();
+        let cfg = file.resolve().unwrap();
+        assert_eq!(cfg.durability, Durability::Periodic);
+        assert_eq!(cfg.kv_limits.quota, 1 << 30);
+        assert!(toml::from_str::<RawConfig>("durability = \"sometimes\"").is_err());
+    }
+
+    #[test]
     fn unknown_file_keys_and_bad_values_are_rejected() {
         assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
         let bad = RawConfig {

@@ -291,6 +291,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn periodic_mode_returns_at_once_and_flushes_on_its_timer() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let counter = flushes.clone();
+        let group = GroupCommit::start(
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+            true,
+        )
+        .unwrap();
+        group.written_lazily().wait_blocking().unwrap();
+        let deadline = std::time::Instant::now() + PERIODIC_FLUSH * 10;
+        while flushes.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timer never flushed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Dropping the committer flushes what is pending and stops the thread.
+        let before = flushes.load(Ordering::SeqCst);
+        let _pending = group.written_lazily();
+        drop(group);
+        assert_eq!(flushes.load(Ordering::SeqCst), before + 1);
+    }
+
     #[tokio::test]
     async fn a_failed_flush_is_reported_to_its_writers() {
         let group = GroupCommit::start(
