@@ -1,12 +1,15 @@
 //! Durability under `kill -9`: 8 clients write through a plugin while the host is killed at a
 //! random moment; then the host is killed again at a random moment of its restart. Every write
 //! that was acknowledged (a 200 after the plugin's `set`) must be there once the host is up
-//! again, and the store must open every time.
+//! again, the store must open every time, and each plugin's usage counter must equal what its
+//! entries use.
 //!
 //! CI runs `PLINTH_CRASH_ROUNDS` (default 20) rounds of each; a longer soak is
 //! `PLINTH_CRASH_ROUNDS=500 cargo test -p plinth --test e2e crash -- --nocapture`.
 
 use crate::harness::{Guest, Options, Server, TempDir, command};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use rand::Rng;
 use reqwest::StatusCode;
 use std::collections::BTreeSet;
@@ -22,16 +25,34 @@ fn rounds() -> usize {
         .unwrap_or(20)
 }
 
-/// Keys the export of `kv-plain` holds in bucket `crash`.
+/// Keys the export of `kv-plain` holds in bucket `crash`. Also checks that the plugin's usage
+/// counter equals what its entries really use (a crash must not leave it wrong).
 async fn stored_keys(server: &Server) -> BTreeSet<String> {
     let export = server
         .admin(reqwest::Method::GET, "/admin/plugins/kv-plain/kv/export")
         .await;
     assert_eq!(export.status, StatusCode::OK);
-    export
+    let entries: Vec<serde_json::Value> = export
         .text()
         .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let used: usize = entries
+        .iter()
+        .map(|e| {
+            let value = STANDARD
+                .decode(e["value_base64"].as_str().unwrap())
+                .unwrap();
+            e["bucket"].as_str().unwrap().len() + e["key"].as_str().unwrap().len() + value.len()
+        })
+        .sum();
+    let page = server
+        .admin(reqwest::Method::GET, "/admin/plugins/kv-plain/kv?limit=1")
+        .await
+        .json();
+    assert_eq!(page["usage_bytes"], used as u64, "usage counter drifted");
+    entries
+        .iter()
         .filter(|entry| entry["bucket"] == "crash")
         .map(|entry| entry["key"].as_str().unwrap().to_string())
         .collect()
@@ -111,8 +132,10 @@ async fn acknowledged_writes_survive_kill_during_writes_and_during_restart() {
         "acknowledged writes lost in the last round"
     );
     assert!(restarts_killed > 0, "no restart was interrupted");
+    let quarantined = std::fs::read_dir(dir.path().join("quarantine")).map_or(0, |d| d.count());
     eprintln!(
-        "{} rounds: {} acknowledged writes, all present; {restarts_killed} restarts killed",
+        "{} rounds: {} acknowledged writes, all present; {restarts_killed} restarts killed; \
+         {quarantined} partial snapshots quarantined",
         rounds(),
         expected.len()
     );
