@@ -90,6 +90,21 @@ pub struct ServeArgs {
     /// Most bytes (keys + values) one plugin may store [default: 256MiB]
     #[arg(long, env = "PLINTH_KV_QUOTA", value_name = "SIZE")]
     pub kv_quota: Option<ByteSize>,
+    /// Deadline of a plugin request, e.g. 10s; over it the client gets 504 [default: 10s]
+    #[arg(long, env = "PLINTH_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// Linear memory limit of a plugin instance [default: 64MiB]
+    #[arg(long, env = "PLINTH_MEMORY_LIMIT", value_name = "SIZE")]
+    pub memory_limit: Option<ByteSize>,
+    /// Instances of one plugin at once; more requests wait, then get 503 [default: 16]
+    #[arg(long, env = "PLINTH_MAX_CONCURRENCY", value_name = "N")]
+    pub max_concurrency: Option<u32>,
+    /// Largest request body a plugin route accepts (413 beyond) [default: 10MiB]
+    #[arg(long, env = "PLINTH_MAX_REQUEST_BODY", value_name = "SIZE")]
+    pub max_request_body: Option<ByteSize>,
+    /// Plugin requests served at once across all plugins; more get 503 [default: 256]
+    #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
+    pub max_in_flight: Option<u32>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -108,6 +123,11 @@ impl ServeArgs {
             durability: self.durability,
             kv_max_value_size: self.kv_max_value_size,
             kv_quota: self.kv_quota,
+            request_timeout: self.request_timeout.clone(),
+            memory_limit: self.memory_limit,
+            max_concurrency: self.max_concurrency,
+            max_request_body: self.max_request_body,
+            max_in_flight: self.max_in_flight,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

@@ -3,6 +3,7 @@
 
 use crate::auth::throttle::RateLimit;
 use crate::auth::{AuthSettings, PasswordParams, Registration};
+use crate::runtime::limits::{DEFAULT_CAPS, DEFAULT_LIMITS, Limits};
 use crate::store::{Durability, KvLimits};
 use serde::Deserialize;
 use std::fmt;
@@ -21,6 +22,10 @@ pub const DEFAULT_MAX_COMPONENT_SIZE: ByteSize = ByteSize(64 * 1024 * 1024);
 pub const DEFAULT_KV_MAX_VALUE_SIZE: ByteSize = ByteSize(1024 * 1024);
 /// Default per-plugin key-value quota.
 pub const DEFAULT_KV_QUOTA: ByteSize = ByteSize(256 * 1024 * 1024);
+/// Default cap on requests being served at once across all plugins.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
+/// Default time a request waits for a busy plugin before 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default access token lifetime.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default refresh token lifetime.
@@ -156,6 +161,30 @@ pub struct RawConfig {
     pub kv_max_value_size: Option<ByteSize>,
     /// Most bytes one plugin may keep in its key-value store.
     pub kv_quota: Option<ByteSize>,
+    /// Default wall-clock deadline of a plugin request, e.g. `10s`.
+    pub request_timeout: Option<String>,
+    /// Most a manifest may set `timeout` to.
+    pub request_timeout_cap: Option<String>,
+    /// Default linear memory limit of an instance.
+    pub memory_limit: Option<ByteSize>,
+    /// Most a manifest may set `memory` to (also sizes the instance pool's slots).
+    pub memory_limit_cap: Option<ByteSize>,
+    /// Default instances of one plugin at once.
+    pub max_concurrency: Option<u32>,
+    /// Most a manifest may set `max_concurrency` to.
+    pub max_concurrency_cap: Option<u32>,
+    /// Default largest request body of a plugin route.
+    pub max_request_body: Option<ByteSize>,
+    /// Most a manifest may set `max_request_body` to.
+    pub max_request_body_cap: Option<ByteSize>,
+    /// Default largest response body of a plugin route.
+    pub max_response_body: Option<ByteSize>,
+    /// Most a manifest may set `max_response_body` to.
+    pub max_response_body_cap: Option<ByteSize>,
+    /// Plugin requests served at once across all plugins; more get 503 at once.
+    pub max_in_flight: Option<u32>,
+    /// How long a request waits for a busy plugin before 503, e.g. `1s`.
+    pub queue_timeout: Option<String>,
     /// Access token lifetime, e.g. `15m`.
     pub access_token_ttl: Option<String>,
     /// Refresh token lifetime, e.g. `30days`.
@@ -228,6 +257,18 @@ impl RawConfig {
             durability: self.durability.or(lower.durability),
             kv_max_value_size: self.kv_max_value_size.or(lower.kv_max_value_size),
             kv_quota: self.kv_quota.or(lower.kv_quota),
+            request_timeout: self.request_timeout.or(lower.request_timeout),
+            request_timeout_cap: self.request_timeout_cap.or(lower.request_timeout_cap),
+            memory_limit: self.memory_limit.or(lower.memory_limit),
+            memory_limit_cap: self.memory_limit_cap.or(lower.memory_limit_cap),
+            max_concurrency: self.max_concurrency.or(lower.max_concurrency),
+            max_concurrency_cap: self.max_concurrency_cap.or(lower.max_concurrency_cap),
+            max_request_body: self.max_request_body.or(lower.max_request_body),
+            max_request_body_cap: self.max_request_body_cap.or(lower.max_request_body_cap),
+            max_response_body: self.max_response_body.or(lower.max_response_body),
+            max_response_body_cap: self.max_response_body_cap.or(lower.max_response_body_cap),
+            max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            queue_timeout: self.queue_timeout.or(lower.queue_timeout),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -273,6 +314,54 @@ impl RawConfig {
                 });
             }
         };
+        let caps = Limits {
+            memory: self.memory_limit_cap.map_or(DEFAULT_CAPS.memory, |b| b.0),
+            timeout: parse_ttl(
+                "request_timeout_cap",
+                self.request_timeout_cap,
+                DEFAULT_CAPS.timeout,
+            )?,
+            max_concurrency: self
+                .max_concurrency_cap
+                .unwrap_or(DEFAULT_CAPS.max_concurrency),
+            max_request_body: self
+                .max_request_body_cap
+                .map_or(DEFAULT_CAPS.max_request_body, |b| b.0),
+            max_response_body: self
+                .max_response_body_cap
+                .map_or(DEFAULT_CAPS.max_response_body, |b| b.0),
+        };
+        let limit_defaults = Limits {
+            memory: self.memory_limit.map_or(DEFAULT_LIMITS.memory, |b| b.0),
+            timeout: parse_ttl(
+                "request_timeout",
+                self.request_timeout,
+                DEFAULT_LIMITS.timeout,
+            )?,
+            max_concurrency: self
+                .max_concurrency
+                .unwrap_or(DEFAULT_LIMITS.max_concurrency),
+            max_request_body: self
+                .max_request_body
+                .map_or(DEFAULT_LIMITS.max_request_body, |b| b.0),
+            max_response_body: self
+                .max_response_body
+                .map_or(DEFAULT_LIMITS.max_response_body, |b| b.0),
+        };
+        // A default above its cap would make every manifest without [limits] undeployable.
+        let limit_defaults = limit_defaults
+            .for_manifest(&caps, &Default::default())
+            .map_err(|e| ConfigError::Value {
+                key: e.name,
+                value: e.value,
+                reason: e.reason,
+            })?;
+        let limits = LimitSettings {
+            defaults: limit_defaults,
+            caps,
+            max_in_flight: self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
+            queue_timeout: parse_ttl("queue_timeout", self.queue_timeout, DEFAULT_QUEUE_TIMEOUT)?,
+        };
         let defaults = PasswordParams::default();
         let auth = AuthSettings {
             registration: self.registration.unwrap_or_default(),
@@ -315,6 +404,7 @@ impl RawConfig {
                 .max_component_size
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
             durability: self.durability.unwrap_or_default(),
+            limits,
             kv_limits: KvLimits {
                 max_value: self
                     .kv_max_value_size
@@ -324,6 +414,31 @@ impl RawConfig {
             },
             auth,
         })
+    }
+}
+
+/// The sandbox limits in force: per-plugin defaults, the caps manifests may raise them to, and
+/// the host-wide admission settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// What a plugin gets when its manifest says nothing.
+    pub defaults: Limits,
+    /// The most a manifest may ask for.
+    pub caps: Limits,
+    /// Plugin requests served at once across all plugins (503 `overloaded` beyond).
+    pub max_in_flight: u32,
+    /// How long a request waits for a busy plugin before 503 `plugin_busy`.
+    pub queue_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            defaults: DEFAULT_LIMITS,
+            caps: DEFAULT_CAPS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+        }
     }
 }
 
@@ -340,6 +455,8 @@ pub struct ServerConfig {
     pub max_component_size: ByteSize,
     /// When plugin kv writes return.
     pub durability: Durability,
+    /// Sandbox limits of plugin requests.
+    pub limits: LimitSettings,
     /// Value size limit and quota of every plugin's key-value store.
     pub kv_limits: KvLimits,
     /// Accounts, tokens and the admin token.
@@ -355,6 +472,7 @@ impl fmt::Debug for ServerConfig {
             .field("log_format", &self.log_format)
             .field("max_component_size", &self.max_component_size)
             .field("durability", &self.durability)
+            .field("limits", &self.limits)
             .field("kv_limits", &self.kv_limits)
             .field("auth", &self.auth)
             .finish()

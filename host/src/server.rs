@@ -67,12 +67,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         tokio::task::spawn_blocking({
             let store = store.clone();
             let limits = config.kv_limits;
-            move || Runtime::new(store, limits)
+            let max_memory = config.limits.caps.memory;
+            move || Runtime::new(store, limits, max_memory)
         })
         .await
         .map_err(|e| ServeError::Startup(e.to_string()))??,
     );
-    let registry = Arc::new(Registry::new(store.clone(), runtime.clone()));
+    let registry = Arc::new(Registry::new(store.clone(), runtime.clone(), config.limits));
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);
     let app = api::router(AppState {
@@ -82,6 +83,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         max_component_size: config.max_component_size,
         store: store.clone(),
         kv_limits: config.kv_limits,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_in_flight as usize,
+        )),
+        queue_timeout: config.limits.queue_timeout,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -266,13 +266,17 @@ async fn ten_concurrent_deploys_of_different_plugins_all_land() {
 #[tokio::test]
 async fn requests_in_flight_during_a_replace_all_succeed() {
     let server = Server::start();
-    server.deploy_guest(Guest::PlainHttp).await;
-    // 200 requests that each stay in the plugin for 300 ms.
+    let plain = Guest::PlainHttp;
+    // Room for every request below at once (the default is 16 instances per plugin).
+    let roomy = format!("{}\n[limits]\nmax_concurrency = 64\n", plain.manifest());
+    let first = server.deploy("plain", &roomy, &plain.component()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    // 60 requests that each stay in the plugin for 300 ms.
     let in_flight = tokio::spawn({
         let client = server.client().clone();
         let base = server.base.clone();
         async move {
-            let requests = (0..200).map(|_| {
+            let requests = (0..60).map(|_| {
                 let client = client.clone();
                 let url = format!("{base}/plain/sleep/300");
                 async move {
@@ -284,10 +288,7 @@ async fn requests_in_flight_during_a_replace_all_succeed() {
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let plain = Guest::PlainHttp;
-    let manifest = plain
-        .manifest()
-        .replace("[\"GET\", \"POST\"]", "[\"GET\", \"POST\", \"PUT\"]");
+    let manifest = roomy.replace("[\"GET\", \"POST\"]", "[\"GET\", \"POST\", \"PUT\"]");
     let replaced = server.deploy("plain", &manifest, &plain.component()).await;
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text());
     for (status, body) in in_flight.await.unwrap() {

@@ -395,6 +395,7 @@ pub enum Guest {
     Counter,
     Todo,
     Shortener,
+    Misbehave,
 }
 
 fn repo_root() -> PathBuf {
@@ -423,6 +424,7 @@ impl Guest {
             Guest::Counter => "counter",
             Guest::Todo => "todo",
             Guest::Shortener => "shortener",
+            Guest::Misbehave => "misbehave",
         }
     }
 
@@ -438,6 +440,7 @@ impl Guest {
             Guest::Counter => root.join("examples/counter"),
             Guest::Todo => root.join("examples/todo"),
             Guest::Shortener => root.join("examples/shortener"),
+            Guest::Misbehave => root.join("tests/programs/misbehave"),
         }
     }
 
@@ -452,6 +455,7 @@ impl Guest {
             Guest::Counter => "counter.wasm",
             Guest::Todo => "todo.wasm",
             Guest::Shortener => "shortener.wasm",
+            Guest::Misbehave => "misbehave.wasm",
         }
     }
 

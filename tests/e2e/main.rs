@@ -10,4 +10,5 @@ mod examples;
 mod harness;
 mod kv;
 mod lifecycle;
+mod limits;
 mod serving;

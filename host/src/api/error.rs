@@ -79,6 +79,19 @@ pub enum ApiError {
     /// A listing cursor that this server did not hand out.
     #[error("invalid cursor {0:?}: pass the `cursor` of the previous page unchanged")]
     InvalidCursor(String),
+    /// Every request slot of the host is taken.
+    #[error("the server is at its limit of requests in flight; try again")]
+    Overloaded,
+    /// Every instance slot of the plugin stayed taken for the queue timeout.
+    #[error(
+        "plugin {plugin:?} is busy: all {max_concurrency} of its instances are serving; try again"
+    )]
+    PluginBusy {
+        /// The plugin.
+        plugin: String,
+        /// Its limit.
+        max_concurrency: u32,
+    },
     /// A line of a kv import is malformed; nothing was imported.
     #[error("line {line} of the import is invalid ({message}); nothing was imported")]
     InvalidImport {
@@ -181,6 +194,11 @@ impl ApiError {
                 | DeployError::Route(RouteError::DuplicateMethod { .. }) => {
                     (S::BAD_REQUEST, "invalid_manifest", None)
                 }
+                DeployError::Limit(e) => (
+                    S::BAD_REQUEST,
+                    "limit_over_cap",
+                    Some(json!({ "limit": e.name })),
+                ),
                 DeployError::NotFound(_) => (S::NOT_FOUND, "plugin_not_found", None),
                 DeployError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
                 DeployError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
@@ -191,6 +209,14 @@ impl ApiError {
             ApiError::Plugin(HandleError::Trap(_) | HandleError::NoResponse) => {
                 (S::INTERNAL_SERVER_ERROR, "plugin_failed", None)
             }
+            ApiError::Plugin(HandleError::Timeout(_)) => {
+                (S::GATEWAY_TIMEOUT, "deadline_exceeded", None)
+            }
+            ApiError::Plugin(HandleError::MemoryLimit(_)) => {
+                (S::INTERNAL_SERVER_ERROR, "memory_limit_exceeded", None)
+            }
+            ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", None),
+            ApiError::PluginBusy { .. } => (S::SERVICE_UNAVAILABLE, "plugin_busy", None),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "invalid_upload", None),
             ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::NotFound { .. } => (S::NOT_FOUND, "not_found", None),
@@ -282,6 +308,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::Plugin(HandleError::Instantiate(_))
             | ApiError::NotReady
+            | ApiError::Overloaded
+            | ApiError::PluginBusy { .. }
             | ApiError::Account(AccountError::Busy) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -43,6 +43,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Limits kv imports are checked against, the same as plugins' writes.
     pub kv_limits: KvLimits,
+    /// One permit per plugin request being served; none left means 503 `overloaded`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for a busy plugin.
+    pub queue_timeout: std::time::Duration,
 }
 
 /// The whole API as one axum router.

@@ -5,6 +5,7 @@ use crate::auth::Principal;
 use crate::router::Lookup;
 use crate::runtime::RequestContext;
 use crate::runtime::identity::Caller;
+use crate::runtime::limits::RequestLimit;
 use crate::runtime::route::RouteCtx;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -72,6 +73,31 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         }
         .into_response();
     }
+    let limits = plugin.limits;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_request_body) {
+        return too_large(limits.max_request_body);
+    }
+    // Admission: a host-wide cap answered at once, then the plugin's own, waited for briefly.
+    let Ok(in_flight) = state.in_flight.clone().try_acquire_owned() else {
+        return ApiError::Overloaded.into_response();
+    };
+    let slot = match tokio::time::timeout(state.queue_timeout, plugin.slots.clone().acquire_owned())
+        .await
+    {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return ApiError::PluginBusy {
+                plugin: plugin.name.to_string(),
+                max_concurrency: limits.max_concurrency,
+            }
+            .into_response();
+        }
+    };
     let context = RequestContext {
         route: RouteCtx {
             pattern: pattern.to_string(),
@@ -80,17 +106,37 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         caller: principal.map(caller),
         config: config.variables.clone(),
     };
-    match state
-        .runtime
-        .handle(&plugin.code, plugin.name.clone(), context, request)
-        .await
-    {
+    let crossed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let request =
+        request.map(|body| RequestLimit::new(body, limits.max_request_body, crossed.clone()));
+    let handled = state.runtime.handle(
+        &plugin.code,
+        plugin.name.clone(),
+        context,
+        request,
+        limits,
+        (in_flight, slot),
+    );
+    // A body that crosses the limit ends the request with 413 at once, whatever the plugin is
+    // doing; dropping `handled` before the head exists stops the instance.
+    let outcome = tokio::select! {
+        outcome = handled => outcome,
+        () = crossed.notified() => return too_large(limits.max_request_body),
+    };
+    match outcome {
         Ok(response) => response.map(Body::new),
         Err(e) => {
             tracing::error!(plugin = &*plugin.name, error = %e, "plugin request failed");
             ApiError::from(e).into_response()
         }
     }
+}
+
+fn too_large(limit: u64) -> Response {
+    ApiError::PayloadTooLarge {
+        limit: crate::config::ByteSize(limit).to_string(),
+    }
+    .into_response()
 }
 
 /// The caller as the plugin sees it.

@@ -183,6 +183,9 @@ pub struct Manifest {
     /// Config keys the operator must set.
     #[serde(default)]
     pub config: ConfigSpec,
+    /// Sandbox limits, lowered or raised (up to the operator's caps) from the server defaults.
+    #[serde(default)]
+    pub limits: crate::runtime::limits::LimitsSpec,
 }
 
 impl Manifest {

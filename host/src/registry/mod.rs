@@ -12,7 +12,9 @@ pub mod manifest;
 pub mod plugin_config;
 
 use crate::auth::AuthPolicy;
+use crate::config::LimitSettings;
 use crate::router::{RouteError, RouteTable};
+use crate::runtime::limits::{LimitError, Limits};
 use crate::runtime::{CompileError, PluginCode, Runtime};
 use crate::store::{PluginRecord, Store, StoreError};
 use arc_swap::ArcSwap;
@@ -49,6 +51,9 @@ pub enum DeployError {
     /// A route clashes with another plugin's.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The manifest asks for limits beyond the operator's caps.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// No plugin of that name is deployed.
     #[error("no plugin named {0:?} is deployed")]
     NotFound(String),
@@ -70,6 +75,23 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     /// Its compiled code.
     pub code: PluginCode,
+    /// The limits its requests run under.
+    pub limits: Limits,
+    /// One permit per instance allowed at once (`limits.max_concurrency`).
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl LoadedPlugin {
+    fn new(record: PluginRecord, manifest: Manifest, code: PluginCode, limits: Limits) -> Self {
+        Self {
+            name: Arc::from(record.name.as_str()),
+            record,
+            manifest,
+            code,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
+            limits,
+        }
+    }
 }
 
 /// Where a route leads: the plugin and the auth settings of that route.
@@ -185,6 +207,8 @@ pub struct Registry {
     writes: tokio::sync::Mutex<()>,
     /// Each plugin's config as its instances read it; replaced whole on every change.
     config: ArcSwap<BTreeMap<String, Arc<ConfigSnapshot>>>,
+    /// Server defaults and caps for plugin limits.
+    limits: LimitSettings,
 }
 
 /// Builds the route table for `plugins`, adding `last` after the others so a conflict names
@@ -229,7 +253,7 @@ fn now_ms() -> u64 {
 
 impl Registry {
     /// An empty registry over `store`; call [`Registry::load`] to activate what is stored.
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>, limits: LimitSettings) -> Self {
         Self {
             store,
             runtime,
@@ -237,6 +261,7 @@ impl Registry {
             ready: AtomicBool::new(false),
             writes: tokio::sync::Mutex::new(()),
             config: ArcSwap::from_pointee(BTreeMap::new()),
+            limits,
         }
     }
 
@@ -374,21 +399,23 @@ impl Registry {
         for record in records {
             let store = self.store.clone();
             let runtime = self.runtime.clone();
+            let settings = self.limits;
             tasks.push(tokio::task::spawn_blocking(move || {
                 let name = record.name.clone();
                 let result = (|| -> Result<LoadedPlugin, String> {
                     let manifest = Manifest::parse(&record.manifest).map_err(|e| e.to_string())?;
+                    // Caps may have been lowered since the deploy: then the plugin stays
+                    // inactive, with the reason in the log, rather than run over the caps.
+                    let limits = settings
+                        .defaults
+                        .for_manifest(&settings.caps, &manifest.limits)
+                        .map_err(|e| e.to_string())?;
                     let bytes = store
                         .component(&record.sha256)
                         .map_err(|e| e.to_string())?
                         .ok_or("its component blob is missing")?;
                     let code = runtime.compile(&bytes).map_err(|e| e.to_string())?;
-                    Ok(LoadedPlugin {
-                        name: Arc::from(record.name.as_str()),
-                        record,
-                        manifest,
-                        code,
-                    })
+                    Ok(LoadedPlugin::new(record, manifest, code, limits))
                 })();
                 (name, result)
             }));
@@ -431,6 +458,10 @@ impl Registry {
     ) -> Result<Deployed, DeployError> {
         let name = PluginName::parse(url_name).map_err(DeployError::InvalidName)?;
         let manifest = Manifest::parse(&manifest_text)?;
+        let limits = self
+            .limits
+            .defaults
+            .for_manifest(&self.limits.caps, &manifest.limits)?;
         if manifest.name != name {
             return Err(DeployError::NameMismatch {
                 url: name.to_string(),
@@ -451,12 +482,7 @@ impl Registry {
             size: component.len() as u64,
             deployed_at_ms: now_ms(),
         };
-        let plugin = Arc::new(LoadedPlugin {
-            name: Arc::from(name.as_str()),
-            record: record.clone(),
-            manifest,
-            code,
-        });
+        let plugin = Arc::new(LoadedPlugin::new(record.clone(), manifest, code, limits));
 
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();

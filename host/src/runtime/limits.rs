@@ -4,25 +4,243 @@
 //! tables kept resident and `PAGEMAP_SCAN` resetting only the pages a guest dirtied, a fresh
 //! instance per request costs ~12 µs instead of ~30 µs, with isolation unchanged.
 
-use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
+    StoreLimitsBuilder,
+};
 
-/// Largest linear memory one instance may grow to.
-pub const MAX_MEMORY: usize = 64 << 20;
+/// How often the engine's epoch advances. A running guest yields to the async runtime at every
+/// tick, so a busy loop holds a tokio worker for at most this long, and deadlines are checked
+/// at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Component resource handles (WASI streams, fields, buckets, ...) one instance may hold at
+/// once. A request needs a few dozen; the default table allows a million.
+pub const MAX_RESOURCE_HANDLES: usize = 1000;
+/// Core instances, tables and memories one component instance may create; generous for real
+/// components (a Rust component has fewer than ten of each), small enough to stop abuse.
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+/// Elements in one table (function pointers of a large guest fit easily).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The limits one plugin's requests run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory of an instance, in bytes.
+    pub memory: u64,
+    /// Wall-clock deadline of a request, from instantiation to the end of the response body.
+    pub timeout: Duration,
+    /// Instances of the plugin alive at once; more requests wait, then get 503.
+    pub max_concurrency: u32,
+    /// Largest request body, in bytes (413 beyond it).
+    pub max_request_body: u64,
+    /// Largest response body, in bytes (the response is cut off beyond it).
+    pub max_response_body: u64,
+}
+
+/// Server defaults for every plugin.
+pub const DEFAULT_LIMITS: Limits = Limits {
+    memory: 64 << 20,
+    timeout: Duration::from_secs(10),
+    max_concurrency: 16,
+    max_request_body: 10 << 20,
+    max_response_body: 64 << 20,
+};
+
+/// How far a manifest may raise a limit.
+pub const DEFAULT_CAPS: Limits = Limits {
+    memory: 256 << 20,
+    timeout: Duration::from_secs(30),
+    max_concurrency: 64,
+    max_request_body: 100 << 20,
+    max_response_body: 1 << 30,
+};
+
+/// A manifest's `[limits]`: each value may lower the server default or raise it up to the
+/// operator's cap.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// e.g. `"128MiB"`.
+    pub memory: Option<crate::config::ByteSize>,
+    /// e.g. `"2s"`.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// e.g. `32`.
+    pub max_concurrency: Option<u32>,
+    /// e.g. `"1MiB"`.
+    pub max_request_body: Option<crate::config::ByteSize>,
+    /// e.g. `"256MiB"`.
+    pub max_response_body: Option<crate::config::ByteSize>,
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+}
+
+/// A manifest limit above the operator's cap (or zero).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[limits] {name} = {value} is not allowed: {reason}")]
+pub struct LimitError {
+    /// The limit.
+    pub name: &'static str,
+    /// The value asked for.
+    pub value: String,
+    /// Why not.
+    pub reason: String,
+}
+
+impl Limits {
+    /// The limits of a plugin whose manifest asks for `spec`, with `self` as the defaults and
+    /// `caps` as the most a manifest may ask for.
+    pub fn for_manifest(&self, caps: &Limits, spec: &LimitsSpec) -> Result<Limits, LimitError> {
+        fn pick<T: PartialOrd + Copy + std::fmt::Debug>(
+            name: &'static str,
+            asked: Option<T>,
+            default: T,
+            cap: T,
+            zero: T,
+            show: impl Fn(T) -> String,
+        ) -> Result<T, LimitError> {
+            let Some(value) = asked else {
+                return Ok(if default > cap { cap } else { default });
+            };
+            if value <= zero {
+                return Err(LimitError {
+                    name,
+                    value: show(value),
+                    reason: "it must be more than zero".into(),
+                });
+            }
+            if value > cap {
+                return Err(LimitError {
+                    name,
+                    value: show(value),
+                    reason: format!("the operator's cap is {}", show(cap)),
+                });
+            }
+            Ok(value)
+        }
+        let bytes = |n: u64| crate::config::ByteSize(n).to_string();
+        Ok(Limits {
+            memory: pick(
+                "memory",
+                spec.memory.map(|b| b.0),
+                self.memory,
+                caps.memory,
+                0,
+                bytes,
+            )?,
+            timeout: pick(
+                "timeout",
+                spec.timeout,
+                self.timeout,
+                caps.timeout,
+                Duration::ZERO,
+                |d| humantime::format_duration(d).to_string(),
+            )?,
+            max_concurrency: pick(
+                "max_concurrency",
+                spec.max_concurrency,
+                self.max_concurrency,
+                caps.max_concurrency,
+                0,
+                |n| n.to_string(),
+            )?,
+            max_request_body: pick(
+                "max_request_body",
+                spec.max_request_body.map(|b| b.0),
+                self.max_request_body,
+                caps.max_request_body,
+                0,
+                bytes,
+            )?,
+            max_response_body: pick(
+                "max_response_body",
+                spec.max_response_body.map(|b| b.0),
+                self.max_response_body,
+                caps.max_response_body,
+                0,
+                bytes,
+            )?,
+        })
+    }
+
+    /// The wasmtime limiter of one instance under these limits. Growing memory past the limit
+    /// traps (rather than returning -1, which a Rust guest turns into an abort anyway) so the
+    /// host can tell the operator why the request failed.
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(self.memory).unwrap_or(usize::MAX))
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .instances(MAX_CORE_INSTANCES)
+            .tables(MAX_TABLES)
+            .memories(MAX_MEMORIES)
+            .trap_on_grow_failure(true)
+            .build()
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread; stops when dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let engine = engine.clone();
+        let thread = std::thread::Builder::new()
+            .name("plinth-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 /// Instances alive at once across all plugins; the pool reserves (virtual) slots for each.
 pub const MAX_INSTANCES: u32 = 1000;
 /// Resident bytes kept per memory and table slot between instances, instead of handing the
 /// pages back to the kernel: saves the `madvise` + page faults on every request.
 const KEEP_RESIDENT: usize = 1 << 20;
 
-/// The engine configuration every plugin runs under.
-pub fn engine_config() -> Config {
+/// The engine configuration every plugin runs under; `max_memory` is the largest memory any
+/// plugin may have (the operator's cap), which sizes each slot of the pool.
+pub fn engine_config(max_memory: u64) -> Config {
+    let max_memory = usize::try_from(max_memory).unwrap_or(usize::MAX);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(MAX_INSTANCES)
         .total_core_instances(MAX_INSTANCES * 4)
         .total_memories(MAX_INSTANCES)
         .total_tables(MAX_INSTANCES * 4)
         .total_stacks(MAX_INSTANCES)
-        .max_memory_size(MAX_MEMORY)
+        .max_memory_size(max_memory)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
         // keep_resident is only a win with PAGEMAP_SCAN (Linux >= 6.7); `Auto` falls back to
@@ -35,6 +253,159 @@ pub fn engine_config() -> Config {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         // WASI 0.2 guests never use the component-model async runtime; building it into every
         // store costs ~2.7 µs per instance.
-        .concurrency_support(false);
+        .concurrency_support(false)
+        // A guest is interrupted at every epoch tick to yield (see `EpochTicker`), so a busy
+        // loop cannot hold a worker thread, and its deadline can end it.
+        .epoch_interruption(true);
     config
+}
+
+/// A response body that ends with an error once it has passed `limit` bytes, so a plugin
+/// cannot stream without bound. The client sees the response cut off.
+pub struct ResponseLimit<B> {
+    inner: B,
+    remaining: u64,
+    limit: u64,
+}
+
+impl<B> ResponseLimit<B> {
+    /// Wraps `inner`, allowing `limit` bytes.
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl<B> http_body::Body for ResponseLimit<B>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > this.remaining {
+                this.remaining = 0;
+                tracing::warn!(
+                    limit = this.limit,
+                    "plugin response cut off at its size limit"
+                );
+                return std::task::Poll::Ready(Some(Err(
+                    wasmtime_wasi_http::Error::HttpResponseBodySize(Some(this.limit)),
+                )));
+            }
+            this.remaining -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that fails once it has passed `limit` bytes and tells the dispatcher, which
+/// then answers 413 without reading (or buffering) the rest.
+pub struct RequestLimit<B> {
+    inner: B,
+    remaining: u64,
+    crossed: Arc<tokio::sync::Notify>,
+}
+
+/// The error a [`RequestLimit`] body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+impl<B> RequestLimit<B> {
+    /// Wraps `inner`, allowing `limit` bytes; `crossed` is notified when the limit is passed.
+    pub fn new(inner: B, limit: u64, crossed: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            crossed,
+        }
+    }
+}
+
+impl<B> http_body::Body for RequestLimit<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = bytes::Bytes;
+    type Error = String;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        this.crossed.notify_one();
+                        return Poll::Ready(Some(Err("request body over its limit".into())));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.to_string()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_lower_or_raise_up_to_the_cap() {
+        let spec: LimitsSpec =
+            toml::from_str("memory = \"128MiB\"\ntimeout = \"2s\"\nmax_concurrency = 4").unwrap();
+        let limits = DEFAULT_LIMITS.for_manifest(&DEFAULT_CAPS, &spec).unwrap();
+        assert_eq!(limits.memory, 128 << 20);
+        assert_eq!(limits.timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_concurrency, 4);
+        assert_eq!(limits.max_request_body, DEFAULT_LIMITS.max_request_body);
+        let greedy: LimitsSpec = toml::from_str("timeout = \"5m\"").unwrap();
+        let err = DEFAULT_LIMITS
+            .for_manifest(&DEFAULT_CAPS, &greedy)
+            .unwrap_err();
+        assert_eq!(err.name, "timeout");
+        assert!(err.reason.contains("30s"), "{err}");
+        let zero: LimitsSpec = toml::from_str("max_concurrency = 0").unwrap();
+        assert!(DEFAULT_LIMITS.for_manifest(&DEFAULT_CAPS, &zero).is_err());
+        assert!(toml::from_str::<LimitsSpec>("cpu = 3").is_err());
+    }
 }

@@ -11,7 +11,7 @@
 mod bindings;
 pub mod identity;
 pub mod keyvalue;
-mod limits;
+pub mod limits;
 mod outgoing_http;
 pub mod route;
 mod stdio;
@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use identity::IdentityCtx;
 use keyvalue::{Cursors, KeyValue, KeyValueCtx};
+use limits::{EpochTicker, Limits, ResponseLimit};
 use outgoing_http::OutboundPolicy;
 use route::RouteCtx;
 use std::sync::Arc;
@@ -36,8 +37,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// The response a plugin produced: head plus a body the guest may still be streaming.
-pub type PluginResponse = http::Response<HyperOutgoingBody>;
+/// The response a plugin produced: head plus a body the guest may still be streaming, cut off
+/// at the plugin's response size limit.
+pub type PluginResponse = http::Response<ResponseLimit<HyperOutgoingBody>>;
 
 /// Why a component cannot be deployed. Each variant is something the uploader can fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +76,12 @@ pub enum HandleError {
     /// The guest returned without setting a response.
     #[error("the plugin returned without a response")]
     NoResponse,
+    /// The request ran past its deadline; the instance was stopped.
+    #[error("the plugin did not finish within its {} deadline", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    /// The guest tried to grow its memory past its limit.
+    #[error("the plugin went over its memory limit of {0} bytes")]
+    MemoryLimit(u64),
 }
 
 /// The engine could not be set up.
@@ -91,6 +99,7 @@ pub struct RequestState {
     identity: IdentityCtx,
     keyvalue: KeyValueCtx,
     config: Arc<WasiConfigVariables>,
+    limits: wasmtime::StoreLimits,
 }
 
 /// What the host knows about a request before the plugin runs.
@@ -136,6 +145,8 @@ pub struct Runtime {
     store: Arc<dyn crate::store::Store>,
     kv_limits: KvLimits,
     cursors: Arc<Cursors>,
+    /// Advances the epoch that interrupts running guests; stops with the runtime.
+    _ticker: EpochTicker,
 }
 
 /// The header of a core module and of a component (magic + version/layer).
@@ -144,13 +155,16 @@ const COMPONENT_MAGIC: [u8; 4] = *b"\0asm";
 
 impl Runtime {
     /// Builds the engine (see `limits`) and the linker with everything a plugin may import.
-    /// Plugins keep their key-value data in `store`, within `kv_limits`.
+    /// Plugins keep their key-value data in `store`, within `kv_limits`; no instance's memory
+    /// may exceed `max_memory`.
     pub fn new(
         store: Arc<dyn crate::store::Store>,
         kv_limits: KvLimits,
+        max_memory: u64,
     ) -> Result<Self, EngineError> {
-        let engine =
-            Engine::new(&limits::engine_config()).map_err(|e| EngineError(format!("{e:#}")))?;
+        let engine = Engine::new(&limits::engine_config(max_memory))
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(&engine).map_err(|e| EngineError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         // All of WASI 0.2 is linked so standard components instantiate, but the context grants
         // nothing: no preopened directories, no env vars, no args, no sockets.
@@ -186,6 +200,7 @@ impl Runtime {
             store,
             kv_limits,
             cursors: Arc::default(),
+            _ticker: ticker,
         })
     }
 
@@ -252,20 +267,31 @@ impl Runtime {
         }
     }
 
-    /// Serves one request on a fresh instance of `code`. The guest runs in its own task so it
-    /// can keep streaming the body after the response head has been returned.
+    /// Serves one request on a fresh instance of `code` under `limits`. The guest runs in its
+    /// own task so it can keep streaming the body after the response head has been returned;
+    /// `hold` (e.g. concurrency permits) lives exactly as long as that task.
     pub async fn handle<B>(
         &self,
         code: &PluginCode,
         plugin: Arc<str>,
         context: RequestContext,
         request: http::Request<B>,
+        limits: Limits,
+        hold: impl Send + 'static,
     ) -> Result<PluginResponse, HandleError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Display,
     {
-        let mut store = Store::new(&self.engine, self.request_state(plugin.clone(), context));
+        let mut state = self.request_state(plugin.clone(), context);
+        state.limits = limits.store_limits();
+        state.table.set_max_capacity(limits::MAX_RESOURCE_HANDLES);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Yield to the async runtime at every epoch tick: a busy guest shares its thread, and
+        // the deadline below can end it.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = request.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
@@ -278,20 +304,31 @@ impl Runtime {
             .new_response_outparam(sender)
             .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
         let pre = code.pre.clone();
+        let deadline = tokio::time::Instant::now() + limits.timeout;
         let task = tokio::spawn(async move {
-            let proxy = pre
-                .instantiate_async(&mut store)
+            let _hold = hold;
+            let run = async move {
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+                    .map_err(|e| trap_error(e, limits.memory))
+                // The store, and with it the instance and its memory, is dropped here.
+            };
+            // Past the deadline the future, and so the store, is dropped: the instance stops
+            // at its next epoch tick and a response still streaming is cut off.
+            tokio::time::timeout_at(deadline, run)
                 .await
-                .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
-                .map_err(|e| HandleError::Trap(format!("{e:#}")))
-            // The store, and with it the instance and its memory, is dropped here.
+                .unwrap_or(Err(HandleError::Timeout(limits.timeout)))
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                Ok(response.map(|body| ResponseLimit::new(body, limits.max_response_body)))
+            }
             Ok(Err(code)) => Err(HandleError::Trap(format!(
                 "the plugin answered with an error: {code:?}"
             ))),
@@ -312,6 +349,7 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .build();
         RequestState {
+            limits: wasmtime::StoreLimits::default(),
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -328,6 +366,17 @@ impl Runtime {
             },
             config: context.config,
         }
+    }
+}
+
+/// A guest failure, telling a memory limit apart from other traps.
+fn trap_error(error: wasmtime::Error, memory_limit: u64) -> HandleError {
+    let message = format!("{error:#}");
+    // The message of wasmtime's `StoreLimits` when `trap_on_grow_failure` stops a growth.
+    if message.contains("forcing trap when growing memory") {
+        HandleError::MemoryLimit(memory_limit)
+    } else {
+        HandleError::Trap(message)
     }
 }
 

@@ -1,0 +1,274 @@
+//! Sandbox limits against a component that misbehaves on purpose (`tests/programs/misbehave`):
+//! each abuse ends with its JSON error within the deadline, and a well-behaved plugin keeps
+//! answering meanwhile.
+
+use crate::harness::{Guest, Options, Server, TempDir};
+use reqwest::{Method, StatusCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The misbehave manifest with its `[limits]` replaced.
+fn misbehave_with(limits: &str) -> String {
+    let manifest = Guest::Misbehave.manifest();
+    let head = manifest.split("[limits]").next().unwrap();
+    format!("{head}[limits]\n{limits}\n")
+}
+
+/// Hello answers correctly, concurrently, while `attack` runs.
+async fn hello_keeps_serving_during<F: std::future::Future>(
+    server: &Arc<Server>,
+    attack: F,
+) -> F::Output {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let server = server.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let reply = server.get("/hello/still-here").await;
+                slowest = slowest.max(started.elapsed());
+                assert_eq!(reply.status, StatusCode::OK);
+                assert_eq!(reply.json()["message"], "hello, still-here");
+                answered += 1;
+            }
+            (answered, slowest)
+        })
+    };
+    let output = attack.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, slowest) = checker.await.unwrap();
+    assert!(answered >= 1, "hello never answered during the attack");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "hello slowed to {slowest:?}"
+    );
+    output
+}
+
+#[tokio::test]
+async fn runaway_requests_end_with_their_error_and_others_keep_serving() {
+    let server = Arc::new(Server::start());
+    server.deploy_guest(Guest::Hello).await;
+    server.deploy_guest(Guest::Misbehave).await;
+
+    for (path, status, code) in [
+        (
+            "/misbehave/loop",
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+        ),
+        (
+            "/misbehave/loop-host",
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+        ),
+        (
+            "/misbehave/sleep/5000",
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+        ),
+        (
+            "/misbehave/alloc",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "memory_limit_exceeded",
+        ),
+        (
+            "/misbehave/recurse",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "plugin_failed",
+        ),
+        (
+            "/misbehave/handles",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "plugin_failed",
+        ),
+    ] {
+        let started = Instant::now();
+        let reply = hello_keeps_serving_during(&server, server.get(path)).await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert_eq!(reply.code(), code, "{path}");
+        // The manifest's deadline is 1 s; an epoch tick is 10 ms.
+        assert!(took < Duration::from_millis(2500), "{path} took {took:?}");
+        eprintln!("{path}: {status} {code} after {took:?}");
+    }
+    // Several at once, then the plugin itself is fine again.
+    let attacks: Vec<_> = (0..4)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.get("/misbehave/loop").await.status })
+        })
+        .collect();
+    for attack in attacks {
+        assert_eq!(attack.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert_eq!(server.get("/misbehave/fine").await.text(), "ok");
+}
+
+/// Sends `POST /misbehave/body` with a chunked body, 16 KiB a chunk, until the server answers
+/// (at most 8 MiB); returns the status line.
+fn chunked_until_answered(addr: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /misbehave/body HTTP/1.1\r\nHost: localhost\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let chunk = [b'z'; 16 * 1024];
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..512 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_ok() && !line.is_empty() {
+            return line;
+        }
+        let sent = write!(stream, "{:x}\r\n", chunk.len())
+            .and_then(|()| stream.write_all(&chunk))
+            .and_then(|()| stream.write_all(b"\r\n"));
+        if sent.is_err() {
+            break; // the server closed the connection after answering
+        }
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    line
+}
+
+#[tokio::test]
+async fn bodies_over_their_limits_are_refused_or_cut_off() {
+    let server = Server::start();
+    let manifest = misbehave_with("max_request_body = \"64KiB\"\nmax_response_body = \"1MiB\"");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+
+    // Within the limit the plugin reads it all.
+    let reply = server
+        .request(
+            Method::POST,
+            "/misbehave/body",
+            None,
+            Some(vec![1; 64 * 1024]),
+        )
+        .await;
+    assert_eq!(reply.text(), "65536");
+    // A declared length over the limit: 413 before the plugin runs.
+    let reply = server
+        .request(
+            Method::POST,
+            "/misbehave/body",
+            None,
+            Some(vec![1; 64 * 1024 + 1]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.code(), "payload_too_large");
+    // A streamed (chunked) body with no declared length: 413 as soon as it crosses the limit,
+    // while the client is still sending (it never sends the end of the body).
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let status_line = tokio::task::spawn_blocking(move || chunked_until_answered(&addr))
+        .await
+        .unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+
+    // A response over its limit is cut off: the client never gets more than the limit.
+    let reply = server
+        .client()
+        .get(format!("{}/misbehave/big/4", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    // Cut off mid-stream (an error), or at most the limit.
+    if let Ok(body) = reply.bytes().await {
+        assert!(body.len() <= 1 << 20, "got {} bytes", body.len());
+    }
+    let reply = server.get("/misbehave/big/1").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.body.len(), 1 << 20, "exactly the limit still passes");
+}
+
+#[tokio::test]
+async fn busy_plugins_and_a_full_host_answer_503() {
+    let dir = TempDir::new();
+    let options = Options {
+        args: ["--max-in-flight", "3"].map(String::from).to_vec(),
+        ..Options::default()
+    };
+    let server = Arc::new(Server::start_with(dir.path(), options));
+    let manifest = misbehave_with("max_concurrency = 2\ntimeout = \"10s\"");
+    server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    server.deploy_guest(Guest::Hello).await;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.get("/misbehave/sleep/3000").await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The plugin's two slots are taken: the third waits about a second, then 503.
+    let started = Instant::now();
+    let reply = server.get("/misbehave/sleep/10").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.code(), "plugin_busy");
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // Other plugins are unaffected...
+    assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+    // ...until the host's own cap: 2 sleeping + 1 more in flight fill it, the next is 503 at once.
+    let third = {
+        let server = server.clone();
+        tokio::spawn(async move { server.get("/misbehave/sleep/1500").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let reply = server.get("/hello/x").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.code(), "overloaded");
+    assert!(started.elapsed() < Duration::from_millis(300));
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap(), StatusCode::OK);
+    }
+    let _ = third.await;
+    assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn manifests_may_not_raise_limits_past_the_operators_caps() {
+    let server = Server::start();
+    let manifest = misbehave_with("timeout = \"5m\"");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.code(), "limit_over_cap");
+    assert_eq!(reply.json()["error"]["details"]["limit"], "timeout");
+    let manifest = misbehave_with("memory = \"1GiB\"");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert_eq!(reply.code(), "limit_over_cap");
+    let manifest = misbehave_with("cpu = 2");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert_eq!(reply.code(), "invalid_manifest");
+    // Nothing was deployed.
+    assert_eq!(
+        server.get("/misbehave/x").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

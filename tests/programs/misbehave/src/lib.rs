@@ -1,0 +1,102 @@
+//! A `wasi:http` component that misbehaves on request, for the sandbox-limit tests:
+//!
+//! - `/misbehave/loop`: spins forever; `/misbehave/loop-host`: spins calling a host function.
+//! - `/misbehave/alloc`: allocates (and touches) memory without bound.
+//! - `/misbehave/recurse`: recurses without bound.
+//! - `/misbehave/handles`: creates resource handles without bound.
+//! - `/misbehave/sleep/{ms}`: sleeps, then answers.
+//! - `/misbehave/big/{mib}`: streams that many MiB.
+//! - `POST /misbehave/body`: reads the whole body and answers its length.
+//! - anything else: `ok`.
+
+use std::hint::black_box;
+use wasip2::clocks::monotonic_clock;
+use wasip2::exports::http::incoming_handler::Guest;
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::io::streams::StreamError;
+
+struct Misbehave;
+
+fn respond(out: ResponseOutparam, write: impl FnOnce(&wasip2::io::streams::OutputStream)) {
+    let response = OutgoingResponse::new(Fields::new());
+    let body = response.body().expect("body is available once");
+    ResponseOutparam::set(out, Ok(response));
+    {
+        let stream = body.write().expect("stream is available once");
+        write(&stream);
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+#[allow(unconditional_recursion)] // recursing without bound is the point
+fn recurse(depth: u64) -> u64 {
+    let local = black_box([depth; 16]);
+    recurse(black_box(depth + 1)) + local[3]
+}
+
+impl Guest for Misbehave {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let what = path.trim_start_matches("/misbehave/");
+        match what.split('/').collect::<Vec<_>>().as_slice() {
+            ["loop"] => loop {
+                black_box(0u64);
+            },
+            ["loop-host"] => loop {
+                black_box(monotonic_clock::now());
+            },
+            ["alloc"] => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![7u8; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            ["recurse"] => {
+                black_box(recurse(0));
+            }
+            ["handles"] => {
+                let mut handles = Vec::new();
+                loop {
+                    handles.push(Fields::new());
+                }
+            }
+            ["sleep", ms] => {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, |s| s.blocking_write_and_flush(b"slept").expect("write"));
+            }
+            ["big", mib] => {
+                let mib: usize = mib.parse().unwrap_or(1);
+                // blocking-write-and-flush takes at most 4096 bytes a call.
+                let chunk = [b'x'; 4096];
+                respond(out, |s| {
+                    for _ in 0..mib * 256 {
+                        if s.blocking_write_and_flush(&chunk).is_err() {
+                            return; // cut off by the host
+                        }
+                    }
+                });
+            }
+            ["body"] => {
+                let body = request.consume().expect("body is available once");
+                let input = body.stream().expect("stream is available once");
+                let mut total = 0usize;
+                loop {
+                    match input.blocking_read(64 * 1024) {
+                        Ok(chunk) => total += chunk.len(),
+                        Err(StreamError::Closed) => break,
+                        Err(_) => break,
+                    }
+                }
+                // The host may have answered 413 and closed the response meanwhile.
+                respond(out, |s| {
+                    let _ = s.blocking_write_and_flush(total.to_string().as_bytes());
+                });
+            }
+            _ => respond(out, |s| s.blocking_write_and_flush(b"ok").expect("write")),
+        }
+    }
+}
+
+wasip2::http::proxy::export!(Misbehave);
