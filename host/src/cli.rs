@@ -105,6 +105,13 @@ pub struct ServeArgs {
     /// Plugin requests served at once across all plugins; more get 503 [default: 256]
     #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<u32>,
+    /// Time a client has to send a request's headers; also the most a keep-alive connection
+    /// may sit idle [default: 10s]
+    #[arg(long, env = "PLINTH_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Open connections at once; more are closed at once [default: 1024]
+    #[arg(long, env = "PLINTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -128,6 +135,8 @@ impl ServeArgs {
             max_concurrency: self.max_concurrency,
             max_request_body: self.max_request_body,
             max_in_flight: self.max_in_flight,
+            header_timeout: self.header_timeout.clone(),
+            max_connections: self.max_connections,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

@@ -26,6 +26,10 @@ pub const DEFAULT_KV_QUOTA: ByteSize = ByteSize(256 * 1024 * 1024);
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Default time a request waits for a busy plugin before 503.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time a client has to send a request's headers (and most idle keep-alive time).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default access token lifetime.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default refresh token lifetime.
@@ -185,6 +189,10 @@ pub struct RawConfig {
     pub max_in_flight: Option<u32>,
     /// How long a request waits for a busy plugin before 503, e.g. `1s`.
     pub queue_timeout: Option<String>,
+    /// Time to send a request's headers, and most idle keep-alive time, e.g. `10s`.
+    pub header_timeout: Option<String>,
+    /// Open connections at once; more are closed at once.
+    pub max_connections: Option<usize>,
     /// Access token lifetime, e.g. `15m`.
     pub access_token_ttl: Option<String>,
     /// Refresh token lifetime, e.g. `30days`.
@@ -269,6 +277,8 @@ impl RawConfig {
             max_response_body_cap: self.max_response_body_cap.or(lower.max_response_body_cap),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
             queue_timeout: self.queue_timeout.or(lower.queue_timeout),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -405,6 +415,17 @@ impl RawConfig {
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
             durability: self.durability.unwrap_or_default(),
             limits,
+            front_door: crate::front_door::FrontDoor {
+                header_timeout: parse_ttl(
+                    "header_timeout",
+                    self.header_timeout,
+                    DEFAULT_HEADER_TIMEOUT,
+                )?,
+                max_connections: self
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
+            },
             kv_limits: KvLimits {
                 max_value: self
                     .kv_max_value_size
@@ -457,6 +478,8 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Sandbox limits of plugin requests.
     pub limits: LimitSettings,
+    /// Connection-level limits.
+    pub front_door: crate::front_door::FrontDoor,
     /// Value size limit and quota of every plugin's key-value store.
     pub kv_limits: KvLimits,
     /// Accounts, tokens and the admin token.
@@ -473,6 +496,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_component_size", &self.max_component_size)
             .field("durability", &self.durability)
             .field("limits", &self.limits)
+            .field("front_door", &self.front_door)
             .field("kv_limits", &self.kv_limits)
             .field("auth", &self.auth)
             .finish()

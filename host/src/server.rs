@@ -126,16 +126,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         })
     };
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|source| ServeError::Listen {
-        addr: local.to_string(),
-        source,
-    })?;
+    crate::front_door::serve(listener, app, config.front_door, shutdown_signal()).await;
     loader.abort();
     tracing::info!("shut down cleanly");
     Ok(())

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod deploy;
 mod examples;
+mod front_door;
 mod harness;
 mod kv;
 mod lifecycle;

@@ -1,0 +1,112 @@
+//! The front door: accepts TCP connections and speaks HTTP with hyper under hard limits, before
+//! any request reaches the API. Slow or oversized clients are cut off here.
+//!
+//! - A connection must send a request's headers within the header timeout, and an idle
+//!   keep-alive connection is closed after it too (hyper's timer is set, without which its
+//!   header timeout does nothing).
+//! - At most 100 headers and 16 KiB of request head (431), URLs up to 8 KiB (414).
+//! - At most `max_connections` open connections; beyond it new ones are closed at once.
+//! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Most headers in one request (hyper answers 431 beyond).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request line plus headers (431 beyond).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Longest URL (414 beyond).
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+
+/// The front door's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontDoor {
+    /// Time to receive a request's headers, and most idle time between keep-alive requests.
+    pub header_timeout: Duration,
+    /// Open connections at once.
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: FrontDoor,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192));
+    let builder = Arc::new(builder);
+    let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection refused: at the open-connection limit");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app
+            .clone()
+            .map_request(move |mut request: axum::extract::Request| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            });
+        let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let service = service.clone();
+            async move {
+                if request.uri().to_string().len() > MAX_URL_BYTES {
+                    return Ok(uri_too_long());
+                }
+                service.oneshot(request.map(axum::body::Body::new)).await
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn uri_too_long() -> axum::response::Response {
+    let body = serde_json::json!({ "error": {
+        "code": "uri_too_long",
+        "message": format!("the URL is longer than {MAX_URL_BYTES} bytes"),
+    }});
+    (http::StatusCode::URI_TOO_LONG, axum::Json(body)).into_response()
+}

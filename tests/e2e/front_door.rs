@@ -1,0 +1,150 @@
+//! The front door against slow and oversized clients, over raw TCP: header timeouts really
+//! close connections (hyper's timeout needs a timer), idle keep-alive connections are closed,
+//! too many headers get 431, long URLs 414, and connections over the cap are refused, while a
+//! healthy plugin keeps serving.
+
+use crate::harness::{Guest, Options, Server, TempDir};
+use reqwest::StatusCode;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn server_with(args: &[&str]) -> (TempDir, Server) {
+    let dir = TempDir::new();
+    let options = Options {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    };
+    let server = Server::start_with(dir.path(), options);
+    (dir, server)
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (or the read timeout); returns what came.
+fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_at_the_header_timeout() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    server.deploy_guest(Guest::Hello).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // A header line every 300 ms, never finishing the head.
+    let trickled = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut slow = TcpStream::connect(&addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let _ = slow.write_all(b"GET /hello/slow HTTP/1.1\r\nHost: localhost\r\n");
+        let mut buf = [0u8; 1024];
+        loop {
+            if slow.write_all(b"X-Trickle: 1\r\n").is_err() {
+                return started.elapsed();
+            }
+            if let Ok(0) = slow.read(&mut buf) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "slowloris never cut off"
+            );
+        }
+    });
+    // Meanwhile the plugin keeps answering.
+    for _ in 0..10 {
+        assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trickled = trickled.await.unwrap();
+    assert!(
+        trickled >= Duration::from_millis(900) && trickled < Duration::from_secs(3),
+        "slowloris closed after {trickled:?}"
+    );
+    eprintln!("slowloris connection closed after {trickled:?}");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    server.deploy_guest(Guest::Hello).await;
+    let mut stream = connect(&server);
+    stream
+        .write_all(b"GET /hello/idle HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let text = read_to_close(&mut stream);
+    let closed_after = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "an idle keep-alive connection stayed open for {closed_after:?}"
+    );
+    eprintln!("idle keep-alive connection closed after {closed_after:?}");
+}
+
+#[tokio::test]
+async fn oversized_heads_and_urls_are_refused() {
+    let server = Server::start();
+    server.deploy_guest(Guest::Hello).await;
+    let mut stream = connect(&server);
+    let mut request = String::from("GET /hello/x HTTP/1.1\r\nHost: localhost\r\n");
+    for i in 0..101 {
+        request.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let text = read_to_close(&mut stream);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    let mut stream = connect(&server);
+    let big = format!(
+        "GET /hello/x HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
+    let _ = stream.write_all(big.as_bytes());
+    let text = read_to_close(&mut stream);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    let long = format!("/hello/{}", "a".repeat(9 * 1024));
+    let reply = server.get(&long).await;
+    assert_eq!(reply.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(reply.code(), "uri_too_long");
+    // 100 headers are fine.
+    let mut stream = connect(&server);
+    let mut request =
+        String::from("GET /hello/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for i in 0..98 {
+        request.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    assert!(read_to_close(&mut stream).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let (_dir, server) = server_with(&["--max-connections", "2", "--header-timeout", "5s"]);
+    let _a = connect(&server);
+    let _b = connect(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = connect(&server);
+    let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let started = Instant::now();
+    let text = read_to_close(&mut c);
+    assert_eq!(text, "", "the third connection was served");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(_a);
+    drop(_b);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
+}
