@@ -396,6 +396,7 @@ pub enum Guest {
     Todo,
     Shortener,
     Misbehave,
+    Outbound,
 }
 
 fn repo_root() -> PathBuf {
@@ -425,6 +426,7 @@ impl Guest {
             Guest::Todo => "todo",
             Guest::Shortener => "shortener",
             Guest::Misbehave => "misbehave",
+            Guest::Outbound => "outbound",
         }
     }
 
@@ -441,6 +443,7 @@ impl Guest {
             Guest::Todo => root.join("examples/todo"),
             Guest::Shortener => root.join("examples/shortener"),
             Guest::Misbehave => root.join("tests/programs/misbehave"),
+            Guest::Outbound => root.join("tests/programs/outbound"),
         }
     }
 
@@ -456,6 +459,7 @@ impl Guest {
             Guest::Todo => "todo.wasm",
             Guest::Shortener => "shortener.wasm",
             Guest::Misbehave => "misbehave.wasm",
+            Guest::Outbound => "outbound.wasm",
         }
     }
 

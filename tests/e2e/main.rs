@@ -12,4 +12,5 @@ mod harness;
 mod kv;
 mod lifecycle;
 mod limits;
+mod outbound;
 mod serving;

@@ -105,6 +105,7 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         },
         caller: principal.map(caller),
         config: config.variables.clone(),
+        outbound: plugin.outbound.clone(),
     };
     let crossed = std::sync::Arc::new(tokio::sync::Notify::new());
     let request =

@@ -186,6 +186,9 @@ pub struct Manifest {
     /// Sandbox limits, lowered or raised (up to the operator's caps) from the server defaults.
     #[serde(default)]
     pub limits: crate::runtime::limits::LimitsSpec,
+    /// The third-party origins the plugin may call; none by default.
+    #[serde(default)]
+    pub outbound: crate::runtime::outgoing_http::OutboundSpec,
 }
 
 impl Manifest {

@@ -79,12 +79,15 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     /// One permit per instance allowed at once (`limits.max_concurrency`).
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// The origins it may call (`[outbound] allow`).
+    pub outbound: Arc<[crate::runtime::outgoing_http::OutboundOrigin]>,
 }
 
 impl LoadedPlugin {
     fn new(record: PluginRecord, manifest: Manifest, code: PluginCode, limits: Limits) -> Self {
         Self {
             name: Arc::from(record.name.as_str()),
+            outbound: manifest.outbound.allow.clone().into(),
             record,
             manifest,
             code,

@@ -12,7 +12,7 @@ mod bindings;
 pub mod identity;
 pub mod keyvalue;
 pub mod limits;
-mod outgoing_http;
+pub mod outgoing_http;
 pub mod route;
 mod stdio;
 
@@ -111,6 +111,8 @@ pub struct RequestContext {
     pub caller: Option<identity::Caller>,
     /// The plugin's config and secrets, as `wasi:config/store` serves them.
     pub config: Arc<WasiConfigVariables>,
+    /// The origins the plugin may call.
+    pub outbound: Arc<[outgoing_http::OutboundOrigin]>,
 }
 
 impl WasiView for RequestState {
@@ -353,7 +355,7 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy::deny_all(plugin.clone()),
+            outbound: OutboundPolicy::new(plugin.clone(), context.outbound),
             route: context.route,
             identity: IdentityCtx {
                 caller: context.caller,

@@ -1,20 +1,261 @@
-//! Policy for `wasi:http/outgoing-handler`: which outbound requests a plugin may make.
+//! Policy for `wasi:http/outgoing-handler`: a plugin reaches only the origins its manifest's
+//! `[outbound] allow` names, and never, through a name, a private address.
 //!
-//! Until manifests can name allowed origins, every outbound request is denied with the standard
-//! `HTTP-request-denied` error, and the operator sees a log line naming the plugin and target.
+//! The rule, checked on every request (each hop of a redirect is a new request: the host never
+//! follows redirects itself):
+//! 1. The request's scheme, host and port must match an allowed origin (`https://api.example.com`,
+//!    `https://*.example.com:8443`; the port defaults to the scheme's). The host is compared as
+//!    written in the URI the request is sent to, so a `Host` header changes nothing, and an IP
+//!    in an odd encoding (`2130706433`, `0x7f.1`) matches only an entry written exactly so.
+//! 2. The host is resolved, and if any address is loopback, private, link-local (including
+//!    169.254.169.254, cloud metadata), shared, unspecified or multicast, the request is denied
+//!    unless the matching entry names that exact host (no wildcard): `http://127.0.0.1:9000` or
+//!    `http://localhost:9000` in the allowlist is a deliberate grant.
+//! 3. Plain-HTTP requests connect to the vetted address itself, so a second DNS answer cannot
+//!    swap it; HTTPS connects by name and the certificate check binds the name.
+//!
+//! A denial is the standard `HTTP-request-denied` error to the plugin and a log line for the
+//! operator. Every request gets connect and response timeouts (and the plugin's own deadline
+//! still bounds it); each outcome is logged with plugin, host, status and duration.
 
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Longest time to connect to a third party.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the response head, and between body chunks.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest DNS lookup.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundScheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl OutboundScheme {
+    fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+/// An allowed host: exactly this name (or IP), or any subdomain of a suffix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exactly this host (lowercase).
+    Exact(String),
+    /// Any host ending in `.suffix` (from `*.suffix`), not the suffix itself.
+    Subdomains(String),
+}
+
+/// One `[outbound] allow` entry: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundOrigin {
+    /// Scheme.
+    pub scheme: OutboundScheme,
+    /// Host.
+    pub host: HostPattern,
+    /// Port (the scheme's default when not written).
+    pub port: u16,
+}
+
+impl OutboundOrigin {
+    /// Parses `scheme://host[:port]` (a trailing `/` is allowed; no path, user or query).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("outbound origin {text:?}: {why}");
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("write it as scheme://host[:port]"))?;
+        let scheme = match scheme {
+            "http" => OutboundScheme::Http,
+            "https" => OutboundScheme::Https,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(bad(
+                "only scheme, host and port are allowed (no path, query or user)",
+            ));
+        }
+        let (host, port) = split_host_port(rest).ok_or_else(|| bad("invalid port"))?;
+        let port = port.unwrap_or(scheme.default_port());
+        let host = host.to_ascii_lowercase();
+        let pattern = match host.strip_prefix("*.") {
+            Some(suffix) if valid_name(suffix) && suffix.contains('.') => {
+                HostPattern::Subdomains(suffix.to_string())
+            }
+            Some(_) => {
+                return Err(bad(
+                    "a wildcard is `*.` followed by a domain such as example.com",
+                ));
+            }
+            None if host.parse::<IpAddr>().is_ok() || valid_name(&host) => HostPattern::Exact(host),
+            None => return Err(bad("invalid host")),
+        };
+        Ok(Self {
+            scheme,
+            host: pattern,
+            port,
+        })
+    }
+
+    fn matches(&self, target: &Target) -> bool {
+        self.scheme == target.scheme
+            && self.port == target.port
+            && match &self.host {
+                HostPattern::Exact(host) => *host == target.host,
+                HostPattern::Subdomains(suffix) => target
+                    .host
+                    .strip_suffix(suffix.as_str())
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            }
+    }
+}
+
+impl fmt::Display for OutboundOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            OutboundScheme::Http => "http",
+            OutboundScheme::Https => "https",
+        };
+        match &self.host {
+            HostPattern::Exact(host) => write!(f, "{scheme}://{host}:{}", self.port),
+            HostPattern::Subdomains(suffix) => write!(f, "{scheme}://*.{suffix}:{}", self.port),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OutboundOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A manifest's `[outbound]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSpec {
+    /// The origins the plugin may call.
+    #[serde(default)]
+    pub allow: Vec<OutboundOrigin>,
+}
+
+fn valid_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Splits `host[:port]` (IPv6 in brackets); `None` when the port is not a number.
+fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), Some(port.parse().ok()?))),
+        None => Some((authority.to_string(), None)),
+    }
+}
+
+/// Where a request would go.
+struct Target {
+    scheme: OutboundScheme,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn of(uri: &http::Uri) -> Option<Self> {
+        let scheme = match uri.scheme_str()? {
+            "http" => OutboundScheme::Http,
+            "https" => OutboundScheme::Https,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        Some(Self {
+            scheme,
+            port: authority.port_u16().unwrap_or(scheme.default_port()),
+            host,
+        })
+    }
+}
+
+/// Whether an address is on the public internet (not loopback, private, link-local, shared,
+/// unspecified, broadcast, documentation or multicast).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local
+        || (first & 0xffc0) == 0xfe80 // link-local
+        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+}
 
 /// The outbound policy of one instance.
 pub struct OutboundPolicy {
     plugin: Arc<str>,
+    allow: Arc<[OutboundOrigin]>,
 }
 
 impl OutboundPolicy {
-    /// The policy for `plugin`: deny everything.
-    pub fn deny_all(plugin: Arc<str>) -> Self {
-        Self { plugin }
+    /// The policy for `plugin`, allowing `allow`.
+    pub fn new(plugin: Arc<str>, allow: Arc<[OutboundOrigin]>) -> Self {
+        Self { plugin, allow }
     }
 }
 
@@ -27,18 +268,171 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+fn deny(plugin: &str, uri: &http::Uri, reason: &str) -> Error {
+    tracing::warn!(plugin, %uri, reason, "outbound request denied");
+    Error::HttpRequestDenied
+}
+
+/// Checks a request against the policy; on success, where to connect (for plain HTTP).
+async fn vet(
+    plugin: &str,
+    allow: &[OutboundOrigin],
+    uri: &http::Uri,
+) -> Result<(Target, Option<SocketAddr>), Error> {
+    let target = Target::of(uri).ok_or_else(|| deny(plugin, uri, "no usable scheme and host"))?;
+    let Some(rule) = allow.iter().find(|o| o.matches(&target)) else {
+        return Err(deny(
+            plugin,
+            uri,
+            "not in the plugin's [outbound] allow list",
+        ));
+    };
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(_)) => return Err(Error::DestinationNotFound),
+        Err(_) => return Err(Error::DnsTimeout),
+    };
+    let exact = matches!(rule.host, HostPattern::Exact(_));
+    if !exact && addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(deny(
+            plugin,
+            uri,
+            "resolves to a private or loopback address; only an exact (non-wildcard) entry may reach one",
+        ));
+    }
+    let first = addrs.first().copied().ok_or(Error::DestinationNotFound)?;
+    Ok((target, Some(first)))
+}
+
+/// The guest's timeouts, never longer than the host's.
+fn clamp(options: Option<RequestOptions>) -> RequestOptions {
+    let options = options.unwrap_or_default();
+    let cap = |asked: Option<Duration>, max: Duration| Some(asked.map_or(max, |a| a.min(max)));
+    RequestOptions {
+        connect_timeout: cap(options.connect_timeout, CONNECT_TIMEOUT),
+        first_byte_timeout: cap(options.first_byte_timeout, RESPONSE_TIMEOUT),
+        between_bytes_timeout: cap(options.between_bytes_timeout, RESPONSE_TIMEOUT),
+    }
+}
+
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
-        tracing::warn!(
-            plugin = &*self.plugin,
-            uri = %request.uri(),
-            "outbound request denied: this plugin may not reach any host"
-        );
-        Box::new(async { Err(Error::HttpRequestDenied) })
+        let plugin = self.plugin.clone();
+        let allow = self.allow.clone();
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let started = Instant::now();
+            let uri = request.uri().clone();
+            let (target, pinned) = vet(&plugin, &allow, &uri).await?;
+            if let (OutboundScheme::Http, Some(addr)) = (target.scheme, pinned) {
+                // Connect to the address just vetted (the Host header keeps the name).
+                let mut parts = uri.clone().into_parts();
+                parts.authority = addr.to_string().parse().ok();
+                if let Ok(pinned_uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = pinned_uri;
+                }
+            }
+            let result =
+                wasmtime_wasi_http::default_send_request(request, Some(clamp(options))).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match &result {
+                Ok((response, _)) => tracing::info!(
+                    plugin = &*plugin,
+                    host = target.host,
+                    port = target.port,
+                    status = response.status().as_u16(),
+                    elapsed_ms,
+                    "outbound request"
+                ),
+                Err(e) => tracing::warn!(
+                    plugin = &*plugin,
+                    host = target.host,
+                    port = target.port,
+                    error = %e,
+                    elapsed_ms,
+                    "outbound request failed"
+                ),
+            }
+            let (response, io) = result?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str) -> Target {
+        Target::of(&uri.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn origins_parse_and_match_scheme_host_and_port() {
+        let exact = OutboundOrigin::parse("https://API.Example.com").unwrap();
+        assert!(exact.matches(&target("https://api.example.com/v1/charges")));
+        assert!(exact.matches(&target("https://api.example.com:443/")));
+        assert!(!exact.matches(&target("http://api.example.com/")));
+        assert!(!exact.matches(&target("https://api.example.com:8443/")));
+        assert!(!exact.matches(&target("https://api.example.com.evil.net/")));
+        let wild = OutboundOrigin::parse("https://*.example.com:8443/").unwrap();
+        assert!(wild.matches(&target("https://a.example.com:8443/")));
+        assert!(wild.matches(&target("https://a.b.example.com:8443/")));
+        assert!(!wild.matches(&target("https://example.com:8443/")));
+        assert!(!wild.matches(&target("https://badexample.com:8443/")));
+        let ip = OutboundOrigin::parse("http://127.0.0.1:9000").unwrap();
+        assert!(ip.matches(&target("http://127.0.0.1:9000/x")));
+        assert!(!ip.matches(&target("http://2130706433:9000/x")));
+        assert!(!ip.matches(&target("http://0x7f.1:9000/x")));
+        let v6 = OutboundOrigin::parse("http://[::1]:9000").unwrap();
+        assert!(v6.matches(&target("http://[::1]:9000/")));
+        for bad in [
+            "api.example.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://user@x.com",
+            "https://*.com",
+            "https://a.*.com",
+            "https://x.com:99999",
+            "https://",
+        ] {
+            assert!(OutboundOrigin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 }

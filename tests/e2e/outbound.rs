@@ -1,0 +1,145 @@
+//! Outbound HTTP: a plugin reaches only what its manifest allows, checked on the authority the
+//! request really goes to, with private addresses reachable only through an exact entry. The
+//! third parties are fake servers this test runs on 127.0.0.1.
+
+use crate::harness::{Guest, Server};
+use axum::routing::get;
+use reqwest::StatusCode;
+
+/// A fake third party on 127.0.0.1; `/redirect` points at `redirect_to`.
+async fn third_party(redirect_to: Option<String>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "third party says hi" }))
+        .route(
+            "/redirect",
+            get(move || {
+                let to = redirect_to.clone().unwrap_or_default();
+                async move { (StatusCode::FOUND, [("location", to)], "") }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+async fn deploy_allowing(server: &Server, allow: &[String]) {
+    let list: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    let manifest = format!(
+        "{}\n[outbound]\nallow = [{}]\n",
+        Guest::Outbound.manifest(),
+        list.join(", ")
+    );
+    let reply = server
+        .deploy("outbound", &manifest, &Guest::Outbound.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+}
+
+async fn fetch(server: &Server, url: &str) -> String {
+    fetch_with(server, url, "").await
+}
+
+/// `fetch` with more query parameters (`&follow=1`).
+async fn fetch_with(server: &Server, url: &str, extra: &str) -> String {
+    let encoded: String = url
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let reply = server.get(&format!("/outbound?url={encoded}{extra}")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.text()
+}
+
+#[tokio::test]
+async fn only_allowlisted_origins_are_reachable() {
+    let other = third_party(None).await;
+    let allowed = third_party(Some(format!("http://127.0.0.1:{other}/hello"))).await;
+    let server = Server::start();
+    deploy_allowing(&server, &[format!("http://127.0.0.1:{allowed}")]).await;
+
+    let ok = fetch(&server, &format!("http://127.0.0.1:{allowed}/hello")).await;
+    assert_eq!(ok, "status 200\nthird party says hi");
+    server.wait_for_log(&["outbound request", "plugin=\"outbound\"", "status=200"]);
+
+    for (url, why) in [
+        (format!("http://127.0.0.1:{other}/hello"), "another port"),
+        (
+            format!("https://127.0.0.1:{allowed}/hello"),
+            "another scheme",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "cloud metadata",
+        ),
+        (
+            format!("http://2130706433:{allowed}/hello"),
+            "an IP in another spelling",
+        ),
+        (format!("http://0x7f.1:{allowed}/hello"), "an IP in hex"),
+        (
+            format!("http://localhost:{allowed}/hello"),
+            "a name for the allowed IP",
+        ),
+        (
+            format!("http://[::ffff:127.0.0.1]:{allowed}/hello"),
+            "an IPv4-mapped IPv6",
+        ),
+        ("http://example.com/".to_string(), "a host not listed"),
+    ] {
+        let answer = fetch(&server, &url).await;
+        assert_eq!(answer, "error ErrorCode::HttpRequestDenied", "{why}: {url}");
+    }
+    server.wait_for_log(&["outbound request denied", "169.254.169.254"]);
+
+    // The host never follows a redirect; a plugin that does is checked again on the next hop.
+    let redirect = format!("http://127.0.0.1:{allowed}/redirect");
+    assert!(fetch(&server, &redirect).await.starts_with("status 302"));
+    let followed = fetch_with(&server, &redirect, "&follow=1").await;
+    assert_eq!(followed, "error ErrorCode::HttpRequestDenied");
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_loopback_needs_an_exact_entry() {
+    let port = third_party(None).await;
+    let server = Server::start();
+    // `localhost` resolves to loopback: allowed because the entry names exactly that host.
+    deploy_allowing(&server, &[format!("http://localhost:{port}")]).await;
+    let answer = fetch(&server, &format!("http://localhost:{port}/hello")).await;
+    assert_eq!(answer, "status 200\nthird party says hi");
+    // Without any [outbound] table nothing is reachable.
+    let reply = server
+        .deploy(
+            "outbound",
+            &Guest::Outbound.manifest(),
+            &Guest::Outbound.component(),
+        )
+        .await;
+    assert!(reply.status.is_success());
+    let answer = fetch(&server, &format!("http://localhost:{port}/hello")).await;
+    assert_eq!(answer, "error ErrorCode::HttpRequestDenied");
+}
+
+#[tokio::test]
+async fn bad_allow_entries_are_refused_at_deploy() {
+    let server = Server::start();
+    for bad in [
+        "api.example.com",
+        "ftp://x.com",
+        "https://x.com/path",
+        "https://a.*.com",
+    ] {
+        let manifest = format!(
+            "{}\n[outbound]\nallow = [\"{bad}\"]\n",
+            Guest::Outbound.manifest()
+        );
+        let reply = server
+            .deploy("outbound", &manifest, &Guest::Outbound.component())
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.code(), "invalid_manifest", "{bad}");
+    }
+}
