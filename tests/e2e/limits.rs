@@ -272,3 +272,38 @@ async fn manifests_may_not_raise_limits_past_the_operators_caps() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn no_ambient_authority_and_the_operator_sees_every_grant() {
+    let server = Server::start();
+    let deployed = server.deploy_guest(Guest::Misbehave).await;
+    let report = server.get("/misbehave/ambient").await.text();
+    assert_eq!(
+        report,
+        "passwd denied\nroot denied\nenv 0\nargs 0\nsocket denied\n",
+        "the plugin reached something it must not"
+    );
+    let grants = deployed["grants"].as_array().unwrap();
+    let access = |prefix: &str| {
+        grants
+            .iter()
+            .find(|g| g["interface"].as_str().unwrap().starts_with(prefix))
+            .map(|g| g["access"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no grant for {prefix} in {grants:?}"))
+    };
+    assert!(access("wasi:filesystem/preopens").starts_with("denied"));
+    assert!(access("wasi:sockets/").starts_with("denied"));
+    assert!(access("wasi:cli/environment").starts_with("empty"));
+    assert_eq!(deployed["limits"]["memory"], "16MiB");
+    assert_eq!(deployed["limits"]["timeout"], "1s");
+
+    // Failures are counted in the plugin's status.
+    server.get("/misbehave/recurse").await;
+    server.get("/misbehave/alloc").await;
+    let info = server
+        .admin(reqwest::Method::GET, "/admin/plugins/misbehave")
+        .await
+        .json();
+    assert_eq!(info["failures"]["traps"], 1);
+    assert_eq!(info["failures"]["memory_limit"], 1);
+}

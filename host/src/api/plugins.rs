@@ -127,6 +127,7 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
     match outcome {
         Ok(response) => response.map(Body::new),
         Err(e) => {
+            plugin.failures.record(&e);
             tracing::error!(plugin = &*plugin.name, error = %e, "plugin request failed");
             ApiError::from(e).into_response()
         }

@@ -79,6 +79,8 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     /// One permit per instance allowed at once (`limits.max_concurrency`).
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// Failed requests of this version.
+    pub failures: Failures,
     /// The origins it may call (`[outbound] allow`).
     pub outbound: Arc<[crate::runtime::outgoing_http::OutboundOrigin]>,
 }
@@ -92,6 +94,7 @@ impl LoadedPlugin {
             manifest,
             code,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
+            failures: Failures::default(),
             limits,
         }
     }
@@ -143,6 +146,108 @@ pub struct PluginInfo {
     pub deployed_at: String,
     /// Required config keys not set yet: until they are, the routes answer 503.
     pub missing_config: Vec<String>,
+    /// The limits its requests run under.
+    pub limits: LimitsInfo,
+    /// The origins it may call.
+    pub outbound: Vec<String>,
+    /// What each interface the component imports gets from this host.
+    pub grants: Vec<Grant>,
+    /// Requests of this version that failed, by cause.
+    pub failures: FailureCounts,
+}
+
+/// A plugin's limits as shown to operators.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LimitsInfo {
+    /// e.g. `64MiB`.
+    pub memory: String,
+    /// e.g. `10s`.
+    pub timeout: String,
+    /// Instances at once.
+    pub max_concurrency: u32,
+    /// e.g. `10MiB`.
+    pub max_request_body: String,
+    /// e.g. `64MiB`.
+    pub max_response_body: String,
+}
+
+/// One imported interface and what the host gives it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Grant {
+    /// The interface, e.g. `wasi:filesystem/preopens@0.2.0`.
+    pub interface: String,
+    /// What it gets, e.g. `denied: no directories are shared`.
+    pub access: String,
+}
+
+/// Counts of failed requests, so a plugin that keeps crashing shows it (it is never restarted
+/// in a loop: every request gets a fresh instance anyway).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct FailureCounts {
+    /// Traps and panics.
+    pub traps: u64,
+    /// Requests past their deadline.
+    pub timeouts: u64,
+    /// Requests stopped at the memory limit.
+    pub memory_limit: u64,
+}
+
+/// Live failure counters of one deployed version.
+#[derive(Debug, Default)]
+pub struct Failures {
+    traps: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
+    memory_limit: std::sync::atomic::AtomicU64,
+}
+
+impl Failures {
+    /// Counts one failed request.
+    pub fn record(&self, error: &crate::runtime::HandleError) {
+        use crate::runtime::HandleError as E;
+        let counter = match error {
+            E::Trap(_) | E::NoResponse => &self.traps,
+            E::Timeout(_) => &self.timeouts,
+            E::MemoryLimit(_) => &self.memory_limit,
+            E::Instantiate(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> FailureCounts {
+        FailureCounts {
+            traps: self.traps.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            memory_limit: self.memory_limit.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the host gives an imported interface.
+fn access(interface: &str, outbound: &[crate::runtime::outgoing_http::OutboundOrigin]) -> String {
+    let package = interface.split('@').next().unwrap_or(interface);
+    match package {
+        p if p.starts_with("wasi:filesystem/") => "denied: no directories are shared".into(),
+        p if p.starts_with("wasi:sockets/") => {
+            "denied: no sockets (HTTP calls go through [outbound])".into()
+        }
+        "wasi:cli/environment" => "empty: no environment variables or arguments".into(),
+        "wasi:cli/stdin" => "empty".into(),
+        "wasi:cli/stdout" | "wasi:cli/stderr" => "to the server log".into(),
+        "wasi:http/outgoing-handler" if outbound.is_empty() => {
+            "denied: the manifest has no [outbound] allow entries".into()
+        }
+        "wasi:http/outgoing-handler" => format!(
+            "only {}",
+            outbound
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        p if p.starts_with("wasi:keyvalue/") => "the plugin's own buckets".into(),
+        "wasi:config/store" => "this plugin's config and secrets".into(),
+        _ => "granted".into(),
+    }
 }
 
 /// A plugin's config as operators see it.
@@ -188,6 +293,26 @@ impl LoadedPlugin {
             size: self.record.size,
             deployed_at: humantime::format_rfc3339_millis(deployed).to_string(),
             missing_config: self.missing_config(config),
+            limits: LimitsInfo {
+                memory: crate::config::ByteSize(self.limits.memory).to_string(),
+                timeout: humantime::format_duration(self.limits.timeout).to_string(),
+                max_concurrency: self.limits.max_concurrency,
+                max_request_body: crate::config::ByteSize(self.limits.max_request_body)
+                    .to_string(),
+                max_response_body: crate::config::ByteSize(self.limits.max_response_body)
+                    .to_string(),
+            },
+            outbound: self.outbound.iter().map(ToString::to_string).collect(),
+            grants: self
+                .code
+                .imports
+                .iter()
+                .map(|interface| Grant {
+                    access: access(interface, &self.outbound),
+                    interface: interface.clone(),
+                })
+                .collect(),
+            failures: self.failures.snapshot(),
         }
     }
 }

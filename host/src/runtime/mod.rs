@@ -138,6 +138,8 @@ impl WasiHttpView for RequestState {
 #[derive(Clone)]
 pub struct PluginCode {
     pre: ProxyPre<RequestState>,
+    /// The interfaces the component imports, e.g. `wasi:filesystem/preopens@0.2.0`.
+    pub imports: Arc<[String]>,
 }
 
 /// The engine and linker shared by every plugin.
@@ -223,7 +225,12 @@ impl Runtime {
         };
         let pre = ProxyPre::new(instance_pre)
             .map_err(|e| CompileError::MissingExport(format!("{e:#}")))?;
-        Ok(PluginCode { pre })
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        Ok(PluginCode { pre, imports })
     }
 
     /// Linking stops at the first unsatisfied import. To list every one, stub the failing import

@@ -7,6 +7,8 @@
 //! - `/misbehave/sleep/{ms}`: sleeps, then answers.
 //! - `/misbehave/big/{mib}`: streams that many MiB.
 //! - `POST /misbehave/body`: reads the whole body and answers its length.
+//! - `/misbehave/ambient`: tries to read `/etc/passwd`, list `/`, read env vars and args, and
+//!   open a socket, and reports what worked.
 //! - anything else: `ok`.
 
 use std::hint::black_box;
@@ -93,6 +95,21 @@ impl Guest for Misbehave {
                 respond(out, |s| {
                     let _ = s.blocking_write_and_flush(total.to_string().as_bytes());
                 });
+            }
+            ["ambient"] => {
+                // What an attacker would try with plain std: files, env, args, sockets.
+                let passwd = std::fs::read_to_string("/etc/passwd").map(|t| t.len());
+                let root = std::fs::read_dir("/").map(|d| d.count());
+                let env = std::env::vars().count();
+                let args = std::env::args().count();
+                let socket = std::net::TcpStream::connect("127.0.0.1:80").map(|_| ());
+                let report = format!(
+                    "passwd {}\nroot {}\nenv {env}\nargs {args}\nsocket {}\n",
+                    if passwd.is_ok() { "READ" } else { "denied" },
+                    if root.is_ok() { "LISTED" } else { "denied" },
+                    if socket.is_ok() { "CONNECTED" } else { "denied" },
+                );
+                respond(out, |s| s.blocking_write_and_flush(report.as_bytes()).expect("write"));
             }
             _ => respond(out, |s| s.blocking_write_and_flush(b"ok").expect("write")),
         }
