@@ -271,6 +271,17 @@ impl Server {
         }
     }
 
+    /// Resident memory of the server process, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -297,8 +297,7 @@ impl LoadedPlugin {
                 memory: crate::config::ByteSize(self.limits.memory).to_string(),
                 timeout: humantime::format_duration(self.limits.timeout).to_string(),
                 max_concurrency: self.limits.max_concurrency,
-                max_request_body: crate::config::ByteSize(self.limits.max_request_body)
-                    .to_string(),
+                max_request_body: crate::config::ByteSize(self.limits.max_request_body).to_string(),
                 max_response_body: crate::config::ByteSize(self.limits.max_response_body)
                     .to_string(),
             },
