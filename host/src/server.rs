@@ -87,6 +87,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             config.limits.max_in_flight as usize,
         )),
         queue_timeout: config.limits.queue_timeout,
+        body_timeout: config.front_door.header_timeout,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

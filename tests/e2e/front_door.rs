@@ -148,3 +148,39 @@ async fn connections_over_the_cap_are_closed_at_once() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(server.get("/healthz").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_stalled_request_body_ends_with_408() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    // A plugin deadline well past the body timeout, so the stall is what ends the request.
+    let manifest = Guest::Misbehave
+        .manifest()
+        .replace("timeout = \"1s\"", "timeout = \"8s\"");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let (status_line, took) = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /misbehave/body HTTP/1.1\r\nHost: localhost\r\n\
+                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            )
+            .unwrap();
+        // ...and then nothing more.
+        let started = Instant::now();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        (line, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+}

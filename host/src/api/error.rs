@@ -79,6 +79,15 @@ pub enum ApiError {
     /// A listing cursor that this server did not hand out.
     #[error("invalid cursor {0:?}: pass the `cursor` of the previous page unchanged")]
     InvalidCursor(String),
+    /// The request body stalled.
+    #[error(
+        "the request body stopped arriving for more than {}",
+        humantime::format_duration(*.timeout)
+    )]
+    BodyTimeout {
+        /// The allowed pause.
+        timeout: std::time::Duration,
+    },
     /// Every request slot of the host is taken.
     #[error("the server is at its limit of requests in flight; try again")]
     Overloaded,
@@ -216,6 +225,7 @@ impl ApiError {
                 (S::INTERNAL_SERVER_ERROR, "memory_limit_exceeded", None)
             }
             ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", None),
+            ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "request_timeout", None),
             ApiError::PluginBusy { .. } => (S::SERVICE_UNAVAILABLE, "plugin_busy", None),
             ApiError::BadUpload(_) => (S::BAD_REQUEST, "invalid_upload", None),
             ApiError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large", None),

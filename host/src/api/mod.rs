@@ -47,6 +47,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// How long a request waits for a busy plugin.
     pub queue_timeout: std::time::Duration,
+    /// Longest pause in a request body before 408.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The whole API as one axum router.

@@ -5,7 +5,7 @@ use crate::auth::Principal;
 use crate::router::Lookup;
 use crate::runtime::RequestContext;
 use crate::runtime::identity::Caller;
-use crate::runtime::limits::RequestLimit;
+use crate::runtime::limits::{BodyViolation, BodyWatch, RequestLimit};
 use crate::runtime::route::RouteCtx;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -107,9 +107,15 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         config: config.variables.clone(),
         outbound: plugin.outbound.clone(),
     };
-    let crossed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let request =
-        request.map(|body| RequestLimit::new(body, limits.max_request_body, crossed.clone()));
+    let watch = std::sync::Arc::new(BodyWatch::default());
+    let request = request.map(|body| {
+        RequestLimit::new(
+            body,
+            limits.max_request_body,
+            state.body_timeout,
+            watch.clone(),
+        )
+    });
     let handled = state.runtime.handle(
         &plugin.code,
         plugin.name.clone(),
@@ -118,11 +124,17 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         limits,
         (in_flight, slot),
     );
-    // A body that crosses the limit ends the request with 413 at once, whatever the plugin is
-    // doing; dropping `handled` before the head exists stops the instance.
+    // A body over its size (413) or stalled (408) ends the request at once, whatever the
+    // plugin is doing; dropping `handled` before the head exists stops the instance.
     let outcome = tokio::select! {
         outcome = handled => outcome,
-        () = crossed.notified() => return too_large(limits.max_request_body),
+        violation = watch.violated() => return match violation {
+            BodyViolation::TooLarge => too_large(limits.max_request_body),
+            BodyViolation::TooSlow => ApiError::BodyTimeout {
+                timeout: state.body_timeout,
+            }
+            .into_response(),
+        },
     };
     match outcome {
         Ok(response) => response.map(Body::new),

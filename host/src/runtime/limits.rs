@@ -320,26 +320,66 @@ where
     }
 }
 
-/// A request body that fails once it has passed `limit` bytes and tells the dispatcher, which
-/// then answers 413 without reading (or buffering) the rest.
+/// Why a request body was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyViolation {
+    /// More bytes than allowed (413).
+    TooLarge,
+    /// No data for longer than allowed (408).
+    TooSlow,
+}
+
+/// Tells the dispatcher that a request body broke its limits, so it can answer at once.
+#[derive(Default)]
+pub struct BodyWatch {
+    notify: tokio::sync::Notify,
+    violation: std::sync::Mutex<Option<BodyViolation>>,
+}
+
+impl BodyWatch {
+    fn report(&self, violation: BodyViolation) {
+        *self
+            .violation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(violation);
+        self.notify.notify_one();
+    }
+
+    /// Resolves when the body breaks a limit, with which one.
+    pub async fn violated(&self) -> BodyViolation {
+        loop {
+            self.notify.notified().await;
+            if let Some(v) = *self
+                .violation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                return v;
+            }
+        }
+    }
+}
+
+/// A request body that fails once it has passed `limit` bytes, or when no data comes for
+/// `idle`, and reports it to a [`BodyWatch`]: the dispatcher then answers 413 or 408 without
+/// reading (or buffering) the rest.
 pub struct RequestLimit<B> {
     inner: B,
     remaining: u64,
-    crossed: Arc<tokio::sync::Notify>,
+    idle: Duration,
+    stall: std::pin::Pin<Box<tokio::time::Sleep>>,
+    watch: Arc<BodyWatch>,
 }
 
-/// The error a [`RequestLimit`] body ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than the limit of {0} bytes")]
-pub struct BodyTooLarge(pub u64);
-
 impl<B> RequestLimit<B> {
-    /// Wraps `inner`, allowing `limit` bytes; `crossed` is notified when the limit is passed.
-    pub fn new(inner: B, limit: u64, crossed: Arc<tokio::sync::Notify>) -> Self {
+    /// Wraps `inner`, allowing `limit` bytes and pauses up to `idle`.
+    pub fn new(inner: B, limit: u64, idle: Duration, watch: Arc<BodyWatch>) -> Self {
         Self {
             inner,
             remaining: limit,
-            crossed,
+            idle,
+            stall: Box::pin(tokio::time::sleep(idle)),
+            watch,
         }
     }
 }
@@ -363,16 +403,24 @@ where
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
-                        this.crossed.notify_one();
+                        this.watch.report(BodyViolation::TooLarge);
                         return Poll::Ready(Some(Err("request body over its limit".into())));
                     }
                     this.remaining -= len;
                 }
+                let next = tokio::time::Instant::now() + this.idle;
+                this.stall.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.to_string()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if this.stall.as_mut().poll(cx).is_ready() {
+                    this.watch.report(BodyViolation::TooSlow);
+                    return Poll::Ready(Some(Err("request body stalled".into())));
+                }
+                Poll::Pending
+            }
         }
     }
 
