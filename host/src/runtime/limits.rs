@@ -20,6 +20,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Component resource handles (WASI streams, fields, buckets, ...) one instance may hold at
 /// once. A request needs a few dozen; the default table allows a million.
 pub const MAX_RESOURCE_HANDLES: usize = 1000;
+/// Most random bytes one `wasi:random` call may ask for.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// Core instances, tables and memories one component instance may create; generous for real
 /// components (a Rust component has fewer than ten of each), small enough to stop abuse.
 const MAX_CORE_INSTANCES: usize = 64;

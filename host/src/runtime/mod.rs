@@ -356,6 +356,9 @@ impl Runtime {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // WASI's own resource limits, off by default: a guest asking for a gigabyte of
+            // random bytes gets an error, not a host allocation of that size.
+            .max_random_size(limits::MAX_RANDOM_BYTES)
             .build();
         RequestState {
             limits: wasmtime::StoreLimits::default(),
