@@ -408,6 +408,7 @@ pub enum Guest {
     Shortener,
     Misbehave,
     Outbound,
+    Webhooks,
 }
 
 fn repo_root() -> PathBuf {
@@ -438,6 +439,7 @@ impl Guest {
             Guest::Shortener => "shortener",
             Guest::Misbehave => "misbehave",
             Guest::Outbound => "outbound",
+            Guest::Webhooks => "webhooks",
         }
     }
 
@@ -455,6 +457,7 @@ impl Guest {
             Guest::Shortener => root.join("examples/shortener"),
             Guest::Misbehave => root.join("tests/programs/misbehave"),
             Guest::Outbound => root.join("tests/programs/outbound"),
+            Guest::Webhooks => root.join("plugins/webhooks"),
         }
     }
 
@@ -471,6 +474,7 @@ impl Guest {
             Guest::Shortener => "shortener.wasm",
             Guest::Misbehave => "misbehave.wasm",
             Guest::Outbound => "outbound.wasm",
+            Guest::Webhooks => "webhooks.wasm",
         }
     }
 

@@ -13,4 +13,5 @@ mod kv;
 mod lifecycle;
 mod limits;
 mod outbound;
+mod plugins;
 mod serving;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The guest-only workspaces, each built for `wasm32-wasip2`.
-const GUEST_WORKSPACES: &[&str] = &["examples", "tests/programs"];
+const GUEST_WORKSPACES: &[&str] = &["examples", "plugins", "tests/programs"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// One example plugin: its manifest, the name of its `.wasm`, and what to try against it.
