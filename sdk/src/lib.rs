@@ -2,8 +2,9 @@
 //!
 //! A plugin is a type implementing [`Plugin`], exported with [`export!`]. It receives a typed
 //! [`Request`] (method, path, headers, body, the route the host matched and its path parameters)
-//! and returns a [`Response`]. It keeps state in [`kv`] buckets and reads operator-set settings
-//! with [`config`]. No WASI plumbing appears in plugin code.
+//! and returns a [`Response`]. It keeps state in [`kv`] buckets, reads operator-set settings
+//! with [`config`], and calls third parties with [`outbound`]. No WASI plumbing appears in
+//! plugin code.
 //!
 //! ```ignore
 //! use plinth_sdk::{Plugin, Request, Response, Router};
@@ -30,6 +31,7 @@
 
 pub mod config;
 pub mod kv;
+pub mod outbound;
 mod request;
 mod response;
 mod router;

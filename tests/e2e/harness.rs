@@ -409,6 +409,7 @@ pub enum Guest {
     Misbehave,
     Outbound,
     Webhooks,
+    Relay,
 }
 
 fn repo_root() -> PathBuf {
@@ -440,6 +441,7 @@ impl Guest {
             Guest::Misbehave => "misbehave",
             Guest::Outbound => "outbound",
             Guest::Webhooks => "webhooks",
+            Guest::Relay => "relay",
         }
     }
 
@@ -458,6 +460,7 @@ impl Guest {
             Guest::Misbehave => root.join("tests/programs/misbehave"),
             Guest::Outbound => root.join("tests/programs/outbound"),
             Guest::Webhooks => root.join("plugins/webhooks"),
+            Guest::Relay => root.join("plugins/relay"),
         }
     }
 
@@ -475,6 +478,7 @@ impl Guest {
             Guest::Misbehave => "misbehave.wasm",
             Guest::Outbound => "outbound.wasm",
             Guest::Webhooks => "webhooks.wasm",
+            Guest::Relay => "relay.wasm",
         }
     }
 
