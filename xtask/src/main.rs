@@ -124,7 +124,14 @@ fn demo(root: &Path) -> Result<()> {
         for example in guests::examples(root)? {
             let wasm = guests.join(format!("{}.wasm", example.crate_name));
             let answer = http::deploy(&base, &token, &example.manifest, &wasm)?;
-            eprintln!("deployed {}: {answer}", example.dir.display());
+            let info: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+            let routes: Vec<String> = info["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["path"].as_str().map(String::from))
+                .collect();
+            eprintln!("deployed {} ({})", example.dir.display(), routes.join(", "));
             lines.extend(example.try_lines);
         }
         Ok(lines)
@@ -161,7 +168,7 @@ fn curl_line(base: &str, line: &str) -> String {
     if method != "GET" {
         cmd.push_str(&format!(" -X {method}"));
     }
-    cmd.push_str(&format!(" {base}{path}"));
+    cmd.push_str(&format!(" '{base}{path}'"));
     if !body.is_empty() {
         cmd.push_str(&format!(" -H 'content-type: application/json' -d '{body}'"));
     }
