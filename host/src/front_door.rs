@@ -82,7 +82,10 @@ pub async fn serve(
         let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let service = service.clone();
             async move {
-                if request.uri().to_string().len() > MAX_URL_BYTES {
+                let uri = request.uri();
+                let url_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+                    + uri.authority().map_or(0, |a| a.as_str().len());
+                if url_len > MAX_URL_BYTES {
                     return Ok(uri_too_long());
                 }
                 service.oneshot(request.map(axum::body::Body::new)).await

@@ -207,7 +207,14 @@ impl Server {
             base: format!("http://{addr}"),
             data_dir,
             logs,
-            client: Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap(),
+            // No pooled connections: a server may close a connection after answering early
+            // (e.g. 401 before reading an upload), and a reused one would then fail the next
+            // request at random.
+            client: Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             owns_dir: false,
         };
         server.wait_ready(deadline);

@@ -126,16 +126,22 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
     );
     // A body over its size (413) or stalled (408) ends the request at once, whatever the
     // plugin is doing; dropping `handled` before the head exists stops the instance.
-    let outcome = tokio::select! {
-        outcome = handled => outcome,
-        violation = watch.violated() => return match violation {
-            BodyViolation::TooLarge => too_large(limits.max_request_body),
-            BodyViolation::TooSlow => ApiError::BodyTimeout {
-                timeout: state.body_timeout,
-            }
-            .into_response(),
-        },
+    let violated = |violation| match violation {
+        BodyViolation::TooLarge => too_large(limits.max_request_body),
+        BodyViolation::TooSlow => ApiError::BodyTimeout {
+            timeout: state.body_timeout,
+        }
+        .into_response(),
     };
+    let outcome = tokio::select! {
+        biased;
+        violation = watch.violated() => return violated(violation),
+        outcome = handled => outcome,
+    };
+    // The plugin may have answered from a body the host cut short: the violation wins.
+    if let Some(violation) = watch.current() {
+        return violated(violation);
+    }
     match outcome {
         Ok(response) => response.map(Body::new),
         Err(e) => {

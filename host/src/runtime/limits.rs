@@ -347,6 +347,14 @@ impl BodyWatch {
         self.notify.notify_one();
     }
 
+    /// The limit the body broke, if it did.
+    pub fn current(&self) -> Option<BodyViolation> {
+        *self
+            .violation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Resolves when the body breaks a limit, with which one.
     pub async fn violated(&self) -> BodyViolation {
         loop {
