@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// Plugin requests served at once across all plugins; more get 503 [default: 256]
     #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<u32>,
+    /// How long a request waits for a busy plugin before 503 [default: 1s]
+    #[arg(long, env = "PLINTH_QUEUE_TIMEOUT", value_name = "DURATION")]
+    pub queue_timeout: Option<String>,
     /// Time a client has to send a request's headers; also the most a keep-alive connection
     /// may sit idle [default: 10s]
     #[arg(long, env = "PLINTH_HEADER_TIMEOUT", value_name = "DURATION")]
@@ -135,6 +138,7 @@ impl ServeArgs {
             max_concurrency: self.max_concurrency,
             max_request_body: self.max_request_body,
             max_in_flight: self.max_in_flight,
+            queue_timeout: self.queue_timeout.clone(),
             header_timeout: self.header_timeout.clone(),
             max_connections: self.max_connections,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),

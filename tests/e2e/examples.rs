@@ -2,14 +2,19 @@
 //! their READMEs promise, through the SDK's `kv` module.
 
 use crate::auth::signed_in;
-use crate::harness::{Guest, Server};
+use crate::harness::{Guest, Options, Server, TempDir};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
 
 #[tokio::test]
 async fn counter_adds_atomically_and_lists() {
-    let server = Arc::new(Server::start());
+    let dir = TempDir::new();
+    let options = Options {
+        args: ["--queue-timeout", "20s"].map(String::from).to_vec(),
+        ..Options::default()
+    };
+    let server = Arc::new(Server::start_with(dir.path(), options));
     server.deploy_guest(Guest::Counter).await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {

@@ -88,7 +88,13 @@ async fn plugins_see_only_their_own_buckets_whatever_the_key() {
 
 #[tokio::test]
 async fn concurrent_increments_add_up_exactly() {
-    let server = Server::start();
+    let dir = TempDir::new();
+    // 200 at once against 16 instances: let them queue as long as a loaded machine needs.
+    let options = Options {
+        args: ["--queue-timeout", "20s"].map(String::from).to_vec(),
+        ..Options::default()
+    };
+    let server = Server::start_with(dir.path(), options);
     server.deploy_guest(Guest::KvPlain).await;
     let server = std::sync::Arc::new(server);
     let tasks: Vec<_> = (0..200)
