@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: plugin routes plus the /admin/ API, data kept in --data-dir.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the server's JWT signing keys (talks to a running server as an admin).
     Keys {
         /// What to do with the keys.
