@@ -6,6 +6,8 @@
 //!   header timeout does nothing).
 //! - At most 100 headers and 16 KiB of request head (431), URLs up to 8 KiB (414).
 //! - At most `max_connections` open connections; beyond it new ones are closed at once.
+//! - Every request carries an `x-request-id` (the client's, if it is a sane token, else a new
+//!   one): plugins see it, the response returns it, and every log line of the request has it.
 //! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
 
 use axum::Router;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 /// Most headers in one request (hyper answers 431 beyond).
 pub const MAX_HEADERS: usize = 100;
@@ -26,6 +29,23 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Longest URL (414 beyond).
 pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The client's request id when it is 1-128 visible ASCII characters, else a new random one.
+fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            http::HeaderValue::from_str(&format!("{:032x}", rand::random::<u128>()))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+        })
+}
 
 /// The front door's settings.
 #[derive(Debug, Clone, Copy)]
@@ -81,15 +101,28 @@ pub async fn serve(
             });
         let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let service = service.clone();
+            let mut request = request;
+            let id = request_id(request.headers());
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            let span = tracing::info_span!(
+                "request",
+                request_id = id.to_str().unwrap_or_default(),
+                method = %request.method(),
+                path = request.uri().path(),
+            );
             async move {
                 let uri = request.uri();
                 let url_len = uri.path_and_query().map_or(0, |p| p.as_str().len())
                     + uri.authority().map_or(0, |a| a.as_str().len());
-                if url_len > MAX_URL_BYTES {
-                    return Ok(uri_too_long());
-                }
-                service.oneshot(request.map(axum::body::Body::new)).await
+                let mut response = if url_len > MAX_URL_BYTES {
+                    uri_too_long()
+                } else {
+                    service.oneshot(request.map(axum::body::Body::new)).await?
+                };
+                response.headers_mut().insert(REQUEST_ID, id);
+                Ok::<_, std::convert::Infallible>(response)
             }
+            .instrument(span)
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))

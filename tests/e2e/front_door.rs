@@ -184,3 +184,36 @@ async fn a_stalled_request_body_ends_with_408() {
     assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
 }
+
+#[tokio::test]
+async fn every_request_carries_a_request_id_to_the_plugin_the_client_and_the_log() {
+    let server = Server::start();
+    server.deploy_guest(Guest::PlainHttp).await;
+    server.deploy_guest(Guest::Trap).await;
+    let generated = server.get("/healthz").await;
+    let id = generated.headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let send = |path: &'static str, id: &'static str| {
+        server
+            .client()
+            .get(format!("{}{path}", server.base))
+            .header("x-request-id", id)
+            .send()
+    };
+    let reply = send("/plain/headers", "abc-123").await.unwrap();
+    assert_eq!(reply.headers()["x-request-id"], "abc-123");
+    let seen = reply.text().await.unwrap();
+    assert!(seen.contains("x-request-id: abc-123"), "{seen}");
+    // Not a sane token: replaced, not passed on.
+    let reply = send("/plain/headers", "has spaces in it").await.unwrap();
+    assert_ne!(reply.headers()["x-request-id"], "has spaces in it");
+    let reply = send("/trap/panic", "trap-req-7").await.unwrap();
+    assert_eq!(reply.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.headers()["x-request-id"], "trap-req-7");
+    server.wait_for_log(&["plugin request failed", "trap-req-7"]);
+}
