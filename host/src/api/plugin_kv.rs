@@ -46,10 +46,10 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::Kv(KvError::Store(StoreError::Backend {
+        ApiError::Storage(StoreError::Backend {
             op: "kv task",
             message: e.to_string(),
-        }))
+        })
     })?
 }
 

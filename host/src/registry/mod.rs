@@ -371,6 +371,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| DeployError::Internal(e.to_string()))
 }
 
+/// Runs store work off the async threads; a task that dies (a bug) is a storage failure, not
+/// the caller's fault.
+async fn store_task<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend {
+            op: "background task",
+            message: e.to_string(),
+        })
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -406,12 +419,7 @@ impl Registry {
     async fn refresh_config(&self, plugin: &str) -> Result<(), StoreError> {
         let store = self.store.clone();
         let name = plugin.to_string();
-        let values = tokio::task::spawn_blocking(move || plugin_config::load(&*store, &name))
-            .await
-            .map_err(|e| StoreError::Backend {
-                op: "load config",
-                message: e.to_string(),
-            })??;
+        let values = store_task(move || plugin_config::load(&*store, &name)).await??;
         let mut all = (**self.config.load()).clone();
         if values.is_empty() {
             all.remove(plugin);
@@ -435,9 +443,7 @@ impl Registry {
         let _guard = self.writes.lock().await;
         let store = self.store.clone();
         let owned = name.to_string();
-        tokio::task::spawn_blocking(move || plugin_config::set(&*store, &owned, &values, now_ms()))
-            .await
-            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        store_task(move || plugin_config::set(&*store, &owned, &values, now_ms())).await??;
         self.refresh_config(name.as_str()).await?;
         let keys: Vec<_> = self.config(name.as_str()).keys.iter().cloned().collect();
         tracing::info!(plugin = %name, ?keys, "plugin config changed");
@@ -453,9 +459,7 @@ impl Registry {
         let store = self.store.clone();
         let owned = name.to_string();
         let unset = key.clone();
-        tokio::task::spawn_blocking(move || plugin_config::unset(&*store, &owned, &unset))
-            .await
-            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        store_task(move || plugin_config::unset(&*store, &owned, &unset)).await??;
         self.refresh_config(name.as_str()).await?;
         tracing::info!(plugin = %name, key = %key, "plugin config key removed");
         Ok(())
@@ -466,9 +470,7 @@ impl Registry {
         let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
         let store = self.store.clone();
         let owned = name.to_string();
-        let values = tokio::task::spawn_blocking(move || plugin_config::load(&*store, &owned))
-            .await
-            .map_err(|e| ConfigError::Invalid(e.to_string()))??;
+        let values = store_task(move || plugin_config::load(&*store, &owned)).await??;
         let active = self.active();
         let deployed = active.plugins.get(name.as_str());
         let declared_secret: BTreeSet<String> = deployed
