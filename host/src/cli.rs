@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// Open connections at once; more are closed at once [default: 1024]
     #[arg(long, env = "PLINTH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Versions kept per plugin for `plinth rollback` [default: 10]
+    #[arg(long, env = "PLINTH_KEEP_VERSIONS", value_name = "N")]
+    pub keep_versions: Option<usize>,
+    /// Log lines kept per plugin for `plinth logs` [default: 1000]
+    #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
+    pub log_buffer_lines: Option<usize>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -141,6 +147,8 @@ impl ServeArgs {
             queue_timeout: self.queue_timeout.clone(),
             header_timeout: self.header_timeout.clone(),
             max_connections: self.max_connections,
+            keep_versions: self.keep_versions,
+            log_buffer_lines: self.log_buffer_lines,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

@@ -26,6 +26,10 @@ pub const DEFAULT_KV_QUOTA: ByteSize = ByteSize(256 * 1024 * 1024);
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// Default time a request waits for a busy plugin before 503.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Versions of each plugin kept for rollback by default.
+pub const DEFAULT_KEEP_VERSIONS: usize = 10;
+/// Log lines kept per plugin by default (about 200 KiB at typical line lengths).
+pub const DEFAULT_LOG_BUFFER_LINES: usize = 1_000;
 /// Default time a client has to send a request's headers (and most idle keep-alive time).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on open connections.
@@ -193,6 +197,10 @@ pub struct RawConfig {
     pub header_timeout: Option<String>,
     /// Open connections at once; more are closed at once.
     pub max_connections: Option<usize>,
+    /// Versions kept per plugin for rollback (the active one included).
+    pub keep_versions: Option<usize>,
+    /// Lines kept in each plugin's log buffer.
+    pub log_buffer_lines: Option<usize>,
     /// Access token lifetime, e.g. `15m`.
     pub access_token_ttl: Option<String>,
     /// Refresh token lifetime, e.g. `30days`.
@@ -279,6 +287,8 @@ impl RawConfig {
             queue_timeout: self.queue_timeout.or(lower.queue_timeout),
             header_timeout: self.header_timeout.or(lower.header_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
+            keep_versions: self.keep_versions.or(lower.keep_versions),
+            log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -414,6 +424,11 @@ impl RawConfig {
                 .max_component_size
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
             durability: self.durability.unwrap_or_default(),
+            keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
+            log_buffer_lines: self
+                .log_buffer_lines
+                .unwrap_or(DEFAULT_LOG_BUFFER_LINES)
+                .max(1),
             limits,
             front_door: crate::front_door::FrontDoor {
                 header_timeout: parse_ttl(
@@ -476,6 +491,10 @@ pub struct ServerConfig {
     pub max_component_size: ByteSize,
     /// When plugin kv writes return.
     pub durability: Durability,
+    /// Versions kept per plugin (at least 1: the active one).
+    pub keep_versions: usize,
+    /// Lines kept in each plugin's log buffer.
+    pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
     pub limits: LimitSettings,
     /// Connection-level limits.
@@ -495,6 +514,8 @@ impl fmt::Debug for ServerConfig {
             .field("log_format", &self.log_format)
             .field("max_component_size", &self.max_component_size)
             .field("durability", &self.durability)
+            .field("keep_versions", &self.keep_versions)
+            .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)
             .field("kv_limits", &self.kv_limits)

@@ -2,11 +2,14 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod front_door;
+pub mod metrics;
+pub mod plugin_logs;
 pub mod registry;
 pub mod router;
 pub mod runtime;

@@ -63,19 +63,27 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         );
     }
 
+    let logs = Arc::new(crate::plugin_logs::PluginLogs::new(config.log_buffer_lines));
     let runtime = Arc::new(
         tokio::task::spawn_blocking({
             let store = store.clone();
             let limits = config.kv_limits;
             let max_memory = config.limits.caps.memory;
-            move || Runtime::new(store, limits, max_memory)
+            let logs = logs.clone();
+            move || Runtime::new(store, limits, max_memory, logs)
         })
         .await
         .map_err(|e| ServeError::Startup(e.to_string()))??,
     );
-    let registry = Arc::new(Registry::new(store.clone(), runtime.clone(), config.limits));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        runtime.clone(),
+        config.limits,
+        config.keep_versions,
+    ));
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let app = api::router(AppState {
         registry: registry.clone(),
         runtime,
@@ -86,8 +94,13 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_in_flight as usize,
         )),
+        max_in_flight: config.limits.max_in_flight as usize,
         queue_timeout: config.limits.queue_timeout,
         body_timeout: config.front_door.header_timeout,
+        audit: Arc::new(crate::audit::AuditLog::new(store.clone())),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        logs,
+        stopping: stopping_seen,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -127,7 +140,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         })
     };
 
-    crate::front_door::serve(listener, app, config.front_door, shutdown_signal()).await;
+    let signal = async move {
+        shutdown_signal().await;
+        // Live log streams end now, so they do not hold up the graceful stop.
+        let _ = stopping.send(true);
+    };
+    crate::front_door::serve(listener, app, config.front_door, signal).await;
     loader.abort();
     tracing::info!("shut down cleanly");
     Ok(())

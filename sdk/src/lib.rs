@@ -3,8 +3,8 @@
 //! A plugin is a type implementing [`Plugin`], exported with [`export!`]. It receives a typed
 //! [`Request`] (method, path, headers, body, the route the host matched and its path parameters)
 //! and returns a [`Response`]. It keeps state in [`kv`] buckets, reads operator-set settings
-//! with [`config`], and calls third parties with [`outbound`]. No WASI plumbing appears in
-//! plugin code.
+//! with [`config`], calls third parties with [`outbound`], and writes to its [`log`]. No WASI
+//! plumbing appears in plugin code.
 //!
 //! ```ignore
 //! use plinth_sdk::{Plugin, Request, Response, Router};
@@ -31,6 +31,7 @@
 
 pub mod config;
 pub mod kv;
+pub mod log;
 pub mod outbound;
 mod request;
 mod response;

@@ -12,6 +12,7 @@ mod harness;
 mod kv;
 mod lifecycle;
 mod limits;
+mod operations;
 mod outbound;
 mod plugins;
 mod serving;

@@ -4,11 +4,12 @@
 //!
 //! Teaches: compare-and-swap to claim a key exactly once (two requests racing for one slug: one
 //! wins, one gets 409), generated ids from an atomic counter, redirects, and reading optional
-//! operator config (`base_url`, set with `PUT /admin/plugins/shortener/config`).
+//! operator config (`base_url`, set with `PUT /admin/plugins/shortener/config`), and writing
+//! to the plugin's log (`plinth logs shortener`).
 //! Build with `cargo xtask build-guests`; deploy `target/guests/shortener.wasm` with `plinth.toml`.
 
 use plinth_sdk::kv::Bucket;
-use plinth_sdk::{Plugin, Request, Response, Router, config};
+use plinth_sdk::{Plugin, Request, Response, Router, config, log};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -102,6 +103,7 @@ fn create(request: Request) -> Response {
                 &format!("the slug {slug:?} is already taken"),
             ));
         }
+        log::info(format!("created /s/{slug} -> {}", link.url));
         Ok(Response::json(&json!({
             "slug": slug,
             "url": link.url,

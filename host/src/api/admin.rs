@@ -2,17 +2,21 @@
 //! admins), and the extractors that guard every `/admin/` endpoint.
 
 use super::{ApiError, AppState};
+use crate::audit::Actor;
 use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
 use crate::registry::PluginInfo;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State,
+};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 
 /// Room for the multipart framing and the manifest on top of the component itself.
 const MULTIPART_OVERHEAD: u64 = 1 << 20;
@@ -22,15 +26,20 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         .max_component_size
         .0
         .saturating_add(MULTIPART_OVERHEAD);
-    Router::new().route("/admin/plugins", get(list)).route(
-        "/admin/plugins/{name}",
-        get(show)
-            .put(deploy)
-            .delete(remove)
-            .layer(DefaultBodyLimit::max(
-                usize::try_from(limit).unwrap_or(usize::MAX),
-            )),
-    )
+    Router::new()
+        .route("/admin/plugins", get(list))
+        .route(
+            "/admin/plugins/{name}",
+            get(show)
+                .put(deploy)
+                .delete(remove)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )),
+        )
+        .route("/admin/plugins/{name}/versions", get(versions))
+        .route("/admin/plugins/{name}/rollback", post(rollback))
+        .route("/admin/audit", get(audit))
 }
 
 fn authorization(parts: &Parts) -> Option<&str> {
@@ -40,28 +49,38 @@ fn authorization(parts: &Parts) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Extractor admitting operators and admins (plugins); runs before the body is read.
-pub(super) struct Operator;
+fn actor(parts: &Parts, principal: &Principal) -> Actor {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    Actor::new(principal, address)
+}
+
+/// Extractor admitting operators and admins (plugins); runs before the body is read. Carries
+/// who is calling, for the audit log.
+pub(super) struct Operator(pub Actor);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.auth.require(ROLE_OPERATOR, authorization(parts))?;
-        Ok(Operator)
+        let principal = state.auth.require(ROLE_OPERATOR, authorization(parts))?;
+        Ok(Operator(actor(parts, &principal)))
     }
 }
 
-/// Extractor admitting only admins (users, API keys, signing keys).
-pub(super) struct AdminOnly(pub Principal);
+/// Extractor admitting only admins (users, API keys, signing keys): the principal (for rules
+/// such as "not yourself") and the actor (for the audit log).
+pub(super) struct AdminOnly(pub Principal, pub Actor);
 
 impl FromRequestParts<AppState> for AdminOnly {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(AdminOnly(
-            state.auth.require(ROLE_ADMIN, authorization(parts))?,
-        ))
+        let principal = state.auth.require(ROLE_ADMIN, authorization(parts))?;
+        let actor = actor(parts, &principal);
+        Ok(AdminOnly(principal, actor))
     }
 }
 
@@ -97,13 +116,104 @@ struct RemoveQuery {
 }
 
 async fn remove(
+    Operator(actor): Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    state.registry.remove(&name, query.purge).await?;
+    if query.purge {
+        state.logs.forget(&name);
+    }
+    state
+        .audit
+        .record(
+            &actor,
+            "plugin.delete",
+            &name,
+            json!({ "purge": query.purge }),
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn versions(
     _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<RemoveQuery>,
-) -> Result<StatusCode, ApiError> {
-    state.registry.remove(&name, query.purge).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let versions = state.registry.versions(&name).await?;
+    Ok(Json(json!({ "plugin": name, "versions": versions })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// The version to activate; absent: the newest one before the active one.
+    version: Option<u64>,
+}
+
+/// `POST /admin/plugins/{name}/rollback` with `{"version": N}` or no body.
+async fn rollback(
+    Operator(actor): Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<crate::registry::Deployed>, ApiError> {
+    let body: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
+    };
+    let from = state
+        .registry
+        .active()
+        .plugins
+        .get(&name)
+        .map(|p| p.record.version);
+    let done = state.registry.rollback(&name, body.version).await?;
+    if !done.unchanged {
+        state.metrics.rolled_back();
+        state
+            .audit
+            .record(
+                &actor,
+                "plugin.rollback",
+                &name,
+                json!({ "from": from, "to": done.info.version, "sha256": done.info.sha256 }),
+            )
+            .await;
+    }
+    Ok(Json(done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+    action: Option<String>,
+    target: Option<String>,
+}
+
+/// `GET /admin/audit?cursor=&limit=&action=&target=`: admins only (it names every account).
+async fn audit(
+    _: AdminOnly,
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::audit::AuditPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    let page = state
+        .audit
+        .list(
+            query.cursor.as_deref(),
+            query.limit.unwrap_or(100),
+            query.action,
+            query.target,
+        )
+        .await?;
+    Ok(Json(page))
 }
 
 /// Maps a multipart read error to 413 when the body limit was hit, 400 otherwise.
@@ -122,7 +232,7 @@ fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -
 
 /// `PUT /admin/plugins/{name}` with multipart parts `manifest` (plinth.toml) and `component`.
 async fn deploy(
-    _: Operator,
+    Operator(actor): Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
@@ -176,11 +286,30 @@ async fn deploy(
                 .into(),
         ));
     };
-    let deployed = state.registry.deploy(&name, manifest, component).await?;
+    let deployed = state
+        .registry
+        .deploy(&name, manifest, component, Some(actor.who.clone()))
+        .await?;
+    if !deployed.unchanged {
+        state.metrics.deployed();
+        state
+            .audit
+            .record(
+                &actor,
+                "plugin.deploy",
+                &name,
+                json!({
+                    "version": deployed.info.version,
+                    "sha256": deployed.info.sha256,
+                    "size": deployed.info.size,
+                }),
+            )
+            .await;
+    }
     let status = if deployed.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(deployed.info)).into_response())
+    Ok((status, Json(deployed)).into_response())
 }

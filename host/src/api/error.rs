@@ -111,6 +111,15 @@ pub enum ApiError {
     },
 }
 
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::InvalidCursor => ApiError::InvalidCursor(String::new()),
+            crate::audit::AuditError::Store(e) => ApiError::Storage(e),
+        }
+    }
+}
+
 fn allow_list(allow: &[Method]) -> String {
     allow
         .iter()
@@ -209,6 +218,7 @@ impl ApiError {
                     Some(json!({ "limit": e.name })),
                 ),
                 DeployError::NotFound(_) => (S::NOT_FOUND, "plugin_not_found", None),
+                DeployError::VersionNotFound { .. } => (S::NOT_FOUND, "version_not_found", None),
                 DeployError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
                 DeployError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
             },

@@ -28,7 +28,7 @@ struct NewKey {
 }
 
 async fn create(
-    _: AdminOnly,
+    AdminOnly(_, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
@@ -44,6 +44,15 @@ async fn create(
         .transpose()
         .map_err(|e| ApiError::InvalidBody(format!("`expires_in`: {e}")))?;
     let key = state.auth.create_api_key(body.name, body.role, ttl).await?;
+    state
+        .audit
+        .record(
+            &actor,
+            "api_key.create",
+            &key.info.id,
+            json!({ "name": key.info.name, "role": key.info.role }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -53,11 +62,15 @@ async fn list(_: AdminOnly, State(state): State<AppState>) -> Result<Json<Value>
 }
 
 async fn revoke(
-    _: AdminOnly,
+    AdminOnly(_, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.revoke_api_key(id).await?;
+    state.auth.revoke_api_key(id.clone()).await?;
+    state
+        .audit
+        .record(&actor, "api_key.revoke", &id, json!({}))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -66,7 +79,15 @@ async fn signing_keys(_: AdminOnly, State(state): State<AppState>) -> Json<Value
     Json(json!({ "current": ids.first(), "verifying": ids }))
 }
 
-async fn rotate(_: AdminOnly, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn rotate(
+    AdminOnly(_, actor): AdminOnly,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let ids = state.auth.rotate_signing_key().await?;
+    let current = ids.first().cloned().unwrap_or_default();
+    state
+        .audit
+        .record(&actor, "signing_key.rotate", &current, json!({}))
+        .await;
     Ok(Json(json!({ "current": ids.first(), "verifying": ids })))
 }

@@ -10,6 +10,7 @@ mod error;
 mod keys;
 mod plugin_config;
 mod plugin_kv;
+mod plugin_logs;
 mod plugins;
 mod users;
 
@@ -45,10 +46,20 @@ pub struct AppState {
     pub kv_limits: KvLimits,
     /// One permit per plugin request being served; none left means 503 `overloaded`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The number of permits `in_flight` started with.
+    pub max_in_flight: usize,
     /// How long a request waits for a busy plugin.
     pub queue_timeout: std::time::Duration,
     /// Longest pause in a request body before 408.
     pub body_timeout: std::time::Duration,
+    /// Who changed what.
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// Request counters and latencies, served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each plugin's recent log lines.
+    pub logs: Arc<crate::plugin_logs::PluginLogs>,
+    /// Turns true when the server starts shutting down; long-lived streams end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The whole API as one axum router.
@@ -62,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(plugin_config::routes())
         .merge(plugin_kv::routes())
+        .merge(plugin_logs::routes())
+        .route("/metrics", get(metrics))
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -90,14 +103,62 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready: the store is open and the stored plugins are loaded.
+/// Ready: the store is open and the stored plugins are loaded. Lists stored plugins that could
+/// not be loaded (they stay stored, inactive, with the reason).
 async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     if state.registry.is_ready() {
         let plugins = state.registry.active().plugins.len();
-        axum::Json(json!({ "status": "ready", "plugins": plugins })).into_response()
+        axum::Json(json!({
+            "status": "ready",
+            "store": "open",
+            "plugins": plugins,
+            "not_loaded": state.registry.not_loaded(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .into_response()
     } else {
         ApiError::NotReady.into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus metrics (OpenMetrics text). Public like `/healthz`, as
+/// Prometheus scrapes expect; it names plugins and routes, so keep it off the public internet
+/// (see the README's reverse-proxy section).
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    let active = state.registry.active();
+    let store = state.store.clone();
+    let names: Vec<String> = active.plugins.keys().cloned().collect();
+    let kv_bytes = tokio::task::spawn_blocking(move || {
+        names
+            .into_iter()
+            .filter_map(|name| store.kv_usage(&name).ok().map(|bytes| (name, bytes)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let snapshot = crate::metrics::HostSnapshot {
+        active_instances: (state.max_in_flight - state.in_flight.available_permits()) as i64,
+        plugins: active.plugins.len() as i64,
+        kv_bytes,
+        memory_peaks: active
+            .plugins
+            .iter()
+            .map(|(name, p)| {
+                let peak = p.memory_peak.load(std::sync::atomic::Ordering::Relaxed);
+                (name.clone(), peak)
+            })
+            .collect(),
+        compiled: state.runtime.code_stats.compiled(),
+        loaded: state.runtime.code_stats.loaded(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(snapshot),
+    )
+        .into_response()
 }
 
 /// Host routes called with a method they do not serve (axum fills in the `Allow` header).

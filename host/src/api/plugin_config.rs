@@ -3,6 +3,7 @@
 
 use super::admin::Operator;
 use super::{ApiError, ApiJson, AppState};
+use crate::audit::Actor;
 use crate::registry::ConfigView;
 use crate::registry::plugin_config::{ConfigError, ConfigKey, NewValue};
 use axum::extract::{Path, State};
@@ -10,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::json;
 use std::collections::BTreeMap;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -63,7 +65,7 @@ async fn show(
 /// `PUT .../config` with `{"KEY": "value", "SECRET": {"value": "...", "secret": true}}`: sets
 /// every key given (atomically), leaves the others.
 async fn set_many(
-    _: Operator,
+    Operator(actor): Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<BTreeMap<String, ValueInput>>,
@@ -78,26 +80,56 @@ async fn set_many(
         let key = ConfigKey::parse(&key).map_err(ConfigError::Invalid)?;
         values.insert(key, NewValue::from(value));
     }
-    Ok(Json(state.registry.set_config(&name, values).await?))
+    set(&state, &actor, &name, values).await
+}
+
+/// Sets the values and records which keys changed (never the values).
+async fn set(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    values: BTreeMap<ConfigKey, NewValue>,
+) -> Result<Json<ConfigView>, ApiError> {
+    let keys: Vec<String> = values.keys().map(ToString::to_string).collect();
+    let secrets: Vec<String> = values
+        .iter()
+        .filter(|(_, v)| v.secret)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let view = state.registry.set_config(name, values).await?;
+    state
+        .audit
+        .record(
+            actor,
+            "config.set",
+            name,
+            json!({ "keys": keys, "secrets": secrets }),
+        )
+        .await;
+    Ok(Json(view))
 }
 
 /// `PUT .../config/{key}` with `{"value": "...", "secret": false}`.
 async fn set_one(
-    _: Operator,
+    Operator(actor): Operator,
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<FullValue>,
 ) -> Result<Json<ConfigView>, ApiError> {
     let key = ConfigKey::parse(&key).map_err(ConfigError::Invalid)?;
     let values = BTreeMap::from([(key, NewValue::from(ValueInput::Full(body)))]);
-    Ok(Json(state.registry.set_config(&name, values).await?))
+    set(&state, &actor, &name, values).await
 }
 
 async fn unset(
-    _: Operator,
+    Operator(actor): Operator,
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.registry.unset_config(&name, &key).await?;
+    state
+        .audit
+        .record(&actor, "config.unset", &name, json!({ "keys": [key] }))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,19 +2,22 @@
 
 use super::{ApiError, AppState};
 use crate::auth::Principal;
+use crate::plugin_logs::{Level, Source};
+use crate::registry::RouteTarget;
 use crate::router::Lookup;
-use crate::runtime::RequestContext;
 use crate::runtime::identity::Caller;
 use crate::runtime::limits::{BodyViolation, BodyWatch, RequestLimit};
 use crate::runtime::route::RouteCtx;
+use crate::runtime::{HandleError, RequestContext};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 /// Routes a request to its plugin: 404/405 JSON when no route fits, 401/403 when the route's
 /// auth policy is not met, otherwise a fresh instance of the plugin answers.
-pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request) -> Response {
+pub(super) async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     if !state.registry.is_ready() {
         return ApiError::NotReady.into_response();
     }
@@ -42,14 +45,77 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
             .into_response();
         }
     };
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let request_id: Option<Arc<str>> = request
+        .headers()
+        .get(crate::front_door::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(Arc::from);
+    let plugin = target.plugin.clone();
+    let (response, user) =
+        serve(&state, target, pattern, params, request, request_id.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .request(&plugin.name, pattern, status, elapsed);
+    let level = match status {
+        500.. => Level::Error,
+        400.. => Level::Warn,
+        _ => Level::Info,
+    };
+    let message = format!(
+        "{method} {path} → {status} in {:.1} ms (route {pattern}, user {})",
+        elapsed.as_secs_f64() * 1000.0,
+        user.as_deref().unwrap_or("-"),
+    );
+    state.logs.push(
+        &plugin.name,
+        Source::Access,
+        level,
+        message,
+        request_id.as_deref(),
+    );
+    response
+}
+
+/// Serves a routed request: auth, required config, admission, body limits, then a fresh
+/// instance. Returns the response and the caller's id (for the access line).
+async fn serve(
+    state: &AppState,
+    target: &RouteTarget,
+    pattern: &str,
+    params: Vec<(String, String)>,
+    request: Request,
+    request_id: Option<Arc<str>>,
+) -> (Response, Option<String>) {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let principal = match state.auth.authorize(&target.auth, authorization) {
         Ok(principal) => principal,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return (ApiError::from(e).into_response(), None),
     };
+    let user = principal.as_ref().map(principal_id);
+    let response = run(
+        state, target, pattern, params, request, request_id, principal,
+    )
+    .await;
+    (response, user)
+}
+
+/// Runs an authorised request on a fresh instance, within the plugin's limits.
+async fn run(
+    state: &AppState,
+    target: &RouteTarget,
+    pattern: &str,
+    params: Vec<(String, String)>,
+    mut request: Request,
+    request_id: Option<Arc<str>>,
+    principal: Option<Principal>,
+) -> Response {
     let headers = request.headers_mut();
     if !target.forward_authorization {
         // Credentials stay with the host; the plugin learns the caller through `identity`.
@@ -106,6 +172,8 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         caller: principal.map(caller),
         config: config.variables.clone(),
         outbound: plugin.outbound.clone(),
+        request_id,
+        memory_peak: plugin.memory_peak.clone(),
     };
     let watch = std::sync::Arc::new(BodyWatch::default());
     let request = request.map(|body| {
@@ -146,9 +214,31 @@ pub(super) async fn dispatch(State(state): State<AppState>, mut request: Request
         Ok(response) => response.map(Body::new),
         Err(e) => {
             plugin.failures.record(&e);
+            if let Some(kind) = failure_kind(&e) {
+                state.metrics.failure(&plugin.name, kind);
+            }
             tracing::error!(plugin = &*plugin.name, error = %e, "plugin request failed");
             ApiError::from(e).into_response()
         }
+    }
+}
+
+/// The `kind` label of a failed request in `/metrics`.
+fn failure_kind(error: &HandleError) -> Option<&'static str> {
+    match error {
+        HandleError::Trap(_) | HandleError::NoResponse => Some("trap"),
+        HandleError::Timeout(_) => Some("timeout"),
+        HandleError::MemoryLimit(_) => Some("memory_limit"),
+        HandleError::Instantiate(_) => None,
+    }
+}
+
+/// How the access line names the caller.
+fn principal_id(principal: &Principal) -> String {
+    match principal {
+        Principal::User(user) => user.id.clone(),
+        Principal::ApiKey(key) => format!("apikey:{}", key.id),
+        Principal::AdminToken => "admin-token".into(),
     }
 }
 

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::json;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -31,7 +32,7 @@ struct NewInviteBody {
 }
 
 async fn invite(
-    _: AdminOnly,
+    AdminOnly(_, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewInviteBody>,
 ) -> Result<(StatusCode, Json<NewInvite>), ApiError> {
@@ -41,6 +42,15 @@ async fn invite(
         None => DEFAULT_INVITE_TTL,
     };
     let invite = state.auth.create_invite(body.email, ttl).await?;
+    state
+        .audit
+        .record(
+            &actor,
+            "invite.create",
+            &invite.id,
+            json!({ "email": invite.email, "expires_at": invite.expires_at }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
@@ -80,7 +90,7 @@ async fn list(
 }
 
 async fn create(
-    _: AdminOnly,
+    AdminOnly(_, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
@@ -88,6 +98,15 @@ async fn create(
         .auth
         .create_account(&body.email, body.password, body.roles)
         .await?;
+    state
+        .audit
+        .record(
+            &actor,
+            "user.create",
+            &user.id,
+            json!({ "email": user.email, "roles": user.roles }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -100,35 +119,59 @@ async fn show(
 }
 
 async fn remove(
-    AdminOnly(actor): AdminOnly,
+    AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.delete_user(&actor, &id).await?;
+    state.auth.delete_user(&principal, &id).await?;
+    state
+        .audit
+        .record(&actor, "user.delete", &id, json!({}))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn disable(
-    AdminOnly(actor): AdminOnly,
+    AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    Ok(Json(state.auth.set_disabled(&actor, &id, true).await?))
+    let user = state.auth.set_disabled(&principal, &id, true).await?;
+    state
+        .audit
+        .record(&actor, "user.disable", &id, json!({ "email": user.email }))
+        .await;
+    Ok(Json(user))
 }
 
 async fn enable(
-    AdminOnly(actor): AdminOnly,
+    AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    Ok(Json(state.auth.set_disabled(&actor, &id, false).await?))
+    let user = state.auth.set_disabled(&principal, &id, false).await?;
+    state
+        .audit
+        .record(&actor, "user.enable", &id, json!({ "email": user.email }))
+        .await;
+    Ok(Json(user))
 }
 
 async fn set_roles(
-    AdminOnly(actor): AdminOnly,
+    AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Roles>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    Ok(Json(state.auth.set_roles(&actor, &id, body.roles).await?))
+    let user = state.auth.set_roles(&principal, &id, body.roles).await?;
+    state
+        .audit
+        .record(
+            &actor,
+            "user.roles",
+            &id,
+            json!({ "email": user.email, "roles": user.roles }),
+        )
+        .await;
+    Ok(Json(user))
 }

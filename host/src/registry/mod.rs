@@ -57,6 +57,14 @@ pub enum DeployError {
     /// No plugin of that name is deployed.
     #[error("no plugin named {0:?} is deployed")]
     NotFound(String),
+    /// The plugin has no such kept version (or none before the active one).
+    #[error("plugin {plugin:?} has {what}")]
+    VersionNotFound {
+        /// The plugin.
+        plugin: String,
+        /// e.g. `no version 3 (kept: 7, 6, 5)`.
+        what: String,
+    },
     /// Storage failed; nothing was activated.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,6 +91,8 @@ pub struct LoadedPlugin {
     pub failures: Failures,
     /// The origins it may call (`[outbound] allow`).
     pub outbound: Arc<[crate::runtime::outgoing_http::OutboundOrigin]>,
+    /// The largest linear memory one of its instances grew to.
+    pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LoadedPlugin {
@@ -95,6 +105,7 @@ impl LoadedPlugin {
             code,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             failures: Failures::default(),
+            memory_peak: Arc::default(),
             limits,
         }
     }
@@ -138,12 +149,16 @@ pub struct PluginInfo {
     pub name: String,
     /// Routes.
     pub routes: Vec<RouteInfo>,
+    /// The active version's number.
+    pub version: u64,
     /// Hex SHA-256 of the component.
     pub sha256: String,
     /// Component size in bytes.
     pub size: u64,
     /// When this version was deployed (RFC 3339, UTC).
     pub deployed_at: String,
+    /// Who deployed this version, when known.
+    pub deployed_by: Option<String>,
     /// Required config keys not set yet: until they are, the routes answer 503.
     pub missing_config: Vec<String>,
     /// The limits its requests run under.
@@ -276,7 +291,6 @@ impl LoadedPlugin {
 
     /// The operator's view of this plugin, given its current config.
     pub fn info(&self, config: &ConfigSnapshot) -> PluginInfo {
-        let deployed = UNIX_EPOCH + Duration::from_millis(self.record.deployed_at_ms);
         PluginInfo {
             name: self.record.name.clone(),
             routes: self
@@ -289,9 +303,11 @@ impl LoadedPlugin {
                     auth: r.auth.to_string(),
                 })
                 .collect(),
+            version: self.record.version,
             sha256: self.record.sha256.clone(),
             size: self.record.size,
-            deployed_at: humantime::format_rfc3339_millis(deployed).to_string(),
+            deployed_at: rfc3339(self.record.deployed_at_ms),
+            deployed_by: self.record.deployed_by.clone(),
             missing_config: self.missing_config(config),
             limits: LimitsInfo {
                 memory: crate::config::ByteSize(self.limits.memory).to_string(),
@@ -316,12 +332,43 @@ impl LoadedPlugin {
     }
 }
 
-/// The result of a successful deploy.
+/// A millisecond Unix time as RFC 3339 (UTC).
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The result of a successful deploy or rollback.
+#[derive(Debug, Serialize)]
 pub struct Deployed {
     /// The plugin as now active.
+    #[serde(flatten)]
     pub info: PluginInfo,
     /// Whether the name was new (201) rather than replaced (200).
+    #[serde(skip)]
     pub created: bool,
+    /// True when nothing changed: the same component and manifest were already active (or the
+    /// rollback target already was). Only shown when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+}
+
+/// One kept version of a plugin, as operators see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Its number.
+    pub version: u64,
+    /// Whether it is the one serving.
+    pub active: bool,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: u64,
+    /// When it was deployed (RFC 3339, UTC).
+    pub deployed_at: String,
+    /// Who deployed it, when known.
+    pub deployed_by: Option<String>,
+    /// The manifest exactly as uploaded.
+    pub manifest: String,
 }
 
 /// Deployed plugins and the operations on them.
@@ -336,6 +383,19 @@ pub struct Registry {
     config: ArcSwap<BTreeMap<String, Arc<ConfigSnapshot>>>,
     /// Server defaults and caps for plugin limits.
     limits: LimitSettings,
+    /// Versions kept per plugin.
+    keep_versions: usize,
+    /// Stored plugins the last load left inactive, with the reason.
+    not_loaded: std::sync::Mutex<Vec<NotLoaded>>,
+}
+
+/// A stored plugin that could not be activated at start (it stays stored).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NotLoaded {
+    /// The plugin.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// Builds the route table for `plugins`, adding `last` after the others so a conflict names
@@ -384,7 +444,8 @@ async fn store_task<T: Send + 'static>(
         })
 }
 
-fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -393,7 +454,12 @@ fn now_ms() -> u64 {
 
 impl Registry {
     /// An empty registry over `store`; call [`Registry::load`] to activate what is stored.
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>, limits: LimitSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        limits: LimitSettings,
+        keep_versions: usize,
+    ) -> Self {
         Self {
             store,
             runtime,
@@ -402,6 +468,8 @@ impl Registry {
             writes: tokio::sync::Mutex::new(()),
             config: ArcSwap::from_pointee(BTreeMap::new()),
             limits,
+            keep_versions,
+            not_loaded: std::sync::Mutex::default(),
         }
     }
 
@@ -508,6 +576,14 @@ impl Registry {
         self.active.load_full()
     }
 
+    /// Stored plugins the last load could not activate.
+    pub fn not_loaded(&self) -> Vec<NotLoaded> {
+        self.not_loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether the stored plugins have been loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -543,13 +619,16 @@ impl Registry {
                         .component(&record.sha256)
                         .map_err(|e| e.to_string())?
                         .ok_or("its component blob is missing")?;
-                    let code = runtime.compile(&bytes).map_err(|e| e.to_string())?;
+                    let code = runtime
+                        .load(&record.sha256, &bytes)
+                        .map_err(|e| e.to_string())?;
                     Ok(LoadedPlugin::new(record, manifest, code, limits))
                 })();
                 (name, result)
             }));
         }
         let mut plugins = BTreeMap::new();
+        let mut not_loaded = Vec::new();
         for task in tasks {
             let (name, result) = task
                 .await
@@ -558,7 +637,13 @@ impl Registry {
                 Ok(plugin) => {
                     plugins.insert(name, Arc::new(plugin));
                 }
-                Err(reason) => tracing::error!(plugin = name, %reason, "stored plugin not loaded"),
+                Err(reason) => {
+                    tracing::error!(plugin = name, %reason, "stored plugin not loaded");
+                    not_loaded.push(NotLoaded {
+                        plugin: name,
+                        reason,
+                    });
+                }
             }
         }
         // Stored plugins never clash (deploys check), but stay defensive: drop a clashing one.
@@ -568,22 +653,32 @@ impl Registry {
                 Err(RouteError::Conflict { owner, .. }) if plugins.contains_key(&owner) => {
                     tracing::error!(plugin = owner, "stored plugin not loaded: route conflict");
                     plugins.remove(&owner);
+                    not_loaded.push(NotLoaded {
+                        plugin: owner,
+                        reason: "its routes clash with another plugin's".into(),
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
         };
+        *self
+            .not_loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = not_loaded;
         let count = plugins.len();
         self.active.store(Arc::new(Active { plugins, routes }));
         self.ready.store(true, Ordering::Release);
         Ok(count)
     }
 
-    /// Validates, compiles, stores and activates a plugin, replacing one of the same name.
+    /// Validates, compiles, stores and activates a plugin as its next version. Deploying the
+    /// component and manifest already active changes nothing and says so.
     pub async fn deploy(
         &self,
         url_name: &str,
         manifest_text: String,
         component: Bytes,
+        deployed_by: Option<String>,
     ) -> Result<Deployed, DeployError> {
         let name = PluginName::parse(url_name).map_err(DeployError::InvalidName)?;
         let manifest = Manifest::parse(&manifest_text)?;
@@ -597,35 +692,186 @@ impl Registry {
                 manifest: manifest.name.to_string(),
             });
         }
+        let sha256 = hex::encode(Sha256::digest(&component));
+        if let Some(current) = self.active().plugins.get(name.as_str())
+            && current.record.sha256 == sha256
+            && current.record.manifest == manifest_text
+        {
+            return Ok(Deployed {
+                info: self.info(current),
+                created: false,
+                unchanged: true,
+            });
+        }
         let runtime = self.runtime.clone();
         let bytes = component.clone();
-        let (code, sha256) = blocking(move || {
-            let code = runtime.compile(&bytes)?;
-            Ok::<_, CompileError>((code, hex::encode(Sha256::digest(&bytes))))
-        })
-        .await??;
+        let code = blocking(move || runtime.compile(&bytes)).await??;
         let record = PluginRecord {
             name: name.to_string(),
             manifest: manifest_text,
             sha256,
             size: component.len() as u64,
             deployed_at_ms: now_ms(),
+            version: 0,
+            deployed_by,
         };
-        let plugin = Arc::new(LoadedPlugin::new(record.clone(), manifest, code, limits));
+        let candidate = Arc::new(LoadedPlugin::new(
+            record.clone(),
+            manifest.clone(),
+            code.clone(),
+            limits,
+        ));
 
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
-        let others = current.plugins.iter().filter(|(n, _)| *n != name.as_str());
-        let routes = build_routes(others.map(|(_, p)| p), Some(&plugin))?;
+        let others = || {
+            current
+                .plugins
+                .iter()
+                .filter(|(n, _)| *n != name.as_str())
+                .map(|(_, p)| p)
+        };
+        build_routes(others(), Some(&candidate))?;
         let store = self.store.clone();
-        blocking(move || store.put_plugin(&record, &component)).await??;
+        let runtime = self.runtime.clone();
+        let saved = code.clone();
+        let keep = self.keep_versions;
+        let stored = blocking(move || {
+            let stored = store.put_plugin(&record, &component, keep)?;
+            runtime.save_artifact(&stored.sha256, &saved);
+            Ok::<_, StoreError>(stored)
+        })
+        .await??;
+        let plugin = Arc::new(LoadedPlugin::new(stored, manifest, code, limits));
+        let routes = build_routes(others(), Some(&plugin))?;
         let mut plugins = current.plugins.clone();
         let created = plugins.insert(name.to_string(), plugin.clone()).is_none();
         self.active.store(Arc::new(Active { plugins, routes }));
-        tracing::info!(plugin = %name, sha256 = plugin.record.sha256, created, "plugin deployed");
+        tracing::info!(
+            plugin = %name,
+            version = plugin.record.version,
+            sha256 = plugin.record.sha256,
+            created,
+            "plugin deployed"
+        );
         Ok(Deployed {
             info: self.info(&plugin),
             created,
+            unchanged: false,
+        })
+    }
+
+    /// The kept versions of a deployed plugin, newest first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, DeployError> {
+        let active = self.active();
+        let plugin = active
+            .plugins
+            .get(name)
+            .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+        let active_version = plugin.record.version;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let records = blocking(move || store.plugin_versions(&owned)).await??;
+        Ok(records
+            .into_iter()
+            .map(|r| VersionInfo {
+                active: r.version == active_version,
+                version: r.version,
+                sha256: r.sha256,
+                size: r.size,
+                deployed_at: rfc3339(r.deployed_at_ms),
+                deployed_by: r.deployed_by,
+                manifest: r.manifest,
+            })
+            .collect())
+    }
+
+    /// Makes a kept version active again: `to`, or the newest one before the active one.
+    /// Requests in flight finish on the version they started on.
+    pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<Deployed, DeployError> {
+        let current = self.active();
+        let active = current
+            .plugins
+            .get(name)
+            .ok_or_else(|| DeployError::NotFound(name.to_string()))?
+            .clone();
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let kept = blocking(move || store.plugin_versions(&owned)).await??;
+        let kept_list = || {
+            kept.iter()
+                .map(|r| r.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let target = match to {
+            Some(v) => kept.iter().find(|r| r.version == v),
+            None => kept.iter().find(|r| r.version < active.record.version),
+        }
+        .cloned()
+        .ok_or_else(|| DeployError::VersionNotFound {
+            plugin: name.to_string(),
+            what: match to {
+                Some(v) => format!("no version {v} (kept: {})", kept_list()),
+                None => format!(
+                    "no version before {} (kept: {})",
+                    active.record.version,
+                    kept_list()
+                ),
+            },
+        })?;
+        if target.version == active.record.version {
+            return Ok(Deployed {
+                info: self.info(&active),
+                created: false,
+                unchanged: true,
+            });
+        }
+        let manifest = Manifest::parse(&target.manifest)?;
+        let limits = self
+            .limits
+            .defaults
+            .for_manifest(&self.limits.caps, &manifest.limits)?;
+        let store = self.store.clone();
+        let runtime = self.runtime.clone();
+        let sha = target.sha256.clone();
+        let code = blocking(move || {
+            let bytes = store.component(&sha)?.ok_or_else(|| {
+                StoreError::corrupt(format!("component {sha}"), "the blob is missing")
+            })?;
+            Ok::<_, DeployError>(runtime.load(&sha, &bytes)?)
+        })
+        .await??;
+
+        let _guard = self.writes.lock().await;
+        let current = self.active.load_full();
+        if !current.plugins.contains_key(name) {
+            return Err(DeployError::NotFound(name.to_string()));
+        }
+        let plugin = Arc::new(LoadedPlugin::new(target, manifest, code, limits));
+        let others = current
+            .plugins
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(_, p)| p);
+        let routes = build_routes(others, Some(&plugin))?;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let version = plugin.record.version;
+        blocking(move || store.activate_version(&owned, version))
+            .await??
+            .ok_or_else(|| DeployError::VersionNotFound {
+                plugin: name.to_string(),
+                what: format!("no version {version} any more"),
+            })?;
+        let mut plugins = current.plugins.clone();
+        plugins.insert(name.to_string(), plugin.clone());
+        self.active.store(Arc::new(Active { plugins, routes }));
+        tracing::info!(plugin = name, version, "plugin rolled back");
+        Ok(Deployed {
+            info: self.info(&plugin),
+            created: false,
+            unchanged: false,
         })
     }
 

@@ -191,6 +191,64 @@ impl Limits {
     }
 }
 
+/// An instance's `StoreLimits` that also records the largest linear memory it grew to, into a
+/// per-plugin high-water mark (shown by `/metrics`).
+pub struct MemoryWatch {
+    limits: StoreLimits,
+    peak: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MemoryWatch {
+    /// Enforces `limits`, raising `peak` to every size a memory is allowed to grow to.
+    pub fn new(limits: StoreLimits, peak: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { limits, peak }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak.fetch_max(desired as u64, Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread; stops when dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,

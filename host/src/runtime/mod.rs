@@ -8,10 +8,12 @@
 //! `InstancePre`; nothing a guest did in one request is visible to the next. The store is dropped
 //! when the guest finishes, traps or is cancelled, never reused.
 
+pub mod artifacts;
 mod bindings;
 pub mod identity;
 pub mod keyvalue;
 pub mod limits;
+pub mod log;
 pub mod outgoing_http;
 pub mod route;
 mod stdio;
@@ -97,9 +99,10 @@ pub struct RequestState {
     outbound: OutboundPolicy,
     route: RouteCtx,
     identity: IdentityCtx,
+    log: log::LogCtx,
     keyvalue: KeyValueCtx,
     config: Arc<WasiConfigVariables>,
-    limits: wasmtime::StoreLimits,
+    limits: limits::MemoryWatch,
 }
 
 /// What the host knows about a request before the plugin runs.
@@ -113,6 +116,10 @@ pub struct RequestContext {
     pub config: Arc<WasiConfigVariables>,
     /// The origins the plugin may call.
     pub outbound: Arc<[outgoing_http::OutboundOrigin]>,
+    /// The request's `x-request-id`, on every log line it causes.
+    pub request_id: Option<Arc<str>>,
+    /// Where the plugin's largest instance memory so far is kept (for `/metrics`).
+    pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl WasiView for RequestState {
@@ -149,6 +156,12 @@ pub struct Runtime {
     store: Arc<dyn crate::store::Store>,
     kv_limits: KvLimits,
     cursors: Arc<Cursors>,
+    /// Every plugin's log buffer.
+    logs: Arc<crate::plugin_logs::PluginLogs>,
+    /// The engine's compatibility fingerprint, the key of stored artifacts.
+    fingerprint: String,
+    /// How plugins' code was obtained (compiled or loaded from an artifact).
+    pub code_stats: artifacts::CodeStats,
     /// Advances the epoch that interrupts running guests; stops with the runtime.
     _ticker: EpochTicker,
 }
@@ -156,6 +169,17 @@ pub struct Runtime {
 /// The header of a core module and of a component (magic + version/layer).
 const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 const COMPONENT_MAGIC: [u8; 4] = *b"\0asm";
+
+/// Refuses what is not WebAssembly, or is a core module rather than a component.
+fn check_header(bytes: &[u8]) -> Result<(), CompileError> {
+    if bytes.len() < 8 || bytes[..4] != COMPONENT_MAGIC {
+        return Err(CompileError::NotWasm);
+    }
+    if bytes[..8] == CORE_MODULE_HEADER {
+        return Err(CompileError::CoreModule);
+    }
+    Ok(())
+}
 
 impl Runtime {
     /// Builds the engine (see `limits`) and the linker with everything a plugin may import.
@@ -165,6 +189,7 @@ impl Runtime {
         store: Arc<dyn crate::store::Store>,
         kv_limits: KvLimits,
         max_memory: u64,
+        logs: Arc<crate::plugin_logs::PluginLogs>,
     ) -> Result<Self, EngineError> {
         let engine = Engine::new(&limits::engine_config(max_memory))
             .map_err(|e| EngineError(format!("{e:#}")))?;
@@ -187,6 +212,12 @@ impl Runtime {
                 )
             })
             .and_then(|()| {
+                bindings::plinth::host::log::add_to_linker::<_, HasSelf<log::LogCtx>>(
+                    &mut linker,
+                    |state: &mut RequestState| &mut state.log,
+                )
+            })
+            .and_then(|()| {
                 keyvalue::add_to_linker(&mut linker, |state: &mut RequestState| KeyValue {
                     ctx: &state.keyvalue,
                     table: &mut state.table,
@@ -199,29 +230,30 @@ impl Runtime {
             })
             .map_err(|e| EngineError(format!("{e:#}")))?;
         Ok(Self {
+            fingerprint: artifacts::fingerprint(&engine),
             engine,
             linker,
             store,
             kv_limits,
             cursors: Arc::default(),
+            logs,
+            code_stats: artifacts::CodeStats::default(),
             _ticker: ticker,
         })
     }
 
-    /// Validates, compiles and links a component. CPU-heavy and blocking: call it from
-    /// `spawn_blocking`, never on an async worker.
+    /// Validates, compiles and links a component without storing its artifact. CPU-heavy and
+    /// blocking: call it from `spawn_blocking`, never on an async worker.
     pub fn compile(&self, bytes: &[u8]) -> Result<PluginCode, CompileError> {
-        if bytes.len() < 8 || bytes[..4] != COMPONENT_MAGIC {
-            return Err(CompileError::NotWasm);
-        }
-        if bytes[..8] == CORE_MODULE_HEADER {
-            return Err(CompileError::CoreModule);
-        }
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
-        let instance_pre = match self.linker.instantiate_pre(&component) {
+        let component = self.compile_component(bytes)?;
+        self.link(&component)
+    }
+
+    /// Links a compiled component against the host and checks its export.
+    fn link(&self, component: &Component) -> Result<PluginCode, CompileError> {
+        let instance_pre = match self.linker.instantiate_pre(component) {
             Ok(pre) => pre,
-            Err(first) => return Err(self.explain_link_failure(&component, first)),
+            Err(first) => return Err(self.explain_link_failure(component, first)),
         };
         let pre = ProxyPre::new(instance_pre)
             .map_err(|e| CompileError::MissingExport(format!("{e:#}")))?;
@@ -292,8 +324,9 @@ impl Runtime {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Display,
     {
+        let memory_peak = context.memory_peak.clone();
         let mut state = self.request_state(plugin.clone(), context);
-        state.limits = limits.store_limits();
+        state.limits = limits::MemoryWatch::new(limits.store_limits(), memory_peak);
         state.table.set_max_capacity(limits::MAX_RESOURCE_HANDLES);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -350,9 +383,14 @@ impl Runtime {
     }
 
     fn request_state(&self, plugin: Arc<str>, context: RequestContext) -> RequestState {
+        let log = log::LogCtx {
+            plugin: plugin.clone(),
+            request_id: context.request_id,
+            logs: self.logs.clone(),
+        };
         let wasi = WasiCtx::builder()
-            .stdout(PluginOutput::new(plugin.clone(), Stream::Stdout))
-            .stderr(PluginOutput::new(plugin.clone(), Stream::Stderr))
+            .stdout(PluginOutput::new(log.clone(), Stream::Stdout))
+            .stderr(PluginOutput::new(log.clone(), Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -361,7 +399,7 @@ impl Runtime {
             .max_random_size(limits::MAX_RANDOM_BYTES)
             .build();
         RequestState {
-            limits: wasmtime::StoreLimits::default(),
+            limits: limits::MemoryWatch::new(wasmtime::StoreLimits::default(), Arc::default()),
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
@@ -370,6 +408,7 @@ impl Runtime {
             identity: IdentityCtx {
                 caller: context.caller,
             },
+            log,
             keyvalue: KeyValueCtx {
                 plugin,
                 store: self.store.clone(),

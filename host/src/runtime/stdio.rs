@@ -1,9 +1,10 @@
 //! A plugin's stdout and stderr (`wasi:cli/stdout`, `wasi:cli/stderr`): each line goes to the
-//! host log, tagged with the plugin's name and the stream it came from.
+//! plugin's log buffer and the host log, tagged with the plugin, the stream and the request.
 
+use super::log::LogCtx;
+use crate::plugin_logs::{Level, Source};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -24,14 +25,14 @@ pub enum Stream {
 /// The stdout or stderr handed to one instance.
 #[derive(Clone)]
 pub struct PluginOutput {
-    plugin: Arc<str>,
+    log: LogCtx,
     stream: Stream,
 }
 
 impl PluginOutput {
-    /// Output of `plugin` on `stream`.
-    pub fn new(plugin: Arc<str>, stream: Stream) -> Self {
-        Self { plugin, stream }
+    /// Output on `stream`, written to `log`.
+    pub fn new(log: LogCtx, stream: Stream) -> Self {
+        Self { log, stream }
     }
 }
 
@@ -59,12 +60,12 @@ struct LineLogger {
 impl LineLogger {
     fn emit(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
-        let plugin = &*self.output.plugin;
-        match self.output.stream {
-            Stream::Stdout => tracing::info!(target: "plugin", plugin, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(target: "plugin", plugin, stream = "stderr", "{text}"),
-        }
+        let text = text.trim_end_matches('\r').to_string();
+        let (source, level) = match self.output.stream {
+            Stream::Stdout => (Source::Stdout, Level::Info),
+            Stream::Stderr => (Source::Stderr, Level::Warn),
+        };
+        self.output.log.write(source, level, text);
     }
 
     fn emit_rest(&mut self) {

@@ -74,6 +74,12 @@ pub struct PluginRecord {
     pub size: u64,
     /// When this version was deployed, in milliseconds since the Unix epoch.
     pub deployed_at_ms: u64,
+    /// The version number, counting deploys of this name from 1 (assigned by the store).
+    #[serde(default)]
+    pub version: u64,
+    /// Who deployed it (e.g. `user:ab12… (ops@example.com)`), when known.
+    #[serde(default)]
+    pub deployed_by: Option<String>,
 }
 
 /// A named set of keys: one sled tree each. Domain modules own the meaning of their spaces.
@@ -100,11 +106,13 @@ pub enum Space {
     Invites,
     /// Plugin config values by `plugin/key`.
     PluginConfig,
+    /// Audit entries, newest first (see `audit`).
+    Audit,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
@@ -115,6 +123,7 @@ impl Space {
         Space::ApiKeyIds,
         Space::Invites,
         Space::PluginConfig,
+        Space::Audit,
     ];
 
     /// The position of this space in [`Space::ALL`] (declaration order).
@@ -135,6 +144,7 @@ impl Space {
             Space::ApiKeyIds => "api_key_ids",
             Space::Invites => "invites",
             Space::PluginConfig => "plugin_config",
+            Space::Audit => "audit",
         }
     }
 }
@@ -176,15 +186,37 @@ pub enum Op {
 /// The storage seam. Methods block: call them from a blocking context
 /// (`tokio::task::spawn_blocking`), never directly on an async worker.
 pub trait Store: Send + Sync + 'static {
-    /// Stores a plugin record and its component in one atomic, durable step, replacing any
-    /// previous record of the same name (and dropping its blob if nothing else uses it).
-    fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<(), StoreError>;
-    /// Every stored plugin, ordered by name.
+    /// Stores a new version of a plugin (its number assigned here, one past the last ever
+    /// given to that name) with its component, and makes it the active one, in one atomic,
+    /// durable step. Only the newest `keep` versions stay; older ones go, with any blob nothing
+    /// else uses. Returns the record as stored.
+    fn put_plugin(
+        &self,
+        record: &PluginRecord,
+        component: &[u8],
+        keep: usize,
+    ) -> Result<PluginRecord, StoreError>;
+    /// The active version of every stored plugin, ordered by name.
     fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
+    /// The kept versions of a plugin, newest first (empty if none).
+    fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError>;
+    /// Makes a kept version the active one, durably. `None` if the plugin has no such version.
+    fn activate_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<PluginRecord>, StoreError>;
     /// The component bytes with this SHA-256, if stored.
     fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Removes a plugin and, if unused, its blob. Returns whether it existed.
+    /// Removes a plugin with all its versions and any blob nothing else uses. Returns whether
+    /// it existed. Version numbers are not reused by a later deploy of the same name.
     fn delete_plugin(&self, name: &str) -> Result<bool, StoreError>;
+    /// A compiled artifact stored for the component `sha256` under `fingerprint` (the engine's
+    /// compatibility key).
+    fn artifact(&self, sha256: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a compiled artifact; it is dropped with its component's blob.
+    fn put_artifact(&self, sha256: &str, fingerprint: &str, bytes: &[u8])
+    -> Result<(), StoreError>;
     /// A host metadata value (admin token hash, ...).
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a host metadata value durably.

@@ -10,9 +10,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
 
+/// Name → the active version's record.
 const PLUGINS: &str = "plugins";
+/// `name 00 version(u64 BE)` → an immutable version record.
+const PLUGIN_VERSIONS: &str = "plugin_versions";
+/// Name → [`History`]: the next version number and the kept ones.
+const PLUGIN_HISTORY: &str = "plugin_history";
+/// `sha256 / fingerprint` → compiled code of that component for that engine.
+const ARTIFACTS: &str = "artifacts";
 const BLOBS: &str = "blobs";
-/// Reference counts of blobs, so a blob shared by several plugins is dropped with its last user.
+/// Reference counts of blobs: one per kept version using it, so a blob shared by several
+/// versions or plugins is dropped with its last user.
 const BLOB_REFS: &str = "blob_refs";
 const META: &str = "meta";
 /// Each plugin's key-value data lives in its own tree, `kv/<plugin name>`.
@@ -27,6 +35,9 @@ const CLEAN_SHUTDOWN: &str = "clean_shutdown";
 pub struct SledStore {
     db: sled::Db,
     plugins: sled::Tree,
+    versions: sled::Tree,
+    history: sled::Tree,
+    artifacts: sled::Tree,
     blobs: sled::Tree,
     blob_refs: sled::Tree,
     meta: sled::Tree,
@@ -96,6 +107,39 @@ fn decode_record(key: &[u8], bytes: &[u8]) -> Result<PluginRecord, StoreError> {
         &format!("plugin record {}", String::from_utf8_lossy(key)),
         bytes,
     )
+}
+
+/// Per plugin name: the next version number to give and the kept versions, oldest first. Kept
+/// after a delete (with nothing kept) so numbers are never reused.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct History {
+    next: u64,
+    kept: Vec<u64>,
+}
+
+fn version_key(name: &str, version: u64) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn decode_history(
+    name: &str,
+    bytes: Option<sled::IVec>,
+) -> Result<History, ConflictableTransactionError<StoreError>> {
+    match bytes {
+        None => Ok(History::default()),
+        Some(b) => super::from_json(&format!("version history of {name}"), &b)
+            .map_err(ConflictableTransactionError::Abort),
+    }
+}
+
+fn encode<T: serde::Serialize>(
+    what: &str,
+    value: &T,
+) -> Result<Vec<u8>, ConflictableTransactionError<StoreError>> {
+    super::to_json(what, value).map_err(ConflictableTransactionError::Abort)
 }
 
 fn read_count(bytes: Option<sled::IVec>) -> u64 {
@@ -170,14 +214,16 @@ impl SledStore {
         if clean.is_none() && !was_empty {
             recount_kv_usage(&db)?;
         }
-        db.flush().map_err(backend("flush"))?;
         let spaces = Space::ALL
             .iter()
             .map(|space| open(space.name()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+        let store = Self {
             spaces,
             plugins: open(PLUGINS)?,
+            versions: open(PLUGIN_VERSIONS)?,
+            history: open(PLUGIN_HISTORY)?,
+            artifacts: open(ARTIFACTS)?,
             blobs: open(BLOBS)?,
             blob_refs: open(BLOB_REFS)?,
             meta,
@@ -187,7 +233,73 @@ impl SledStore {
             kv_durability,
             group,
             was_empty,
-        })
+        };
+        store.migrate_unversioned_plugins()?;
+        store.drop_orphan_artifacts()?;
+        store.db.flush().map_err(backend("flush"))?;
+        Ok(store)
+    }
+
+    /// Stores written before versions existed hold one record per plugin and one blob
+    /// reference for it: make that record version 1 (the reference moves to the version).
+    fn migrate_unversioned_plugins(&self) -> Result<(), StoreError> {
+        for entry in self.plugins.iter() {
+            let (key, value) = entry.map_err(backend("list plugins"))?;
+            let mut record = decode_record(&key, &value)?;
+            if record.version != 0 {
+                continue;
+            }
+            record.version = 1;
+            let encoded = super::to_json(&format!("plugin record {}", record.name), &record)?;
+            let history = super::to_json(
+                "version history",
+                &History {
+                    next: 2,
+                    kept: vec![1],
+                },
+            )?;
+            (&self.plugins, &self.versions, &self.history)
+                .transaction(|(plugins, versions, history_tree)| {
+                    plugins.insert(record.name.as_bytes(), encoded.as_slice())?;
+                    versions.insert(version_key(&record.name, 1), encoded.as_slice())?;
+                    history_tree.insert(record.name.as_bytes(), history.as_slice())?;
+                    Ok(())
+                })
+                .map_err(|e| tx_error("migrate plugin record", e))?;
+            tracing::info!(
+                plugin = record.name,
+                "stored plugin record became version 1"
+            );
+        }
+        Ok(())
+    }
+
+    /// Artifacts whose component is gone (a crash between dropping a blob and its artifacts).
+    fn drop_orphan_artifacts(&self) -> Result<(), StoreError> {
+        for key in self.artifacts.iter().keys() {
+            let key = key.map_err(backend("list artifacts"))?;
+            let sha = key.split(|b| *b == b'/').next().unwrap_or_default();
+            if !self.blobs.contains_key(sha).map_err(backend("read blob"))? {
+                self.artifacts
+                    .remove(&key)
+                    .map_err(backend("drop artifact"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the compiled artifacts of components whose blobs are gone.
+    fn drop_artifacts_of(&self, dropped: &[String]) -> Result<(), StoreError> {
+        for sha in dropped {
+            let prefix = format!("{sha}/");
+            for key in self.artifacts.scan_prefix(prefix.as_bytes()).keys() {
+                let key = key.map_err(backend("list artifacts"))?;
+                self.artifacts
+                    .remove(&key)
+                    .map_err(backend("drop artifact"))?;
+            }
+        }
+        Ok(())
     }
 
     fn space(&self, space: Space) -> &sled::Tree {
@@ -326,31 +438,51 @@ impl Drop for SledStore {
 }
 
 impl Store for SledStore {
-    fn put_plugin(&self, record: &PluginRecord, component: &[u8]) -> Result<(), StoreError> {
-        let encoded = super::to_json(&format!("plugin record {}", record.name), record)?;
-        (&self.plugins, &self.blobs, &self.blob_refs)
-            .transaction(|(plugins, blobs, refs)| {
-                let previous = plugins.insert(record.name.as_bytes(), encoded.as_slice())?;
-                let previous_sha = match previous {
-                    Some(bytes) => Some(
-                        decode_record(record.name.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?
-                            .sha256,
-                    ),
-                    None => None,
-                };
-                if previous_sha.as_deref() != Some(record.sha256.as_str()) {
-                    if adjust_ref(blobs, refs, &record.sha256, 1)? == 1 {
-                        blobs.insert(record.sha256.as_bytes(), component)?;
-                    }
-                    if let Some(old) = previous_sha {
-                        adjust_ref(blobs, refs, &old, -1)?;
+    fn put_plugin(
+        &self,
+        record: &PluginRecord,
+        component: &[u8],
+        keep: usize,
+    ) -> Result<PluginRecord, StoreError> {
+        let name = record.name.as_str();
+        let trees = (
+            &self.plugins,
+            &self.versions,
+            &self.history,
+            &self.blobs,
+            &self.blob_refs,
+        );
+        let (stored, dropped) = trees
+            .transaction(|(plugins, versions, history_tree, blobs, refs)| {
+                let mut history = decode_history(name, history_tree.get(name)?)?;
+                let mut stored = record.clone();
+                stored.version = history.next.max(1);
+                history.next = stored.version + 1;
+                history.kept.push(stored.version);
+                let encoded = encode("plugin record", &stored)?;
+                versions.insert(version_key(name, stored.version), encoded.as_slice())?;
+                plugins.insert(name.as_bytes(), encoded.as_slice())?;
+                if adjust_ref(blobs, refs, &stored.sha256, 1)? == 1 {
+                    blobs.insert(stored.sha256.as_bytes(), component)?;
+                }
+                let mut dropped = Vec::new();
+                let excess = history.kept.len().saturating_sub(keep.max(1));
+                for old in history.kept.drain(..excess) {
+                    if let Some(bytes) = versions.remove(version_key(name, old))? {
+                        let old = decode_record(name.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        if adjust_ref(blobs, refs, &old.sha256, -1)? == 0 {
+                            dropped.push(old.sha256);
+                        }
                     }
                 }
-                Ok(())
+                history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
+                Ok((stored, dropped))
             })
             .map_err(|e| tx_error("put plugin", e))?;
-        self.flush()
+        self.drop_artifacts_of(&dropped)?;
+        self.flush()?;
+        Ok(stored)
     }
 
     fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
@@ -363,6 +495,47 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError> {
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        let mut records = self
+            .versions
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend("list plugin versions"))?;
+                decode_record(&key, &value)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        records.reverse();
+        Ok(records)
+    }
+
+    fn activate_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<PluginRecord>, StoreError> {
+        let activated = (&self.plugins, &self.versions)
+            .transaction(|(plugins, versions)| {
+                let Some(bytes) = versions.get(version_key(name, version))? else {
+                    return Ok(None);
+                };
+                if plugins.get(name.as_bytes())?.is_none() {
+                    return Ok(None);
+                }
+                plugins.insert(name.as_bytes(), bytes.clone())?;
+                Ok(Some(
+                    decode_record(name.as_bytes(), &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                ))
+            })
+            .map_err(|e| tx_error("activate plugin version", e))?;
+        if activated.is_some() {
+            self.flush()?;
+        }
+        Ok(activated)
+    }
+
     fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .blobs
@@ -372,19 +545,71 @@ impl Store for SledStore {
     }
 
     fn delete_plugin(&self, name: &str) -> Result<bool, StoreError> {
-        let existed = (&self.plugins, &self.blobs, &self.blob_refs)
-            .transaction(|(plugins, blobs, refs)| {
-                let Some(bytes) = plugins.remove(name.as_bytes())? else {
-                    return Ok(false);
-                };
-                let record = decode_record(name.as_bytes(), &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?;
-                adjust_ref(blobs, refs, &record.sha256, -1)?;
-                Ok(true)
+        let trees = (
+            &self.plugins,
+            &self.versions,
+            &self.history,
+            &self.blobs,
+            &self.blob_refs,
+        );
+        let (existed, dropped) = trees
+            .transaction(|(plugins, versions, history_tree, blobs, refs)| {
+                if plugins.remove(name.as_bytes())?.is_none() {
+                    return Ok((false, Vec::new()));
+                }
+                let mut history = decode_history(name, history_tree.get(name)?)?;
+                let mut dropped = Vec::new();
+                for old in history.kept.drain(..) {
+                    if let Some(bytes) = versions.remove(version_key(name, old))? {
+                        let old = decode_record(name.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        if adjust_ref(blobs, refs, &old.sha256, -1)? == 0 {
+                            dropped.push(old.sha256);
+                        }
+                    }
+                }
+                history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
+                Ok((true, dropped))
             })
             .map_err(|e| tx_error("delete plugin", e))?;
+        self.drop_artifacts_of(&dropped)?;
         self.flush()?;
         Ok(existed)
+    }
+
+    fn artifact(&self, sha256: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .artifacts
+            .get(format!("{sha256}/{fingerprint}"))
+            .map_err(backend("read artifact"))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Not flushed on its own: an artifact lost in a crash is compiled again.
+    fn put_artifact(
+        &self,
+        sha256: &str,
+        fingerprint: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        if !self
+            .blobs
+            .contains_key(sha256)
+            .map_err(backend("read blob"))?
+        {
+            return Ok(());
+        }
+        // Artifacts of an older engine are never loaded again: replace them.
+        for key in self.artifacts.scan_prefix(format!("{sha256}/")).keys() {
+            let key = key.map_err(backend("list artifacts"))?;
+            self.artifacts
+                .remove(&key)
+                .map_err(backend("drop artifact"))?;
+        }
+        self.artifacts
+            .insert(format!("{sha256}/{fingerprint}"), bytes)
+            .map_err(backend("write artifact"))?;
+        Ok(())
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -619,6 +844,15 @@ mod tests {
             sha256: sha.into(),
             size: 3,
             deployed_at_ms: 1,
+            version: 0,
+            deployed_by: None,
+        }
+    }
+
+    fn versioned(name: &str, sha: &str, version: u64) -> PluginRecord {
+        PluginRecord {
+            version,
+            ..record(name, sha)
         }
     }
 
@@ -637,12 +871,12 @@ mod tests {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
         assert!(store.was_empty_at_open());
-        store.put_plugin(&record("a", "s1"), b"one").unwrap();
-        store.put_plugin(&record("b", "s1"), b"one").unwrap();
+        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
+        store.put_plugin(&record("b", "s1"), b"one", 1).unwrap();
         assert!(store.delete_plugin("a").unwrap());
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
-        // Replacing b's component drops the old blob, which nothing else uses now.
-        store.put_plugin(&record("b", "s2"), b"two").unwrap();
+        // Replacing b's component (keeping one version) drops the old blob, unused now.
+        store.put_plugin(&record("b", "s2"), b"two", 1).unwrap();
         assert_eq!(store.component("s1").unwrap(), None);
         assert_eq!(store.component("s2").unwrap().as_deref(), Some(&b"two"[..]));
         assert!(!store.delete_plugin("a").unwrap());
@@ -650,7 +884,7 @@ mod tests {
 
         let reopened = SledStore::open(&dir).unwrap();
         assert!(!reopened.was_empty_at_open());
-        assert_eq!(reopened.plugins().unwrap(), vec![record("b", "s2")]);
+        assert_eq!(reopened.plugins().unwrap(), vec![versioned("b", "s2", 2)]);
         drop(reopened);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -693,7 +927,7 @@ mod tests {
     fn a_partial_snapshot_left_by_a_crash_is_quarantined_and_the_store_opens() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
-        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        store.put_plugin(&record("a", "s1"), b"one", 10).unwrap();
         drop(store);
         // What a kill during sled's snapshot write leaves behind: a newer, unfinished snapshot.
         let partial = dir.join("snap.7FFFFFFFFFFFFFFF.generating");
@@ -703,7 +937,7 @@ mod tests {
             "sled itself refuses to open with the partial snapshot present"
         );
         let store = SledStore::open(&dir).unwrap();
-        assert_eq!(store.plugins().unwrap(), vec![record("a", "s1")]);
+        assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s1", 1)]);
         assert!(!partial.exists());
         let quarantined: Vec<_> = std::fs::read_dir(dir.join(QUARANTINE_DIR))
             .unwrap()
@@ -840,10 +1074,75 @@ mod tests {
     fn redeploying_the_same_bytes_keeps_the_blob() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
-        store.put_plugin(&record("a", "s1"), b"one").unwrap();
-        store.put_plugin(&record("a", "s1"), b"one").unwrap();
+        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
+        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
         assert!(store.delete_plugin("a").unwrap());
+        assert_eq!(store.component("s1").unwrap(), None);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn versions_are_numbered_kept_to_the_limit_and_activated() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        for (i, sha) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
+            let stored = store
+                .put_plugin(&record("a", sha), sha.as_bytes(), 3)
+                .unwrap();
+            assert_eq!(stored.version, i as u64 + 1);
+        }
+        store.put_artifact("s1", "fp", b"code").unwrap();
+        store.put_artifact("s4", "fp", b"code").unwrap();
+        let kept: Vec<_> = store
+            .plugin_versions("a")
+            .unwrap()
+            .iter()
+            .map(|r| (r.version, r.sha256.clone()))
+            .collect();
+        assert_eq!(kept, [(4, "s4".into()), (3, "s3".into()), (2, "s2".into())]);
+        // Version 1 went, with its blob and its artifact.
+        assert_eq!(store.component("s1").unwrap(), None);
+        assert_eq!(store.artifact("s1", "fp").unwrap(), None);
+        assert_eq!(store.artifact("s4", "fp").unwrap().unwrap(), b"code");
+
+        assert_eq!(store.activate_version("a", 1).unwrap(), None);
+        let active = store.activate_version("a", 2).unwrap().unwrap();
+        assert_eq!(active.sha256, "s2");
+        drop(store);
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s2", 2)]);
+
+        // A delete drops every version and blob, and numbers are not reused.
+        assert!(store.delete_plugin("a").unwrap());
+        assert!(store.plugin_versions("a").unwrap().is_empty());
+        for sha in ["s2", "s3", "s4"] {
+            assert_eq!(store.component(sha).unwrap(), None);
+        }
+        assert_eq!(store.artifact("s4", "fp").unwrap(), None);
+        assert_eq!(store.activate_version("a", 2).unwrap(), None);
+        let again = store.put_plugin(&record("a", "s9"), b"nine", 3).unwrap();
+        assert_eq!(again.version, 5);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_stored_before_versions_become_version_one() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        // What an older Plinth stored: the record, the blob and one reference for it.
+        let old = super::super::to_json("record", &record("a", "s1")).unwrap();
+        store.plugins.insert("a", old).unwrap();
+        store.blobs.insert("s1", &b"one"[..]).unwrap();
+        store.blob_refs.insert("s1", &1u64.to_be_bytes()).unwrap();
+        drop(store);
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s1", 1)]);
+        assert_eq!(store.plugin_versions("a").unwrap().len(), 1);
+        let next = store.put_plugin(&record("a", "s2"), b"two", 1).unwrap();
+        assert_eq!(next.version, 2);
         assert_eq!(store.component("s1").unwrap(), None);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,0 +1,105 @@
+//! `/admin/plugins/{name}/logs`: a plugin's recent log lines, as a page of JSON or, with
+//! `follow=true` (or `Accept: text/event-stream`), as a live server-sent-event stream.
+
+use super::admin::Operator;
+use super::{ApiError, AppState};
+use crate::plugin_logs::LogLine;
+use crate::registry::DeployError;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/admin/plugins/{name}/logs", get(logs))
+}
+
+/// Lines a page returns unless `limit` says otherwise, and the most it may ask for.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Only lines after this `seq`.
+    since: Option<u64>,
+    /// At most this many lines (the newest ones when `since` is absent).
+    limit: Option<usize>,
+    /// Keep the connection open and stream new lines as server-sent events.
+    #[serde(default)]
+    follow: bool,
+}
+
+fn event(line: &LogLine) -> Event {
+    Event::default()
+        .id(line.seq.to_string())
+        .json_data(line)
+        .unwrap_or_else(|_| Event::default().comment("unencodable line"))
+}
+
+async fn logs(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    if !state.registry.active().plugins.contains_key(&name) {
+        return Err(DeployError::NotFound(name).into());
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !(query.follow || wants_stream) {
+        return Ok(Json(state.logs.read(&name, query.since, limit)).into_response());
+    }
+    // A reconnecting EventSource says where it stopped.
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or(query.since);
+    let (backlog, mut live) = state.logs.follow(&name, since, limit);
+    // A task feeds the response: it ends when the client goes away (the send fails) or the
+    // server shuts down, so a follower never holds up a graceful stop.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
+    let mut stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        for line in backlog {
+            if sender.send(event(&line)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => return,
+                next = live.recv() => next,
+            };
+            let event = match next {
+                Ok(line) => event(&line),
+                // A follower too slow for the plugin's output skips ahead and is told so.
+                Err(RecvError::Lagged(skipped)) => {
+                    Event::default().event("lagged").data(skipped.to_string())
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = ReceiverStream::new(receiver).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

@@ -1,0 +1,208 @@
+//! The audit log: every change an operator or admin makes (deploys, rollbacks, deletes, config,
+//! users, API keys, signing keys) with who made it, when and from which address, kept in the
+//! store and listed newest first.
+//!
+//! **Invariant:** entries record names and ids, never a secret value, password or key.
+
+use crate::auth::Principal;
+use crate::store::{Op, Space, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Who made a change, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// e.g. `user:3f2a… (ops@example.com)`, `api-key:k_12… (ci)`, `admin-token`.
+    pub who: String,
+    /// The client's address, as the connection saw it.
+    pub address: Option<String>,
+}
+
+impl Actor {
+    /// The actor behind an authenticated request.
+    pub fn new(principal: &Principal, address: Option<SocketAddr>) -> Self {
+        let who = match principal {
+            Principal::User(user) => format!("user:{} ({})", user.id, user.email),
+            Principal::ApiKey(key) => format!("api-key:{} ({})", key.id, key.name),
+            Principal::AdminToken => "admin-token".to_string(),
+        };
+        Self {
+            who,
+            address: address.map(|a| a.ip().to_string()),
+        }
+    }
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// From which address.
+    pub address: Option<String>,
+    /// What, e.g. `plugin.deploy`.
+    pub action: String,
+    /// On what, e.g. the plugin name or user id.
+    pub target: String,
+    /// Facts of the change (version, keys changed, role...), never secret values.
+    pub details: serde_json::Value,
+}
+
+/// A page of entries, newest first.
+#[derive(Debug, Serialize)]
+pub struct AuditPage {
+    /// The entries.
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for older entries; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Why listing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The cursor is not one this server gave.
+    #[error("the cursor is not valid")]
+    InvalidCursor,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records and lists audit entries.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    /// Orders entries written in the same millisecond.
+    sequence: AtomicU32,
+}
+
+/// Keys sort newest first: inverted milliseconds, then an inverted sequence number.
+fn entry_key(at_ms: u64, sequence: u32) -> Vec<u8> {
+    let mut key = (u64::MAX - at_ms).to_be_bytes().to_vec();
+    key.extend_from_slice(&(u32::MAX - sequence).to_be_bytes());
+    key
+}
+
+impl AuditLog {
+    /// The audit log kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            sequence: AtomicU32::new(rand::random()),
+        }
+    }
+
+    /// Records a change durably. A failure is logged, not returned: the change itself has
+    /// already happened and its caller must hear that it did.
+    pub async fn record(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) {
+        let at_ms = crate::registry::now_ms();
+        let entry = AuditEntry {
+            at: crate::registry::rfc3339(at_ms),
+            actor: actor.who.clone(),
+            address: actor.address.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            details,
+        };
+        tracing::info!(
+            actor = entry.actor,
+            address = entry.address,
+            action,
+            target,
+            details = %entry.details,
+            "audit"
+        );
+        let key = entry_key(at_ms, self.sequence.fetch_add(1, Ordering::Relaxed));
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let value = crate::store::to_json("audit entry", &entry)?;
+            store.commit(&[Op::Put {
+                space: Space::Audit,
+                key,
+                value,
+            }])
+        })
+        .await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, action, target, "audit entry not stored"),
+            Err(e) => tracing::error!(error = %e, action, target, "audit entry not stored"),
+        }
+    }
+
+    /// Up to `limit` entries, newest first, older than `cursor`; `action` and `target` filter
+    /// exactly when given.
+    pub async fn list(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        action: Option<String>,
+        target: Option<String>,
+    ) -> Result<AuditPage, AuditError> {
+        let mut after = match cursor {
+            Some(c) => Some(hex::decode(c).map_err(|_| AuditError::InvalidCursor)?),
+            None => None,
+        };
+        if after.as_ref().is_some_and(|k| k.len() != 12) {
+            return Err(AuditError::InvalidCursor);
+        }
+        let limit = limit.clamp(1, 1000);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            // Filters may skip entries: keep reading pages until the page is full or the log
+            // ends, so a filtered listing never returns an empty page with more to come.
+            loop {
+                let page = store.scan(Space::Audit, b"", after.as_deref(), limit)?;
+                let exhausted = page.len() < limit;
+                for (key, value) in page {
+                    after = Some(key);
+                    let entry: AuditEntry = crate::store::from_json("audit entry", &value)?;
+                    let wanted = action.as_ref().is_none_or(|a| *a == entry.action)
+                        && target.as_ref().is_none_or(|t| *t == entry.target);
+                    if wanted {
+                        entries.push(entry);
+                        if entries.len() == limit {
+                            return Ok(AuditPage {
+                                entries,
+                                next_cursor: after.map(hex::encode),
+                            });
+                        }
+                    }
+                }
+                if exhausted {
+                    return Ok(AuditPage {
+                        entries,
+                        next_cursor: None,
+                    });
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            op: "background task",
+            message: e.to_string(),
+        })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_sort_newest_first_and_in_write_order_within_a_millisecond() {
+        let older = super::entry_key(1_000, 5);
+        let newer = super::entry_key(2_000, 0);
+        let same_ms_later = super::entry_key(2_000, 1);
+        assert!(newer < older);
+        assert!(same_ms_later < newer);
+    }
+}

@@ -1,0 +1,137 @@
+//! The compiled-artifact cache: a component compiled once is stored beside its blob, keyed by
+//! the component's SHA-256 and the engine's compatibility fingerprint, so a restart or a
+//! rollback loads machine code instead of compiling again.
+//!
+//! **Invariant:** an artifact is only ever loaded into an engine with the fingerprint it was
+//! stored under, and only from our own store; anything else is compiled from the component.
+
+use super::{CompileError, PluginCode, Runtime};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// How code was obtained, counted for `/metrics` and for the restart test.
+#[derive(Debug, Default)]
+pub struct CodeStats {
+    compiled: AtomicU64,
+    loaded: AtomicU64,
+}
+
+impl CodeStats {
+    /// Components compiled from their bytes since start.
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// Components loaded from a stored artifact since start.
+    pub fn loaded(&self) -> u64 {
+        self.loaded.load(Ordering::Relaxed)
+    }
+}
+
+/// Feeds `Hash` input into SHA-256, so the fingerprint is stable across Rust releases (std's
+/// `DefaultHasher` promises no such thing).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+    }
+}
+
+/// The engine's compatibility fingerprint: the wasmtime version, the target, and wasmtime's own
+/// hash of every setting that changes generated code. A change of any of them means a miss.
+pub fn fingerprint(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher.write(b"wasmtime ");
+    hasher.write(wasmtime_version().as_bytes());
+    hasher.write(std::env::consts::ARCH.as_bytes());
+    hasher.write(std::env::consts::OS.as_bytes());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..16])
+}
+
+fn wasmtime_version() -> &'static str {
+    // The workspace pins the wasmtime family to one version; the fingerprint names it.
+    "48.0.8"
+}
+
+impl Runtime {
+    /// The code of the component `sha256` (whose bytes are `bytes`): loaded from its stored
+    /// artifact when one matches this engine, else compiled and its artifact stored. Blocking.
+    pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<PluginCode, CompileError> {
+        match self.store.artifact(sha256, &self.fingerprint) {
+            Ok(Some(artifact)) => match self.deserialize(&artifact) {
+                Ok(component) => {
+                    self.code_stats.loaded.fetch_add(1, Ordering::Relaxed);
+                    return self.link(&component);
+                }
+                Err(e) => {
+                    tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling");
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(sha256, error = %e, "reading a stored artifact failed"),
+        }
+        let code = self.compile(bytes)?;
+        self.save_artifact(sha256, &code);
+        Ok(code)
+    }
+
+    /// Stores the compiled code of the component `sha256` (whose blob must be stored) for the
+    /// next start. Failing only costs a compile later, so it is logged, not returned.
+    pub fn save_artifact(&self, sha256: &str, code: &PluginCode) {
+        match code.pre.instance_pre().component().serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self
+                    .store
+                    .put_artifact(sha256, &self.fingerprint, &artifact)
+                {
+                    tracing::warn!(sha256, error = %e, "storing the compiled artifact failed");
+                }
+            }
+            Err(e) => tracing::warn!(sha256, error = %e, "serialising the compiled code failed"),
+        }
+    }
+
+    /// Compiles a component from its bytes, counting it.
+    pub(super) fn compile_component(&self, bytes: &[u8]) -> Result<Component, CompileError> {
+        super::check_header(bytes)?;
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        self.code_stats.compiled.fetch_add(1, Ordering::Relaxed);
+        Ok(component)
+    }
+
+    /// Loads machine code this engine produced earlier.
+    #[allow(unsafe_code)]
+    fn deserialize(&self, artifact: &[u8]) -> wasmtime::Result<Component> {
+        // SAFETY: `Component::deserialize` trusts its input to be code wasmtime produced. The
+        // artifact comes from our own store, written only by `load` from `Component::serialize`
+        // under this engine's fingerprint, in the data directory only Plinth writes; wasmtime
+        // still checks its header and engine compatibility and refuses a mismatch.
+        unsafe { Component::deserialize(&self.engine, artifact) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_fingerprint_changes_with_code_generation_settings() {
+        let plain = wasmtime::Engine::new(&wasmtime::Config::new()).unwrap();
+        let mut config = wasmtime::Config::new();
+        config.cranelift_opt_level(wasmtime::OptLevel::None);
+        let other = wasmtime::Engine::new(&config).unwrap();
+        let fp = super::fingerprint(&plain);
+        assert_eq!(fp, super::fingerprint(&plain));
+        assert_eq!(fp.len(), 32);
+        assert_ne!(fp, super::fingerprint(&other));
+    }
+}

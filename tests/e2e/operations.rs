@@ -1,0 +1,400 @@
+//! Operators' daily work over HTTP: versions and rollback, the audit log, plugin logs (paged
+//! and followed), `/metrics`, `/readyz` details, and restarts that load compiled artifacts.
+
+use crate::harness::{Guest, Options, Reply, Server, TOKEN, TempDir};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The hello manifest with an extra comment: the same component, a different version.
+fn hello_manifest(revision: u32) -> String {
+    format!("# revision {revision}\n{}", Guest::Hello.manifest())
+}
+
+async fn rollback(server: &Server, plugin: &str, body: Option<Value>) -> Reply {
+    let path = format!("/admin/plugins/{plugin}/rollback");
+    match body {
+        Some(body) => {
+            server
+                .send_json(Method::POST, &path, body, Some(TOKEN))
+                .await
+        }
+        None => server.admin(Method::POST, &path).await,
+    }
+}
+
+fn versions(reply: &Reply) -> Vec<(u64, bool)> {
+    reply.json()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["active"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deploys_are_numbered_versions_that_roll_back_and_identical_ones_are_no_ops() {
+    let server = Server::start();
+    let hello = Guest::Hello.component();
+    let first = server.deploy("hello", &hello_manifest(1), &hello).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.json()["version"], 1);
+    assert_eq!(first.json()["deployed_by"], "admin-token");
+    let second = server.deploy("hello", &hello_manifest(2), &hello).await;
+    assert_eq!(second.json()["version"], 2);
+    assert!(second.json().get("unchanged").is_none());
+
+    // The same bytes and manifest again: nothing changes, and the answer says so.
+    let again = server.deploy("hello", &hello_manifest(2), &hello).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["unchanged"], true);
+    assert_eq!(again.json()["version"], 2);
+
+    let listed = server
+        .admin(Method::GET, "/admin/plugins/hello/versions")
+        .await;
+    assert_eq!(versions(&listed), [(2, true), (1, false)]);
+    assert_eq!(listed.json()["versions"][1]["manifest"], hello_manifest(1));
+
+    // No version given: the one before the active one.
+    let back = rollback(&server, "hello", None).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.text());
+    assert_eq!(back.json()["version"], 1);
+    assert_eq!(server.get("/hello/v1").await.status, StatusCode::OK);
+    let show = server.admin(Method::GET, "/admin/plugins/hello").await;
+    assert_eq!(show.json()["version"], 1);
+    // Nothing before version 1; no version 9; a malformed body.
+    let none = rollback(&server, "hello", None).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+    assert_eq!(none.code(), "version_not_found");
+    let missing = rollback(&server, "hello", Some(json!({ "version": 9 }))).await;
+    assert_eq!(missing.code(), "version_not_found");
+    let bad = rollback(&server, "hello", Some(json!({ "to": 2 }))).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let unknown = rollback(&server, "nope", None).await;
+    assert_eq!(unknown.code(), "plugin_not_found");
+
+    let forward = rollback(&server, "hello", Some(json!({ "version": 2 }))).await;
+    assert_eq!(forward.json()["version"], 2);
+    // The active version survives a restart (SIGKILL), as does the history.
+    let server = server.restart();
+    let show = server.admin(Method::GET, "/admin/plugins/hello").await;
+    assert_eq!(show.json()["version"], 2);
+    let listed = server
+        .admin(Method::GET, "/admin/plugins/hello/versions")
+        .await;
+    assert_eq!(versions(&listed), [(2, true), (1, false)]);
+    // The next deploy is version 3.
+    let third = server.deploy("hello", &hello_manifest(3), &hello).await;
+    assert_eq!(third.json()["version"], 3);
+}
+
+#[tokio::test]
+async fn only_the_newest_versions_are_kept() {
+    let dir = TempDir::new();
+    let options = Options {
+        args: vec!["--keep-versions".into(), "2".into()],
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), options);
+    let hello = Guest::Hello.component();
+    for revision in 1..=4 {
+        server
+            .deploy("hello", &hello_manifest(revision), &hello)
+            .await;
+    }
+    let listed = server
+        .admin(Method::GET, "/admin/plugins/hello/versions")
+        .await;
+    assert_eq!(versions(&listed), [(4, true), (3, false)]);
+    let gone = rollback(&server, "hello", Some(json!({ "version": 2 }))).await;
+    assert_eq!(gone.code(), "version_not_found");
+}
+
+#[tokio::test]
+async fn rolling_back_under_load_fails_no_request() {
+    let server = std::sync::Arc::new(Server::start());
+    let hello = Guest::Hello.component();
+    server.deploy("hello", &hello_manifest(1), &hello).await;
+    server.deploy("hello", &hello_manifest(2), &hello).await;
+    let stop = Instant::now() + Duration::from_secs(3);
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let server = server.clone();
+        load.push(tokio::spawn(async move {
+            let mut served = 0;
+            while Instant::now() < stop {
+                let reply = server.get("/hello/load").await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                served += 1;
+            }
+            served
+        }));
+    }
+    let mut rollbacks = 0;
+    while Instant::now() < stop {
+        let to = if rollbacks % 2 == 0 { 1 } else { 2 };
+        let done = rollback(&server, "hello", Some(json!({ "version": to }))).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+        rollbacks += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut served = 0;
+    for task in load {
+        served += task.await.unwrap();
+    }
+    assert!(rollbacks >= 5, "only {rollbacks} rollbacks");
+    assert!(served > 0);
+}
+
+#[tokio::test]
+async fn the_audit_log_records_who_changed_what_from_where() {
+    let server = Server::start();
+    server.deploy_guest(Guest::Hello).await;
+    let config = server
+        .send_json(
+            Method::PUT,
+            "/admin/plugins/hello/config",
+            json!({ "api_key": { "value": "s3cret-value", "secret": true } }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(config.status, StatusCode::OK);
+    let deleted = server.admin(Method::DELETE, "/admin/plugins/hello").await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+
+    let audit = server.admin(Method::GET, "/admin/audit").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    let entries = audit.json()["entries"].as_array().unwrap().clone();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    // Newest first.
+    assert_eq!(actions, ["plugin.delete", "config.set", "plugin.deploy"]);
+    let deploy = &entries[2];
+    assert_eq!(deploy["actor"], "admin-token");
+    assert_eq!(deploy["address"], "127.0.0.1");
+    assert_eq!(deploy["target"], "hello");
+    assert_eq!(deploy["details"]["version"], 1);
+    assert_eq!(entries[1]["details"]["secrets"], json!(["api_key"]));
+    assert!(!audit.text().contains("s3cret-value"));
+
+    // Filters and pages.
+    let deploys = server
+        .admin(Method::GET, "/admin/audit?action=plugin.deploy")
+        .await;
+    assert_eq!(deploys.json()["entries"].as_array().unwrap().len(), 1);
+    let first = server
+        .admin(Method::GET, "/admin/audit?limit=2")
+        .await
+        .json();
+    assert_eq!(first["entries"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = server
+        .admin(
+            Method::GET,
+            &format!("/admin/audit?limit=2&cursor={cursor}"),
+        )
+        .await
+        .json();
+    assert_eq!(rest["entries"][0]["action"], "plugin.deploy");
+    assert!(rest["next_cursor"].is_null());
+    let bad = server.admin(Method::GET, "/admin/audit?cursor=zz").await;
+    assert_eq!(bad.code(), "invalid_cursor");
+    // The audit log is for admins: anonymous callers get 401.
+    assert_eq!(
+        server.get("/admin/audit").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn plugin_output_and_access_lines_reach_the_log_endpoint() {
+    let server = Server::start();
+    server.deploy_guest(Guest::PlainHttp).await;
+    let reply = server.get("/plain/first").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let request_id = reply.headers["x-request-id"].to_str().unwrap().to_string();
+
+    let page = server.admin(Method::GET, "/admin/plugins/plain/logs").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let lines = page.json()["lines"].as_array().unwrap().clone();
+    let stdout = lines
+        .iter()
+        .find(|l| l["source"] == "stdout")
+        .expect("the plugin's stdout line");
+    assert_eq!(stdout["message"], "plain-http served GET /plain/first");
+    assert_eq!(stdout["request_id"], request_id.as_str());
+    let access = lines
+        .iter()
+        .find(|l| l["source"] == "access")
+        .expect("an access line");
+    let message = access["message"].as_str().unwrap();
+    assert!(message.contains("GET /plain/first → 200"), "{message}");
+    assert!(message.contains("route /plain/{*rest}"), "{message}");
+    assert_eq!(access["request_id"], request_id.as_str());
+
+    // `since` returns only newer lines.
+    let since = page.json()["next_since"].as_u64().unwrap();
+    server.get("/plain/second").await;
+    let newer = server
+        .admin(
+            Method::GET,
+            &format!("/admin/plugins/plain/logs?since={since}"),
+        )
+        .await
+        .json();
+    let messages: Vec<&str> = newer["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.iter().all(|m| !m.contains("first")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("second")),
+        "{messages:?}"
+    );
+
+    let unknown = server.admin(Method::GET, "/admin/plugins/nope/logs").await;
+    assert_eq!(unknown.code(), "plugin_not_found");
+    assert_eq!(
+        server.get("/admin/plugins/plain/logs").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_follower_receives_lines_produced_after_it_started() {
+    let server = Server::start();
+    server.deploy_guest(Guest::PlainHttp).await;
+    let mut stream = server
+        .client()
+        .get(format!(
+            "{}/admin/plugins/plain/logs?follow=true",
+            server.base
+        ))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    server.get("/plain/followed").await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("plain-http served GET /plain/followed") {
+        assert!(Instant::now() < deadline, "no line arrived: {seen}");
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("a chunk in time")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("data: {"), "{seen}");
+    assert!(seen.contains("id: "), "{seen}");
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Every line is a comment or `name{labels} value`.
+fn assert_exposition(text: &str) {
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_requests() {
+    let server = Server::start();
+    server.deploy_guest(Guest::Hello).await;
+    server.deploy_guest(Guest::Trap).await;
+    assert_eq!(server.get("/hello/metrics").await.status, StatusCode::OK);
+    let before = server.get("/metrics").await;
+    assert_eq!(before.status, StatusCode::OK);
+    let text = before.text();
+    assert_exposition(&text);
+    let series = r#"plinth_requests_total{plugin="hello",route="/hello/{name}",status="2xx"}"#;
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    server.get("/hello/again").await;
+    let after = server.get("/metrics").await.text();
+    assert_eq!(sample(&after, series), Some(2.0));
+    assert_eq!(sample(&after, "plinth_plugins"), Some(2.0));
+    assert_eq!(sample(&after, "plinth_deploys_total"), Some(2.0));
+    assert!(
+        sample(
+            &after,
+            r#"plinth_instance_memory_peak_bytes{plugin="hello"}"#
+        )
+        .unwrap()
+            > 0.0,
+        "{after}"
+    );
+    assert!(after.contains(
+        r#"plinth_request_duration_seconds_count{plugin="hello",route="/hello/{name}"} 2"#
+    ));
+}
+
+#[tokio::test]
+async fn a_restart_loads_compiled_artifacts_instead_of_compiling() {
+    let server = Server::start();
+    let component = Guest::PlainHttp.component();
+    for i in 0..20 {
+        let manifest = format!(
+            "name = \"p{i}\"\n[[routes]]\npath = \"/p{i}/{{*rest}}\"\nmethods = [\"GET\"]\n"
+        );
+        let reply = server.deploy(&format!("p{i}"), &manifest, &component).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    }
+    server.deploy_guest(Guest::Hello).await;
+    let server = server.restart();
+    for i in 0..20 {
+        let reply = server.get(&format!("/p{i}/x")).await;
+        assert_eq!(reply.text(), format!("plain GET /p{i}/x"));
+    }
+    assert_eq!(server.get("/hello/cached").await.status, StatusCode::OK);
+    let metrics = server.get("/metrics").await.text();
+    assert_eq!(sample(&metrics, "plinth_components_compiled"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "plinth_components_loaded_from_cache"),
+        Some(21.0)
+    );
+    let ready = server.get("/readyz").await.json();
+    assert_eq!(ready["plugins"], 21);
+    assert_eq!(ready["store"], "open");
+    assert_eq!(ready["not_loaded"], json!([]));
+}
