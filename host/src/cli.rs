@@ -7,8 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.
+///
+/// `plinth serve` runs the server. Every other command talks to a running server over HTTP:
+/// point it there with --server (or PLINTH_SERVER) and sign in once with `plinth login` (or
+/// pass a token with --token / PLINTH_TOKEN).
 #[derive(Debug, Parser)]
-#[command(name = "plinth", version, about, long_about = None)]
+#[command(name = "plinth", version, about, long_about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -20,7 +24,104 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: plugin routes plus the /admin/ API, data kept in --data-dir.
     Serve(Box<ServeArgs>),
-    /// Manage the server's JWT signing keys (talks to a running server as an admin).
+    /// Sign in to a server and remember the session for the other commands.
+    Login {
+        /// The account's email (asked for when missing).
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Remember this token (an API key or the admin token) instead of signing in.
+        #[arg(long = "with-token", value_name = "TOKEN", conflicts_with_all = ["email", "password_stdin"])]
+        with_token: Option<String>,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Forget the stored session for a server (and end it on the server).
+    Logout {
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploy a plugin: a crate (built for wasm32-wasip2 first) or a .wasm with its plinth.toml.
+    Deploy {
+        /// A plugin crate's folder, a folder holding plinth.toml and one .wasm, or a .wasm file
+        /// [default: the current folder]
+        path: Option<PathBuf>,
+        /// The manifest, when it is not the plinth.toml beside the crate or .wasm.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List, show and delete deployed plugins, and list their versions.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        command: PluginsCommand,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make an earlier version of a plugin active again (the previous one by default).
+    Rollback {
+        /// The plugin.
+        name: String,
+        /// The version to activate (see `plinth plugins versions NAME`).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<u64>,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a plugin's recent log lines: its output, its log and one line per request.
+    Logs {
+        /// The plugin.
+        name: String,
+        /// Keep printing new lines as they come (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// How many lines (the newest ones).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set, show and remove a plugin's config and secrets.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Manage accounts (admins only).
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        command: UsersCommand,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Manage API keys: credentials for scripts and CI (admins only).
+    ApiKeys {
+        /// What to do.
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Manage the server's JWT signing keys (admins only).
     Keys {
         /// What to do with the keys.
         #[command(subcommand)]
@@ -28,6 +129,137 @@ pub enum Command {
         /// The server's connection settings.
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Show who changed what and when: deploys, rollbacks, deletes, config, users, keys.
+    Audit {
+        /// Only this action, e.g. plugin.deploy.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only changes to this plugin, user id or key id.
+        #[arg(long)]
+        target: Option<String>,
+        /// How many entries (newest first).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `plinth plugins ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every deployed plugin with its version and routes.
+    List,
+    /// One plugin in full: routes, limits, grants, missing config, failures.
+    Show {
+        /// The plugin.
+        name: String,
+    },
+    /// Stop serving a plugin. Its key-value data and config stay unless --purge.
+    Delete {
+        /// The plugin.
+        name: String,
+        /// Also delete its key-value data, config and logs.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// The kept versions of a plugin, newest first.
+    Versions {
+        /// The plugin.
+        name: String,
+    },
+}
+
+/// `plinth config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Set one key (secrets are never shown again, only masked).
+    Set {
+        /// The plugin.
+        name: String,
+        /// The key, e.g. api_base.
+        key: String,
+        /// The value.
+        value: String,
+        /// Store it as a secret.
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Show a plugin's config (secrets masked), or one key's value.
+    Get {
+        /// The plugin.
+        name: String,
+        /// Only this key.
+        key: Option<String>,
+    },
+    /// Remove one key.
+    Unset {
+        /// The plugin.
+        name: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// `plinth users ...`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Every account.
+    List,
+    /// Create an account (the password is read from standard input, or prompted for).
+    Create {
+        /// Email.
+        email: String,
+        /// Extra roles, e.g. --role operator.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Stop an account from signing in or using its tokens.
+    Disable {
+        /// The user id.
+        id: String,
+    },
+    /// Let a disabled account in again.
+    Enable {
+        /// The user id.
+        id: String,
+    },
+    /// Replace an account's roles.
+    Roles {
+        /// The user id.
+        id: String,
+        /// The roles, e.g. operator admin.
+        roles: Vec<String>,
+    },
+    /// Delete an account.
+    Delete {
+        /// The user id.
+        id: String,
+    },
+}
+
+/// `plinth api-keys ...`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeysCommand {
+    /// Every API key (never the key itself).
+    List,
+    /// Create a key; it is shown once.
+    Create {
+        /// A label, e.g. "ci deploys".
+        name: String,
+        /// The one role it carries: user, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Lifetime such as 90d [default: no expiry].
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id.
+        id: String,
     },
 }
 
@@ -42,7 +274,7 @@ pub enum KeysCommand {
 }
 
 /// How the CLI reaches a server.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Base URL of the Plinth server
     #[arg(
@@ -52,9 +284,13 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
-    /// Admin credential: an admin account's access token, an admin API key, or the admin token
+    /// Credential: an access token, an API key or the admin token [default: the session
+    /// stored by `plinth login` for this server]
     #[arg(long, global = true, env = "PLINTH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Print JSON (the server's answer) instead of tables, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// Flags of `plinth serve`. Each also reads an environment variable; a flag wins over its

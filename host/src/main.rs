@@ -34,10 +34,13 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(plinth::server::serve(config))?;
             Ok(())
         }
-        Command::Keys { command, client } => {
+        command => {
+            // Client commands: one line on failure, non-zero exit.
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let output = runtime.block_on(plinth::client::keys(command, &client))?;
-            println!("{output}");
+            if let Err(e) = runtime.block_on(plinth::client::run(command)) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

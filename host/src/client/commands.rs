@@ -1,0 +1,713 @@
+//! What each CLI command does: the requests it makes and what it prints (tables for people,
+//! the server's JSON with `--json`).
+
+use super::output::{cell, routes, short_sha, table};
+use super::{Api, ClientError, Credentials, credentials::Session, plugin_files};
+use crate::cli::{
+    ApiKeysCommand, ClientArgs, Command, ConfigCommand, KeysCommand, PluginsCommand, UsersCommand,
+};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A path segment, escaped.
+fn seg(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
+
+/// Prints `json` with `--json`, else the human text.
+fn print(args: &ClientArgs, json: &Value, human: impl FnOnce() -> String) {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(json).unwrap_or_default());
+    } else {
+        println!("{}", human());
+    }
+}
+
+/// Runs a client command (every command but `serve`).
+pub async fn run(command: Command) -> Result<(), ClientError> {
+    match command {
+        Command::Serve(_) => Err(ClientError::Local("`serve` is not a client command".into())),
+        Command::Login {
+            email,
+            password_stdin,
+            with_token,
+            client,
+        } => login(&client, email, password_stdin, with_token).await,
+        Command::Logout { client } => logout(&client).await,
+        Command::Deploy {
+            path,
+            manifest,
+            client,
+        } => {
+            let path = path.unwrap_or_else(|| PathBuf::from("."));
+            let mut api = Api::new(&client)?;
+            let deployed = deploy(&mut api, &path, manifest.as_deref()).await?;
+            print(&client, &deployed, || deployed_text(&deployed));
+            Ok(())
+        }
+        Command::Plugins { command, client } => plugins(command, &client).await,
+        Command::Rollback { name, to, client } => {
+            let mut api = Api::new(&client)?;
+            let body = match to {
+                Some(version) => json!({ "version": version }),
+                None => Value::Null,
+            };
+            let done = api
+                .call(
+                    Method::POST,
+                    &format!("/admin/plugins/{}/rollback", seg(&name)),
+                    body,
+                )
+                .await?;
+            print(&client, &done, || {
+                if done["unchanged"] == true {
+                    format!("{name}: version {} is already active", done["version"])
+                } else {
+                    format!("{name}: version {} is active", done["version"])
+                }
+            });
+            Ok(())
+        }
+        Command::Logs {
+            name,
+            follow,
+            since,
+            limit,
+            client,
+        } => logs(&client, &name, follow, since, limit).await,
+        Command::Config { command, client } => config(command, &client).await,
+        Command::Users { command, client } => users(command, &client).await,
+        Command::ApiKeys { command, client } => api_keys(command, &client).await,
+        Command::Keys { command, client } => {
+            let mut api = Api::new(&client)?;
+            let body = match command {
+                KeysCommand::Rotate => {
+                    api.call(Method::POST, "/admin/signing-keys/rotate", Value::Null)
+                        .await?
+                }
+                KeysCommand::List => api.get("/admin/signing-keys").await?,
+            };
+            print(&client, &body, || {
+                format!(
+                    "signing key: {}\nverifying:   {}",
+                    body["current"].as_str().unwrap_or("?"),
+                    cell(&body["verifying"])
+                )
+            });
+            Ok(())
+        }
+        Command::Audit {
+            action,
+            target,
+            limit,
+            client,
+        } => {
+            let mut api = Api::new(&client)?;
+            let mut query = format!("/admin/audit?limit={limit}");
+            if let Some(action) = action {
+                query.push_str(&format!("&action={}", seg(&action)));
+            }
+            if let Some(target) = target {
+                query.push_str(&format!("&target={}", seg(&target)));
+            }
+            let page = api.get(&query).await?;
+            print(&client, &page, || {
+                let rows = page["entries"]
+                    .as_array()
+                    .map(|entries| {
+                        entries
+                            .iter()
+                            .map(|e| {
+                                vec![
+                                    cell(&e["at"]),
+                                    cell(&e["actor"]),
+                                    cell(&e["address"]),
+                                    cell(&e["action"]),
+                                    cell(&e["target"]),
+                                    e["details"].to_string(),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["at", "actor", "from", "action", "target", "details"], rows)
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Uploads the plugin at `path`; returns the server's answer.
+pub async fn deploy(
+    api: &mut Api,
+    path: &std::path::Path,
+    manifest: Option<&std::path::Path>,
+) -> Result<Value, ClientError> {
+    let files = plugin_files(path, manifest)?;
+    let component = std::fs::read(&files.wasm)
+        .map_err(|e| ClientError::Local(format!("reading {}: {e}", files.wasm.display())))?;
+    let name = files.name.clone();
+    api.send(|api| {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "manifest",
+                reqwest::multipart::Part::text(files.manifest.clone()),
+            )
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component.clone()).file_name("plugin.wasm"),
+            );
+        api.request(Method::PUT, &format!("/admin/plugins/{}", seg(&name)))
+            .timeout(Duration::from_secs(300))
+            .multipart(form)
+    })
+    .await
+}
+
+/// What a deploy did, for people.
+pub fn deployed_text(deployed: &Value) -> String {
+    let name = cell(&deployed["name"]);
+    let mut lines = vec![if deployed["unchanged"] == true {
+        format!(
+            "{name} unchanged: version {} already has these bytes and manifest",
+            deployed["version"]
+        )
+    } else {
+        format!(
+            "deployed {name} version {} (sha256 {})",
+            deployed["version"],
+            short_sha(&deployed["sha256"])
+        )
+    }];
+    lines.extend(routes(deployed).into_iter().map(|r| format!("  {r}")));
+    if let Some(missing) = deployed["missing_config"].as_array()
+        && !missing.is_empty()
+    {
+        lines.push(format!(
+            "  waiting for config: {} (plinth config set {name} KEY VALUE)",
+            cell(&deployed["missing_config"])
+        ));
+    }
+    lines.join("\n")
+}
+
+async fn plugins(command: PluginsCommand, client: &ClientArgs) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    match command {
+        PluginsCommand::List => {
+            let listed = api.get("/admin/plugins").await?;
+            print(client, &listed, || {
+                let rows = listed["plugins"]
+                    .as_array()
+                    .map(|plugins| {
+                        plugins
+                            .iter()
+                            .map(|p| {
+                                vec![
+                                    cell(&p["name"]),
+                                    cell(&p["version"]),
+                                    p["routes"]
+                                        .as_array()
+                                        .map(|r| {
+                                            r.iter()
+                                                .map(|r| cell(&r["path"]))
+                                                .collect::<Vec<_>>()
+                                                .join(" ")
+                                        })
+                                        .unwrap_or_default(),
+                                    cell(&p["deployed_at"]),
+                                    cell(&p["missing_config"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(
+                    &["name", "version", "routes", "deployed", "missing config"],
+                    rows,
+                )
+            });
+        }
+        PluginsCommand::Show { name } => {
+            let plugin = api.get(&format!("/admin/plugins/{}", seg(&name))).await?;
+            print(client, &plugin, || show_text(&plugin));
+        }
+        PluginsCommand::Delete { name, purge } => {
+            api.call(
+                Method::DELETE,
+                &format!("/admin/plugins/{}?purge={purge}", seg(&name)),
+                Value::Null,
+            )
+            .await?;
+            let done = json!({ "deleted": name, "purged": purge });
+            print(client, &done, || {
+                if purge {
+                    format!("deleted {name} with its data, config and logs")
+                } else {
+                    format!("deleted {name} (its data and config stay; --purge removes them)")
+                }
+            });
+        }
+        PluginsCommand::Versions { name } => {
+            let listed = api
+                .get(&format!("/admin/plugins/{}/versions", seg(&name)))
+                .await?;
+            print(client, &listed, || {
+                let rows = listed["versions"]
+                    .as_array()
+                    .map(|versions| {
+                        versions
+                            .iter()
+                            .map(|v| {
+                                vec![
+                                    cell(&v["version"]),
+                                    if v["active"] == true { "*" } else { "" }.to_string(),
+                                    short_sha(&v["sha256"]),
+                                    cell(&v["size"]),
+                                    cell(&v["deployed_at"]),
+                                    cell(&v["deployed_by"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(
+                    &["version", "active", "sha256", "bytes", "deployed", "by"],
+                    rows,
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn show_text(plugin: &Value) -> String {
+    let mut lines = vec![
+        format!("name:        {}", cell(&plugin["name"])),
+        format!("version:     {}", cell(&plugin["version"])),
+        format!(
+            "component:   sha256 {} ({} bytes)",
+            cell(&plugin["sha256"]),
+            cell(&plugin["size"])
+        ),
+        format!(
+            "deployed:    {} by {}",
+            cell(&plugin["deployed_at"]),
+            cell(&plugin["deployed_by"])
+        ),
+        format!("outbound:    {}", cell(&plugin["outbound"])),
+        format!("missing:     {}", cell(&plugin["missing_config"])),
+        format!(
+            "limits:      memory {}, timeout {}, {} at once, request body {}, response body {}",
+            cell(&plugin["limits"]["memory"]),
+            cell(&plugin["limits"]["timeout"]),
+            cell(&plugin["limits"]["max_concurrency"]),
+            cell(&plugin["limits"]["max_request_body"]),
+            cell(&plugin["limits"]["max_response_body"]),
+        ),
+        format!(
+            "failures:    {} traps, {} timeouts, {} over memory",
+            cell(&plugin["failures"]["traps"]),
+            cell(&plugin["failures"]["timeouts"]),
+            cell(&plugin["failures"]["memory_limit"]),
+        ),
+        "routes:".to_string(),
+    ];
+    lines.extend(routes(plugin).into_iter().map(|r| format!("  {r}")));
+    lines.push("imports:".to_string());
+    if let Some(grants) = plugin["grants"].as_array() {
+        for grant in grants {
+            lines.push(format!(
+                "  {}: {}",
+                cell(&grant["interface"]),
+                cell(&grant["access"])
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+/// One log line for people: time, level, source, message.
+fn log_line(line: &Value) -> String {
+    format!(
+        "{} {:<5} {:<6} {}",
+        cell(&line["at"]),
+        cell(&line["level"]),
+        cell(&line["source"]),
+        cell(&line["message"])
+    )
+}
+
+async fn logs(
+    client: &ClientArgs,
+    name: &str,
+    follow: bool,
+    since: Option<u64>,
+    limit: usize,
+) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    let mut path = format!("/admin/plugins/{}/logs?limit={limit}", seg(name));
+    if let Some(since) = since {
+        path.push_str(&format!("&since={since}"));
+    }
+    if !follow {
+        let page = api.get(&path).await?;
+        print(client, &page, || {
+            page["lines"]
+                .as_array()
+                .map(|lines| lines.iter().map(log_line).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default()
+        });
+        return Ok(());
+    }
+    path.push_str("&follow=true");
+    let mut response = api
+        .send_raw(|api| {
+            api.request(Method::GET, &path)
+                .header("accept", "text/event-stream")
+        })
+        .await?;
+    if !response.status().is_success() {
+        return super::read_json(response).await.map(drop);
+    }
+    // Server-sent events: `id:` and `data:` lines, a blank line ends an event.
+    let mut pending = String::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| api.unreachable(e))? {
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let line = line.trim_end();
+            if let Some(data) = line.strip_prefix("data:") {
+                let data = data.trim_start();
+                if client.json {
+                    println!("{data}");
+                } else if let Ok(value) = serde_json::from_str::<Value>(data) {
+                    println!("{}", log_line(&value));
+                } else {
+                    eprintln!("(skipped {data} lines the terminal could not keep up with)");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn config(command: ConfigCommand, client: &ClientArgs) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    match command {
+        ConfigCommand::Set {
+            name,
+            key,
+            value,
+            secret,
+        } => {
+            let view = api
+                .call(
+                    Method::PUT,
+                    &format!("/admin/plugins/{}/config/{}", seg(&name), seg(&key)),
+                    json!({ "value": value, "secret": secret }),
+                )
+                .await?;
+            print(client, &view, || {
+                let kind = if secret { "secret" } else { "config key" };
+                format!("set {kind} {key} of {name}")
+            });
+        }
+        ConfigCommand::Get { name, key } => {
+            let view = api
+                .get(&format!("/admin/plugins/{}/config", seg(&name)))
+                .await?;
+            let values = view["config"].as_array().cloned().unwrap_or_default();
+            match key {
+                Some(key) => {
+                    let found = values.iter().find(|v| v["key"] == key.as_str()).ok_or_else(
+                        || ClientError::Refused {
+                            status: 404,
+                            code: "config_key_not_found".into(),
+                            message: format!("{name} has no config key {key:?}"),
+                        },
+                    )?;
+                    print(client, found, || cell(&found["value"]));
+                }
+                None => print(client, &view, || {
+                    let rows = values
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                cell(&v["key"]),
+                                cell(&v["value"]),
+                                if v["secret"] == true { "yes" } else { "" }.to_string(),
+                                cell(&v["updated_at"]),
+                            ]
+                        })
+                        .collect();
+                    let mut text = table(&["key", "value", "secret", "updated"], rows);
+                    if view["missing"].as_array().is_some_and(|m| !m.is_empty()) {
+                        text.push_str(&format!("\nmissing: {}", cell(&view["missing"])));
+                    }
+                    text
+                }),
+            }
+        }
+        ConfigCommand::Unset { name, key } => {
+            api.call(
+                Method::DELETE,
+                &format!("/admin/plugins/{}/config/{}", seg(&name), seg(&key)),
+                Value::Null,
+            )
+            .await?;
+            let done = json!({ "plugin": name, "unset": key });
+            print(client, &done, || format!("removed {key} from {name}"));
+        }
+    }
+    Ok(())
+}
+
+/// A password from standard input (one line) or a hidden prompt on a terminal.
+fn read_password(from_stdin: bool, prompt: &str) -> Result<String, ClientError> {
+    use std::io::IsTerminal;
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| ClientError::Local(format!("reading the password: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        rpassword::prompt_password(prompt)
+            .map_err(|e| ClientError::Local(format!("reading the password: {e}")))?
+    };
+    if password.is_empty() {
+        return Err(ClientError::Local("no password given".into()));
+    }
+    Ok(password)
+}
+
+fn user_rows(users: &[Value]) -> Vec<Vec<String>> {
+    users
+        .iter()
+        .map(|u| {
+            vec![
+                cell(&u["id"]),
+                cell(&u["email"]),
+                cell(&u["roles"]),
+                if u["disabled"] == true { "yes" } else { "" }.to_string(),
+            ]
+        })
+        .collect()
+}
+
+async fn users(command: UsersCommand, client: &ClientArgs) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    let user = |id: &str, action: &str| format!("/admin/users/{}{action}", seg(id));
+    let answer = match command {
+        UsersCommand::List => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let path = match &after {
+                    Some(a) => format!("/admin/users?limit=500&after={}", seg(a)),
+                    None => "/admin/users?limit=500".to_string(),
+                };
+                let page = api.get(&path).await?;
+                all.extend(page["users"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            let listed = json!({ "users": all });
+            print(client, &listed, || {
+                table(&["id", "email", "roles", "disabled"], user_rows(&all))
+            });
+            return Ok(());
+        }
+        UsersCommand::Create { email, roles } => {
+            let password = read_password(false, "password for the new account: ")?;
+            api.call(
+                Method::POST,
+                "/admin/users",
+                json!({ "email": email, "password": password, "roles": roles }),
+            )
+            .await?
+        }
+        UsersCommand::Disable { id } => {
+            api.call(Method::POST, &user(&id, "/disable"), Value::Null)
+                .await?
+        }
+        UsersCommand::Enable { id } => {
+            api.call(Method::POST, &user(&id, "/enable"), Value::Null)
+                .await?
+        }
+        UsersCommand::Roles { id, roles } => {
+            api.call(Method::PUT, &user(&id, "/roles"), json!({ "roles": roles }))
+                .await?
+        }
+        UsersCommand::Delete { id } => {
+            api.call(Method::DELETE, &user(&id, ""), Value::Null)
+                .await?;
+            let done = json!({ "deleted": id });
+            print(client, &done, || format!("deleted user {id}"));
+            return Ok(());
+        }
+    };
+    print(client, &answer, || {
+        table(
+            &["id", "email", "roles", "disabled"],
+            user_rows(std::slice::from_ref(&answer)),
+        )
+    });
+    Ok(())
+}
+
+async fn api_keys(command: ApiKeysCommand, client: &ClientArgs) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    match command {
+        ApiKeysCommand::List => {
+            let listed = api.get("/admin/api-keys").await?;
+            print(client, &listed, || {
+                let rows = listed["api_keys"]
+                    .as_array()
+                    .map(|keys| {
+                        keys.iter()
+                            .map(|k| {
+                                vec![
+                                    cell(&k["id"]),
+                                    cell(&k["name"]),
+                                    cell(&k["role"]),
+                                    cell(&k["expires_at"]),
+                                    cell(&k["last_used_at"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                table(&["id", "name", "role", "expires", "last used"], rows)
+            });
+        }
+        ApiKeysCommand::Create {
+            name,
+            role,
+            expires_in,
+        } => {
+            let created = api
+                .call(
+                    Method::POST,
+                    "/admin/api-keys",
+                    json!({ "name": name, "role": role, "expires_in": expires_in }),
+                )
+                .await?;
+            print(client, &created, || {
+                format!(
+                    "{}\n(id {}, role {}; the key is shown only now)",
+                    cell(&created["key"]),
+                    cell(&created["id"]),
+                    cell(&created["role"])
+                )
+            });
+        }
+        ApiKeysCommand::Revoke { id } => {
+            api.call(
+                Method::DELETE,
+                &format!("/admin/api-keys/{}", seg(&id)),
+                Value::Null,
+            )
+            .await?;
+            let done = json!({ "revoked": id });
+            print(client, &done, || format!("revoked API key {id}"));
+        }
+    }
+    Ok(())
+}
+
+async fn login(
+    client: &ClientArgs,
+    email: Option<String>,
+    password_stdin: bool,
+    with_token: Option<String>,
+) -> Result<(), ClientError> {
+    let server = client.server.trim_end_matches('/').to_string();
+    let session = match with_token {
+        Some(token) => {
+            // Check the token before storing it.
+            let mut api = Api::new(&ClientArgs {
+                token: Some(token.clone()),
+                ..client.clone()
+            })?;
+            api.get("/auth/me").await?;
+            Session {
+                access_token: token,
+                refresh_token: None,
+                email: None,
+            }
+        }
+        None => {
+            let email = match email {
+                Some(email) => email,
+                None => {
+                    eprint!("email: ");
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .map_err(|e| ClientError::Local(format!("reading the email: {e}")))?;
+                    line.trim().to_string()
+                }
+            };
+            let password = read_password(password_stdin, "password: ")?;
+            let mut api = Api::new(&ClientArgs {
+                token: Some(String::new()),
+                ..client.clone()
+            })?;
+            let body = api
+                .send(|api| {
+                    api.http
+                        .post(format!("{}/auth/login", api.server))
+                        .timeout(super::TIMEOUT)
+                        .json(&json!({ "email": email, "password": password }))
+                })
+                .await?;
+            Session::from_login(&body)
+                .ok_or_else(|| ClientError::Local("the server's login answer is malformed".into()))?
+        }
+    };
+    let mut credentials = Credentials::load()?;
+    let who = session.email.clone().unwrap_or_else(|| "a token".into());
+    credentials.set(&server, session);
+    credentials.save()?;
+    let done = json!({ "server": server, "signed_in_as": who });
+    print(client, &done, || {
+        format!(
+            "signed in to {server} as {who} (stored in {})",
+            Credentials::path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    });
+    Ok(())
+}
+
+async fn logout(client: &ClientArgs) -> Result<(), ClientError> {
+    let server = client.server.trim_end_matches('/').to_string();
+    let mut credentials = Credentials::load()?;
+    let Some(session) = credentials.remove(&server) else {
+        return Err(ClientError::NoToken(server));
+    };
+    if let Some(refresh_token) = &session.refresh_token {
+        // Ending the session server-side is best effort: the local copy goes either way.
+        let _ = reqwest::Client::new()
+            .post(format!("{server}/auth/logout"))
+            .json(&json!({ "refresh_token": refresh_token }))
+            .timeout(super::TIMEOUT)
+            .send()
+            .await;
+    }
+    credentials.save()?;
+    let done = json!({ "server": server, "signed_out": true });
+    print(client, &done, || format!("signed out of {server}"));
+    Ok(())
+}
