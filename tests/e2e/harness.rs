@@ -419,14 +419,14 @@ pub enum Guest {
     Relay,
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
 
-fn guest_dir() -> PathBuf {
+pub fn guest_dir() -> PathBuf {
     std::env::var_os("PLINTH_GUEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/guests"))
@@ -452,7 +452,7 @@ impl Guest {
         }
     }
 
-    fn source_dir(self) -> PathBuf {
+    pub fn source_dir(self) -> PathBuf {
         let root = repo_root();
         match self {
             Guest::Hello => root.join("examples/hello"),
@@ -491,6 +491,11 @@ impl Guest {
 
     pub fn manifest(self) -> String {
         std::fs::read_to_string(self.source_dir().join("plinth.toml")).unwrap()
+    }
+
+    /// Where the built component is.
+    pub fn wasm_path(self) -> PathBuf {
+        guest_dir().join(self.file())
     }
 
     pub fn component(self) -> Vec<u8> {

@@ -134,7 +134,10 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                             .collect()
                     })
                     .unwrap_or_default();
-                table(&["at", "actor", "from", "action", "target", "details"], rows)
+                table(
+                    &["at", "actor", "from", "action", "target", "details"],
+                    rows,
+                )
             });
             Ok(())
         }
@@ -424,13 +427,14 @@ async fn config(command: ConfigCommand, client: &ClientArgs) -> Result<(), Clien
             let values = view["config"].as_array().cloned().unwrap_or_default();
             match key {
                 Some(key) => {
-                    let found = values.iter().find(|v| v["key"] == key.as_str()).ok_or_else(
-                        || ClientError::Refused {
+                    let found = values
+                        .iter()
+                        .find(|v| v["key"] == key.as_str())
+                        .ok_or_else(|| ClientError::Refused {
                             status: 404,
                             code: "config_key_not_found".into(),
                             message: format!("{name} has no config key {key:?}"),
-                        },
-                    )?;
+                        })?;
                     print(client, found, || cell(&found["value"]));
                 }
                 None => print(client, &view, || {
@@ -671,8 +675,9 @@ async fn login(
                         .json(&json!({ "email": email, "password": password }))
                 })
                 .await?;
-            Session::from_login(&body)
-                .ok_or_else(|| ClientError::Local("the server's login answer is malformed".into()))?
+            Session::from_login(&body).ok_or_else(|| {
+                ClientError::Local("the server's login answer is malformed".into())
+            })?
         }
     };
     let mut credentials = Credentials::load()?;

@@ -105,7 +105,6 @@ impl Credentials {
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| local(&format!("writing {}", temp.display()), e))?;
-        std::fs::rename(&temp, &path)
-            .map_err(|e| local(&format!("writing {}", path.display()), e))
+        std::fs::rename(&temp, &path).map_err(|e| local(&format!("writing {}", path.display()), e))
     }
 }

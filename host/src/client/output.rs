@@ -44,7 +44,14 @@ pub fn routes(plugin: &Value) -> Vec<String> {
         .map(|routes| {
             routes
                 .iter()
-                .map(|r| format!("{}  {}  ({})", cell(&r["methods"]), cell(&r["path"]), cell(&r["auth"])))
+                .map(|r| {
+                    format!(
+                        "{}  {}  ({})",
+                        cell(&r["methods"]),
+                        cell(&r["path"]),
+                        cell(&r["auth"])
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()

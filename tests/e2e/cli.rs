@@ -1,0 +1,325 @@
+//! The `plinth` CLI against a real server: deploys from a .wasm and from a crate, listings as
+//! tables and JSON, logs (and `-f`), rollback, config with masked secrets, login with a stored
+//! session, and one-line errors with a non-zero exit.
+
+use crate::harness::{Guest, Options, Server, TOKEN, TempDir, guest_dir};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CLI invocation against `server`, with its own credentials file.
+struct Cli<'a> {
+    server: &'a Server,
+    token: Option<String>,
+    credentials: PathBuf,
+}
+
+impl<'a> Cli<'a> {
+    fn new(server: &'a Server, home: &Path) -> Self {
+        Self {
+            server,
+            token: Some(TOKEN.to_string()),
+            credentials: home.join("credentials.json"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        cmd.args(args)
+            .env("PLINTH_SERVER", &self.server.base)
+            .env("PLINTH_CREDENTIALS", &self.credentials)
+            // A crate deploy reuses the guests' build (`cargo xtask build-guests`).
+            .env(
+                "CARGO_TARGET_DIR",
+                guest_dir().parent().unwrap().join("wasm"),
+            )
+            .env_remove("PLINTH_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = &self.token {
+            cmd.env("PLINTH_TOKEN", token);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running plinth")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "plinth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+}
+
+/// Asserts a failed run: non-zero exit, one line on stderr starting `error:`; returns it.
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn deploys_from_a_wasm_and_from_a_crate_and_lists_them() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let manifest = Guest::Hello.source_dir().join("plinth.toml");
+    let wasm = Guest::Hello.wasm_path();
+    let out = cli.ok(&[
+        "deploy",
+        wasm.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.contains("deployed hello version 1"), "{out}");
+    assert!(out.contains("/hello/{name}"), "{out}");
+    assert_eq!(
+        server.get("/hello/cli").await.json()["message"],
+        "hello, cli"
+    );
+
+    // A crate folder: built for wasm32-wasip2, then uploaded with its plinth.toml.
+    let counter = crate::harness::repo_root().join("examples/counter");
+    let out = cli.ok(&["deploy", counter.to_str().unwrap()]);
+    assert!(out.contains("deployed counter version 1"), "{out}");
+    let counted = server
+        .request(reqwest::Method::POST, "/counters/cli", None, None)
+        .await;
+    assert_eq!(counted.json()["value"], 1);
+
+    let table = cli.ok(&["plugins", "list"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("hello")), "{table}");
+    let listed = cli.json(&["plugins", "list"]);
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["counter", "hello"]);
+    let shown = cli.json(&["plugins", "show", "hello"]);
+    assert_eq!(shown["version"], 1);
+
+    // Deleting through the CLI.
+    cli.ok(&["plugins", "delete", "counter"]);
+    let listed = cli.json(&["plugins", "list"]);
+    assert_eq!(listed["plugins"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn versions_roll_back_and_config_secrets_stay_masked() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let wasm = Guest::Hello.wasm_path();
+    for revision in 1..=2 {
+        let manifest = home.path().join(format!("hello-{revision}.toml"));
+        std::fs::write(
+            &manifest,
+            format!("# revision {revision}\n{}", Guest::Hello.manifest()),
+        )
+        .unwrap();
+        cli.ok(&[
+            "deploy",
+            wasm.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ]);
+    }
+    let versions = cli.ok(&["plugins", "versions", "hello"]);
+    assert!(versions.starts_with("VERSION"), "{versions}");
+    let out = cli.ok(&["rollback", "hello"]);
+    assert_eq!(out.trim(), "hello: version 1 is active");
+    let out = cli.ok(&["rollback", "hello", "--to", "2"]);
+    assert_eq!(out.trim(), "hello: version 2 is active");
+    let err = one_line_error(&cli.run(&["rollback", "hello", "--to", "7"]));
+    assert!(err.contains("version_not_found"), "{err}");
+
+    cli.ok(&["config", "set", "hello", "api_base", "https://example.test"]);
+    cli.ok(&[
+        "config",
+        "set",
+        "hello",
+        "api_key",
+        "s3cret-value",
+        "--secret",
+    ]);
+    let shown = cli.ok(&["config", "get", "hello"]);
+    assert!(shown.contains("https://example.test"), "{shown}");
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+    assert_eq!(
+        cli.ok(&["config", "get", "hello", "api_key"]).trim(),
+        "********"
+    );
+    let json = cli.json(&["config", "get", "hello"]);
+    assert!(!json.to_string().contains("s3cret-value"));
+    cli.ok(&["config", "unset", "hello", "api_base"]);
+    let json = cli.json(&["config", "get", "hello"]);
+    assert_eq!(json["config"].as_array().unwrap().len(), 1);
+
+    let audit = cli.json(&["audit", "--target", "hello"]);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions[0], "config.unset");
+    assert!(actions.contains(&"plugin.rollback"));
+}
+
+#[tokio::test]
+async fn logs_print_and_follow_new_lines() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let wasm = Guest::PlainHttp.wasm_path();
+    let manifest = Guest::PlainHttp.source_dir().join("plinth.toml");
+    cli.ok(&[
+        "deploy",
+        wasm.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    server.get("/plain/before").await;
+    let out = cli.ok(&["logs", "plain"]);
+    assert!(out.contains("plain-http served GET /plain/before"), "{out}");
+    assert!(out.contains("GET /plain/before → 200"), "{out}");
+
+    let mut follower = cli
+        .command(&["logs", "plain", "-f", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The follower shows the newest line first; then a request made after it started.
+    received.recv_timeout(Duration::from_secs(10)).unwrap();
+    server.get("/plain/after").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("plain-http served GET /plain/after"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the follower printed no new line: {seen:?}"),
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[tokio::test]
+async fn login_stores_a_private_session_that_later_commands_use() {
+    let dir = TempDir::new();
+    let options = Options {
+        env: vec![
+            ("PLINTH_ADMIN_EMAIL".into(), "ops@example.com".into()),
+            (
+                "PLINTH_ADMIN_PASSWORD".into(),
+                "correct horse battery staple".into(),
+            ),
+        ],
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), options);
+    let home = TempDir::new();
+    let mut cli = Cli::new(&server, &home.path());
+    cli.token = None;
+    // Without a token or a session: a one-line error.
+    let err = one_line_error(&cli.run(&["plugins", "list"]));
+    assert!(err.contains("plinth login"), "{err}");
+
+    let mut login = cli
+        .command(&["login", "--email", "ops@example.com", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&cli.credentials).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let wasm = Guest::Hello.wasm_path();
+    let manifest = Guest::Hello.source_dir().join("plinth.toml");
+    cli.ok(&[
+        "deploy",
+        wasm.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    let audit = cli.json(&["audit", "--action", "plugin.deploy"]);
+    let actor = audit["entries"][0]["actor"].as_str().unwrap();
+    assert!(actor.starts_with("user:"), "{actor}");
+    assert!(actor.contains("ops@example.com"), "{actor}");
+
+    cli.ok(&["logout"]);
+    one_line_error(&cli.run(&["plugins", "list"]));
+}
+
+#[tokio::test]
+async fn a_wrong_server_or_credential_is_one_line_and_a_non_zero_exit() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let mut cli = Cli::new(&server, &home.path());
+    cli.token = Some("not-a-valid-token-at-all".into());
+    let err = one_line_error(&cli.run(&["plugins", "list"]));
+    assert!(err.contains("401"), "{err}");
+
+    cli.token = Some(TOKEN.into());
+    let out = cli
+        .command(&["plugins", "list", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains("cannot reach http://127.0.0.1:1"), "{err}");
+
+    let err = one_line_error(&cli.run(&["deploy", "/nonexistent/plugin"]));
+    assert!(err.contains("does not exist"), "{err}");
+    let err = one_line_error(&cli.run(&["plugins", "show", "nope"]));
+    assert!(err.contains("plugin_not_found"), "{err}");
+}
