@@ -130,6 +130,36 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make a server run exactly the plugins in a folder: deploy new and changed ones (and with
+    /// --prune delete the others), printing the plan first.
+    Apply {
+        /// The folder: one subfolder per plugin, each a crate or a plinth.toml with its .wasm.
+        dir: PathBuf,
+        /// Also delete deployed plugins the folder does not have (their data and config stay).
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The server's connection settings.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a plugin crate that builds and deploys as it is.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-` (also the crate and folder).
+        name: String,
+        /// What it starts as: http (routes and JSON), kv (storage) or webhook (signed events).
+        #[arg(long, value_enum, default_value = "http")]
+        template: crate::scaffold::Template,
+        /// Where to create it [default: ./NAME]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The plinth-sdk crate to depend on (not on crates.io yet) [default: the SDK of the
+        /// checkout this plinth was built from]
+        #[arg(long, env = "PLINTH_SDK_PATH", value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
+    },
     /// Show who changed what and when: deploys, rollbacks, deletes, config, users, keys.
     Audit {
         /// Only this action, e.g. plugin.deploy.
@@ -354,6 +384,10 @@ pub struct ServeArgs {
     /// Versions kept per plugin for `plinth rollback` [default: 10]
     #[arg(long, env = "PLINTH_KEEP_VERSIONS", value_name = "N")]
     pub keep_versions: Option<usize>,
+    /// Deploy the plugins in this folder at start (new or changed ones; like `plinth apply`
+    /// without --prune) before reporting ready
+    #[arg(long, env = "PLINTH_APPLY", value_name = "DIR")]
+    pub apply: Option<PathBuf>,
     /// Log lines kept per plugin for `plinth logs` [default: 1000]
     #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
     pub log_buffer_lines: Option<usize>,
@@ -384,6 +418,7 @@ impl ServeArgs {
             header_timeout: self.header_timeout.clone(),
             max_connections: self.max_connections,
             keep_versions: self.keep_versions,
+            apply: self.apply.clone(),
             log_buffer_lines: self.log_buffer_lines,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),

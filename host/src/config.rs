@@ -199,6 +199,8 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Versions kept per plugin for rollback (the active one included).
     pub keep_versions: Option<usize>,
+    /// A folder of plugins to deploy at start (see `plinth apply`).
+    pub apply: Option<PathBuf>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: Option<usize>,
     /// Access token lifetime, e.g. `15m`.
@@ -288,6 +290,7 @@ impl RawConfig {
             header_timeout: self.header_timeout.or(lower.header_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             keep_versions: self.keep_versions.or(lower.keep_versions),
+            apply: self.apply.or(lower.apply),
             log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
@@ -425,6 +428,7 @@ impl RawConfig {
                 .unwrap_or(DEFAULT_MAX_COMPONENT_SIZE),
             durability: self.durability.unwrap_or_default(),
             keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
+            apply: self.apply,
             log_buffer_lines: self
                 .log_buffer_lines
                 .unwrap_or(DEFAULT_LOG_BUFFER_LINES)
@@ -493,6 +497,8 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Versions kept per plugin (at least 1: the active one).
     pub keep_versions: usize,
+    /// A folder of plugins deployed at start, before the server reports ready.
+    pub apply: Option<PathBuf>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
@@ -515,6 +521,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_component_size", &self.max_component_size)
             .field("durability", &self.durability)
             .field("keep_versions", &self.keep_versions)
+            .field("apply", &self.apply)
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)

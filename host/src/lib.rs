@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -13,5 +14,6 @@ pub mod plugin_logs;
 pub mod registry;
 pub mod router;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod store;

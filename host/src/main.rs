@@ -34,6 +34,33 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(plinth::server::serve(config))?;
             Ok(())
         }
+        Command::New {
+            name,
+            template,
+            dir,
+            sdk_path,
+        } => {
+            let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
+            let sdk = sdk_path.unwrap_or_else(plinth::scaffold::default_sdk_path);
+            match plinth::scaffold::create(&name, template, &dir, &sdk) {
+                Ok(files) => {
+                    for file in files {
+                        println!("created {}", file.display());
+                    }
+                    println!(
+                        "\nnext:\n  plinth deploy {}     # build and upload (a server must be running)\n  \
+                         cd {} && plinth dev   # or: a local server that redeploys on every change",
+                        dir.display(),
+                        dir.display()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         command => {
             // Client commands: one line on failure, non-zero exit.
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -84,6 +84,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
+    let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
     let app = api::router(AppState {
         registry: registry.clone(),
         runtime,
@@ -97,7 +98,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         max_in_flight: config.limits.max_in_flight as usize,
         queue_timeout: config.limits.queue_timeout,
         body_timeout: config.front_door.header_timeout,
-        audit: Arc::new(crate::audit::AuditLog::new(store.clone())),
+        audit: audit.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         logs,
         stopping: stopping_seen,
@@ -127,16 +128,23 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Listen first so /healthz answers during a long load; /readyz turns 200 when it is done.
     let loader = {
         let registry = registry.clone();
+        let audit = audit.clone();
+        let apply_dir = config.apply.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             match registry.load().await {
                 Ok(count) => tracing::info!(
                     plugins = count,
                     elapsed_ms = started.elapsed().as_millis() as u64,
-                    "stored plugins loaded; ready"
+                    "stored plugins loaded"
                 ),
                 Err(e) => tracing::error!(error = %e, "loading stored plugins failed"),
             }
+            if let Some(dir) = apply_dir {
+                apply_at_start(&registry, &audit, dir).await;
+            }
+            registry.mark_ready();
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
         })
     };
 
@@ -172,5 +180,74 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received; finishing in-flight requests"),
         () = terminate => tracing::info!("SIGTERM received; finishing in-flight requests"),
+    }
+}
+
+/// `plinth serve --apply DIR`: deploys what the folder holds and the store does not (new
+/// plugins, changed components or manifests) before the server reports ready. A plugin that
+/// fails to build or deploy is logged and skipped; the others still deploy.
+async fn apply_at_start(
+    registry: &Registry,
+    audit: &crate::audit::AuditLog,
+    dir: std::path::PathBuf,
+) {
+    let shown = dir.display().to_string();
+    let desired = match tokio::task::spawn_blocking(move || crate::apply::desired(&dir)).await {
+        Ok(Ok(desired)) => desired,
+        Ok(Err(e)) => {
+            tracing::error!(dir = shown, error = %e, "--apply: folder not applied");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(dir = shown, error = %e, "--apply: folder not applied");
+            return;
+        }
+    };
+    let current = registry
+        .active()
+        .plugins
+        .iter()
+        .map(|(name, plugin)| {
+            let current = crate::apply::Current {
+                version: plugin.record.version,
+                sha256: plugin.record.sha256.clone(),
+                manifest: plugin.record.manifest.clone(),
+            };
+            (name.clone(), current)
+        })
+        .collect();
+    let actor = crate::audit::Actor {
+        who: "plinth serve --apply".into(),
+        address: None,
+    };
+    for step in crate::apply::plan(&desired, &current, false) {
+        tracing::info!(dir = shown, "--apply: {}", step.line());
+        let (crate::apply::Step::Add { plugin } | crate::apply::Step::Replace { plugin, .. }) =
+            &step
+        else {
+            continue;
+        };
+        let Some(wanted) = desired.iter().find(|d| &d.name == plugin) else {
+            continue;
+        };
+        let deployed = registry
+            .deploy(
+                plugin,
+                wanted.manifest.clone(),
+                bytes::Bytes::from(wanted.component.clone()),
+                Some(actor.who.clone()),
+            )
+            .await;
+        match deployed {
+            Ok(done) => {
+                let details = serde_json::json!({
+                    "version": done.info.version,
+                    "sha256": done.info.sha256,
+                    "size": done.info.size,
+                });
+                audit.record(&actor, "plugin.deploy", plugin, details).await;
+            }
+            Err(e) => tracing::error!(plugin, error = %e, "--apply: deploy failed"),
+        }
     }
 }

@@ -323,3 +323,151 @@ async fn a_wrong_server_or_credential_is_one_line_and_a_non_zero_exit() {
     let err = one_line_error(&cli.run(&["plugins", "show", "nope"]));
     assert!(err.contains("plugin_not_found"), "{err}");
 }
+
+#[tokio::test]
+async fn every_new_plugin_template_builds_and_deploys_as_it_is() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    for template in ["http", "kv", "webhook"] {
+        let name = format!("new-{template}");
+        let dir = home.path().join(&name);
+        let out = cli.ok(&[
+            "new",
+            &name,
+            "--template",
+            template,
+            "--dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(out.contains("created"), "{out}");
+        assert!(dir.join("README.md").is_file());
+        let out = cli.ok(&["deploy", dir.to_str().unwrap()]);
+        assert!(out.contains(&format!("deployed {name} version 1")), "{out}");
+    }
+    let hello = server.get("/new-http/hello/you").await;
+    assert_eq!(hello.json()["message"], "hello, you");
+    let saved = server
+        .send_json(
+            reqwest::Method::PUT,
+            "/new-kv/notes/first",
+            serde_json::json!({ "text": "hi" }),
+            None,
+        )
+        .await;
+    assert_eq!(saved.status, reqwest::StatusCode::OK, "{}", saved.text());
+    assert_eq!(
+        server.get("/new-kv/notes").await.json()["notes"][0],
+        "first"
+    );
+    // The webhook template waits for its secret, as its manifest says.
+    let waiting = server
+        .request(
+            reqwest::Method::POST,
+            "/new-webhook/webhook",
+            None,
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(waiting.code(), "config_missing");
+    let bad = one_line_error(&cli.run(&["new", "Bad Name"]));
+    assert!(bad.contains("name"), "{bad}");
+}
+
+/// A folder with one subfolder per plugin: its plinth.toml and its .wasm.
+fn plugin_folder(root: &Path, guests: &[Guest]) {
+    for guest in guests {
+        let dir = root.join(guest.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("plinth.toml"), guest.manifest()).unwrap();
+        std::fs::copy(
+            guest.wasm_path(),
+            dir.join(format!("{}.wasm", guest.name())),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn apply_plans_converges_and_prunes_only_when_asked() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let folder = home.path().join("plugins");
+    plugin_folder(&folder, &[Guest::Hello, Guest::PlainHttp]);
+    let dir = folder.to_str().unwrap();
+
+    let plan = cli.ok(&["apply", dir, "--dry-run"]);
+    assert!(plan.contains("+ hello (new)"), "{plan}");
+    assert!(plan.contains("+ plain (new)"), "{plan}");
+    let listed = cli.json(&["plugins", "list"]);
+    assert!(
+        listed["plugins"].as_array().unwrap().is_empty(),
+        "a dry run changed the server"
+    );
+
+    let applied = cli.ok(&["apply", dir]);
+    assert!(applied.contains("deployed hello version 1"), "{applied}");
+    assert_eq!(server.get("/plain/x").await.text(), "plain GET /plain/x");
+    // Twice is a no-op.
+    let again = cli.json(&["apply", dir]);
+    assert_eq!(again["applied"], false);
+    assert!(
+        again["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] == "unchanged"),
+        "{again}"
+    );
+
+    // A changed manifest replaces; a plugin not in the folder stays unless --prune.
+    let manifest = folder.join("hello/plinth.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("# changed\n{text}")).unwrap();
+    server.deploy_guest(Guest::Trap).await;
+    let replaced = cli.ok(&["apply", dir]);
+    assert!(
+        replaced.contains("~ hello (replaces version 1)"),
+        "{replaced}"
+    );
+    assert!(!replaced.contains("- trap"), "{replaced}");
+    let pruned = cli.ok(&["apply", dir, "--prune"]);
+    assert!(pruned.contains("- trap"), "{pruned}");
+    let names: Vec<String> = cli.json(&["plugins", "list"])["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["hello", "plain"]);
+}
+
+#[tokio::test]
+async fn serve_apply_deploys_the_folder_before_ready_and_only_once() {
+    let data = TempDir::new();
+    let folder = TempDir::new();
+    plugin_folder(&folder.path(), &[Guest::Hello]);
+    let options = Options {
+        args: vec!["--apply".into(), folder.path().to_str().unwrap().into()],
+        ..Default::default()
+    };
+    let server = Server::start_with(data.path(), options.clone());
+    // Ready means applied: the route answers at once.
+    assert_eq!(
+        server.get("/hello/applied").await.status,
+        reqwest::StatusCode::OK
+    );
+    drop(server);
+    let server = Server::start_with(data.path(), options);
+    let versions = server
+        .admin(reqwest::Method::GET, "/admin/plugins/hello/versions")
+        .await
+        .json();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit")
+        .await
+        .json();
+    assert_eq!(audit["entries"][0]["actor"], "plinth serve --apply");
+}

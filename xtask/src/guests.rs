@@ -12,7 +12,6 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// One example plugin: its manifest, the name of its `.wasm`, and what to try against it.
 pub struct Example {
-    pub dir: PathBuf,
     pub manifest: PathBuf,
     pub crate_name: String,
     /// Paths to curl, from `# try: /path` lines in the manifest.
@@ -97,7 +96,6 @@ pub fn examples(root: &Path) -> Result<Vec<Example>> {
             .to_string_lossy()
             .replace('-', "_");
         out.push(Example {
-            dir: dir.strip_prefix(root).unwrap_or(&dir).to_path_buf(),
             manifest,
             crate_name,
             try_lines,

@@ -105,49 +105,46 @@ fn test(root: &Path) -> Result<()> {
         .env("PLINTH_GUEST_DIR", &guests))
 }
 
-/// `cargo xtask demo`: Plinth on 127.0.0.1:8080 (or `PLINTH_LISTEN`) with the examples deployed.
+/// `cargo xtask demo`: Plinth on 127.0.0.1:8080 (or `PLINTH_LISTEN`) with the examples deployed
+/// by `plinth serve --apply` from a folder of their manifests and components.
 fn demo(root: &Path) -> Result<()> {
     let guests = guests::build_guests(root)?;
     run(cargo().current_dir(root).args(["build", "-p", "plinth"]))?;
+    let examples = guests::examples(root)?;
+    let folder = target_dir(root).join("demo-plugins");
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder)?;
+    }
+    for example in &examples {
+        let dir = folder.join(&example.crate_name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(&example.manifest, dir.join("plinth.toml"))?;
+        let wasm = format!("{}.wasm", example.crate_name);
+        std::fs::copy(guests.join(&wasm), dir.join(&wasm))?;
+    }
     let listen = std::env::var("PLINTH_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let token = std::env::var("PLINTH_ADMIN_TOKEN").unwrap_or_else(|_| http::random_token());
     let mut server = Command::new(target_dir(root).join("debug/plinth"))
         .current_dir(root)
-        .args(["serve", "--listen", &listen])
+        .args(["serve", "--listen", &listen, "--apply"])
+        .arg(&folder)
         .env("PLINTH_ADMIN_TOKEN", &token)
         .spawn()
         .context("starting plinth")?;
     let base = format!("http://{listen}");
-    let deployed = (|| -> Result<Vec<String>> {
-        http::wait_ready(&base, &mut server)?;
-        let mut lines = Vec::new();
-        for example in guests::examples(root)? {
-            let wasm = guests.join(format!("{}.wasm", example.crate_name));
-            let answer = http::deploy(&base, &token, &example.manifest, &wasm)?;
-            let info: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-            let routes: Vec<String> = info["routes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["path"].as_str().map(String::from))
-                .collect();
-            eprintln!("deployed {} ({})", example.dir.display(), routes.join(", "));
-            lines.extend(example.try_lines);
-        }
-        Ok(lines)
-    })();
-    let lines = match deployed {
-        Ok(lines) => lines,
-        Err(e) => {
-            let _ = server.kill();
-            return Err(e);
-        }
-    };
-    println!("\nPlinth is serving on {base} with the examples deployed. Try:\n");
-    for line in lines {
-        println!("  {}", curl_line(&base, &line));
+    if let Err(e) = http::wait_ready(&base, &mut server) {
+        let _ = server.kill();
+        return Err(e);
+    }
+    println!(
+        "\nPlinth is serving on {base} with the examples deployed from {}. Try:\n",
+        folder.display()
+    );
+    for line in examples.iter().flat_map(|e| &e.try_lines) {
+        println!("  {}", curl_line(&base, line));
     }
     println!("  curl -s -H 'Authorization: Bearer {token}' {base}/admin/plugins");
+    println!("  PLINTH_SERVER={base} PLINTH_TOKEN={token} target/debug/plinth plugins list");
     println!("\nAdmin token for this run: {token}\nCtrl-C stops the server.");
     let status = server.wait()?;
     if !status.success() {

@@ -30,7 +30,9 @@ fn print(args: &ClientArgs, json: &Value, human: impl FnOnce() -> String) {
 /// Runs a client command (every command but `serve`).
 pub async fn run(command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Serve(_) => Err(ClientError::Local("`serve` is not a client command".into())),
+        Command::Serve(_) | Command::New { .. } => Err(ClientError::Local(
+            "`serve` and `new` are not client commands".into(),
+        )),
         Command::Login {
             email,
             password_stdin,
@@ -50,6 +52,12 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Plugins { command, client } => plugins(command, &client).await,
+        Command::Apply {
+            dir,
+            prune,
+            dry_run,
+            client,
+        } => apply(&client, &dir, prune, dry_run).await,
         Command::Rollback { name, to, client } => {
             let mut api = Api::new(&client)?;
             let body = match to {
@@ -153,18 +161,28 @@ pub async fn deploy(
     let files = plugin_files(path, manifest)?;
     let component = std::fs::read(&files.wasm)
         .map_err(|e| ClientError::Local(format!("reading {}: {e}", files.wasm.display())))?;
-    let name = files.name.clone();
+    upload(api, &files.name, &files.manifest, &component).await
+}
+
+/// `PUT /admin/plugins/{name}` with the multipart parts `manifest` and `component`.
+async fn upload(
+    api: &mut Api,
+    name: &str,
+    manifest: &str,
+    component: &[u8],
+) -> Result<Value, ClientError> {
     api.send(|api| {
         let form = reqwest::multipart::Form::new()
             .part(
                 "manifest",
-                reqwest::multipart::Part::text(files.manifest.clone()),
+                reqwest::multipart::Part::text(manifest.to_string()),
             )
             .part(
                 "component",
-                reqwest::multipart::Part::bytes(component.clone()).file_name("plugin.wasm"),
+                reqwest::multipart::Part::bytes(component.to_vec()).file_name("plugin.wasm"),
             );
-        api.request(Method::PUT, &format!("/admin/plugins/{}", seg(&name)))
+        // Compiling a large component takes a while; the server answers when it is active.
+        api.request(Method::PUT, &format!("/admin/plugins/{}", seg(name)))
             .timeout(Duration::from_secs(300))
             .multipart(form)
     })
@@ -714,5 +732,103 @@ async fn logout(client: &ClientArgs) -> Result<(), ClientError> {
     credentials.save()?;
     let done = json!({ "server": server, "signed_out": true });
     print(client, &done, || format!("signed out of {server}"));
+    Ok(())
+}
+
+/// What the server runs now, for planning.
+async fn current_state(
+    api: &mut Api,
+    names: &[String],
+) -> Result<std::collections::BTreeMap<String, crate::apply::Current>, ClientError> {
+    let listed = api.get("/admin/plugins").await?;
+    let mut current = std::collections::BTreeMap::new();
+    for plugin in listed["plugins"].as_array().cloned().unwrap_or_default() {
+        let name = cell(&plugin["name"]);
+        let version = plugin["version"].as_u64().unwrap_or(0);
+        // Only plugins in the folder need their manifest compared.
+        let manifest = if names.contains(&name) {
+            let versions = api
+                .get(&format!("/admin/plugins/{}/versions", seg(&name)))
+                .await?;
+            versions["versions"]
+                .as_array()
+                .and_then(|all| all.iter().find(|v| v["active"] == true))
+                .and_then(|v| v["manifest"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            String::new()
+        };
+        let state = crate::apply::Current {
+            version,
+            sha256: cell(&plugin["sha256"]),
+            manifest,
+        };
+        current.insert(name, state);
+    }
+    Ok(current)
+}
+
+async fn apply(
+    client: &ClientArgs,
+    dir: &std::path::Path,
+    prune: bool,
+    dry_run: bool,
+) -> Result<(), ClientError> {
+    let mut api = Api::new(client)?;
+    let owned = dir.to_path_buf();
+    let desired = tokio::task::spawn_blocking(move || crate::apply::desired(&owned))
+        .await
+        .map_err(|e| ClientError::Local(e.to_string()))?
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+    let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
+    let current = current_state(&mut api, &names).await?;
+    let steps = crate::apply::plan(&desired, &current, prune);
+    if !client.json {
+        println!("plan for {} ({}):", api.server(), dir.display());
+        for step in &steps {
+            println!("  {}", step.line());
+        }
+    }
+    let changes = steps.iter().filter(|s| s.changes()).count();
+    if dry_run || changes == 0 {
+        let done = json!({ "plan": steps, "applied": false });
+        print(client, &done, || {
+            if changes == 0 {
+                "nothing to do: the server matches the folder".into()
+            } else {
+                format!("dry run: {changes} change(s) not applied")
+            }
+        });
+        return Ok(());
+    }
+    for step in &steps {
+        match step {
+            crate::apply::Step::Add { plugin } | crate::apply::Step::Replace { plugin, .. } => {
+                let Some(wanted) = desired.iter().find(|d| &d.name == plugin) else {
+                    continue;
+                };
+                let deployed =
+                    upload(&mut api, plugin, &wanted.manifest, &wanted.component).await?;
+                if !client.json {
+                    println!("{}", deployed_text(&deployed));
+                }
+            }
+            crate::apply::Step::Remove { plugin } => {
+                api.call(
+                    Method::DELETE,
+                    &format!("/admin/plugins/{}", seg(plugin)),
+                    Value::Null,
+                )
+                .await?;
+                if !client.json {
+                    println!("deleted {plugin}");
+                }
+            }
+            crate::apply::Step::Unchanged { .. } => {}
+        }
+    }
+    let done = json!({ "plan": steps, "applied": true });
+    print(client, &done, || format!("applied {changes} change(s)"));
     Ok(())
 }

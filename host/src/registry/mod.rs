@@ -584,12 +584,18 @@ impl Registry {
             .clone()
     }
 
+    /// Marks the server ready (stored plugins loaded, and `--apply` done): plugin routes and
+    /// `/readyz` answer from now on.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
     /// Whether the stored plugins have been loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Compiles and activates every stored plugin. A plugin that no longer compiles or links is
+    /// Compiles and activates every stored plugin (call [`Registry::mark_ready`] after). A plugin that no longer compiles or links is
     /// logged and left inactive (its data stays stored) rather than stopping the server.
     pub async fn load(&self) -> Result<usize, DeployError> {
         let _guard = self.writes.lock().await;
@@ -667,7 +673,6 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = not_loaded;
         let count = plugins.len();
         self.active.store(Arc::new(Active { plugins, routes }));
-        self.ready.store(true, Ordering::Release);
         Ok(count)
     }
 
