@@ -388,6 +388,12 @@ pub struct ServeArgs {
     /// without --prune) before reporting ready
     #[arg(long, env = "PLINTH_APPLY", value_name = "DIR")]
     pub apply: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "PLINTH_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "PLINTH_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Log lines kept per plugin for `plinth logs` [default: 1000]
     #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
     pub log_buffer_lines: Option<usize>,
@@ -419,6 +425,8 @@ impl ServeArgs {
             max_connections: self.max_connections,
             keep_versions: self.keep_versions,
             apply: self.apply.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             log_buffer_lines: self.log_buffer_lines,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),

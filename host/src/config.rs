@@ -201,6 +201,10 @@ pub struct RawConfig {
     pub keep_versions: Option<usize>,
     /// A folder of plugins to deploy at start (see `plinth apply`).
     pub apply: Option<PathBuf>,
+    /// PEM certificate chain to serve HTTPS with (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: Option<usize>,
     /// Access token lifetime, e.g. `15m`.
@@ -291,6 +295,8 @@ impl RawConfig {
             max_connections: self.max_connections.or(lower.max_connections),
             keep_versions: self.keep_versions.or(lower.keep_versions),
             apply: self.apply.or(lower.apply),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
             log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
@@ -429,6 +435,21 @@ impl RawConfig {
             durability: self.durability.unwrap_or_default(),
             keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
             apply: self.apply,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                (cert, _) => {
+                    return Err(ConfigError::Value {
+                        key: if cert.is_some() {
+                            "tls_key"
+                        } else {
+                            "tls_cert"
+                        },
+                        value: String::new(),
+                        reason: "HTTPS needs both tls_cert and tls_key".into(),
+                    });
+                }
+            },
             log_buffer_lines: self
                 .log_buffer_lines
                 .unwrap_or(DEFAULT_LOG_BUFFER_LINES)
@@ -499,6 +520,8 @@ pub struct ServerConfig {
     pub keep_versions: usize,
     /// A folder of plugins deployed at start, before the server reports ready.
     pub apply: Option<PathBuf>,
+    /// Certificate chain and key files: serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
@@ -522,6 +545,7 @@ impl fmt::Debug for ServerConfig {
             .field("durability", &self.durability)
             .field("keep_versions", &self.keep_versions)
             .field("apply", &self.apply)
+            .field("tls", &self.tls)
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)

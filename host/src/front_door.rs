@@ -8,6 +8,8 @@
 //! - At most `max_connections` open connections; beyond it new ones are closed at once.
 //! - Every request carries an `x-request-id` (the client's, if it is a sane token, else a new
 //!   one): plugins see it, the response returns it, and every log line of the request has it.
+//! - With a certificate and key, connections speak TLS (rustls; HTTP/2 or HTTP/1.1 by ALPN),
+//!   and the handshake must finish within the header timeout.
 //! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
 
 use axum::Router;
@@ -56,11 +58,48 @@ pub struct FrontDoor {
     pub max_connections: usize,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections.
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+/// A TLS acceptor for the PEM certificate chain and private key at `cert` and `key`, offering
+/// HTTP/2 and HTTP/1.1 through ALPN.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError(format!("reading the certificate {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(TlsError(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError(format!("reading the private key {}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| TlsError(format!("the certificate and key do not fit together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// waits for open connections.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: FrontDoor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -124,13 +163,44 @@ pub async fn serve(
             }
             .instrument(span)
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake_timeout = settings.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = connection.await {
+            let served =
+                match tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
+                    Some(acceptor) => {
+                        // The handshake gets the header timeout too: a silent client is cut off.
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%remote, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
+                };
+            if let Err(e) = served {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });

@@ -104,6 +104,14 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         stopping: stopping_seen,
     });
 
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            crate::front_door::tls_acceptor(cert, key)
+                .map_err(|e| ServeError::Startup(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -114,11 +122,11 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         addr: config.listen.to_string(),
         source,
     })?;
-    tracing::info!(data_dir = %config.data_dir.display(), "listening on http://{local}");
+    tracing::info!(data_dir = %config.data_dir.display(), "listening on {scheme}://{local}");
     if let Some(token) = &setup_token {
         eprintln!(
             "\n  No admin account exists yet. Create one with this one-time setup token:\n\n    \
-             curl -X POST http://{}/auth/setup -H 'content-type: application/json' \\\n      \
+             curl -X POST {scheme}://{}/auth/setup -H 'content-type: application/json' \\\n      \
              -d '{{\"setup_token\": \"{token}\", \"email\": \"you@example.com\", \"password\": \"...\"}}'\n\n  \
              (or start with PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD set).\n",
             local
@@ -153,7 +161,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         // Live log streams end now, so they do not hold up the graceful stop.
         let _ = stopping.send(true);
     };
-    crate::front_door::serve(listener, app, config.front_door, signal).await;
+    crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
     loader.abort();
     tracing::info!("shut down cleanly");
     Ok(())

@@ -217,3 +217,115 @@ async fn every_request_carries_a_request_id_to_the_plugin_the_client_and_the_log
     assert_eq!(reply.headers()["x-request-id"], "trap-req-7");
     server.wait_for_log(&["plugin request failed", "trap-req-7"]);
 }
+
+#[tokio::test]
+async fn https_serves_with_a_self_signed_certificate() {
+    use std::io::BufRead;
+    let dir = crate::harness::TempDir::new();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let options = crate::harness::Options {
+        args: vec![
+            "--tls-cert".into(),
+            cert.to_str().unwrap().into(),
+            "--tls-key".into(),
+            key.to_str().unwrap().into(),
+        ],
+        ..Default::default()
+    };
+    let mut child = crate::harness::command(&data, &options)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (found, addr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let addr: std::net::SocketAddr = addr
+        .recv_timeout(Duration::from_secs(60))
+        .expect("plinth listens on https")
+        .parse()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.port());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(reply) if reply.status() == StatusCode::OK => break,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("never ready over HTTPS: {other:?}"),
+        }
+    }
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(health.headers().contains_key("x-request-id"));
+    // The CLI reaches it too, trusting the certificate through PLINTH_CA_CERT.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(["plugins", "list", "--json", "--server", &base])
+        .env("PLINTH_TOKEN", crate::harness::TOKEN)
+        .env("PLINTH_CA_CERT", &cert)
+        .env("PLINTH_CREDENTIALS", dir.path().join("credentials.json"))
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    // Without the CA the certificate is refused, in one line.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(["plugins", "list", "--server", &base])
+        .env("PLINTH_TOKEN", crate::harness::TOKEN)
+        .env_remove("PLINTH_CA_CERT")
+        .env("PLINTH_CREDENTIALS", dir.path().join("credentials.json"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr)
+            .trim()
+            .lines()
+            .count(),
+        1
+    );
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}

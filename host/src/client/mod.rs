@@ -74,8 +74,17 @@ impl Api {
                 true,
             ),
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        // A server whose certificate no system CA signed (e.g. self-signed): trust its CA.
+        if let Some(path) = std::env::var_os("PLINTH_CA_CERT") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                ClientError::Local(format!("reading PLINTH_CA_CERT {}: {e}", path.display()))
+            })?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ClientError::Local(format!("PLINTH_CA_CERT: {e}")))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Local(e.to_string()))?;
         Ok(Self {
