@@ -145,6 +145,16 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// For plugin authors: run a local server on a temporary data directory, build and deploy
+    /// the crate in the current folder, and redeploy whenever its sources change.
+    Dev {
+        /// The plugin crate [default: the current folder]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Where the local server listens.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: String,
+    },
     /// Create a plugin crate that builds and deploys as it is.
     New {
         /// The plugin's name: lowercase letters, digits and `-` (also the crate and folder).

@@ -471,3 +471,69 @@ async fn serve_apply_deploys_the_folder_before_ready_and_only_once() {
         .json();
     assert_eq!(audit["entries"][0]["actor"], "plinth serve --apply");
 }
+
+#[tokio::test]
+async fn dev_serves_the_crate_and_redeploys_when_a_source_changes() {
+    // A server to borrow the CLI helper's environment from; `plinth dev` runs its own.
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let dir = home.path().join("dev-app");
+    cli.ok(&["new", "dev-app", "--dir", dir.to_str().unwrap()]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut dev = cli
+        .command(&["dev", "--dir", dir.to_str().unwrap(), "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let url = format!("http://{listen}/dev-app/hello/you");
+    let wait_for = |expected: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                if let Ok(reply) = client.get(&url).send().await
+                    && let Ok(body) = reply.json::<Value>().await
+                    && body["message"] == expected
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "never served {expected:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for("hello, you").await;
+    let lib = dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("\"hello, {who}\"", "\"hi, {who}\"")).unwrap();
+    wait_for("hi, you").await;
+
+    // SIGTERM stops dev and its server.
+    Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dev.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "plinth dev did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_ok() {
+        assert!(Instant::now() < deadline, "the dev server kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -52,6 +52,10 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Plugins { command, client } => plugins(command, &client).await,
+        Command::Dev { dir, listen } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            super::dev::dev(&dir, &listen).await
+        }
         Command::Apply {
             dir,
             prune,
@@ -165,7 +169,7 @@ pub async fn deploy(
 }
 
 /// `PUT /admin/plugins/{name}` with the multipart parts `manifest` and `component`.
-async fn upload(
+pub(super) async fn upload(
     api: &mut Api,
     name: &str,
     manifest: &str,

@@ -4,6 +4,7 @@
 mod build;
 mod commands;
 mod credentials;
+mod dev;
 mod output;
 
 pub use build::{BuildError, PluginFiles, plugin_files};
