@@ -36,7 +36,7 @@ impl Actor {
 }
 
 /// One recorded change.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// When (RFC 3339, UTC).
     pub at: String,
@@ -49,11 +49,12 @@ pub struct AuditEntry {
     /// On what, e.g. the plugin name or user id.
     pub target: String,
     /// Facts of the change (version, keys changed, role...), never secret values.
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 
 /// A page of entries, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The entries.
     pub entries: Vec<AuditEntry>,

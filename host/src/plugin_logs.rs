@@ -16,7 +16,7 @@ pub const MAX_MESSAGE: usize = 4 * 1024;
 const FOLLOW_BACKLOG: usize = 1024;
 
 /// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `wasi:cli/stdout`.
@@ -42,7 +42,7 @@ impl Source {
 }
 
 /// Severity, as `plinth:host/log` and tracing know it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Very detailed.
@@ -58,7 +58,7 @@ pub enum Level {
 }
 
 /// One line of a plugin's log.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LogLine {
     /// Position in the plugin's log since the server started (1, 2, ...); pass the last one
     /// seen as `since` to read only newer lines.
@@ -87,11 +87,12 @@ struct Ring {
 }
 
 /// A page of lines, oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// The plugin.
     pub plugin: String,
     /// The lines.
+    #[schema(value_type = Vec<LogLine>)]
     pub lines: Vec<Arc<LogLine>>,
     /// The `seq` of the last line returned (or the `since` given): pass it as `since` next.
     pub next_since: u64,

@@ -134,9 +134,29 @@ async fn oversized_heads_and_urls_are_refused() {
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once() {
     let (_dir, server) = server_with(&["--max-connections", "2", "--header-timeout", "5s"]);
-    let _a = connect(&server);
-    let _b = connect(&server);
-    std::thread::sleep(Duration::from_millis(200));
+    // Two kept-alive connections that have each been served hold both slots. (The harness's
+    // readiness probe may still hold a slot for a moment on a loaded machine: retry until
+    // both are served.)
+    let held = |server: &Server| {
+        let mut stream = connect(server);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        let served = stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200");
+        served.then_some(stream)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_a, _b) = loop {
+        if let (Some(a), Some(b)) = (held(&server), held(&server)) {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two connections were never served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut c = connect(&server);
     let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let started = Instant::now();

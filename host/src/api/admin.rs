@@ -1,45 +1,45 @@
 //! The operator API under `/admin/`: deploy, list, show and delete plugins (operators and
 //! admins), and the extractors that guard every `/admin/` endpoint.
 
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
 use crate::registry::PluginInfo;
+use crate::registry::{Deployed, VersionInfo};
+use axum::Json;
 use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State,
 };
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Room for the multipart framing and the manifest on top of the component itself.
 const MULTIPART_OVERHEAD: u64 = 1 << 20;
 
-pub(super) fn routes(state: &AppState) -> Router<AppState> {
+pub(super) fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let limit = state
         .max_component_size
         .0
         .saturating_add(MULTIPART_OVERHEAD);
-    Router::new()
-        .route("/admin/plugins", get(list))
-        .route(
-            "/admin/plugins/{name}",
-            get(show)
-                .put(deploy)
-                .delete(remove)
-                .layer(DefaultBodyLimit::max(
-                    usize::try_from(limit).unwrap_or(usize::MAX),
-                )),
-        )
-        .route("/admin/plugins/{name}/versions", get(versions))
-        .route("/admin/plugins/{name}/rollback", post(rollback))
-        .route("/admin/audit", get(audit))
+    let plugin = OpenApiRouter::new()
+        .routes(routes!(show, deploy, remove))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ));
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .merge(plugin)
+        .routes(routes!(versions))
+        .routes(routes!(rollback))
+        .routes(routes!(audit))
 }
 
 fn authorization(parts: &Parts) -> Option<&str> {
@@ -84,16 +84,47 @@ impl FromRequestParts<AppState> for AdminOnly {
     }
 }
 
-async fn list(_: Operator, State(state): State<AppState>) -> Json<serde_json::Value> {
+/// Deployed plugins.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PluginList {
+    plugins: Vec<PluginInfo>,
+}
+
+/// A plugin's kept versions, newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct VersionList {
+    plugin: String,
+    versions: Vec<VersionInfo>,
+}
+
+/// The deploy upload (documentation of the multipart parts).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct DeployUpload {
+    /// The plinth.toml text.
+    manifest: String,
+    /// The component (.wasm bytes).
+    #[schema(format = Binary, value_type = String)]
+    component: Vec<u8>,
+}
+
+/// Every deployed plugin.
+#[utoipa::path(get, path = "/admin/plugins", tag = "plugins", security(("bearer" = [])),
+    responses((status = 200, body = PluginList), (status = 401, body = ErrorBody)))]
+async fn list(_: Operator, State(state): State<AppState>) -> Json<PluginList> {
     let active = state.registry.active();
     let plugins: Vec<PluginInfo> = active
         .plugins
         .values()
         .map(|p| state.registry.info(p))
         .collect();
-    Json(json!({ "plugins": plugins }))
+    Json(PluginList { plugins })
 }
 
+/// One deployed plugin.
+#[utoipa::path(get, path = "/admin/plugins/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = PluginInfo), (status = 404, body = ErrorBody, description = "plugin_not_found")))]
 async fn show(
     _: Operator,
     State(state): State<AppState>,
@@ -115,6 +146,11 @@ struct RemoveQuery {
     purge: bool,
 }
 
+/// Stops serving a plugin; its kv data and config stay unless `purge=true`.
+#[utoipa::path(delete, path = "/admin/plugins/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"),
+        ("purge" = Option<bool>, Query, description = "Also delete its data, config and logs")),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 async fn remove(
     Operator(actor): Operator,
     State(state): State<AppState>,
@@ -138,16 +174,23 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The kept versions of a plugin, newest first.
+#[utoipa::path(get, path = "/admin/plugins/{name}/versions", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = VersionList), (status = 404, body = ErrorBody)))]
 async fn versions(
     _: Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     let versions = state.registry.versions(&name).await?;
-    Ok(Json(json!({ "plugin": name, "versions": versions })))
+    Ok(Json(VersionList {
+        plugin: name,
+        versions,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackBody {
     /// The version to activate; absent: the newest one before the active one.
@@ -155,6 +198,10 @@ struct RollbackBody {
 }
 
 /// `POST /admin/plugins/{name}/rollback` with `{"version": N}` or no body.
+#[utoipa::path(post, path = "/admin/plugins/{name}/rollback", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin")),
+    request_body(content = Option<RollbackBody>, description = "The version; none: the one before the active one"),
+    responses((status = 200, body = Deployed), (status = 404, body = ErrorBody, description = "plugin_not_found, version_not_found")))]
 async fn rollback(
     Operator(actor): Operator,
     State(state): State<AppState>,
@@ -188,7 +235,7 @@ async fn rollback(
     Ok(Json(done))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     cursor: Option<String>,
@@ -198,6 +245,9 @@ struct AuditQuery {
 }
 
 /// `GET /admin/audit?cursor=&limit=&action=&target=`: admins only (it names every account).
+#[utoipa::path(get, path = "/admin/audit", tag = "audit", security(("bearer" = [])),
+    params(AuditQuery),
+    responses((status = 200, body = crate::audit::AuditPage), (status = 400, body = ErrorBody, description = "invalid_cursor")))]
 async fn audit(
     _: AdminOnly,
     State(state): State<AppState>,
@@ -231,6 +281,13 @@ fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -
 }
 
 /// `PUT /admin/plugins/{name}` with multipart parts `manifest` (plinth.toml) and `component`.
+#[utoipa::path(put, path = "/admin/plugins/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin (must match the manifest's name)")),
+    request_body(content = DeployUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = Deployed, description = "a new plugin"),
+        (status = 200, body = Deployed, description = "a new version, or `unchanged`"),
+        (status = 400, body = ErrorBody, description = "invalid manifest or component, route_conflict, limit_over_cap"),
+        (status = 413, body = ErrorBody)))]
 async fn deploy(
     Operator(actor): Operator,
     State(state): State<AppState>,

@@ -1,30 +1,32 @@
 //! `/auth/*`: registration, login, token refresh, logout, the caller's account, password change.
 
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::{Principal, Session, UserInfo};
+use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes(state: &AppState) -> Router<AppState> {
+pub(super) fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     // The endpoints that take credentials are rate-limited per client IP.
-    let limited = Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/setup", post(setup))
+    let limited = OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(setup))
         .route_layer(middleware::from_fn_with_state(state.clone(), per_ip_limit));
-    Router::new()
+    OpenApiRouter::new()
         .merge(limited)
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
-        .route("/auth/password", post(change_password))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
 }
 
 /// Refuses a request with 429 when its client IP is over the credential-endpoint limit.
@@ -55,14 +57,14 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Registration {
     email: String,
@@ -71,7 +73,7 @@ struct Registration {
     invite: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetupBody {
     setup_token: String,
@@ -79,19 +81,24 @@ struct SetupBody {
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
+/// Creates an account (when registration is open, or with an invitation).
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Registration,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "registration_closed, invite_required"),
+        (status = 409, body = ErrorBody, description = "email_taken"), (status = 429, body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Registration>,
@@ -103,6 +110,9 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Creates the first admin account with the one-time setup token.
+#[utoipa::path(post, path = "/auth/setup", tag = "auth", request_body = SetupBody,
+    responses((status = 201, body = UserInfo), (status = 401, body = ErrorBody, description = "invalid_setup_token")))]
 async fn setup(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SetupBody>,
@@ -114,6 +124,10 @@ async fn setup(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Signs in: an access token and a refresh token.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials,
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_credentials"),
+        (status = 429, body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
@@ -121,6 +135,9 @@ async fn login(
     Ok(Json(state.auth.login(&body.email, body.password).await?))
 }
 
+/// Trades a refresh token (single use) for a new pair.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_refresh_token")))]
 async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshBody>,
@@ -128,6 +145,9 @@ async fn refresh(
     Ok(Json(state.auth.refresh(body.refresh_token).await?))
 }
 
+/// Ends the session of a refresh token.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshBody,
+    responses((status = 204, description = "signed out")))]
 async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshBody>,
@@ -136,6 +156,10 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The signed-in account.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not_an_account")))]
 async fn me(Caller(principal): Caller) -> Result<Json<UserInfo>, ApiError> {
     match principal {
         Principal::User(user) => Ok(Json(UserInfo::from(&user))),
@@ -145,6 +169,10 @@ async fn me(Caller(principal): Caller) -> Result<Json<UserInfo>, ApiError> {
     }
 }
 
+/// Changes the caller's password (other sessions end).
+#[utoipa::path(post, path = "/auth/password", tag = "auth", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 204, description = "changed"), (status = 401, body = ErrorBody)))]
 async fn change_password(
     State(state): State<AppState>,
     Caller(principal): Caller,

@@ -1,24 +1,48 @@
 //! `/admin/api-keys` (API keys) and `/admin/signing-keys` (JWT signing keys): admins only.
 
 use super::admin::AdminOnly;
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::{ApiKeyInfo, NewApiKey};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/api-keys", get(list).post(create))
-        .route("/admin/api-keys/{id}", delete(revoke))
-        .route("/admin/signing-keys", get(signing_keys))
-        .route("/admin/signing-keys/rotate", post(rotate))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(signing_keys))
+        .routes(routes!(rotate))
 }
 
-#[derive(Deserialize)]
+/// Every API key (never the key itself).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ApiKeyList {
+    api_keys: Vec<ApiKeyInfo>,
+}
+
+/// Which key signs new tokens, and every key still verifying them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct SigningKeys {
+    current: Option<String>,
+    verifying: Vec<String>,
+}
+
+impl SigningKeys {
+    fn new(ids: Vec<String>) -> Self {
+        Self {
+            current: ids.first().cloned(),
+            verifying: ids,
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
     name: String,
@@ -27,8 +51,11 @@ struct NewKey {
     expires_in: Option<String>,
 }
 
+/// Creates an API key; the key is in this answer only.
+#[utoipa::path(post, path = "/admin/api-keys", tag = "keys", security(("bearer" = [])),
+    request_body = NewKey, responses((status = 201, body = NewApiKey), (status = 400, body = ErrorBody)))]
 async fn create(
-    AdminOnly(_, actor): AdminOnly,
+    AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
@@ -56,13 +83,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(key)))
 }
 
-async fn list(_: AdminOnly, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let keys: Vec<ApiKeyInfo> = state.auth.list_api_keys().await?;
-    Ok(Json(json!({ "api_keys": keys })))
+/// Every API key.
+#[utoipa::path(get, path = "/admin/api-keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = ApiKeyList), (status = 403, body = ErrorBody)))]
+async fn list(_: AdminOnly, State(state): State<AppState>) -> Result<Json<ApiKeyList>, ApiError> {
+    let api_keys: Vec<ApiKeyInfo> = state.auth.list_api_keys().await?;
+    Ok(Json(ApiKeyList { api_keys }))
 }
 
+/// Revokes an API key at once.
+#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)))]
 async fn revoke(
-    AdminOnly(_, actor): AdminOnly,
+    AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -74,20 +108,25 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn signing_keys(_: AdminOnly, State(state): State<AppState>) -> Json<Value> {
-    let ids = state.auth.signing_key_ids();
-    Json(json!({ "current": ids.first(), "verifying": ids }))
+/// The JWT signing keys.
+#[utoipa::path(get, path = "/admin/signing-keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = SigningKeys)))]
+async fn signing_keys(_: AdminOnly, State(state): State<AppState>) -> Json<SigningKeys> {
+    Json(SigningKeys::new(state.auth.signing_key_ids()))
 }
 
+/// Signs with a new key from now on; older tokens verify until they expire.
+#[utoipa::path(post, path = "/admin/signing-keys/rotate", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, body = SigningKeys)))]
 async fn rotate(
-    AdminOnly(_, actor): AdminOnly,
+    AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SigningKeys>, ApiError> {
     let ids = state.auth.rotate_signing_key().await?;
     let current = ids.first().cloned().unwrap_or_default();
     state
         .audit
         .record(&actor, "signing_key.rotate", &current, json!({}))
         .await;
-    Ok(Json(json!({ "current": ids.first(), "verifying": ids })))
+    Ok(Json(SigningKeys::new(ids)))
 }

@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod error;
 mod keys;
+pub mod openapi;
 mod plugin_config;
 mod plugin_kv;
 mod plugin_logs;
@@ -28,6 +29,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -62,19 +65,36 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The whole API as one axum router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(admin::routes(&state))
-        .merge(auth::routes(&state))
+/// The host's routes and their OpenAPI document, built together.
+pub fn host_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .merge(admin::routes(state))
+        .merge(auth::routes(state))
         .merge(users::routes())
         .merge(keys::routes())
         .merge(plugin_config::routes())
         .merge(plugin_kv::routes())
         .merge(plugin_logs::routes())
-        .route("/metrics", get(metrics))
+        .split_for_parts()
+}
+
+/// The whole API as one axum router: the host's routes, `/admin/openapi.json`, and every
+/// other path dispatched to plugins.
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = host_routes(&state);
+    let document = Arc::new(document);
+    routes
+        .route(
+            "/admin/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document) }
+            }),
+        )
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -99,12 +119,17 @@ where
 }
 
 /// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
 /// Ready: the store is open and the stored plugins are loaded. Lists stored plugins that could
 /// not be loaded (they stay stored, inactive, with the reason).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "`{status, store, plugins, not_loaded, version}`"),
+    (status = 503, description = "`not_ready`: still loading", body = openapi::ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     if state.registry.is_ready() {
         let plugins = state.registry.active().plugins.len();
@@ -124,6 +149,8 @@ async fn readyz(State(state): State<AppState>) -> axum::response::Response {
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text). Public like `/healthz`, as
 /// Prometheus scrapes expect; it names plugins and routes, so keep it off the public internet
 /// (see the README's reverse-proxy section).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let active = state.registry.active();
     let store = state.store.clone();

@@ -2,36 +2,35 @@
 //! Values marked secret are write-only: listings show them masked.
 
 use super::admin::Operator;
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
 use crate::audit::Actor;
 use crate::registry::ConfigView;
 use crate::registry::plugin_config::{ConfigError, ConfigKey, NewValue};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/plugins/{name}/config", get(show).put(set_many))
-        .route(
-            "/admin/plugins/{name}/config/{key}",
-            put(set_one).delete(unset),
-        )
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show, set_many))
+        .routes(routes!(set_one, unset))
 }
 
 /// A value as given: a plain string, or `{"value": "...", "secret": true}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum ValueInput {
     Plain(String),
     Full(FullValue),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FullValue {
     value: String,
@@ -54,6 +53,9 @@ impl From<ValueInput> for NewValue {
     }
 }
 
+/// A plugin's config (secrets masked), required and missing keys.
+#[utoipa::path(get, path = "/admin/plugins/{name}/config", tag = "config", security(("bearer" = [])), params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, body = ConfigView), (status = 400, body = ErrorBody)))]
 async fn show(
     _: Operator,
     State(state): State<AppState>,
@@ -64,6 +66,10 @@ async fn show(
 
 /// `PUT .../config` with `{"KEY": "value", "SECRET": {"value": "...", "secret": true}}`: sets
 /// every key given (atomically), leaves the others.
+/// Sets every key given, atomically; leaves the others.
+#[utoipa::path(put, path = "/admin/plugins/{name}/config", tag = "config", security(("bearer" = [])), params(("name" = String, Path, description = "The plugin")),
+    request_body(content = BTreeMap<String, ValueInput>, description = "`{\"KEY\": \"value\", \"SECRET\": {\"value\": \"...\", \"secret\": true}}`"),
+    responses((status = 200, body = ConfigView), (status = 400, body = ErrorBody)))]
 async fn set_many(
     Operator(actor): Operator,
     State(state): State<AppState>,
@@ -110,6 +116,10 @@ async fn set(
 }
 
 /// `PUT .../config/{key}` with `{"value": "...", "secret": false}`.
+/// Sets one key.
+#[utoipa::path(put, path = "/admin/plugins/{name}/config/{key}", tag = "config", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), ("key" = String, Path, description = "The key")),
+    request_body = FullValue, responses((status = 200, body = ConfigView), (status = 400, body = ErrorBody)))]
 async fn set_one(
     Operator(actor): Operator,
     State(state): State<AppState>,
@@ -121,6 +131,10 @@ async fn set_one(
     set(&state, &actor, &name, values).await
 }
 
+/// Removes one key.
+#[utoipa::path(delete, path = "/admin/plugins/{name}/config/{key}", tag = "config", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), ("key" = String, Path, description = "The key")),
+    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
 async fn unset(
     Operator(actor): Operator,
     State(state): State<AppState>,

@@ -3,19 +3,21 @@
 //! data outlives a delete without `?purge=true`.
 
 use super::admin::Operator;
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::registry::manifest::PluginName;
 use crate::store::{KvChange, KvEntry, KvError, Store, StoreError};
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Default and largest page of `GET .../kv`.
 const DEFAULT_PAGE: usize = 100;
@@ -26,14 +28,14 @@ const EXPORT_CHUNK: usize = 500;
 /// JSON around it.
 const MAX_IMPORT_BYTES: usize = 512 << 20;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/plugins/{name}/kv", get(browse))
-        .route("/admin/plugins/{name}/kv/export", get(export))
-        .route(
-            "/admin/plugins/{name}/kv/import",
-            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
-        )
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    let import = OpenApiRouter::new()
+        .routes(routes!(import))
+        .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES));
+    OpenApiRouter::new()
+        .routes(routes!(browse))
+        .routes(routes!(export))
+        .merge(import)
 }
 
 fn plugin_name(name: &str) -> Result<String, ApiError> {
@@ -54,7 +56,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// One entry in a listing and in an export line.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EntryJson {
     bucket: String,
@@ -96,7 +98,7 @@ fn decode_cursor(cursor: &str) -> Result<(String, String), ApiError> {
         .ok_or_else(|| ApiError::InvalidCursor(cursor.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct BrowseQuery {
     bucket: Option<String>,
@@ -106,7 +108,7 @@ struct BrowseQuery {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Page {
     plugin: String,
     entries: Vec<EntryJson>,
@@ -118,6 +120,9 @@ struct Page {
 
 /// `GET .../kv?bucket=&prefix=&cursor=&limit=`: entries ordered by bucket, then key. `prefix`
 /// filters keys (within `bucket` when given, in every bucket otherwise).
+#[utoipa::path(get, path = "/admin/plugins/{name}/kv", tag = "kv", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), BrowseQuery),
+    responses((status = 200, body = Page), (status = 400, body = ErrorBody)))]
 async fn browse(
     _: Operator,
     State(state): State<AppState>,
@@ -198,6 +203,8 @@ async fn browse(
 
 /// `GET .../kv/export`: every entry as one JSON line `{"bucket","key","value_base64"}`,
 /// streamed in key order without holding the whole export in memory.
+#[utoipa::path(get, path = "/admin/plugins/{name}/kv/export", tag = "kv", security(("bearer" = [])), params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, content_type = "application/x-ndjson", description = "one `{bucket, key, value_base64}` per line")))]
 async fn export(
     _: Operator,
     State(state): State<AppState>,
@@ -247,7 +254,7 @@ async fn export(
         .into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Imported {
     plugin: String,
     imported: usize,
@@ -256,6 +263,10 @@ struct Imported {
 
 /// `POST .../kv/import` with the JSON lines of an export: every entry is written in one atomic
 /// step (same keys are replaced), or, on any bad line or over quota, none.
+#[utoipa::path(post, path = "/admin/plugins/{name}/kv/import", tag = "kv", security(("bearer" = [])), params(("name" = String, Path, description = "The plugin")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "the lines of an export"),
+    responses((status = 200, body = Imported), (status = 400, body = ErrorBody, description = "invalid_import"),
+        (status = 507, body = ErrorBody, description = "quota_exceeded")))]
 async fn import(
     _: Operator,
     State(state): State<AppState>,

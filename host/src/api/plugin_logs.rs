@@ -2,30 +2,32 @@
 //! `follow=true` (or `Accept: text/event-stream`), as a live server-sent-event stream.
 
 use super::admin::Operator;
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::plugin_logs::LogLine;
 use crate::registry::DeployError;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/admin/plugins/{name}/logs", get(logs))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(logs))
 }
 
 /// Lines a page returns unless `limit` says otherwise, and the most it may ask for.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct LogQuery {
     /// Only lines after this `seq`.
@@ -44,6 +46,12 @@ fn event(line: &LogLine) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unencodable line"))
 }
 
+/// A page of the plugin's log lines, or (`follow=true`, `Accept: text/event-stream`) a live
+/// stream of them.
+#[utoipa::path(get, path = "/admin/plugins/{name}/logs", tag = "logs", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), LogQuery),
+    responses((status = 200, body = crate::plugin_logs::LogPage, description = "a page; with follow, `text/event-stream` of LogLine events"),
+        (status = 404, body = ErrorBody)))]
 async fn logs(
     _: Operator,
     State(state): State<AppState>,

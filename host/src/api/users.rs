@@ -1,38 +1,43 @@
 //! `/admin/users`: account management (admins only).
 
 use super::admin::AdminOnly;
+use super::openapi::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::manage::UserPage;
 use crate::auth::{NewInvite, UserInfo};
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/users", get(list).post(create))
-        .route("/admin/users/{id}", get(show).delete(remove))
-        .route("/admin/users/{id}/disable", post(disable))
-        .route("/admin/users/{id}/enable", post(enable))
-        .route("/admin/users/{id}/roles", put(set_roles))
-        .route("/admin/invites", post(invite))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, remove))
+        .routes(routes!(disable))
+        .routes(routes!(enable))
+        .routes(routes!(set_roles))
+        .routes(routes!(invite))
 }
 
 /// Invitations live a week unless the admin says otherwise.
 const DEFAULT_INVITE_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewInviteBody {
     email: Option<String>,
     expires_in: Option<String>,
 }
 
+/// Creates a single-use invitation (for invite-only registration).
+#[utoipa::path(post, path = "/admin/invites", tag = "users", security(("bearer" = [])),
+    request_body = NewInviteBody, responses((status = 201, body = NewInvite), (status = 403, body = ErrorBody)))]
 async fn invite(
-    AdminOnly(_, actor): AdminOnly,
+    AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewInviteBody>,
 ) -> Result<(StatusCode, Json<NewInvite>), ApiError> {
@@ -54,14 +59,14 @@ async fn invite(
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     after: Option<String>,
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     email: String,
@@ -70,12 +75,15 @@ struct NewUser {
     roles: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Roles {
     roles: Vec<String>,
 }
 
+/// Accounts in id order, a page at a time.
+#[utoipa::path(get, path = "/admin/users", tag = "users", security(("bearer" = [])),
+    params(PageQuery), responses((status = 200, body = UserPage), (status = 403, body = ErrorBody)))]
 async fn list(
     _: AdminOnly,
     State(state): State<AppState>,
@@ -89,8 +97,12 @@ async fn list(
     Ok(Json(page))
 }
 
+/// Creates an account.
+#[utoipa::path(post, path = "/admin/users", tag = "users", security(("bearer" = [])),
+    request_body = NewUser, responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "email_taken")))]
 async fn create(
-    AdminOnly(_, actor): AdminOnly,
+    AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
@@ -110,6 +122,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// One account.
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path, description = "The user id")),
+    responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 async fn show(
     _: AdminOnly,
     State(state): State<AppState>,
@@ -118,6 +133,9 @@ async fn show(
     Ok(Json(state.auth.user(&id).await?))
 }
 
+/// Deletes an account (not your own).
+#[utoipa::path(delete, path = "/admin/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path, description = "The user id")),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody)))]
 async fn remove(
     AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
@@ -131,6 +149,9 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Stops an account from signing in or using its tokens.
+#[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "users", security(("bearer" = [])), params(("id" = String, Path, description = "The user id")),
+    responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 async fn disable(
     AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
@@ -144,6 +165,9 @@ async fn disable(
     Ok(Json(user))
 }
 
+/// Lets a disabled account in again.
+#[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "users", security(("bearer" = [])), params(("id" = String, Path, description = "The user id")),
+    responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 async fn enable(
     AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,
@@ -157,6 +181,9 @@ async fn enable(
     Ok(Json(user))
 }
 
+/// Replaces an account's roles.
+#[utoipa::path(put, path = "/admin/users/{id}/roles", tag = "users", security(("bearer" = [])), params(("id" = String, Path, description = "The user id")),
+    request_body = Roles, responses((status = 200, body = UserInfo), (status = 400, body = ErrorBody)))]
 async fn set_roles(
     AdminOnly(principal, actor): AdminOnly,
     State(state): State<AppState>,

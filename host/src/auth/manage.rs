@@ -8,7 +8,7 @@ use super::{AccountError, Auth, Principal, UserInfo, blocking, sessions, valid_r
 use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct UserPage {
     /// Accounts in id order.
     pub users: Vec<UserInfo>,

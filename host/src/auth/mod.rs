@@ -259,7 +259,7 @@ impl fmt::Debug for AuthSettings {
 }
 
 /// An account as its owner and admins see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserInfo {
     /// Id.
     pub id: String,
@@ -287,7 +287,7 @@ impl From<&User> for UserInfo {
 }
 
 /// An API key as admins see it (never the key itself, except once at creation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     /// Id.
     pub id: String,
@@ -321,7 +321,7 @@ impl From<&ApiKey> for ApiKeyInfo {
 }
 
 /// A newly created API key: the key text appears here and nowhere else, ever.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewApiKey {
     /// The key, to be sent as `Authorization: Bearer <key>`.
     pub key: String,
@@ -331,7 +331,7 @@ pub struct NewApiKey {
 }
 
 /// A newly created invitation: the code appears here and nowhere else, ever.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewInvite {
     /// The code to pass as `invite` to `POST /auth/register`.
     pub invite: String,
@@ -344,11 +344,12 @@ pub struct NewInvite {
 }
 
 /// What login and refresh return.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     /// The access JWT.
     pub access_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = String)]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,

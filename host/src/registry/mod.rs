@@ -132,7 +132,7 @@ pub struct Active {
 }
 
 /// A route as shown to operators.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RouteInfo {
     /// The pattern.
     pub path: String,
@@ -143,7 +143,7 @@ pub struct RouteInfo {
 }
 
 /// A plugin as shown to operators: the JSON of the admin API.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// Name.
     pub name: String,
@@ -172,7 +172,7 @@ pub struct PluginInfo {
 }
 
 /// A plugin's limits as shown to operators.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct LimitsInfo {
     /// e.g. `64MiB`.
     pub memory: String,
@@ -187,7 +187,7 @@ pub struct LimitsInfo {
 }
 
 /// One imported interface and what the host gives it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Grant {
     /// The interface, e.g. `wasi:filesystem/preopens@0.2.0`.
     pub interface: String,
@@ -197,7 +197,7 @@ pub struct Grant {
 
 /// Counts of failed requests, so a plugin that keeps crashing shows it (it is never restarted
 /// in a loop: every request gets a fresh instance anyway).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FailureCounts {
     /// Traps and panics.
     pub traps: u64,
@@ -266,7 +266,7 @@ fn access(interface: &str, outbound: &[crate::runtime::outgoing_http::OutboundOr
 }
 
 /// A plugin's config as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConfigView {
     /// The plugin.
     pub plugin: String,
@@ -338,7 +338,7 @@ pub fn rfc3339(ms: u64) -> String {
 }
 
 /// The result of a successful deploy or rollback.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Deployed {
     /// The plugin as now active.
     #[serde(flatten)]
@@ -353,7 +353,7 @@ pub struct Deployed {
 }
 
 /// One kept version of a plugin, as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VersionInfo {
     /// Its number.
     pub version: u64,
@@ -390,7 +390,7 @@ pub struct Registry {
 }
 
 /// A stored plugin that could not be activated at start (it stays stored).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NotLoaded {
     /// The plugin.
     pub plugin: String,

@@ -248,7 +248,7 @@ pub fn purge(store: &dyn Store, plugin: &str) -> Result<(), StoreError> {
 }
 
 /// One key as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ShownValue {
     /// The key.
     pub key: String,
