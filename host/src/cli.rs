@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 /// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.
 ///
-/// `plinth serve` runs the server. Every other command talks to a running server over HTTP:
-/// point it there with --server (or PLINTH_SERVER) and sign in once with `plinth login` (or
-/// pass a token with --token / PLINTH_TOKEN).
+/// `plinth serve` runs the server; `plinth new` and `plinth dev` are for plugin authors. The
+/// other commands talk to a running server over HTTP: point them there with --server (or
+/// PLINTH_SERVER) and sign in once with `plinth login` (or pass --token / PLINTH_TOKEN).
 #[derive(Debug, Parser)]
 #[command(name = "plinth", version, about, long_about)]
 pub struct Cli {

@@ -216,7 +216,12 @@ async fn the_audit_log_records_who_changed_what_from_where() {
 
 #[tokio::test]
 async fn plugin_output_and_access_lines_reach_the_log_endpoint() {
-    let server = Server::start();
+    let dir = TempDir::new();
+    let options = Options {
+        env: vec![("RUST_LOG".into(), "info,access=debug".into())],
+        ..Default::default()
+    };
+    let server = Server::start_with(dir.path(), options);
     server.deploy_guest(Guest::PlainHttp).await;
     let reply = server.get("/plain/first").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -239,6 +244,9 @@ async fn plugin_output_and_access_lines_reach_the_log_endpoint() {
     assert!(message.contains("GET /plain/first → 200"), "{message}");
     assert!(message.contains("route /plain/{*rest}"), "{message}");
     assert_eq!(access["request_id"], request_id.as_str());
+    // The access line reaches the server log too (at debug, target `access`).
+    let logged = server.wait_for_log(&["GET /plain/first → 200"]);
+    assert!(logged.contains(&request_id), "{logged}");
 
     // `since` returns only newer lines.
     let since = page.json()["next_since"].as_u64().unwrap();

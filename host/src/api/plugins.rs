@@ -70,6 +70,18 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         elapsed.as_secs_f64() * 1000.0,
         user.as_deref().unwrap_or("-"),
     );
+    // In the server log too, at debug so a busy server does not write a line per request by
+    // default (`RUST_LOG=info,access=debug` shows them).
+    tracing::debug!(
+        target: "access",
+        plugin = &*plugin.name,
+        route = pattern,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        user = user.as_deref(),
+        request_id = request_id.as_deref(),
+        "{message}"
+    );
     state.logs.push(
         &plugin.name,
         Source::Access,
