@@ -1,13 +1,15 @@
 //! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request) against
 //! a native axum server with the same route, both release builds, over 127.0.0.1, measured
-//! with `wrk` in alternating runs; then plinth routes that do one key-value read and one
-//! durable key-value write (`tests/programs/kv-plain`, acknowledged only once on disk) at 64
+//! with `wrk` in alternating runs; a plain `wasi:http` route public and behind `auth = "user"`
+//! (a JWT verified per request); then plinth routes that do one key-value read and one durable
+//! key-value write (`tests/programs/kv-plain`, acknowledged only once on disk) at 64
 //! connections, beside hello at 64. Prints req/s, p50/p99 latency, server CPU per request, and
-//! the ratio to native.
+//! the ratio to native; then the cold paths: upload to serving, restart to ready with 100
+//! plugins, and resident memory with 1,000 (100 with `--quick`).
 //!
 //! Options: `--duration SECS` (default 10), `--connections N` for native and hello (default
-//! 32), `--reps N` (default 3). On two or more cores the server is pinned to core 0 and wrk to
-//! core 1.
+//! 32), `--reps N` (default 3), `--quick` (2-second runs, one rep: a smoke test, figures only).
+//! On two or more cores the server is pinned to core 0 and wrk to core 1.
 
 use crate::{cargo, guests, http, run, target_dir};
 use anyhow::{Context, Result, bail};
@@ -20,6 +22,8 @@ struct Options {
     duration: u64,
     connections: u32,
     reps: usize,
+    /// Plugins deployed for the resident-memory figure.
+    many: usize,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -27,9 +31,16 @@ fn parse_options(args: &[String]) -> Result<Options> {
         duration: 10,
         connections: 32,
         reps: 3,
+        many: 1000,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--quick" {
+            options.duration = 2;
+            options.reps = 1;
+            options.many = 100;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--duration" => options.duration = value.trim_end_matches('s').parse()?,
@@ -142,6 +153,8 @@ struct Row {
     url: String,
     connections: u32,
     script: Option<std::path::PathBuf>,
+    /// A header for every request (e.g. `Authorization: Bearer ...`).
+    header: Option<String>,
 }
 
 fn wrk(row: &Row, seconds: u64) -> Result<Sample> {
@@ -153,6 +166,9 @@ fn wrk(row: &Row, seconds: u64) -> Result<Sample> {
         .arg(format!("-d{seconds}s"));
     if let Some(script) = &row.script {
         cmd.arg("-s").arg(script);
+    }
+    if let Some(header) = &row.header {
+        cmd.arg("-H").arg(header);
     }
     let out = cmd.arg(&row.url).output().context("running wrk")?;
     let pid = row.pid;
@@ -219,13 +235,18 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
 
     let (native, native_addr) = spawn_server(pinned(&release.join("native-hello"), 0))?;
     let native = Guard(native);
-    let mut plinth_cmd = pinned(&release.join("plinth"), 0);
-    plinth_cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env("PLINTH_ADMIN_TOKEN", &token)
-        .env("RUST_LOG", "warn,plinth::server=info");
-    let (plinth, plinth_addr) = spawn_server(plinth_cmd)?;
+    let password = http::random_token();
+    let plinth_cmd = || {
+        let mut cmd = pinned(&release.join("plinth"), 0);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("PLINTH_ADMIN_TOKEN", &token)
+            .env("PLINTH_ADMIN_EMAIL", "bench@example.com")
+            .env("PLINTH_ADMIN_PASSWORD", &password)
+            .env("RUST_LOG", "warn,plinth::server=info");
+        cmd
+    };
+    let (plinth, plinth_addr) = spawn_server(plinth_cmd())?;
     let mut plinth = Guard(plinth);
     let plinth_base = format!("http://{plinth_addr}");
     http::wait_ready(&plinth_base, &mut plinth.0)?;
@@ -261,6 +282,21 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         bail!("storing the kv bench value answered {status}");
     }
     let kv_url = format!("{plinth_base}{kv_path}");
+    // The same plain wasi:http component public and behind `auth = "user"`.
+    let plain = std::fs::read(guest_dir.join("plain_http.wasm"))?;
+    http::deploy_bytes(
+        &plinth_base,
+        &token,
+        "name = \"plain\"\n[[routes]]\npath = \"/plain/{*rest}\"\n",
+        &plain,
+    )?;
+    http::deploy_bytes(
+        &plinth_base,
+        &token,
+        "name = \"plain-user\"\n[[routes]]\npath = \"/plain-user/{*rest}\"\nauth = \"user\"\n",
+        &plain,
+    )?;
+    let access = http::login(&plinth_base, "bench@example.com", &password)?;
 
     let row = |name, pid, url: String, connections, script: Option<&Path>| Row {
         name,
@@ -268,6 +304,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         url,
         connections,
         script: script.map(Path::to_path_buf),
+        header: None,
     };
     let servers = [
         row(
@@ -284,6 +321,23 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             options.connections,
             None,
         ),
+        row(
+            "plinth plain wasi:http (public)",
+            plinth.0.id(),
+            format!("{plinth_base}/plain/bench"),
+            options.connections,
+            None,
+        ),
+        Row {
+            header: Some(format!("Authorization: Bearer {access}")),
+            ..row(
+                "plinth plain wasi:http (user, JWT checked)",
+                plinth.0.id(),
+                format!("{plinth_base}/plain-user/bench"),
+                options.connections,
+                None,
+            )
+        },
         row(
             "plinth hello (fresh instance)",
             plinth.0.id(),
@@ -335,8 +389,15 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             samples[i].push(sample);
         }
     }
-    drop(plinth);
     drop(native);
+    let cold = cold_paths(
+        &plinth_base,
+        &token,
+        &plain,
+        options.many,
+        plinth,
+        plinth_cmd,
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&put_script);
 
@@ -362,8 +423,133 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             },
         );
     }
+    println!();
+    match cold {
+        Ok(cold) => {
+            println!("| cold path | figure |");
+            println!("| --- | ---: |");
+            for (what, figure) in cold {
+                println!("| {what} | {figure} |");
+            }
+        }
+        Err(e) => println!("cold paths not measured: {e:#}"),
+    }
     if samples.iter().flatten().any(|s| s.errors) {
         bail!("some wrk runs saw socket errors or non-2xx responses");
     }
     Ok(())
+}
+
+/// `component` with a custom section naming `variant` at its end: valid, and distinct bytes, so
+/// the server compiles it afresh.
+fn variant(component: &[u8], variant: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let name = b"plinth-bench";
+    let payload = format!("variant {variant}");
+    let mut section = Vec::new();
+    leb(name.len(), &mut section);
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(section.len(), &mut out);
+    out.extend_from_slice(&section);
+    out
+}
+
+fn vm_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// Upload to serving for a fresh component, restart to ready with 100 plugins, and resident
+/// memory with `many` plugins. Consumes the running server (it is restarted).
+fn cold_paths(
+    base: &str,
+    token: &str,
+    plain: &[u8],
+    many: usize,
+    plinth: Guard,
+    start: impl Fn() -> Command,
+) -> Result<Vec<(String, String)>> {
+    let mut figures = Vec::new();
+    let manifest =
+        |name: &str| format!("name = \"{name}\"\n[[routes]]\npath = \"/{name}/{{*rest}}\"\n");
+    let fresh = variant(plain, 0);
+    let started = std::time::Instant::now();
+    http::deploy_bytes(base, token, &manifest("cold"), &fresh)?;
+    let (status, _) = http::get(base, "/cold/x")?;
+    if status != 200 {
+        bail!("the fresh plugin answered {status}");
+    }
+    figures.push((
+        format!(
+            "upload → serving, new {} KiB component (compiled)",
+            fresh.len() / 1024
+        ),
+        format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
+    ));
+    for i in 1..100 {
+        // Distinct components, so each restart load is a real artifact load.
+        http::deploy_bytes(base, token, &manifest(&format!("p{i}")), &variant(plain, i))?;
+    }
+    drop(plinth);
+    let started = std::time::Instant::now();
+    let (child, addr) = spawn_server(start())?;
+    let mut plinth = Guard(child);
+    let base = format!("http://{addr}");
+    http::wait_ready(&base, &mut plinth.0)?;
+    let elapsed = started.elapsed();
+    let (_, ready) = http::get(&base, "/readyz")?;
+    let loaded = serde_json::from_str::<serde_json::Value>(&ready).unwrap_or_default()["plugins"]
+        .as_u64()
+        .unwrap_or(0);
+    figures.push((
+        format!("restart → ready with {loaded} plugins (cached artifacts)"),
+        format!("{:.0} ms", elapsed.as_secs_f64() * 1000.0),
+    ));
+    figures.push((
+        "resident memory after that restart".into(),
+        format!("{:.0} MiB", vm_rss_mib(plinth.0.id())?),
+    ));
+    if many > 100 {
+        let started = std::time::Instant::now();
+        for i in 100..many {
+            http::deploy_bytes(&base, token, &manifest(&format!("p{i}")), plain)?;
+        }
+        let (status, _) = http::get(&base, &format!("/p{}/x", many - 1))?;
+        if status != 200 {
+            bail!("plugin {} answered {status}", many - 1);
+        }
+        figures.push((
+            format!(
+                "{} more deploys of one component (its artifact reused)",
+                many - 100
+            ),
+            format!("{:.1} s", started.elapsed().as_secs_f64()),
+        ));
+        figures.push((
+            format!(
+                "resident memory with {} plugins deployed",
+                many + loaded as usize - 100
+            ),
+            format!("{:.0} MiB", vm_rss_mib(plinth.0.id())?),
+        ));
+    }
+    Ok(figures)
 }

@@ -44,14 +44,24 @@ pub fn wait_ready(base: &str, server: &mut Child) -> Result<()> {
 pub fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<String> {
     let manifest_text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
+    let component = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    deploy_bytes(base, token, &manifest_text, &component)
+}
+
+/// Uploads a plugin given as manifest text and component bytes.
+pub fn deploy_bytes(
+    base: &str,
+    token: &str,
+    manifest_text: &str,
+    component: &[u8],
+) -> Result<String> {
     let name = manifest_text
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once('=')?;
             (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
         })
-        .with_context(|| format!("{} has no name", manifest.display()))?;
-    let component = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        .context("the manifest has no name")?;
     let boundary = format!("plinth-{}", random_token());
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -63,7 +73,7 @@ pub fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<S
         )
         .as_bytes(),
     );
-    body.extend_from_slice(&component);
+    body.extend_from_slice(component);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut resp = agent()
         .put(format!("{base}/admin/plugins/{name}"))
@@ -85,6 +95,21 @@ pub fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<S
 pub fn get(base: &str, path: &str) -> Result<(u16, String)> {
     let mut resp = agent().get(format!("{base}{path}")).call()?;
     Ok((resp.status().as_u16(), resp.body_mut().read_to_string()?))
+}
+
+/// Signs in with `POST /auth/login`; returns the access token.
+pub fn login(base: &str, email: &str, password: &str) -> Result<String> {
+    let body = format!(r#"{{"email": "{email}", "password": "{password}"}}"#);
+    let mut resp = agent()
+        .post(format!("{base}/auth/login"))
+        .header("Content-Type", "application/json")
+        .send(body.as_bytes())?;
+    let text = resp.body_mut().read_to_string()?;
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    answer["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("login failed: {text}"))
 }
 
 /// `PUT` a body to a path and return the status.

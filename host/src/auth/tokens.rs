@@ -12,8 +12,9 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Issuer and audience of every token this server signs and accepts.
@@ -73,6 +74,21 @@ struct KeyRing {
 pub struct Tokens {
     ring: RwLock<KeyRing>,
     access_ttl: Duration,
+    /// Tokens whose signature and claims were checked, by SHA-256 of the token text, so a
+    /// client's next request with the same token skips the Ed25519 check (the costly part of a
+    /// guarded request). An entry is trusted only while its `exp` (plus leeway) is ahead and
+    /// its key still verifies; at most [`VERIFIED_CACHE`] entries.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// Most tokens remembered as verified (a few MiB at most).
+const VERIFIED_CACHE: usize = 10_000;
+
+/// What a verified token said.
+struct Verified {
+    sub: String,
+    exp: u64,
+    kid: String,
 }
 
 fn now() -> u64 {
@@ -127,6 +143,7 @@ impl Tokens {
                 keys: HashMap::new(),
             }),
             access_ttl,
+            verified: Mutex::new(HashMap::new()),
         };
         if store.scan(Space::SigningKeys, b"", None, 1)?.is_empty() {
             let stored = new_stored_key();
@@ -245,6 +262,41 @@ impl Tokens {
 
     /// Verifies an access token; returns the user id. Any flaw gives `None`.
     pub fn verify(&self, token: &str) -> Option<String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        {
+            let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(hit) = verified.get(&digest)
+                && now() <= hit.exp + LEEWAY_SECS
+                && self
+                    .ring
+                    .read()
+                    .is_ok_and(|ring| ring.keys.contains_key(&hit.kid))
+            {
+                return Some(hit.sub.clone());
+            }
+        }
+        let (sub, exp, kid) = self.verify_signed(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CACHE {
+            let now = now();
+            verified.retain(|_, v| now <= v.exp + LEEWAY_SECS);
+            if verified.len() >= VERIFIED_CACHE {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            digest,
+            Verified {
+                sub: sub.clone(),
+                exp,
+                kid,
+            },
+        );
+        Some(sub)
+    }
+
+    /// The full check: header, key, signature and claims. Returns subject, expiry and key id.
+    fn verify_signed(&self, token: &str) -> Option<(String, u64, String)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
             return None;
@@ -259,7 +311,7 @@ impl Tokens {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).ok()?;
-        (data.claims.typ == ACCESS).then_some(data.claims.sub)
+        (data.claims.typ == ACCESS).then_some((data.claims.sub, data.claims.exp, kid))
     }
 }
 
@@ -280,7 +332,35 @@ mod tests {
                 keys,
             }),
             access_ttl: Duration::from_secs(900),
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    #[test]
+    fn a_remembered_token_stops_verifying_when_it_expires_or_its_key_goes() {
+        let tokens = tokens();
+        let token = tokens.issue("user-1").unwrap();
+        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        // Served from the cache the second time.
+        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        assert_eq!(tokens.verified.lock().unwrap().len(), 1);
+        // An expired entry is not trusted (and the token itself fails the full check).
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        tokens
+            .verified
+            .lock()
+            .unwrap()
+            .get_mut(&digest)
+            .unwrap()
+            .exp = 0;
+        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        // Once its key no longer verifies, neither does a remembered token.
+        tokens.ring.write().unwrap().keys.clear();
+        assert_eq!(tokens.verify(&token), None);
+        // A tampered token is never served from the cache of the genuine one.
+        let mut forged = token.clone();
+        forged.push('x');
+        assert_eq!(tokens.verify(&forged), None);
     }
 
     fn reencode(token: &str, header: serde_json::Value, claims: serde_json::Value) -> String {

@@ -710,7 +710,9 @@ impl Registry {
         }
         let runtime = self.runtime.clone();
         let bytes = component.clone();
-        let code = blocking(move || runtime.compile(&bytes)).await??;
+        let sha = sha256.clone();
+        // Bytes already compiled (another plugin or an earlier version) load from their artifact.
+        let code = blocking(move || runtime.load(&sha, &bytes)).await??;
         let record = PluginRecord {
             name: name.to_string(),
             manifest: manifest_text,
