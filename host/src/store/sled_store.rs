@@ -166,6 +166,28 @@ fn adjust_ref(
     Ok(count)
 }
 
+/// Removes versions of `name` inside a transaction, releasing their blob references. Returns the
+/// hashes of blobs that went with them (their artifacts are dropped after the commit).
+fn drop_versions(
+    name: &str,
+    gone: &[u64],
+    versions: &TransactionalTree,
+    blobs: &TransactionalTree,
+    refs: &TransactionalTree,
+) -> Result<Vec<String>, ConflictableTransactionError<StoreError>> {
+    let mut dropped = Vec::new();
+    for &version in gone {
+        if let Some(bytes) = versions.remove(version_key(name, version))? {
+            let old = decode_record(name.as_bytes(), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?;
+            if adjust_ref(blobs, refs, &old.sha256, -1)? == 0 {
+                dropped.push(old.sha256);
+            }
+        }
+    }
+    Ok(dropped)
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, with durable kv writes.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -465,17 +487,9 @@ impl Store for SledStore {
                 if adjust_ref(blobs, refs, &stored.sha256, 1)? == 1 {
                     blobs.insert(stored.sha256.as_bytes(), component)?;
                 }
-                let mut dropped = Vec::new();
                 let excess = history.kept.len().saturating_sub(keep.max(1));
-                for old in history.kept.drain(..excess) {
-                    if let Some(bytes) = versions.remove(version_key(name, old))? {
-                        let old = decode_record(name.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        if adjust_ref(blobs, refs, &old.sha256, -1)? == 0 {
-                            dropped.push(old.sha256);
-                        }
-                    }
-                }
+                let gone: Vec<u64> = history.kept.drain(..excess).collect();
+                let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
                 history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
                 Ok((stored, dropped))
             })
@@ -558,16 +572,8 @@ impl Store for SledStore {
                     return Ok((false, Vec::new()));
                 }
                 let mut history = decode_history(name, history_tree.get(name)?)?;
-                let mut dropped = Vec::new();
-                for old in history.kept.drain(..) {
-                    if let Some(bytes) = versions.remove(version_key(name, old))? {
-                        let old = decode_record(name.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        if adjust_ref(blobs, refs, &old.sha256, -1)? == 0 {
-                            dropped.push(old.sha256);
-                        }
-                    }
-                }
+                let gone = std::mem::take(&mut history.kept);
+                let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
                 history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
                 Ok((true, dropped))
             })
