@@ -46,21 +46,13 @@ impl Hasher for Sha256Hasher {
     }
 }
 
-/// The engine's compatibility fingerprint: the wasmtime version, the target, and wasmtime's own
-/// hash of every setting that changes generated code. A change of any of them means a miss.
+/// The engine's compatibility fingerprint: wasmtime's own hash of everything that makes code
+/// loadable (its version, the target triple and CPU flags, every code-generation setting), kept
+/// stable across Rust releases by hashing with SHA-256. A change of any of them means a miss.
 pub fn fingerprint(engine: &Engine) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
-    hasher.write(b"wasmtime ");
-    hasher.write(wasmtime_version().as_bytes());
-    hasher.write(std::env::consts::ARCH.as_bytes());
-    hasher.write(std::env::consts::OS.as_bytes());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..16])
-}
-
-fn wasmtime_version() -> &'static str {
-    // The workspace pins the wasmtime family to one version; the fingerprint names it.
-    "48.0.8"
 }
 
 impl Runtime {
