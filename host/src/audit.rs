@@ -140,6 +140,17 @@ impl AuditLog {
         }
     }
 
+    /// Records a deploy that made a new version active.
+    pub async fn deployed(&self, actor: &Actor, plugin: &crate::registry::PluginInfo) {
+        let details = serde_json::json!({
+            "version": plugin.version,
+            "sha256": plugin.sha256,
+            "size": plugin.size,
+        });
+        self.record(actor, "plugin.deploy", &plugin.name, details)
+            .await;
+    }
+
     /// Up to `limit` entries, newest first, older than `cursor`; `action` and `target` filter
     /// exactly when given.
     pub async fn list(

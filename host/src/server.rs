@@ -247,14 +247,7 @@ async fn apply_at_start(
             )
             .await;
         match deployed {
-            Ok(done) => {
-                let details = serde_json::json!({
-                    "version": done.info.version,
-                    "sha256": done.info.sha256,
-                    "size": done.info.size,
-                });
-                audit.record(&actor, "plugin.deploy", plugin, details).await;
-            }
+            Ok(done) => audit.deployed(&actor, &done.info).await,
             Err(e) => tracing::error!(plugin, error = %e, "--apply: deploy failed"),
         }
     }

@@ -349,19 +349,7 @@ async fn deploy(
         .await?;
     if !deployed.unchanged {
         state.metrics.deployed();
-        state
-            .audit
-            .record(
-                &actor,
-                "plugin.deploy",
-                &name,
-                json!({
-                    "version": deployed.info.version,
-                    "sha256": deployed.info.sha256,
-                    "size": deployed.info.size,
-                }),
-            )
-            .await;
+        state.audit.deployed(&actor, &deployed.info).await;
     }
     let status = if deployed.created {
         StatusCode::CREATED
