@@ -407,6 +407,11 @@ pub struct ServeArgs {
     /// Log lines kept per plugin for `plinth logs` [default: 1000]
     #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
     pub log_buffer_lines: Option<usize>,
+    /// Let plugins whose manifest sets `[limits] instance_reuse = true` keep instances between
+    /// requests: off, public (on public routes only) or all. Faster, but a request can see
+    /// what an earlier one (maybe another user's) left in the instance [default: off]
+    #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
+    pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -438,6 +443,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             log_buffer_lines: self.log_buffer_lines,
+            instance_reuse: self.instance_reuse,
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

@@ -197,6 +197,8 @@ pub struct RawConfig {
     pub header_timeout: Option<String>,
     /// Open connections at once; more are closed at once.
     pub max_connections: Option<usize>,
+    /// Which routes may keep plugin instances between requests when a manifest asks.
+    pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
     /// Versions kept per plugin for rollback (the active one included).
     pub keep_versions: Option<usize>,
     /// A folder of plugins to deploy at start (see `plinth apply`).
@@ -298,6 +300,7 @@ impl RawConfig {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
+            instance_reuse: self.instance_reuse.or(lower.instance_reuse),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -359,6 +362,7 @@ impl RawConfig {
             max_response_body: self
                 .max_response_body_cap
                 .map_or(DEFAULT_CAPS.max_response_body, |b| b.0),
+            instance_reuse: self.instance_reuse.unwrap_or_default(),
         };
         let limit_defaults = Limits {
             memory: self.memory_limit.map_or(DEFAULT_LIMITS.memory, |b| b.0),
@@ -376,6 +380,7 @@ impl RawConfig {
             max_response_body: self
                 .max_response_body
                 .map_or(DEFAULT_LIMITS.max_response_body, |b| b.0),
+            instance_reuse: DEFAULT_LIMITS.instance_reuse,
         };
         // A default above its cap would make every manifest without [limits] undeployable.
         let limit_defaults = limit_defaults

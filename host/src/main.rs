@@ -7,6 +7,11 @@ use plinth::config::{LogFormat, RawConfig};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: every request allocates and frees many small objects
+/// (wasmtime's store and instance bookkeeping, hyper and WASI resources).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -63,8 +63,11 @@ pub struct LogLine {
     /// Position in the plugin's log since the server started (1, 2, ...); pass the last one
     /// seen as `since` to read only newer lines.
     pub seq: u64,
-    /// When (RFC 3339, UTC).
-    pub at: String,
+    /// When (RFC 3339, UTC). Kept as a time and formatted only when the line is read: most
+    /// lines (one access line per request) are never read.
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, example = "2026-12-01T12:00:00.123Z")]
+    pub at: std::time::SystemTime,
     /// Where it came from.
     pub source: Source,
     /// How severe.
@@ -74,6 +77,10 @@ pub struct LogLine {
     /// The request that produced it, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(at: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
 }
 
 struct Buffer {
@@ -164,7 +171,7 @@ impl PluginLogs {
         let mut ring = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let line = Arc::new(LogLine {
             seq: ring.next_seq,
-            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            at: std::time::SystemTime::now(),
             source,
             level,
             message: bounded(message),

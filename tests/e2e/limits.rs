@@ -346,3 +346,120 @@ async fn no_ambient_authority_and_the_operator_sees_every_grant() {
     assert_eq!(info["failures"]["traps"], 1);
     assert_eq!(info["failures"]["memory_limit"], 1);
 }
+
+/// The misbehave manifest asking for instance reuse, with a public route and a guarded one.
+fn reusing_misbehave() -> String {
+    "name = \"misbehave\"\n\
+     [[routes]]\npath = \"/misbehave/{*rest}\"\n\
+     [[routes]]\npath = \"/guarded/{*rest}\"\nauth = \"user\"\n\
+     [limits]\ntimeout = \"1s\"\ninstance_reuse = true\n"
+        .to_string()
+}
+
+/// How many requests the instance that answered has served.
+async fn served(server: &Server, path: &str) -> u64 {
+    let reply = server.get_as(path, crate::harness::TOKEN).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+    reply.text().parse().unwrap()
+}
+
+#[tokio::test]
+async fn instance_reuse_needs_the_operator_and_stays_off_guarded_routes_unless_allowed() {
+    // Not allowed by the operator: asking for it is refused, and every request is fresh.
+    let server = Server::start();
+    let reply = server
+        .deploy(
+            "misbehave",
+            &reusing_misbehave(),
+            &Guest::Misbehave.component(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(reply.code(), "limit_over_cap");
+    assert_eq!(reply.json()["error"]["details"]["limit"], "instance_reuse");
+    server.deploy_guest(Guest::Misbehave).await;
+    for _ in 0..3 {
+        assert_eq!(served(&server, "/misbehave/count").await, 1);
+    }
+    drop(server);
+
+    // Allowed on public routes: the public route keeps its instance, the guarded one does not.
+    let dir = TempDir::new();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: vec!["--instance-reuse".into(), "public".into()],
+            ..Options::default()
+        },
+    );
+    let reply = server
+        .deploy(
+            "misbehave",
+            &reusing_misbehave(),
+            &Guest::Misbehave.component(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let info = server.admin(Method::GET, "/admin/plugins/misbehave").await;
+    assert_eq!(info.json()["limits"]["instance_reuse"], "public");
+    for expected in 1..=3 {
+        assert_eq!(served(&server, "/misbehave/count").await, expected);
+    }
+    for _ in 0..3 {
+        assert_eq!(served(&server, "/guarded/count").await, 1);
+    }
+    // An instance that traps, or runs past its deadline, is never handed to a later request.
+    let reply = server.get("/misbehave/recurse").await;
+    assert_eq!(reply.code(), "plugin_failed");
+    assert_eq!(served(&server, "/misbehave/count").await, 1);
+    assert_eq!(served(&server, "/misbehave/count").await, 2);
+    let reply = server.get("/misbehave/loop").await;
+    assert_eq!(reply.code(), "deadline_exceeded");
+    assert_eq!(served(&server, "/misbehave/count").await, 1);
+    drop(server);
+
+    // Allowed on every route: the guarded route keeps its instance too.
+    let dir = TempDir::new();
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: vec!["--instance-reuse".into(), "all".into()],
+            ..Options::default()
+        },
+    );
+    server
+        .deploy(
+            "misbehave",
+            &reusing_misbehave(),
+            &Guest::Misbehave.component(),
+        )
+        .await;
+    assert_eq!(served(&server, "/guarded/count").await, 1);
+    assert!(served(&server, "/guarded/count").await > 1);
+
+    // A reused instance's output is tagged with the request that caused it, not its first one.
+    let plain = "name = \"plain\"\n[[routes]]\npath = \"/plain/{*rest}\"\n\
+                 [limits]\ninstance_reuse = true\n";
+    let reply = server
+        .deploy("plain", plain, &Guest::PlainHttp.component())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let reply = server.get(&format!("/plain/call-{n}")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        ids.push(reply.headers["x-request-id"].to_str().unwrap().to_string());
+    }
+    let page = server.admin(Method::GET, "/admin/plugins/plain/logs").await;
+    let lines = page.json()["lines"].as_array().unwrap().clone();
+    for (n, id) in ids.iter().enumerate() {
+        let line = lines
+            .iter()
+            .find(|l| {
+                l["source"] == "stdout"
+                    && l["message"] == format!("plain-http served GET /plain/call-{n}")
+            })
+            .unwrap_or_else(|| panic!("no stdout line for call {n}: {lines:?}"));
+        assert_eq!(line["request_id"], id.as_str());
+    }
+}

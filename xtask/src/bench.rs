@@ -1,15 +1,19 @@
-//! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request) against
-//! a native axum server with the same route, both release builds, over 127.0.0.1, measured
-//! with `wrk` in alternating runs; a plain `wasi:http` route public and behind `auth = "user"`
-//! (a JWT verified per request); then plinth routes that do one key-value read and one durable
-//! key-value write (`tests/programs/kv-plain`, acknowledged only once on disk) at 64
-//! connections, beside hello at 64. Prints req/s, p50/p99 latency, server CPU per request, and
-//! the ratio to native; then the cold paths: upload to serving, restart to ready with 100
-//! plugins, and resident memory with 1,000 (100 with `--quick`).
+//! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request, and on a
+//! second server with instance reuse allowed) against a native axum server with the same route,
+//! both release builds, over 127.0.0.1, measured with `wrk` in alternating runs; a plain
+//! `wasi:http` route public and behind `auth = "user"` (a JWT verified per request), and the
+//! same component under `wasmtime serve` when a `wasmtime` binary is on PATH; then plinth
+//! routes that do one key-value read and one durable key-value write
+//! (`tests/programs/kv-plain`, acknowledged only once on disk) at 64 connections, beside hello
+//! at 64. Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
+//! the cold paths: upload to serving, restart to ready with 100 plugins, and resident memory
+//! with 1,000 (100 with `--quick`).
 //!
 //! Options: `--duration SECS` (default 10), `--connections N` for native and hello (default
-//! 32), `--reps N` (default 3), `--quick` (2-second runs, one rep: a smoke test, figures only).
-//! On two or more cores the server is pinned to core 0 and wrk to core 1.
+//! 32), `--reps N` (default 3), `--quick` (2-second runs, one rep: a smoke test, figures only),
+//! `--debug-build` (measure the dev-profile binaries instead of building release ones: CI's
+//! smoke run). On two or more cores the server is pinned to core 0 and wrk to core 1, and idle
+//! cores poll while it runs (see `IdlePoll`).
 
 use crate::{cargo, guests, http, run, target_dir};
 use anyhow::{Context, Result, bail};
@@ -24,6 +28,9 @@ struct Options {
     reps: usize,
     /// Plugins deployed for the resident-memory figure.
     many: usize,
+    /// Measure the dev-profile binaries `cargo xtask test` already built (CI's smoke run, so
+    /// the workspace is not built twice); figures are then not comparable with release ones.
+    debug_build: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -32,6 +39,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         connections: 32,
         reps: 3,
         many: 1000,
+        debug_build: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -39,6 +47,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
             options.duration = 2;
             options.reps = 1;
             options.many = 100;
+            continue;
+        }
+        if flag == "--debug-build" {
+            options.debug_build = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -217,9 +229,12 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     ensure_wrk()?;
     let guest_dir = guests::build_guests(root)?;
-    run(cargo().current_dir(root).args([
-        "build",
-        "--release",
+    let mut build = cargo();
+    build.current_dir(root).arg("build");
+    if !options.debug_build {
+        build.arg("--release");
+    }
+    run(build.args([
         "-p",
         "plinth",
         "-p",
@@ -229,15 +244,25 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         "--bin",
         "native-hello",
     ]))?;
-    let release = target_dir(root).join("release");
+    let release = target_dir(root).join(if options.debug_build {
+        "debug"
+    } else {
+        "release"
+    });
+    let _idle_poll = IdlePoll::hold();
     let data_dir = std::env::temp_dir().join(format!("plinth-bench-{}", std::process::id()));
     let token = http::random_token();
 
     let (native, native_addr) = spawn_server(pinned(&release.join("native-hello"), 0))?;
     let native = Guard(native);
     let password = http::random_token();
-    let plinth_cmd = || {
-        let mut cmd = pinned(&release.join("plinth"), 0);
+    // Pinned for the throughput rows; the cold paths use every core, as a real server does.
+    let plinth_cmd = |pin: bool| {
+        let mut cmd = if pin {
+            pinned(&release.join("plinth"), 0)
+        } else {
+            Command::new(release.join("plinth"))
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("PLINTH_ADMIN_TOKEN", &token)
@@ -246,7 +271,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             .env("RUST_LOG", "warn,plinth::server=info");
         cmd
     };
-    let (plinth, plinth_addr) = spawn_server(plinth_cmd())?;
+    let (plinth, plinth_addr) = spawn_server(plinth_cmd(true))?;
     let mut plinth = Guard(plinth);
     let plinth_base = format!("http://{plinth_addr}");
     http::wait_ready(&plinth_base, &mut plinth.0)?;
@@ -264,6 +289,36 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     if status != 200 {
         bail!("plinth's hello route answered {status}: {body}");
     }
+    // A second server whose operator allows instance reuse on public routes, with the same
+    // hello asking for it: the reuse row, measured apart so the routes stay the same.
+    let reuse_dir = data_dir.with_extension("reuse");
+    let mut reuse_cmd = pinned(&release.join("plinth"), 0);
+    reuse_cmd
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--instance-reuse",
+            "public",
+        ])
+        .arg("--data-dir")
+        .arg(&reuse_dir)
+        .env("PLINTH_ADMIN_TOKEN", &token)
+        .env("RUST_LOG", "warn,plinth::server=info");
+    let (reuse, reuse_addr) = spawn_server(reuse_cmd)?;
+    let mut reuse = Guard(reuse);
+    let reuse_base = format!("http://{reuse_addr}");
+    http::wait_ready(&reuse_base, &mut reuse.0)?;
+    let reuse_manifest = format!(
+        "{}\n[limits]\ninstance_reuse = true\n",
+        std::fs::read_to_string(&hello.manifest)?
+    );
+    http::deploy_bytes(
+        &reuse_base,
+        &token,
+        &reuse_manifest,
+        &std::fs::read(guest_dir.join("hello.wasm"))?,
+    )?;
     http::deploy(
         &plinth_base,
         &token,
@@ -297,6 +352,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         &plain,
     )?;
     let access = http::login(&plinth_base, "bench@example.com", &password)?;
+    let wasmtime = wasmtime_serve(&guest_dir.join("plain_http.wasm"))?;
 
     let row = |name, pid, url: String, connections, script: Option<&Path>| Row {
         name,
@@ -306,7 +362,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         script: script.map(Path::to_path_buf),
         header: None,
     };
-    let servers = [
+    let mut servers = vec![
         row(
             "native axum",
             native.0.id(),
@@ -318,6 +374,13 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             "plinth hello (fresh instance)",
             plinth.0.id(),
             format!("{plinth_base}/hello/bench"),
+            options.connections,
+            None,
+        ),
+        row(
+            "plinth hello (instance reuse)",
+            reuse.0.id(),
+            format!("{reuse_base}/hello/bench"),
             options.connections,
             None,
         ),
@@ -360,6 +423,15 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             Some(&put_script),
         ),
     ];
+    if let Some((server, addr)) = &wasmtime {
+        servers.push(row(
+            "wasmtime serve (plain wasi:http, fresh instance)",
+            server.0.id(),
+            format!("http://{addr}/plain/bench"),
+            options.connections,
+            None,
+        ));
+    }
     eprintln!(
         "warming up; then {} alternating runs of {} s each, wrk -t1{}",
         options.reps,
@@ -390,6 +462,10 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     drop(native);
+    drop(reuse);
+    let _ = std::fs::remove_dir_all(&reuse_dir);
+    let measured_wasmtime = wasmtime.is_some();
+    drop(wasmtime);
     let cold = cold_paths(
         &plinth_base,
         &token,
@@ -434,10 +510,83 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         }
         Err(e) => println!("cold paths not measured: {e:#}"),
     }
+    if !measured_wasmtime {
+        println!(
+            "\n(no `wasmtime` on PATH, so no `wasmtime serve` row; install it with \
+             `cargo install wasmtime-cli --locked --version 48.0.8`)"
+        );
+    }
+    if options.debug_build {
+        println!("\n(debug build: a smoke run; these figures say nothing about speed)");
+    }
     if samples.iter().flatten().any(|s| s.errors) {
         bail!("some wrk runs saw socket errors or non-2xx responses");
     }
     Ok(())
+}
+
+/// Keeps idle cores polling instead of halting while the bench runs, by holding
+/// `/dev/cpu_dma_latency` at 0 (what tuned's latency profiles do). On a VM whose idle vCPUs halt,
+/// each wake-up of an idle wrk costs the server a VM exit, a cost that grows the slower a server
+/// is, so without this the ratios mostly measure the hypervisor. Needs root; without it the bench
+/// runs anyway and says so.
+struct IdlePoll {
+    /// Open while the bench runs: the kernel honours the request only while it is open.
+    _held: Option<std::fs::File>,
+}
+
+impl IdlePoll {
+    fn hold() -> Self {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")
+            .and_then(|mut file| file.write_all(&0i32.to_ne_bytes()).map(|()| file));
+        match file {
+            Ok(file) => {
+                eprintln!("idle cores poll during the bench (/dev/cpu_dma_latency held at 0)");
+                Self { _held: Some(file) }
+            }
+            Err(e) => {
+                eprintln!(
+                    "cannot hold /dev/cpu_dma_latency at 0 ({e}): idle wake-ups may dominate \
+                     the slower servers' figures"
+                );
+                Self { _held: None }
+            }
+        }
+    }
+}
+
+/// `wasmtime serve` on `component`, pinned like the other servers, when a `wasmtime` binary is
+/// on PATH; returns it with its address.
+fn wasmtime_serve(component: &Path) -> Result<Option<(Guard, String)>> {
+    let version = Command::new("wasmtime").arg("--version").output();
+    let Ok(version) = version else {
+        return Ok(None);
+    };
+    eprintln!(
+        "measuring {} as `wasmtime serve`",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    // A free port: bind to port 0, note it, let it go.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut cmd = pinned(Path::new("wasmtime"), 0);
+    cmd.args(["serve", "-Scli", "--addr"])
+        .arg(addr.to_string())
+        .arg(component)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = Guard(cmd.spawn().context("starting wasmtime serve")?);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("wasmtime serve did not listen on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Some((server, addr.to_string())))
 }
 
 /// `component` with a custom section naming `variant` at its end: valid, and distinct bytes, so
@@ -477,40 +626,27 @@ fn vm_rss_mib(pid: u32) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// Upload to serving for a fresh component, restart to ready with 100 plugins, and resident
-/// memory with `many` plugins. Consumes the running server (it is restarted).
+/// Restart to ready with 100 plugins, upload to serving for a fresh component, and resident
+/// memory with `many` plugins. Consumes the running server: it is restarted by `start(false)`,
+/// unpinned, so compiling may use every core as it would on a real server.
 fn cold_paths(
     base: &str,
     token: &str,
     plain: &[u8],
     many: usize,
     plinth: Guard,
-    start: impl Fn() -> Command,
+    start: impl Fn(bool) -> Command,
 ) -> Result<Vec<(String, String)>> {
     let mut figures = Vec::new();
     let manifest =
         |name: &str| format!("name = \"{name}\"\n[[routes]]\npath = \"/{name}/{{*rest}}\"\n");
-    let fresh = variant(plain, 0);
-    let started = std::time::Instant::now();
-    http::deploy_bytes(base, token, &manifest("cold"), &fresh)?;
-    let (status, _) = http::get(base, "/cold/x")?;
-    if status != 200 {
-        bail!("the fresh plugin answered {status}");
-    }
-    figures.push((
-        format!(
-            "upload → serving, new {} KiB component (compiled)",
-            fresh.len() / 1024
-        ),
-        format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
-    ));
     for i in 1..100 {
         // Distinct components, so each restart load is a real artifact load.
         http::deploy_bytes(base, token, &manifest(&format!("p{i}")), &variant(plain, i))?;
     }
     drop(plinth);
     let started = std::time::Instant::now();
-    let (child, addr) = spawn_server(start())?;
+    let (child, addr) = spawn_server(start(false))?;
     let mut plinth = Guard(child);
     let base = format!("http://{addr}");
     http::wait_ready(&base, &mut plinth.0)?;
@@ -526,6 +662,28 @@ fn cold_paths(
     figures.push((
         "resident memory after that restart".into(),
         format!("{:.0} MiB", vm_rss_mib(plinth.0.id())?),
+    ));
+    // Never-seen components (distinct bytes, so nothing cached), median of three.
+    let mut uploads = Vec::new();
+    let mut size = 0;
+    for i in 0..3 {
+        let fresh = variant(plain, 1000 + i);
+        size = fresh.len();
+        let name = format!("cold{i}");
+        let started = std::time::Instant::now();
+        http::deploy_bytes(&base, token, &manifest(&name), &fresh)?;
+        let (status, _) = http::get(&base, &format!("/{name}/x"))?;
+        if status != 200 {
+            bail!("the fresh plugin answered {status}");
+        }
+        uploads.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    figures.push((
+        format!(
+            "upload → serving, new {} KiB component (compiled; median of 3)",
+            size / 1024
+        ),
+        format!("{:.0} ms", median(uploads)),
     ));
     if many > 100 {
         let started = std::time::Instant::now();
@@ -543,11 +701,13 @@ fn cold_paths(
             ),
             format!("{:.1} s", started.elapsed().as_secs_f64()),
         ));
+        let (_, ready) = http::get(&base, "/readyz")?;
+        let deployed =
+            serde_json::from_str::<serde_json::Value>(&ready).unwrap_or_default()["plugins"]
+                .as_u64()
+                .unwrap_or(0);
         figures.push((
-            format!(
-                "resident memory with {} plugins deployed",
-                many + loaded as usize - 100
-            ),
+            format!("resident memory with {deployed} plugins deployed"),
             format!("{:.0} MiB", vm_rss_mib(plinth.0.id())?),
         ));
     }

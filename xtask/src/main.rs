@@ -16,7 +16,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test          install what is needed, build the guest components, check formatting and
-                lints, and run every test (this is what CI runs)
+                lints, run every test, and smoke-run the bench (this is what CI runs)
   demo          build the examples, start Plinth on 127.0.0.1:8080 with them deployed, and
                 print curl lines to try (Ctrl-C stops it)
   bench         build release binaries and measure plinth against a native axum hello server
@@ -102,7 +102,10 @@ fn test(root: &Path) -> Result<()> {
         .args(["test", "--workspace"])
         // Benchmarks and tests must not pay for a backtrace on every store drop.
         .env_remove("RUST_BACKTRACE")
-        .env("PLINTH_GUEST_DIR", &guests))
+        .env("PLINTH_GUEST_DIR", &guests))?;
+    // The bench harness end to end, as a 2-second smoke on the dev binaries just tested (no
+    // second build in another profile): it fails if a row answers errors, never on speed.
+    bench::measure(root, &["--quick".into(), "--debug-build".into()])
 }
 
 /// `cargo xtask demo`: Plinth on 127.0.0.1:8080 (or `PLINTH_LISTEN`) with the examples deployed

@@ -1,6 +1,7 @@
 //! Dispatch of every non-host path to the plugin whose route matches.
 
 use super::{ApiError, AppState};
+use crate::auth::AuthPolicy;
 use crate::auth::Principal;
 use crate::plugin_logs::{Level, Source};
 use crate::registry::RouteTarget;
@@ -196,12 +197,18 @@ async fn run(
             watch.clone(),
         )
     });
+    // Reuse only where the manifest asked and the operator's cap allows for this route.
+    let reuse = limits
+        .instance_reuse
+        .allows(matches!(target.auth, AuthPolicy::Public))
+        .then(|| plugin.idle.clone());
     let handled = state.runtime.handle(
         &plugin.code,
         plugin.name.clone(),
         context,
         request,
         limits,
+        reuse,
         (in_flight, slot),
     );
     // A body over its size (413) or stalled (408) ends the request at once, whatever the

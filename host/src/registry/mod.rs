@@ -93,6 +93,8 @@ pub struct LoadedPlugin {
     pub outbound: Arc<[crate::runtime::outgoing_http::OutboundOrigin]>,
     /// The largest linear memory one of its instances grew to.
     pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
+    /// Instances kept between requests, when `limits.instance_reuse` allows.
+    pub idle: Arc<crate::runtime::InstancePool>,
 }
 
 impl LoadedPlugin {
@@ -106,6 +108,9 @@ impl LoadedPlugin {
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             failures: Failures::default(),
             memory_peak: Arc::default(),
+            idle: Arc::new(crate::runtime::InstancePool::new(
+                limits.max_concurrency as usize,
+            )),
             limits,
         }
     }
@@ -184,6 +189,8 @@ pub struct LimitsInfo {
     pub max_request_body: String,
     /// e.g. `64MiB`.
     pub max_response_body: String,
+    /// Which routes keep instances between requests: `off`, `public` or `all`.
+    pub instance_reuse: &'static str,
 }
 
 /// One imported interface and what the host gives it.
@@ -316,6 +323,7 @@ impl LoadedPlugin {
                 max_request_body: crate::config::ByteSize(self.limits.max_request_body).to_string(),
                 max_response_body: crate::config::ByteSize(self.limits.max_response_body)
                     .to_string(),
+                instance_reuse: self.limits.instance_reuse.as_str(),
             },
             outbound: self.outbound.iter().map(ToString::to_string).collect(),
             grants: self

@@ -43,6 +43,58 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Largest response body, in bytes (the response is cut off beyond it).
     pub max_response_body: u64,
+    /// Which of the plugin's routes may keep an instance for later requests.
+    pub instance_reuse: InstanceReuse,
+}
+
+/// Whether one instance may serve more than one request. Reuse trades isolation between
+/// requests for speed: whatever a request leaves in the instance's memory (globals, caches,
+/// a half-finished state after a bug) is there for the next one, which may come from another
+/// user. So it is off unless the manifest asks (`[limits] instance_reuse = true`) and the
+/// operator allows it (`plinth serve --instance-reuse`); as a cap, `public` allows it on
+/// `auth = "public"` routes only, `all` on every route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceReuse {
+    /// A fresh instance for every request (the default).
+    #[default]
+    Off,
+    /// Instances are kept between requests of public routes; guarded routes get fresh ones.
+    Public,
+    /// Instances are kept between requests of every route, guarded ones too.
+    All,
+}
+
+impl InstanceReuse {
+    /// The setting's name, as flags and manifests spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Public => "public",
+            Self::All => "all",
+        }
+    }
+
+    /// Whether a route with this auth policy may reuse an instance.
+    pub fn allows(self, public_route: bool) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Public => public_route,
+            Self::All => true,
+        }
+    }
+}
+
+impl std::str::FromStr for InstanceReuse {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Self::Off),
+            "public" => Ok(Self::Public),
+            "all" => Ok(Self::All),
+            other => Err(format!("{other:?} is not off, public or all")),
+        }
+    }
 }
 
 /// Server defaults for every plugin.
@@ -52,6 +104,7 @@ pub const DEFAULT_LIMITS: Limits = Limits {
     max_concurrency: 16,
     max_request_body: 10 << 20,
     max_response_body: 64 << 20,
+    instance_reuse: InstanceReuse::Off,
 };
 
 /// How far a manifest may raise a limit.
@@ -61,6 +114,8 @@ pub const DEFAULT_CAPS: Limits = Limits {
     max_concurrency: 64,
     max_request_body: 100 << 20,
     max_response_body: 1 << 30,
+    // The operator must allow reuse explicitly.
+    instance_reuse: InstanceReuse::Off,
 };
 
 /// A manifest's `[limits]`: each value may lower the server default or raise it up to the
@@ -79,6 +134,9 @@ pub struct LimitsSpec {
     pub max_request_body: Option<crate::config::ByteSize>,
     /// e.g. `"256MiB"`.
     pub max_response_body: Option<crate::config::ByteSize>,
+    /// `true` asks to keep instances between requests, as far as the operator allows (see
+    /// [`InstanceReuse`]).
+    pub instance_reuse: Option<bool>,
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -173,6 +231,19 @@ impl Limits {
                 0,
                 bytes,
             )?,
+            instance_reuse: match spec.instance_reuse {
+                None | Some(false) => InstanceReuse::Off,
+                Some(true) if caps.instance_reuse == InstanceReuse::Off => {
+                    return Err(LimitError {
+                        name: "instance_reuse",
+                        value: "true".into(),
+                        reason: "the operator has not allowed instance reuse \
+                                 (plinth serve --instance-reuse public|all)"
+                            .into(),
+                    });
+                }
+                Some(true) => caps.instance_reuse,
+            },
         })
     }
 
@@ -523,5 +594,38 @@ mod tests {
         let zero: LimitsSpec = toml::from_str("max_concurrency = 0").unwrap();
         assert!(DEFAULT_LIMITS.for_manifest(&DEFAULT_CAPS, &zero).is_err());
         assert!(toml::from_str::<LimitsSpec>("cpu = 3").is_err());
+    }
+
+    #[test]
+    fn instance_reuse_is_what_the_manifest_asks_within_the_operators_cap() {
+        let asks: LimitsSpec = toml::from_str("instance_reuse = true").unwrap();
+        let declines: LimitsSpec = toml::from_str("instance_reuse = false").unwrap();
+        let silent = LimitsSpec::default();
+        // The default cap is off: asking is refused, not silently ignored.
+        let err = DEFAULT_LIMITS
+            .for_manifest(&DEFAULT_CAPS, &asks)
+            .unwrap_err();
+        assert_eq!(err.name, "instance_reuse");
+        for cap in [InstanceReuse::Public, InstanceReuse::All] {
+            let caps = Limits {
+                instance_reuse: cap,
+                ..DEFAULT_CAPS
+            };
+            let reuse = |spec| {
+                DEFAULT_LIMITS
+                    .for_manifest(&caps, spec)
+                    .unwrap()
+                    .instance_reuse
+            };
+            assert_eq!(reuse(&asks), cap);
+            assert_eq!(reuse(&declines), InstanceReuse::Off);
+            assert_eq!(reuse(&silent), InstanceReuse::Off);
+        }
+        assert!(!InstanceReuse::Off.allows(true));
+        assert!(InstanceReuse::Public.allows(true));
+        assert!(!InstanceReuse::Public.allows(false));
+        assert!(InstanceReuse::All.allows(false));
+        assert_eq!("public".parse(), Ok(InstanceReuse::Public));
+        assert!("sometimes".parse::<InstanceReuse>().is_err());
     }
 }

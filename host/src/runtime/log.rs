@@ -3,15 +3,16 @@
 
 use super::bindings::plinth::host::log::{Host, Level as WitLevel};
 use crate::plugin_logs::{Level, PluginLogs, Source};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Where one instance's log lines go.
 #[derive(Clone)]
 pub struct LogCtx {
     /// The plugin.
     pub plugin: Arc<str>,
-    /// The request being handled.
-    pub request_id: Option<Arc<str>>,
+    /// The id of the request being handled; shared with the instance's stdout and stderr, and
+    /// replaced when a reused instance takes its next request.
+    pub request_id: Arc<Mutex<Option<Arc<str>>>>,
     /// Every plugin's buffers.
     pub logs: Arc<PluginLogs>,
 }
@@ -20,7 +21,8 @@ impl LogCtx {
     /// Records one line from `source`, also as a tracing event.
     pub fn write(&self, source: Source, level: Level, message: String) {
         let plugin = &*self.plugin;
-        let request_id = self.request_id.as_deref();
+        let request_id = self.current_request();
+        let request_id = request_id.as_deref();
         let source_name = source.as_str();
         match level {
             Level::Trace => {
@@ -40,6 +42,24 @@ impl LogCtx {
             }
         }
         self.logs.push(plugin, source, level, message, request_id);
+    }
+}
+
+impl LogCtx {
+    /// The id of the request being handled.
+    fn current_request(&self) -> Option<Arc<str>> {
+        self.request_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Tags later lines with `request_id`.
+    pub fn set_request(&self, request_id: Option<Arc<str>>) {
+        *self
+            .request_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = request_id;
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! **Invariant:** every request gets a new `Store` and a new instance from a pre-linked
 //! `InstancePre`; nothing a guest did in one request is visible to the next. The store is dropped
-//! when the guest finishes, traps or is cancelled, never reused.
+//! when the guest finishes, traps or is cancelled. The one exception is opt-in: a plugin whose
+//! manifest asks for instance reuse, on a route the operator's `--instance-reuse` allows, may
+//! get an instance that served an earlier request and finished cleanly (see `reuse`).
 
 pub mod artifacts;
 mod bindings;
@@ -15,6 +17,7 @@ pub mod keyvalue;
 pub mod limits;
 pub mod log;
 pub mod outgoing_http;
+mod reuse;
 pub mod route;
 mod stdio;
 
@@ -25,6 +28,7 @@ use identity::IdentityCtx;
 use keyvalue::{Cursors, KeyValue, KeyValueCtx};
 use limits::{EpochTicker, Limits, ResponseLimit};
 use outgoing_http::OutboundPolicy;
+pub use reuse::InstancePool;
 use route::RouteCtx;
 use std::sync::Arc;
 use stdio::{PluginOutput, Stream};
@@ -120,6 +124,21 @@ pub struct RequestContext {
     pub request_id: Option<Arc<str>>,
     /// Where the plugin's largest instance memory so far is kept (for `/metrics`).
     pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestState {
+    /// Readies a reused instance's state for its next request: that request's route, caller,
+    /// config and id, fresh HTTP state, and the plugin's current limits.
+    fn next_request(&mut self, context: RequestContext, limits: &Limits) {
+        self.route = context.route;
+        self.identity = IdentityCtx {
+            caller: context.caller,
+        };
+        self.config = context.config;
+        self.log.set_request(context.request_id);
+        self.http = WasiHttpCtx::new();
+        self.limits = limits::MemoryWatch::new(limits.store_limits(), context.memory_peak);
+    }
 }
 
 impl WasiView for RequestState {
@@ -308,9 +327,12 @@ impl Runtime {
         }
     }
 
-    /// Serves one request on a fresh instance of `code` under `limits`. The guest runs in its
-    /// own task so it can keep streaming the body after the response head has been returned;
-    /// `hold` (e.g. concurrency permits) lives exactly as long as that task.
+    /// Serves one request on an instance of `code` under `limits`: a fresh one, or with `reuse`
+    /// an idle one from that pool (a fresh one when it is empty), which goes back to the pool
+    /// if the request finishes cleanly. The guest runs in its own task so it can keep streaming
+    /// the body after the response head has been returned; `hold` (e.g. concurrency permits)
+    /// lives exactly as long as that task.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle<B>(
         &self,
         code: &PluginCode,
@@ -318,22 +340,33 @@ impl Runtime {
         context: RequestContext,
         request: http::Request<B>,
         limits: Limits,
+        reuse: Option<Arc<InstancePool>>,
         hold: impl Send + 'static,
     ) -> Result<PluginResponse, HandleError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::fmt::Display,
     {
-        let memory_peak = context.memory_peak.clone();
-        let mut state = self.request_state(plugin.clone(), context);
-        state.limits = limits::MemoryWatch::new(limits.store_limits(), memory_peak);
-        state.table.set_max_capacity(limits::MAX_RESOURCE_HANDLES);
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        let (mut store, proxy) = match reuse.as_deref().and_then(InstancePool::take) {
+            Some(idle) => {
+                let mut store = idle.store;
+                store.data_mut().next_request(context, &limits);
+                (store, Some(idle.proxy))
+            }
+            None => {
+                let memory_peak = context.memory_peak.clone();
+                let mut state = self.request_state(plugin.clone(), context);
+                state.limits = limits::MemoryWatch::new(limits.store_limits(), memory_peak);
+                state.table.set_max_capacity(limits::MAX_RESOURCE_HANDLES);
+                let mut store = Store::new(&self.engine, state);
+                store.limiter(|state| &mut state.limits);
+                store.epoch_deadline_async_yield_and_update(1);
+                (store, None)
+            }
+        };
         // Yield to the async runtime at every epoch tick: a busy guest shares its thread, and
         // the deadline below can end it.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let request = request.map(|body| {
             body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
@@ -350,22 +383,34 @@ impl Runtime {
         let task = tokio::spawn(async move {
             let _hold = hold;
             let run = async move {
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?;
+                let proxy = match proxy {
+                    Some(proxy) => proxy,
+                    None => pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| HandleError::Instantiate(format!("{e:#}")))?,
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, incoming, outparam)
                     .await
-                    .map_err(|e| trap_error(e, limits.memory))
-                // The store, and with it the instance and its memory, is dropped here.
+                    .map_err(|e| trap_error(e, limits.memory))?;
+                Ok(reuse::Idle { store, proxy })
             };
             // Past the deadline the future, and so the store, is dropped: the instance stops
             // at its next epoch tick and a response still streaming is cut off.
-            tokio::time::timeout_at(deadline, run)
-                .await
-                .unwrap_or(Err(HandleError::Timeout(limits.timeout)))
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(idle)) => {
+                    // A clean finish: back to the pool when reuse is on, else the store, and
+                    // with it the instance and its memory, is dropped here.
+                    if let Some(pool) = reuse {
+                        pool.put(idle);
+                    }
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(HandleError::Timeout(limits.timeout)),
+            }
         });
         match receiver.await {
             Ok(Ok(response)) => {
@@ -385,7 +430,7 @@ impl Runtime {
     fn request_state(&self, plugin: Arc<str>, context: RequestContext) -> RequestState {
         let log = log::LogCtx {
             plugin: plugin.clone(),
-            request_id: context.request_id,
+            request_id: Arc::new(std::sync::Mutex::new(context.request_id)),
             logs: self.logs.clone(),
         };
         let wasi = WasiCtx::builder()

@@ -9,6 +9,8 @@
 //! - `POST /misbehave/body`: reads the whole body and answers its length.
 //! - `/misbehave/ambient`: tries to read `/etc/passwd`, list `/`, read env vars and args, and
 //!   open a socket, and reports what worked.
+//! - any path ending in `/count`: how many requests this instance has served, this one
+//!   included (state a reused instance carries from one request to the next).
 //! - anything else: `ok`.
 
 use std::hint::black_box;
@@ -18,6 +20,9 @@ use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingRespons
 use wasip2::io::streams::StreamError;
 
 struct Misbehave;
+
+/// Requests this instance has served: 1 on a fresh instance.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn respond(out: ResponseOutparam, write: impl FnOnce(&wasip2::io::streams::OutputStream)) {
     let response = OutgoingResponse::new(Fields::new());
@@ -39,6 +44,11 @@ fn recurse(depth: u64) -> u64 {
 impl Guest for Misbehave {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if path.ends_with("/count") {
+            respond(out, |s| s.blocking_write_and_flush(served.to_string().as_bytes()).expect("write"));
+            return;
+        }
         let what = path.trim_start_matches("/misbehave/");
         match what.split('/').collect::<Vec<_>>().as_slice() {
             ["loop"] => loop {
