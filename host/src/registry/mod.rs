@@ -614,12 +614,22 @@ impl Registry {
         }
         let store = self.store.clone();
         let records = blocking(move || store.plugins()).await??;
+        // Loading is CPU-bound: one blocking thread per core, not one per plugin (a thousand
+        // threads, each with its own allocator cache, would only add memory).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = Arc::new(tokio::sync::Semaphore::new(cores));
         let mut tasks = Vec::new();
         for record in records {
             let store = self.store.clone();
             let runtime = self.runtime.clone();
             let settings = self.limits;
+            let permit = threads
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| DeployError::Internal(e.to_string()))?;
             tasks.push(tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let name = record.name.clone();
                 let result = (|| -> Result<LoadedPlugin, String> {
                     let manifest = Manifest::parse(&record.manifest).map_err(|e| e.to_string())?;
