@@ -32,10 +32,15 @@ fn method(m: WasiMethod) -> Method {
 /// Reads the whole request, body included, plus the route the host matched.
 pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
     let headers = incoming.headers().entries();
-    let body = read_body(&incoming)?;
+    let method = method(incoming.method());
+    let body = if surely_empty(&method, &headers) {
+        Vec::new()
+    } else {
+        read_body(&incoming)?
+    };
     let matched = route::current();
     Ok(Request {
-        method: method(incoming.method()),
+        method,
         path_with_query: incoming.path_with_query().unwrap_or_else(|| "/".into()),
         headers,
         body,
@@ -47,6 +52,17 @@ pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String>
             roles: u.roles,
         }),
     })
+}
+
+/// A GET or HEAD without `content-length` or `transfer-encoding` has no body (RFC 9112 §6.3;
+/// RFC 9110 gives a GET body no meaning), so the several host calls of reading an empty body
+/// stream are skipped on the most common request.
+fn surely_empty(method: &Method, headers: &[(String, Vec<u8>)]) -> bool {
+    matches!(method, Method::Get | Method::Head)
+        && !headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding")
+        })
 }
 
 fn read_body(incoming: &IncomingRequest) -> Result<Vec<u8>, String> {
@@ -107,4 +123,31 @@ pub(crate) fn send_response(response: Response, out: ResponseOutparam) {
         }
     }
     let _ = OutgoingBody::finish(body, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(name: &str, value: &str) -> (String, Vec<u8>) {
+        (name.to_string(), value.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_a_get_or_head_without_framing_headers_skips_the_body() {
+        let plain = [header("host", "example.com")];
+        assert!(surely_empty(&Method::Get, &plain));
+        assert!(surely_empty(&Method::Head, &plain));
+        // A body is announced, or the method carries one: read it.
+        assert!(!surely_empty(
+            &Method::Get,
+            &[header("Content-Length", "3")]
+        ));
+        assert!(!surely_empty(
+            &Method::Get,
+            &[header("transfer-encoding", "chunked")]
+        ));
+        assert!(!surely_empty(&Method::Post, &plain));
+        assert!(!surely_empty(&Method::Delete, &plain));
+    }
 }
