@@ -356,6 +356,26 @@ fn reusing_misbehave() -> String {
         .to_string()
 }
 
+/// A server whose operator allows instance reuse as `mode`, with the reusing misbehave deployed.
+async fn reusing_server(dir: &TempDir, mode: &str) -> Server {
+    let server = Server::start_with(
+        dir.path(),
+        Options {
+            args: vec!["--instance-reuse".into(), mode.into()],
+            ..Options::default()
+        },
+    );
+    let reply = server
+        .deploy(
+            "misbehave",
+            &reusing_misbehave(),
+            &Guest::Misbehave.component(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    server
+}
+
 /// How many requests the instance that answered has served.
 async fn served(server: &Server, path: &str) -> u64 {
     let reply = server.get_as(path, crate::harness::TOKEN).await;
@@ -385,21 +405,7 @@ async fn instance_reuse_needs_the_operator_and_stays_off_guarded_routes_unless_a
 
     // Allowed on public routes: the public route keeps its instance, the guarded one does not.
     let dir = TempDir::new();
-    let server = Server::start_with(
-        dir.path(),
-        Options {
-            args: vec!["--instance-reuse".into(), "public".into()],
-            ..Options::default()
-        },
-    );
-    let reply = server
-        .deploy(
-            "misbehave",
-            &reusing_misbehave(),
-            &Guest::Misbehave.component(),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let server = reusing_server(&dir, "public").await;
     let info = server.admin(Method::GET, "/admin/plugins/misbehave").await;
     assert_eq!(info.json()["limits"]["instance_reuse"], "public");
     for expected in 1..=3 {
@@ -420,20 +426,7 @@ async fn instance_reuse_needs_the_operator_and_stays_off_guarded_routes_unless_a
 
     // Allowed on every route: the guarded route keeps its instance too.
     let dir = TempDir::new();
-    let server = Server::start_with(
-        dir.path(),
-        Options {
-            args: vec!["--instance-reuse".into(), "all".into()],
-            ..Options::default()
-        },
-    );
-    server
-        .deploy(
-            "misbehave",
-            &reusing_misbehave(),
-            &Guest::Misbehave.component(),
-        )
-        .await;
+    let server = reusing_server(&dir, "all").await;
     assert_eq!(served(&server, "/guarded/count").await, 1);
     assert!(served(&server, "/guarded/count").await > 1);
 

@@ -256,19 +256,24 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     let (native, native_addr) = spawn_server(pinned(&release.join("native-hello"), 0))?;
     let native = Guard(native);
     let password = http::random_token();
-    // Pinned for the throughput rows; the cold paths use every core, as a real server does.
-    let plinth_cmd = |pin: bool| {
+    // `plinth serve` on `dir`: pinned for the throughput rows; the cold paths use every core,
+    // as a real server does.
+    let serve = |pin: bool, dir: &Path| {
         let mut cmd = if pin {
             pinned(&release.join("plinth"), 0)
         } else {
             Command::new(release.join("plinth"))
         };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
+            .arg(dir)
             .env("PLINTH_ADMIN_TOKEN", &token)
-            .env("PLINTH_ADMIN_EMAIL", "bench@example.com")
-            .env("PLINTH_ADMIN_PASSWORD", &password)
             .env("RUST_LOG", "warn,plinth::server=info");
+        cmd
+    };
+    let plinth_cmd = |pin: bool| {
+        let mut cmd = serve(pin, &data_dir);
+        cmd.env("PLINTH_ADMIN_EMAIL", "bench@example.com")
+            .env("PLINTH_ADMIN_PASSWORD", &password);
         cmd
     };
     let (plinth, plinth_addr) = spawn_server(plinth_cmd(true))?;
@@ -292,19 +297,8 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     // A second server whose operator allows instance reuse on public routes, with the same
     // hello asking for it: the reuse row, measured apart so the routes stay the same.
     let reuse_dir = data_dir.with_extension("reuse");
-    let mut reuse_cmd = pinned(&release.join("plinth"), 0);
-    reuse_cmd
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--instance-reuse",
-            "public",
-        ])
-        .arg("--data-dir")
-        .arg(&reuse_dir)
-        .env("PLINTH_ADMIN_TOKEN", &token)
-        .env("RUST_LOG", "warn,plinth::server=info");
+    let mut reuse_cmd = serve(true, &reuse_dir);
+    reuse_cmd.args(["--instance-reuse", "public"]);
     let (reuse, reuse_addr) = spawn_server(reuse_cmd)?;
     let mut reuse = Guard(reuse);
     let reuse_base = format!("http://{reuse_addr}");
@@ -626,6 +620,16 @@ fn vm_rss_mib(pid: u32) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
+/// The number of plugins the server at `base` serves, from `/readyz`.
+fn plugins_loaded(base: &str) -> Result<u64> {
+    let (_, ready) = http::get(base, "/readyz")?;
+    Ok(
+        serde_json::from_str::<serde_json::Value>(&ready).unwrap_or_default()["plugins"]
+            .as_u64()
+            .unwrap_or(0),
+    )
+}
+
 /// Restart to ready with 100 plugins, upload to serving for a fresh component, and resident
 /// memory with `many` plugins. Consumes the running server: it is restarted by `start(false)`,
 /// unpinned, so compiling may use every core as it would on a real server.
@@ -651,10 +655,7 @@ fn cold_paths(
     let base = format!("http://{addr}");
     http::wait_ready(&base, &mut plinth.0)?;
     let elapsed = started.elapsed();
-    let (_, ready) = http::get(&base, "/readyz")?;
-    let loaded = serde_json::from_str::<serde_json::Value>(&ready).unwrap_or_default()["plugins"]
-        .as_u64()
-        .unwrap_or(0);
+    let loaded = plugins_loaded(&base)?;
     figures.push((
         format!("restart → ready with {loaded} plugins (cached artifacts)"),
         format!("{:.0} ms", elapsed.as_secs_f64() * 1000.0),
@@ -701,11 +702,7 @@ fn cold_paths(
             ),
             format!("{:.1} s", started.elapsed().as_secs_f64()),
         ));
-        let (_, ready) = http::get(&base, "/readyz")?;
-        let deployed =
-            serde_json::from_str::<serde_json::Value>(&ready).unwrap_or_default()["plugins"]
-                .as_u64()
-                .unwrap_or(0);
+        let deployed = plugins_loaded(&base)?;
         figures.push((
             format!("resident memory with {deployed} plugins deployed"),
             format!("{:.0} MiB", vm_rss_mib(plinth.0.id())?),

@@ -43,9 +43,7 @@ impl LogCtx {
         }
         self.logs.push(plugin, source, level, message, request_id);
     }
-}
 
-impl LogCtx {
     /// The id of the request being handled.
     fn current_request(&self) -> Option<Arc<str>> {
         self.request_id
