@@ -57,6 +57,80 @@ pub enum Level {
     Error,
 }
 
+/// The text of a line: as written, or a request's access line kept as its parts and written
+/// out only when read (there is one per request, and almost none is ever read).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Text as the plugin or the host wrote it.
+    Text(String),
+    /// A request's access line.
+    Access(Box<Access>),
+}
+
+/// What an access line says about a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// The request's method.
+    pub method: http::Method,
+    /// The request's path.
+    pub path: String,
+    /// The response status.
+    pub status: u16,
+    /// How long the host took to answer.
+    pub elapsed: std::time::Duration,
+    /// The route pattern that matched.
+    pub route: String,
+    /// The caller's id, if any.
+    pub user: Option<String>,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} → {} in {:.1} ms (route {}, user {})",
+            self.method,
+            self.path,
+            self.status,
+            self.elapsed.as_secs_f64() * 1000.0,
+            self.route,
+            self.user.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Text(text) => f.write_str(text),
+            Message::Access(access) => access.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Message::Text(text) => s.serialize_str(text),
+            Message::Access(access) => s.collect_str(access),
+        }
+    }
+}
+
+impl From<Access> for Message {
+    fn from(mut access: Access) -> Self {
+        // The rest of the line is short: a bounded path keeps it within MAX_MESSAGE.
+        access.path = cut(access.path, MAX_MESSAGE / 2);
+        Message::Access(Box::new(access))
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Message::Text(cut(text, MAX_MESSAGE))
+    }
+}
+
 /// One line of a plugin's log.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LogLine {
@@ -73,7 +147,8 @@ pub struct LogLine {
     /// How severe.
     pub level: Level,
     /// The text.
-    pub message: String,
+    #[schema(value_type = String)]
+    pub message: Message,
     /// The request that produced it, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -111,10 +186,10 @@ pub struct PluginLogs {
     capacity: usize,
 }
 
-/// Cuts a message to [`MAX_MESSAGE`] bytes on a character boundary.
-fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
+/// Cuts `message` to `max` bytes on a character boundary, marking the cut.
+fn cut(mut message: String, max: usize) -> String {
+    if message.len() > max {
+        let mut end = max;
         while !message.is_char_boundary(end) {
             end -= 1;
         }
@@ -164,7 +239,7 @@ impl PluginLogs {
         plugin: &str,
         source: Source,
         level: Level,
-        message: String,
+        message: impl Into<Message>,
         request_id: Option<&str>,
     ) {
         let buffer = self.buffer(plugin);
@@ -174,7 +249,7 @@ impl PluginLogs {
             at: std::time::SystemTime::now(),
             source,
             level,
-            message: bounded(message),
+            message: message.into(),
             request_id: request_id.map(str::to_string),
         });
         ring.next_seq += 1;
@@ -251,7 +326,7 @@ mod tests {
     use super::*;
 
     fn push(logs: &PluginLogs, plugin: &str, text: &str) {
-        logs.push(plugin, Source::Stdout, Level::Info, text.into(), None);
+        logs.push(plugin, Source::Stdout, Level::Info, text.to_string(), None);
     }
 
     #[test]
@@ -262,7 +337,7 @@ mod tests {
         }
         push(&logs, "b", "other plugin");
         let all = logs.read("a", None, 10);
-        let texts: Vec<_> = all.lines.iter().map(|l| l.message.as_str()).collect();
+        let texts: Vec<_> = all.lines.iter().map(|l| l.message.to_string()).collect();
         assert_eq!(texts, ["line 3", "line 4", "line 5"]);
         assert_eq!(all.next_since, 5);
         let newer = logs.read("a", Some(3), 1);
@@ -278,8 +353,9 @@ mod tests {
         let logs = PluginLogs::new(3);
         push(&logs, "a", &"é".repeat(MAX_MESSAGE));
         let line = &logs.read("a", None, 1).lines[0];
-        assert!(line.message.len() <= MAX_MESSAGE + " …[cut]".len());
-        assert!(line.message.ends_with("[cut]"));
+        let text = line.message.to_string();
+        assert!(text.len() <= MAX_MESSAGE + " …[cut]".len());
+        assert!(text.ends_with("[cut]"));
     }
 
     #[tokio::test]
@@ -290,7 +366,45 @@ mod tests {
         assert_eq!(backlog.len(), 1);
         push(&logs, "a", "new 1");
         push(&logs, "a", "new 2");
-        assert_eq!(live.recv().await.unwrap().message, "new 1");
+        assert_eq!(live.recv().await.unwrap().message.to_string(), "new 1");
         assert_eq!(live.recv().await.unwrap().seq, 3);
+    }
+
+    #[test]
+    fn an_access_line_reads_as_one_bounded_text() {
+        let logs = PluginLogs::new(3);
+        let access = |path: String| Access {
+            method: http::Method::GET,
+            path,
+            status: 200,
+            elapsed: std::time::Duration::from_micros(1_250),
+            route: "/hello/{name}".into(),
+            user: None,
+        };
+        logs.push(
+            "a",
+            Source::Access,
+            Level::Info,
+            access("/hello/x".into()),
+            Some("r1"),
+        );
+        logs.push(
+            "a",
+            Source::Access,
+            Level::Info,
+            access("/x".repeat(MAX_MESSAGE)),
+            None,
+        );
+        let page = logs.read("a", None, 2);
+        let json = serde_json::to_value(&page.lines[0]).unwrap();
+        assert_eq!(
+            json["message"],
+            "GET /hello/x → 200 in 1.2 ms (route /hello/{name}, user -)"
+        );
+        assert_eq!(json["source"], "access");
+        assert_eq!(json["request_id"], "r1");
+        let long = page.lines[1].message.to_string();
+        assert!(long.len() <= MAX_MESSAGE, "{}", long.len());
+        assert!(long.contains("[cut] → 200"));
     }
 }

@@ -162,7 +162,7 @@ async fn logout(
         (status = 403, body = ErrorBody, description = "not_an_account")))]
 async fn me(Caller(principal): Caller) -> Result<Json<UserInfo>, ApiError> {
     match principal {
-        Principal::User(user) => Ok(Json(UserInfo::from(&user))),
+        Principal::User(user) => Ok(Json(UserInfo::from(&*user))),
         Principal::AdminToken | Principal::ApiKey(_) => {
             Err(crate::auth::AccountError::NotAnAccount.into())
         }

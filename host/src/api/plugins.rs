@@ -3,7 +3,7 @@
 use super::{ApiError, AppState};
 use crate::auth::AuthPolicy;
 use crate::auth::Principal;
-use crate::plugin_logs::{Level, Source};
+use crate::plugin_logs::{Access, Level, Source};
 use crate::registry::RouteTarget;
 use crate::router::Lookup;
 use crate::runtime::identity::Caller;
@@ -66,11 +66,14 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         400.. => Level::Warn,
         _ => Level::Info,
     };
-    let message = format!(
-        "{method} {path} → {status} in {:.1} ms (route {pattern}, user {})",
-        elapsed.as_secs_f64() * 1000.0,
-        user.as_deref().unwrap_or("-"),
-    );
+    let access = Access {
+        method,
+        path,
+        status,
+        elapsed,
+        route: pattern.to_string(),
+        user,
+    };
     // In the server log too, at debug so a busy server does not write a line per request by
     // default (`RUST_LOG=info,access=debug` shows them).
     tracing::debug!(
@@ -79,15 +82,15 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         route = pattern,
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        user = user.as_deref(),
+        user = access.user.as_deref(),
         request_id = request_id.as_deref(),
-        "{message}"
+        "{access}"
     );
     state.logs.push(
         &plugin.name,
         Source::Access,
         level,
-        message,
+        access,
         request_id.as_deref(),
     );
     response
@@ -272,9 +275,9 @@ fn too_large(limit: u64) -> Response {
 fn caller(principal: Principal) -> Caller {
     match principal {
         Principal::User(user) => Caller {
-            id: user.id,
-            email: user.email,
-            roles: user.roles,
+            id: user.id.clone(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
         },
         Principal::ApiKey(key) => Caller {
             id: format!("apikey:{}", key.id),

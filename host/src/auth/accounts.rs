@@ -3,6 +3,8 @@
 
 use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Built-in roles. Admins may also assign custom role names.
 pub const ROLE_ADMIN: &str = "admin";
@@ -119,6 +121,50 @@ pub fn get(store: &dyn Store, id: &str) -> Result<Option<User>, StoreError> {
         .transpose()
 }
 
+/// Accounts as last parsed, by id, each with the stored bytes it was parsed from. A guarded
+/// request still reads the account from the store (so disabling, deleting or changing it
+/// takes effect at once) but skips parsing a record that has not changed.
+#[derive(Default)]
+pub struct ParsedAccounts {
+    seen: Mutex<HashMap<String, Parsed>>,
+}
+
+/// An account and the stored bytes it was parsed from.
+struct Parsed {
+    stored: Vec<u8>,
+    user: Arc<User>,
+}
+
+/// Most accounts kept parsed (a few MiB at most); past it the map starts over.
+const PARSED_ACCOUNTS: usize = 10_000;
+
+impl ParsedAccounts {
+    /// Reads a user by id, as [`get`] does.
+    pub fn get(&self, store: &dyn Store, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        let Some(bytes) = store.get(Space::Users, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(parsed) = seen.get(id)
+            && parsed.stored == bytes
+        {
+            return Ok(Some(parsed.user.clone()));
+        }
+        let user: Arc<User> = Arc::new(from_json("user", &bytes)?);
+        if seen.len() >= PARSED_ACCOUNTS {
+            seen.clear();
+        }
+        seen.insert(
+            id.to_string(),
+            Parsed {
+                stored: bytes,
+                user: user.clone(),
+            },
+        );
+        Ok(Some(user))
+    }
+}
+
 /// Reads a user by normalised email.
 pub fn by_email(store: &dyn Store, email: &str) -> Result<Option<User>, StoreError> {
     match store.get(Space::Emails, email.as_bytes())? {
@@ -212,5 +258,43 @@ mod tests {
         assert!(!u.has_role("admin"));
         let admin = User::new("c@d.io".into(), "h".into(), &[ROLE_ADMIN], 0);
         assert!(admin.has_role("anything"));
+    }
+
+    #[test]
+    fn a_parsed_account_is_reused_only_while_its_stored_record_is_unchanged() {
+        let dir = std::env::temp_dir().join(format!("plinth-accounts-{}", rand::random::<u64>()));
+        let store = crate::store::SledStore::open(&dir).unwrap();
+        let parsed = ParsedAccounts::default();
+        let user = User::new("a@b.io".into(), "h".into(), &[], 0);
+        assert!(insert(&store, &user, &[]).unwrap());
+
+        let first = parsed.get(&store, &user.id).unwrap().unwrap();
+        let again = parsed.get(&store, &user.id).unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "an unchanged record is not parsed again"
+        );
+
+        // Disabling (or any change) is seen by the very next read.
+        let disabled = User {
+            disabled: true,
+            roles: vec![ROLE_USER.into(), ROLE_OPERATOR.into()],
+            ..user.clone()
+        };
+        assert!(update(&store, &user, &disabled).unwrap());
+        let now = parsed.get(&store, &user.id).unwrap().unwrap();
+        assert_eq!(*now, disabled);
+
+        // A deleted account is gone at once, whatever was parsed before.
+        store
+            .commit(&[Op::Delete {
+                space: Space::Users,
+                key: user.id.as_bytes().to_vec(),
+            }])
+            .unwrap();
+        assert_eq!(parsed.get(&store, &user.id).unwrap(), None);
+        assert_eq!(parsed.get(&store, "no-such-id").unwrap(), None);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

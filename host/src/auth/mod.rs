@@ -176,7 +176,7 @@ impl fmt::Display for AuthPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A signed-in account (its current record, read on every request).
-    User(User),
+    User(Arc<User>),
     /// An API key, with its one role.
     ApiKey(ApiKey),
     /// The holder of the break-glass admin token: has every role, but is not an account.
@@ -385,6 +385,8 @@ pub struct Auth {
     api_keys: Arc<KeyHasher>,
     passwords: Passwords,
     tokens: Arc<Tokens>,
+    /// The accounts behind access tokens, parsed once per stored version.
+    parsed_accounts: accounts::ParsedAccounts,
     throttle: Throttle,
     settings: AuthSettings,
 }
@@ -439,6 +441,7 @@ impl Auth {
             api_keys,
             passwords,
             tokens,
+            parsed_accounts: accounts::ParsedAccounts::default(),
             throttle: Throttle::new(settings.rate_limit),
             settings,
         };
@@ -482,7 +485,7 @@ impl Auth {
         if let Some(user_id) = self.tokens.verify(token) {
             // Read the account on every request: disabling or deleting it, or changing its
             // roles, takes effect at once rather than when the token expires.
-            return match accounts::get(&*self.store, &user_id) {
+            return match self.parsed_accounts.get(&*self.store, &user_id) {
                 Ok(Some(user)) if !user.disabled => Ok(Principal::User(user)),
                 Ok(_) => Err(AuthError::Invalid),
                 Err(e) => {
@@ -852,7 +855,7 @@ impl Auth {
         let hash = self.passwords.hash(new).await?;
         let next = User {
             password_hash: hash,
-            ..user.clone()
+            ..User::clone(user)
         };
         let store = self.store.clone();
         let previous = user.clone();
@@ -899,6 +902,6 @@ mod tests {
     fn admin_token_principals_hold_every_role() {
         assert!(Principal::AdminToken.has_role("anything"));
         let user = User::new("a@b.io".into(), "h".into(), &[], 0);
-        assert!(!Principal::User(user).has_role(ROLE_OPERATOR));
+        assert!(!Principal::User(Arc::new(user)).has_role(ROLE_OPERATOR));
     }
 }

@@ -12,7 +12,6 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,11 +73,12 @@ struct KeyRing {
 pub struct Tokens {
     ring: RwLock<KeyRing>,
     access_ttl: Duration,
-    /// Tokens whose signature and claims were checked, by SHA-256 of the token text, so a
-    /// client's next request with the same token skips the Ed25519 check (the costly part of a
-    /// guarded request). An entry is trusted only while its `exp` (plus leeway) is ahead and
-    /// its key still verifies; at most [`VERIFIED_CACHE`] entries.
-    verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Tokens whose signature and claims were checked, so a client's next request with the
+    /// same token skips the Ed25519 check (the costly part of a guarded request). Keyed by the
+    /// signature segment (short, and unforgeable), and a hit must match the whole token text.
+    /// An entry is trusted only while its `exp` (plus leeway) is ahead and its key still
+    /// verifies; at most [`VERIFIED_CACHE`] entries.
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
 
 /// Most tokens remembered as verified (a few MiB at most).
@@ -86,6 +86,7 @@ const VERIFIED_CACHE: usize = 10_000;
 
 /// What a verified token said.
 struct Verified {
+    token: Box<str>,
     sub: String,
     exp: u64,
     kid: String,
@@ -262,10 +263,11 @@ impl Tokens {
 
     /// Verifies an access token; returns the user id. Any flaw gives `None`.
     pub fn verify(&self, token: &str) -> Option<String> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let (_, signature) = token.rsplit_once('.')?;
         {
             let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(hit) = verified.get(&digest)
+            if let Some(hit) = verified.get(signature)
+                && *hit.token == *token
                 && now() <= hit.exp + LEEWAY_SECS
                 && self
                     .ring
@@ -285,8 +287,9 @@ impl Tokens {
             }
         }
         verified.insert(
-            digest,
+            signature.into(),
             Verified {
+                token: token.into(),
                 sub: sub.clone(),
                 exp,
                 kid,
@@ -344,13 +347,17 @@ mod tests {
         // Served from the cache the second time.
         assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
         assert_eq!(tokens.verified.lock().unwrap().len(), 1);
+        // Another token carrying the same signature gets the full check, not the cached answer.
+        let (header, mut claims) = parts(&token);
+        claims["sub"] = "user-2".into();
+        assert_eq!(tokens.verify(&reencode(&token, header, claims)), None);
         // An expired entry is not trusted (and the token itself fails the full check).
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let signature = token.rsplit_once('.').unwrap().1;
         tokens
             .verified
             .lock()
             .unwrap()
-            .get_mut(&digest)
+            .get_mut(signature)
             .unwrap()
             .exp = 0;
         assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
