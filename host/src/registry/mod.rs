@@ -729,8 +729,9 @@ impl Registry {
         let runtime = self.runtime.clone();
         let bytes = component.clone();
         let sha = sha256.clone();
-        // Bytes already compiled (another plugin or an earlier version) load from their artifact.
-        let code = blocking(move || runtime.load(&sha, &bytes)).await??;
+        // Bytes already compiled (another plugin or an earlier version) load from their artifact;
+        // new ones compile here and have their artifact stored once their blob is, below.
+        let (code, compiled) = blocking(move || runtime.load_or_compile(&sha, &bytes)).await??;
         let record = PluginRecord {
             name: name.to_string(),
             manifest: manifest_text,
@@ -763,7 +764,9 @@ impl Registry {
         let keep = self.keep_versions;
         let stored = blocking(move || {
             let stored = store.put_plugin(&record, &component, keep)?;
-            runtime.save_artifact(&stored.sha256, &saved);
+            if compiled {
+                runtime.save_artifact(&stored.sha256, &saved);
+            }
             Ok::<_, StoreError>(stored)
         })
         .await??;

@@ -59,11 +59,26 @@ impl Runtime {
     /// The code of the component `sha256` (whose bytes are `bytes`): loaded from its stored
     /// artifact when one matches this engine, else compiled and its artifact stored. Blocking.
     pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<PluginCode, CompileError> {
+        let (code, compiled) = self.load_or_compile(sha256, bytes)?;
+        if compiled {
+            self.save_artifact(sha256, &code);
+        }
+        Ok(code)
+    }
+
+    /// Like [`Runtime::load`], but a component it had to compile is not stored: the caller
+    /// saves it (see [`Runtime::save_artifact`]) once the component's blob is. Returns whether
+    /// it compiled. Blocking.
+    pub fn load_or_compile(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<(PluginCode, bool), CompileError> {
         match self.store.artifact(sha256, &self.fingerprint) {
             Ok(Some(artifact)) => match self.deserialize(&artifact) {
                 Ok(component) => {
                     self.code_stats.loaded.fetch_add(1, Ordering::Relaxed);
-                    return self.link(&component);
+                    return Ok((self.link(&component)?, false));
                 }
                 Err(e) => {
                     tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling");
@@ -72,9 +87,7 @@ impl Runtime {
             Ok(None) => {}
             Err(e) => tracing::warn!(sha256, error = %e, "reading a stored artifact failed"),
         }
-        let code = self.compile(bytes)?;
-        self.save_artifact(sha256, &code);
-        Ok(code)
+        Ok((self.compile(bytes)?, true))
     }
 
     /// Stores the compiled code of the component `sha256` (whose blob must be stored) for the
