@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: plinth serving `examples/hello` (a fresh instance per request, and on a
 //! second server with instance reuse allowed) against a native axum server with the same route,
-//! both release builds, over 127.0.0.1, measured with `wrk` in alternating runs; a plain
+//! both release builds, over 127.0.0.1, measured with `wrk` in alternating runs; plinth's
+//! `/healthz` (the HTTP stack with no plugin, to show what the wasm path adds); a plain
 //! `wasi:http` route public and behind `auth = "user"` (a JWT verified per request), and the
 //! same component under `wasmtime serve` when a `wasmtime` binary is on PATH; then plinth
 //! routes that do one key-value read and one durable key-value write
@@ -361,6 +362,15 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
             "native axum",
             native.0.id(),
             format!("http://{native_addr}/hello/bench"),
+            options.connections,
+            None,
+        ),
+        // The front door alone (hyper, axum, request id, span; no plugin): what the HTTP
+        // stack costs before any wasm runs.
+        row(
+            "plinth /healthz (HTTP stack, no plugin)",
+            plinth.0.id(),
+            format!("{plinth_base}/healthz"),
             options.connections,
             None,
         ),
