@@ -53,7 +53,7 @@ pub struct Limits {
 /// user. So it is off unless the manifest asks (`[limits] instance_reuse = true`) and the
 /// operator allows it (`plinth serve --instance-reuse`); as a cap, `public` allows it on
 /// `auth = "public"` routes only, `all` on every route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceReuse {
     /// A fresh instance for every request (the default).
@@ -88,12 +88,10 @@ impl InstanceReuse {
 impl std::str::FromStr for InstanceReuse {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "off" => Ok(Self::Off),
-            "public" => Ok(Self::Public),
-            "all" => Ok(Self::All),
-            other => Err(format!("{other:?} is not off, public or all")),
-        }
+        [Self::Off, Self::Public, Self::All]
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not off, public or all"))
     }
 }
 
