@@ -2,7 +2,7 @@
 //! each abuse ends with its JSON error within the deadline, and a well-behaved plugin keeps
 //! answering meanwhile.
 
-use crate::harness::{Guest, Options, Server, TempDir};
+use crate::harness::{Guest, Options, Reply, Server, TempDir};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -356,6 +356,17 @@ fn reusing_misbehave() -> String {
         .to_string()
 }
 
+/// Deploys misbehave with a manifest asking for instance reuse.
+async fn deploy_reusing_misbehave(server: &Server) -> Reply {
+    server
+        .deploy(
+            "misbehave",
+            &reusing_misbehave(),
+            &Guest::Misbehave.component(),
+        )
+        .await
+}
+
 /// A server whose operator allows instance reuse as `mode`, with the reusing misbehave deployed.
 async fn reusing_server(dir: &TempDir, mode: &str) -> Server {
     let server = Server::start_with(
@@ -365,13 +376,7 @@ async fn reusing_server(dir: &TempDir, mode: &str) -> Server {
             ..Options::default()
         },
     );
-    let reply = server
-        .deploy(
-            "misbehave",
-            &reusing_misbehave(),
-            &Guest::Misbehave.component(),
-        )
-        .await;
+    let reply = deploy_reusing_misbehave(&server).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     server
 }
@@ -387,13 +392,7 @@ async fn served(server: &Server, path: &str) -> u64 {
 async fn instance_reuse_needs_the_operator_and_stays_off_guarded_routes_unless_allowed() {
     // Not allowed by the operator: asking for it is refused, and every request is fresh.
     let server = Server::start();
-    let reply = server
-        .deploy(
-            "misbehave",
-            &reusing_misbehave(),
-            &Guest::Misbehave.component(),
-        )
-        .await;
+    let reply = deploy_reusing_misbehave(&server).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert_eq!(reply.code(), "limit_over_cap");
     assert_eq!(reply.json()["error"]["details"]["limit"], "instance_reuse");
