@@ -1,7 +1,7 @@
 //! `plinth serve`: opens the store, settles the admin token, loads plugins, and serves HTTP until
 //! SIGTERM or Ctrl-C, letting in-flight requests finish.
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Services};
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
@@ -85,7 +85,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     let auth = Arc::new(bootstrap.auth);
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
-    let app = api::router(AppState {
+    let app = api::router(AppState::new(Services {
         registry: registry.clone(),
         runtime,
         auth,
@@ -102,7 +102,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         logs,
         stopping: stopping_seen,
-    });
+    }));
 
     let tls = match &config.tls {
         Some((cert, key)) => Some(

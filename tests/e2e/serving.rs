@@ -82,6 +82,12 @@ async fn a_plain_wasi_http_component_serves_unchanged() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body.len(), body.len());
     assert!(reply.body == body, "echoed body differs");
+    // An empty body (content-length: 0) reaches the plugin as an empty stream.
+    let reply = server
+        .request(Method::POST, "/plain/echo", None, Some(Vec::new()))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_empty(), "{} bytes echoed", reply.body.len());
 
     // stdout lands in the host log, tagged with the plugin's name.
     let line = server.wait_for_log(&["plain-http served GET /plain/some/path?x=1"]);

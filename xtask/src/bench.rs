@@ -8,7 +8,8 @@
 //! (`tests/programs/kv-plain`, acknowledged only once on disk) at 64 connections, beside hello
 //! at 64. Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
 //! the cold paths: upload to serving, restart to ready with 100 plugins, and resident memory
-//! with 1,000 (100 with `--quick`).
+//! with 1,000 (100 with `--quick`); last, what each stage of a request costs in process
+//! (`host/benches/request_path.rs`).
 //!
 //! Options: `--duration SECS` (default 10), `--connections N` for native and hello (default
 //! 32), `--reps N` (default 3), `--quick` (2-second runs, one rep: a smoke test, figures only),
@@ -27,6 +28,8 @@ struct Options {
     duration: u64,
     connections: u32,
     reps: usize,
+    /// `--quick`: the 2-second smoke.
+    quick: bool,
     /// Plugins deployed for the resident-memory figure.
     many: usize,
     /// Measure the dev-profile binaries `cargo xtask test` already built (CI's smoke run, so
@@ -39,6 +42,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         duration: 10,
         connections: 32,
         reps: 3,
+        quick: false,
         many: 1000,
         debug_build: false,
     };
@@ -47,6 +51,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         if flag == "--quick" {
             options.duration = 2;
             options.reps = 1;
+            options.quick = true;
             options.many = 100;
             continue;
         }
@@ -230,21 +235,40 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     ensure_wrk()?;
     let guest_dir = guests::build_guests(root)?;
-    let mut build = cargo();
-    build.current_dir(root).arg("build");
-    if !options.debug_build {
-        build.arg("--release");
+    if options.debug_build {
+        // `cargo test --workspace` just built these in the dev profile.
+        run(cargo().current_dir(root).args([
+            "build",
+            "-p",
+            "plinth",
+            "-p",
+            "xtask",
+            "--bin",
+            "plinth",
+            "--bin",
+            "native-hello",
+        ]))?;
+    } else {
+        // The stage bench and, with it, the plinth binary in one build (a benchmark target
+        // builds its package's binaries), so the workspace is not built twice with different
+        // dev-dependency features.
+        run(cargo().current_dir(root).args([
+            "bench",
+            "--no-run",
+            "-p",
+            "plinth",
+            "--bench",
+            "request_path",
+        ]))?;
+        run(cargo().current_dir(root).args([
+            "build",
+            "--release",
+            "-p",
+            "xtask",
+            "--bin",
+            "native-hello",
+        ]))?;
     }
-    run(build.args([
-        "-p",
-        "plinth",
-        "-p",
-        "xtask",
-        "--bin",
-        "plinth",
-        "--bin",
-        "native-hello",
-    ]))?;
     let release = target_dir(root).join(if options.debug_build {
         "debug"
     } else {
@@ -480,6 +504,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
     let _ = std::fs::remove_file(&put_script);
+    let stages = request_stages(root, &guest_dir, &options);
 
     println!();
     println!(
@@ -514,6 +539,11 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         }
         Err(e) => println!("cold paths not measured: {e:#}"),
     }
+    println!();
+    match stages {
+        Ok(table) => print!("{table}"),
+        Err(e) => println!("request stages not measured: {e:#}"),
+    }
     if !measured_wasmtime {
         println!(
             "\n(no `wasmtime` on PATH, so no `wasmtime serve` row; install it with \
@@ -527,6 +557,36 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         bail!("some wrk runs saw socket errors or non-2xx responses");
     }
     Ok(())
+}
+
+/// The in-process table of what each stage of a request costs (`host/benches/request_path.rs`),
+/// on one core like the servers: route lookup, auth checks, metrics, access line, and the wasm
+/// part with a fresh and with a reused instance.
+fn request_stages(root: &Path, guest_dir: &Path, options: &Options) -> Result<String> {
+    let mut cmd = if cores() >= 2 {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]).arg(crate::cargo_path());
+        cmd
+    } else {
+        cargo()
+    };
+    // The test profile runs the dev-profile build `cargo xtask test` already made.
+    cmd.current_dir(root)
+        .arg(if options.debug_build { "test" } else { "bench" })
+        .args(["-q", "-p", "plinth", "--bench", "request_path"])
+        .env("PLINTH_GUEST_DIR", guest_dir)
+        .env_remove("RUST_BACKTRACE");
+    if options.quick {
+        cmd.args(["--", "--quick"]);
+    }
+    let out = cmd.output().context("running the request-stage bench")?;
+    if !out.status.success() {
+        bail!(
+            "the request-stage bench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Keeps idle cores polling instead of halting while the bench runs, by holding

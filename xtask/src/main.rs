@@ -67,7 +67,12 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    Command::new(cargo_path())
+}
+
+/// The cargo that runs this xtask.
+fn cargo_path() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// Installs rustfmt and clippy when the toolchain lacks them (minimal rustup profiles do).

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use std::sync::Arc;
 
 /// Routes a request to its plugin: 404/405 JSON when no route fits, 401/403 when the route's
@@ -164,20 +165,25 @@ async fn run(
     if declared.is_some_and(|len| len > limits.max_request_body) {
         return too_large(limits.max_request_body);
     }
-    // Admission: a host-wide cap answered at once, then the plugin's own, waited for briefly.
+    // Admission: a host-wide cap answered at once, then the plugin's own, waited for briefly
+    // (a free slot is taken at once, without arming a timer).
     let Ok(in_flight) = state.in_flight.clone().try_acquire_owned() else {
         return ApiError::Overloaded.into_response();
     };
-    let slot = match tokio::time::timeout(state.queue_timeout, plugin.slots.clone().acquire_owned())
-        .await
-    {
-        Ok(Ok(slot)) => slot,
-        _ => {
-            return ApiError::PluginBusy {
-                plugin: plugin.name.to_string(),
-                max_concurrency: limits.max_concurrency,
-            }
-            .into_response();
+    let slot = match plugin.slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            let waited =
+                tokio::time::timeout(state.queue_timeout, plugin.slots.clone().acquire_owned())
+                    .await;
+            let Ok(Ok(slot)) = waited else {
+                return ApiError::PluginBusy {
+                    plugin: plugin.name.to_string(),
+                    max_concurrency: limits.max_concurrency,
+                }
+                .into_response();
+            };
+            slot
         }
     };
     let context = RequestContext {
@@ -191,47 +197,66 @@ async fn run(
         request_id,
         memory_peak: plugin.memory_peak.clone(),
     };
-    let watch = std::sync::Arc::new(BodyWatch::default());
-    let request = request.map(|body| {
-        RequestLimit::new(
-            body,
-            limits.max_request_body,
-            state.body_timeout,
-            watch.clone(),
-        )
-    });
     // Reuse only where the manifest asked and the operator's cap allows for this route.
     let reuse = limits
         .instance_reuse
         .allows(matches!(target.auth, AuthPolicy::Public))
         .then(|| plugin.idle.clone());
-    let handled = state.runtime.handle(
-        &plugin.code,
-        plugin.name.clone(),
-        context,
-        request,
-        limits,
-        reuse,
-        (in_flight, slot),
-    );
-    // A body over its size (413) or stalled (408) ends the request at once, whatever the
-    // plugin is doing; dropping `handled` before the head exists stops the instance.
-    let violated = |violation| match violation {
-        BodyViolation::TooLarge => too_large(limits.max_request_body),
-        BodyViolation::TooSlow => ApiError::BodyTimeout {
-            timeout: state.body_timeout,
+    let hold = (in_flight, slot);
+    let outcome = if request.body().is_end_stream() {
+        // No body (a GET, or a declared length of 0): no body limit can be broken, so the
+        // body watch and its timer are skipped.
+        state
+            .runtime
+            .handle(
+                &plugin.code,
+                plugin.name.clone(),
+                context,
+                request,
+                limits,
+                reuse,
+                hold,
+            )
+            .await
+    } else {
+        let watch = Arc::new(BodyWatch::default());
+        let request = request.map(|body| {
+            Body::new(RequestLimit::new(
+                body,
+                limits.max_request_body,
+                state.body_timeout,
+                watch.clone(),
+            ))
+        });
+        let handled = state.runtime.handle(
+            &plugin.code,
+            plugin.name.clone(),
+            context,
+            request,
+            limits,
+            reuse,
+            hold,
+        );
+        // A body over its size (413) or stalled (408) ends the request at once, whatever the
+        // plugin is doing; dropping `handled` before the head exists stops the instance.
+        let violated = |violation| match violation {
+            BodyViolation::TooLarge => too_large(limits.max_request_body),
+            BodyViolation::TooSlow => ApiError::BodyTimeout {
+                timeout: state.body_timeout,
+            }
+            .into_response(),
+        };
+        let outcome = tokio::select! {
+            biased;
+            violation = watch.violated() => return violated(violation),
+            outcome = handled => outcome,
+        };
+        // The plugin may have answered from a body the host cut short: the violation wins.
+        if let Some(violation) = watch.current() {
+            return violated(violation);
         }
-        .into_response(),
+        outcome
     };
-    let outcome = tokio::select! {
-        biased;
-        violation = watch.violated() => return violated(violation),
-        outcome = handled => outcome,
-    };
-    // The plugin may have answered from a body the host cut short: the violation wins.
-    if let Some(violation) = watch.current() {
-        return violated(violation);
-    }
     match outcome {
         Ok(response) => response.map(Body::new),
         Err(e) => {

@@ -1,0 +1,272 @@
+//! What each stage of a plugin request costs, in process, one stage at a time: route lookup,
+//! the auth check of a public and of a JWT-guarded route, the metrics and the access line every
+//! request records, and the wasm part (a fresh instance: create, handle, drop; and a reused one).
+//! The HTTP rows of `cargo xtask bench` show the whole request; this table splits it.
+//!
+//! Run by `cargo xtask bench` (`cargo bench -p plinth --bench request_path`), on the components
+//! in `PLINTH_GUEST_DIR` (default `target/guests`, built by `cargo xtask build-guests`).
+//! `--quick` measures for less time (CI's smoke run); a word that is not a flag keeps only the
+//! stages whose name contains it (e.g. `fresh`, to profile one stage). Figures are nanoseconds per operation on
+//! one thread: the median of several batches.
+
+use anyhow::{Context, Result};
+use http_body_util::BodyExt;
+use plinth::auth::{Auth, AuthPolicy};
+use plinth::config::RawConfig;
+use plinth::metrics::Metrics;
+use plinth::plugin_logs::{Access, Level, PluginLogs, Source};
+use plinth::router::{Lookup, RouteTable};
+use plinth::runtime::route::RouteCtx;
+use plinth::runtime::{InstancePool, PluginCode, RequestContext, Runtime};
+use plinth::store::{SledStore, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The allocator of the `plinth` binary, so the figures match the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Batches per stage; the median is reported.
+const BATCHES: usize = 5;
+
+/// Nanoseconds per call of `op`, the median of [`BATCHES`] batches of `per_batch` calls.
+fn time_sync(per_batch: u32, mut op: impl FnMut()) -> f64 {
+    for _ in 0..per_batch / 10 {
+        op();
+    }
+    let mut batches: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..per_batch {
+                op();
+            }
+            started.elapsed().as_nanos() as f64 / f64::from(per_batch)
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    batches[BATCHES / 2]
+}
+
+/// [`time_sync`] for an async operation, awaited on the current-thread runtime `rt`.
+fn time_async<F: std::future::Future<Output = Result<()>>>(
+    rt: &tokio::runtime::Runtime,
+    per_batch: u32,
+    mut op: impl FnMut() -> F,
+) -> Result<f64> {
+    rt.block_on(async {
+        for _ in 0..per_batch / 10 {
+            op().await?;
+        }
+        let mut batches = Vec::with_capacity(BATCHES);
+        for _ in 0..BATCHES {
+            let started = Instant::now();
+            for _ in 0..per_batch {
+                op().await?;
+            }
+            batches.push(started.elapsed().as_nanos() as f64 / f64::from(per_batch));
+        }
+        batches.sort_by(f64::total_cmp);
+        Ok(batches[BATCHES / 2])
+    })
+}
+
+/// One request to the hello plugin through `Runtime::handle`, its body read to the end.
+async fn serve_hello(
+    runtime: &Runtime,
+    code: &PluginCode,
+    limits: plinth::runtime::limits::Limits,
+    reuse: Option<Arc<InstancePool>>,
+) -> Result<()> {
+    let request = http::Request::get("http://localhost/hello/bench")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let context = RequestContext {
+        route: RouteCtx {
+            pattern: "/hello/{name}".into(),
+            params: vec![("name".into(), "bench".into())],
+        },
+        ..RequestContext::default()
+    };
+    let response = runtime
+        .handle(
+            code,
+            Arc::from("hello"),
+            context,
+            request,
+            limits,
+            reuse,
+            (),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_bytes();
+    anyhow::ensure!(
+        body.as_ref() == br#"{"message":"hello, bench"}"#,
+        "unexpected body {body:?}"
+    );
+    Ok(())
+}
+
+fn guest_dir() -> PathBuf {
+    std::env::var_os("PLINTH_GUEST_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests"),
+        PathBuf::from,
+    )
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    // Calls per batch for the cheap stages and for the wasm ones.
+    let (cheap, wasm) = if quick {
+        (2_000, 200)
+    } else {
+        (200_000, 5_000)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let data = tempdir()?;
+    let raw = RawConfig {
+        data_dir: Some(data.0.clone()),
+        admin_email: Some("bench@example.com".into()),
+        admin_password: Some("a bench password, long enough".into()),
+        ..RawConfig::default()
+    };
+    let config = raw.resolve()?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.0)?);
+    let auth = rt
+        .block_on(Auth::bootstrap(store.clone(), config.auth.clone()))?
+        .auth;
+    let session =
+        rt.block_on(auth.login("bench@example.com", "a bench password, long enough".into()))?;
+    let bearer = format!("Bearer {}", session.access_token);
+
+    let mut routes = RouteTable::default();
+    routes.add("hello", "/hello/{name}", [(http::Method::GET, ())])?;
+    let get = http::Method::GET;
+    let metrics = Metrics::new();
+    let logs = Arc::new(PluginLogs::new(config.log_buffer_lines));
+    let runtime = Runtime::new(
+        store.clone(),
+        config.kv_limits,
+        config.limits.caps.memory,
+        logs.clone(),
+    )?;
+    let wasm_path = guest_dir().join("hello.wasm");
+    let component = std::fs::read(&wasm_path).with_context(|| {
+        format!(
+            "reading {} (run cargo xtask build-guests)",
+            wasm_path.display()
+        )
+    })?;
+    let code = runtime.compile(&component)?;
+    let limits = config.limits.defaults;
+    let pool = Arc::new(InstancePool::new(1));
+
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    // Runs a stage unless a filter word leaves it out.
+    macro_rules! stage {
+        ($name:expr, $time:expr $(,)?) => {
+            let name: &str = $name;
+            if only.as_deref().is_none_or(|word| name.contains(word)) {
+                rows.push((name, $time));
+            }
+        };
+    }
+    stage!(
+        "route lookup (`RouteTable::lookup`, one path parameter)",
+        time_sync(cheap, || {
+            let found = routes.lookup(&get, "/hello/bench");
+            assert!(matches!(found, Lookup::Found { .. }));
+        }),
+    );
+    stage!(
+        "auth check, public route without a credential",
+        time_sync(cheap, || {
+            assert!(matches!(
+                auth.authorize(&AuthPolicy::Public, None),
+                Ok(None)
+            ));
+        }),
+    );
+    stage!(
+        "auth check, user route with a JWT (remembered token, account read from the store)",
+        time_sync(cheap, || {
+            assert!(matches!(
+                auth.authorize(&AuthPolicy::User, Some(&bearer)),
+                Ok(Some(_))
+            ));
+        }),
+    );
+    stage!(
+        "metrics (request counter + latency histogram)",
+        time_sync(cheap, || {
+            metrics.request("hello", "/hello/{name}", 200, Duration::from_micros(30));
+        }),
+    );
+    stage!(
+        "access line into the plugin's log",
+        time_sync(cheap, || {
+            let access = Access {
+                method: http::Method::GET,
+                path: "/hello/bench".into(),
+                status: 200,
+                elapsed: Duration::from_micros(30),
+                route: "/hello/{name}".into(),
+                user: None,
+            };
+            logs.push(
+                "hello",
+                Source::Access,
+                Level::Info,
+                access,
+                Some("0123456789abcdef"),
+            );
+        }),
+    );
+    stage!(
+        "hello, fresh instance (create, handle, read the body, drop)",
+        time_async(&rt, wasm, || serve_hello(&runtime, &code, limits, None))?,
+    );
+    let reuse = plinth::runtime::limits::Limits {
+        instance_reuse: plinth::runtime::limits::InstanceReuse::Public,
+        ..limits
+    };
+    stage!(
+        "hello, reused instance (handle, read the body)",
+        time_async(&rt, wasm, || {
+            serve_hello(&runtime, &code, reuse, Some(pool.clone()))
+        })?,
+    );
+
+    println!("| stage (in process, one thread) | ns per request |");
+    println!("| --- | ---: |");
+    for (stage, ns) in rows {
+        println!("| {stage} | {ns:.0} |");
+    }
+    if quick {
+        println!("\n(--quick: a smoke run; these figures say little about speed)");
+    }
+    Ok(())
+}
+
+/// A scratch data directory, removed on drop.
+struct TempDir(PathBuf);
+
+fn tempdir() -> Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("plinth-stages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
