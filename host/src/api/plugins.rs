@@ -4,7 +4,7 @@ use super::{ApiError, AppState};
 use crate::auth::AuthPolicy;
 use crate::auth::Principal;
 use crate::plugin_logs::{Access, Level, Source};
-use crate::registry::RouteTarget;
+use crate::registry::{LoadedPlugin, RouteTarget};
 use crate::router::Lookup;
 use crate::runtime::identity::Caller;
 use crate::runtime::limits::{BodyViolation, BodyWatch, RequestLimit};
@@ -202,61 +202,59 @@ async fn run(
         .instance_reuse
         .allows(matches!(target.auth, AuthPolicy::Public))
         .then(|| plugin.idle.clone());
-    let hold = (in_flight, slot);
-    let outcome = if request.body().is_end_stream() {
-        // No body (a GET, or a declared length of 0): no body limit can be broken, so the
-        // body watch and its timer are skipped.
-        state
-            .runtime
-            .handle(
-                &plugin.code,
-                plugin.name.clone(),
-                context,
-                request,
-                limits,
-                reuse,
-                hold,
-            )
-            .await
-    } else {
-        let watch = Arc::new(BodyWatch::default());
-        let request = request.map(|body| {
+    // A request without a body (a GET, a declared length of 0) cannot break a body limit, so
+    // it goes without the watch and its timer.
+    let watch = (!request.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
+    let request = match &watch {
+        None => request,
+        Some(watch) => request.map(|body| {
             Body::new(RequestLimit::new(
                 body,
                 limits.max_request_body,
                 state.body_timeout,
                 watch.clone(),
             ))
-        });
-        let handled = state.runtime.handle(
-            &plugin.code,
-            plugin.name.clone(),
-            context,
-            request,
-            limits,
-            reuse,
-            hold,
-        );
-        // A body over its size (413) or stalled (408) ends the request at once, whatever the
-        // plugin is doing; dropping `handled` before the head exists stops the instance.
-        let violated = |violation| match violation {
-            BodyViolation::TooLarge => too_large(limits.max_request_body),
-            BodyViolation::TooSlow => ApiError::BodyTimeout {
-                timeout: state.body_timeout,
-            }
-            .into_response(),
-        };
-        let outcome = tokio::select! {
-            biased;
-            violation = watch.violated() => return violated(violation),
-            outcome = handled => outcome,
-        };
-        // The plugin may have answered from a body the host cut short: the violation wins.
-        if let Some(violation) = watch.current() {
-            return violated(violation);
-        }
-        outcome
+        }),
     };
+    let handled = state.runtime.handle(
+        &plugin.code,
+        plugin.name.clone(),
+        context,
+        request,
+        limits,
+        reuse,
+        (in_flight, slot),
+    );
+    let Some(watch) = watch else {
+        return respond(state, plugin, handled.await);
+    };
+    // A body over its size (413) or stalled (408) ends the request at once, whatever the
+    // plugin is doing; dropping `handled` before the head exists stops the instance.
+    let violated = |violation| match violation {
+        BodyViolation::TooLarge => too_large(limits.max_request_body),
+        BodyViolation::TooSlow => ApiError::BodyTimeout {
+            timeout: state.body_timeout,
+        }
+        .into_response(),
+    };
+    let outcome = tokio::select! {
+        biased;
+        violation = watch.violated() => return violated(violation),
+        outcome = handled => outcome,
+    };
+    // The plugin may have answered from a body the host cut short: the violation wins.
+    if let Some(violation) = watch.current() {
+        return violated(violation);
+    }
+    respond(state, plugin, outcome)
+}
+
+/// The plugin's response, or its failure recorded and answered as a JSON error.
+fn respond(
+    state: &AppState,
+    plugin: &LoadedPlugin,
+    outcome: Result<crate::runtime::PluginResponse, HandleError>,
+) -> Response {
     match outcome {
         Ok(response) => response.map(Body::new),
         Err(e) => {
