@@ -27,47 +27,47 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The benchmark account's password.
+const PASSWORD: &str = "a bench password, long enough";
+
 /// Batches per stage; the median is reported.
 const BATCHES: usize = 5;
 
-/// Nanoseconds per call of `op`, the median of [`BATCHES`] batches of `per_batch` calls.
-fn time_sync(per_batch: u32, mut op: impl FnMut()) -> f64 {
-    for _ in 0..per_batch / 10 {
-        op();
+/// Nanoseconds per call, the median of [`BATCHES`] batches of `per_batch` calls, after a
+/// tenth of a batch to warm up; `batch(n)` makes `n` calls.
+fn time_batches(per_batch: u32, mut batch: impl FnMut(u32) -> Result<()>) -> Result<f64> {
+    batch(per_batch / 10)?;
+    let mut batches = Vec::with_capacity(BATCHES);
+    for _ in 0..BATCHES {
+        let started = Instant::now();
+        batch(per_batch)?;
+        batches.push(started.elapsed().as_nanos() as f64 / f64::from(per_batch));
     }
-    let mut batches: Vec<f64> = (0..BATCHES)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..per_batch {
-                op();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(per_batch)
-        })
-        .collect();
     batches.sort_by(f64::total_cmp);
-    batches[BATCHES / 2]
+    Ok(batches[BATCHES / 2])
 }
 
-/// [`time_sync`] for an async operation, awaited on the current-thread runtime `rt`.
+/// [`time_batches`] of a synchronous `op`.
+fn time_sync(per_batch: u32, mut op: impl FnMut()) -> Result<f64> {
+    time_batches(per_batch, |n| {
+        (0..n).for_each(|_| op());
+        Ok(())
+    })
+}
+
+/// [`time_batches`] of an async `op`, awaited on the current-thread runtime `rt`.
 fn time_async<F: std::future::Future<Output = Result<()>>>(
     rt: &tokio::runtime::Runtime,
     per_batch: u32,
     mut op: impl FnMut() -> F,
 ) -> Result<f64> {
-    rt.block_on(async {
-        for _ in 0..per_batch / 10 {
-            op().await?;
-        }
-        let mut batches = Vec::with_capacity(BATCHES);
-        for _ in 0..BATCHES {
-            let started = Instant::now();
-            for _ in 0..per_batch {
+    time_batches(per_batch, |n| {
+        rt.block_on(async {
+            for _ in 0..n {
                 op().await?;
             }
-            batches.push(started.elapsed().as_nanos() as f64 / f64::from(per_batch));
-        }
-        batches.sort_by(f64::total_cmp);
-        Ok(batches[BATCHES / 2])
+            Ok(())
+        })
     })
 }
 
@@ -134,7 +134,7 @@ fn main() -> Result<()> {
     let raw = RawConfig {
         data_dir: Some(data.0.clone()),
         admin_email: Some("bench@example.com".into()),
-        admin_password: Some("a bench password, long enough".into()),
+        admin_password: Some(PASSWORD.into()),
         ..RawConfig::default()
     };
     let config = raw.resolve()?;
@@ -142,8 +142,7 @@ fn main() -> Result<()> {
     let auth = rt
         .block_on(Auth::bootstrap(store.clone(), config.auth.clone()))?
         .auth;
-    let session =
-        rt.block_on(auth.login("bench@example.com", "a bench password, long enough".into()))?;
+    let session = rt.block_on(auth.login("bench@example.com", PASSWORD.into()))?;
     let bearer = format!("Bearer {}", session.access_token);
 
     let mut routes = RouteTable::default();
@@ -184,7 +183,7 @@ fn main() -> Result<()> {
         time_sync(cheap, || {
             let found = routes.lookup(&get, "/hello/bench");
             assert!(matches!(found, Lookup::Found { .. }));
-        }),
+        })?,
     );
     stage!(
         "auth check, public route without a credential",
@@ -193,7 +192,7 @@ fn main() -> Result<()> {
                 auth.authorize(&AuthPolicy::Public, None),
                 Ok(None)
             ));
-        }),
+        })?,
     );
     stage!(
         "auth check, user route with a JWT (remembered token, account read from the store)",
@@ -202,13 +201,13 @@ fn main() -> Result<()> {
                 auth.authorize(&AuthPolicy::User, Some(&bearer)),
                 Ok(Some(_))
             ));
-        }),
+        })?,
     );
     stage!(
         "metrics (request counter + latency histogram)",
         time_sync(cheap, || {
             metrics.request("hello", "/hello/{name}", 200, Duration::from_micros(30));
-        }),
+        })?,
     );
     stage!(
         "access line into the plugin's log",
@@ -228,7 +227,7 @@ fn main() -> Result<()> {
                 access,
                 Some("0123456789abcdef"),
             );
-        }),
+        })?,
     );
     stage!(
         "hello, fresh instance (create, handle, read the body, drop)",
