@@ -1,6 +1,7 @@
 //! The request a plugin receives.
 
 use serde::de::DeserializeOwned;
+use std::cell::OnceCell;
 use std::fmt;
 
 /// An HTTP method.
@@ -81,7 +82,10 @@ pub struct Request {
     pub(crate) body: Vec<u8>,
     pub(crate) route: String,
     pub(crate) params: Vec<(String, String)>,
-    pub(crate) user: Option<User>,
+    /// The caller, asked of the host on the first [`Request::user`] call when `from_host`:
+    /// a plugin that never looks pays no host call, and does not import `plinth:host/identity`.
+    pub(crate) user: OnceCell<Option<User>>,
+    pub(crate) from_host: bool,
 }
 
 impl Request {
@@ -94,20 +98,23 @@ impl Request {
             body: Vec::new(),
             route: String::new(),
             params: Vec::new(),
-            user: None,
+            user: OnceCell::new(),
+            from_host: false,
         }
     }
 
     /// Sets the caller (what the host supplies), for tests.
     pub fn with_user(mut self, user: User) -> Self {
-        self.user = Some(user);
+        self.user = OnceCell::from(Some(user));
         self
     }
 
     /// Who is calling: the account the host authenticated, or `None` when anonymous. Routes
     /// with `auth = "user"` or `"role:NAME"` in `plinth.toml` always have a caller.
     pub fn user(&self) -> Option<&User> {
-        self.user.as_ref()
+        self.user
+            .get_or_init(|| self.from_host.then(crate::wasi_http::caller).flatten())
+            .as_ref()
     }
 
     /// Sets the matched route and its parameters (what the host supplies), for tests.

@@ -46,11 +46,17 @@ pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String>
         body,
         route: matched.pattern,
         params: matched.params,
-        user: identity::caller().map(|u| User {
-            id: u.id,
-            email: u.email,
-            roles: u.roles,
-        }),
+        user: std::cell::OnceCell::new(),
+        from_host: true,
+    })
+}
+
+/// The authenticated caller of the current request, asked of the host.
+pub(crate) fn caller() -> Option<User> {
+    identity::caller().map(|u| User {
+        id: u.id,
+        email: u.email,
+        roles: u.roles,
     })
 }
 
@@ -92,19 +98,32 @@ fn read_body(incoming: &IncomingRequest) -> Result<Vec<u8>, String> {
 }
 
 /// Sends `response` through `out`. Headers the host forbids (hop-by-hop ones) are skipped.
+///
+/// The common case is four host calls before the body: the headers in one `from-list` (with
+/// `content-length` added), the response, its body, the outparam; the status is set only when
+/// it is not WASI's default 200.
 pub(crate) fn send_response(response: Response, out: ResponseOutparam) {
-    let fields = Fields::new();
-    for (name, value) in &response.headers {
-        let _ = fields.append(name, value);
+    let Response {
+        status,
+        mut headers,
+        body: bytes,
+    } = response;
+    if !headers.iter().any(|(n, _)| n == "content-length") {
+        headers.push((
+            "content-length".to_string(),
+            bytes.len().to_string().into_bytes(),
+        ));
     }
-    if !response.headers.iter().any(|(n, _)| n == "content-length") {
-        let _ = fields.set(
-            "content-length",
-            &[response.body.len().to_string().into_bytes()],
-        );
-    }
+    let Some(fields) = Fields::from_list(&headers)
+        .ok()
+        .or_else(|| accepted_fields(headers))
+    else {
+        // Not even an empty header list was accepted; the host answers 500 for a plugin
+        // that sets no response.
+        return;
+    };
     let outgoing = OutgoingResponse::new(fields);
-    if outgoing.set_status_code(response.status).is_err() {
+    if status != 200 && outgoing.set_status_code(status).is_err() {
         let _ = outgoing.set_status_code(500);
     }
     let Ok(body) = outgoing.body() else {
@@ -115,7 +134,7 @@ pub(crate) fn send_response(response: Response, out: ResponseOutparam) {
         let Ok(stream) = body.write() else {
             return;
         };
-        for chunk in response.body.chunks(WRITE_CHUNK) {
+        for chunk in bytes.chunks(WRITE_CHUNK) {
             if stream.blocking_write_and_flush(chunk).is_err() {
                 // The client went away; nothing more to do.
                 return;
@@ -123,6 +142,24 @@ pub(crate) fn send_response(response: Response, out: ResponseOutparam) {
         }
     }
     let _ = OutgoingBody::finish(body, None);
+}
+
+/// The fields of `headers` less those the host refuses (forbidden, malformed, or past its size
+/// limit), as appending them one by one would give. Only for a rejected `from-list`, so it may
+/// take a call per header; it uses no import but `from-list`, keeping components small.
+fn accepted_fields(headers: Vec<(String, Vec<u8>)>) -> Option<Fields> {
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len());
+    let mut fields = None;
+    for header in headers {
+        kept.push(header);
+        match Fields::from_list(&kept) {
+            Ok(accepted) => fields = Some(accepted),
+            Err(_) => {
+                kept.pop();
+            }
+        }
+    }
+    fields.or_else(|| Fields::from_list(&[]).ok())
 }
 
 #[cfg(test)]

@@ -66,6 +66,23 @@ async fn a_trapping_plugin_fails_only_its_own_request() {
 }
 
 #[tokio::test]
+async fn an_sdk_response_keeps_its_status_and_headers_and_loses_only_forbidden_ones() {
+    let server = Server::start();
+    server.deploy_guest(Guest::Trap).await;
+    let reply = server.get("/trap/headers").await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.text(), "accepted");
+    assert_eq!(reply.headers["x-before"], "1");
+    assert_eq!(reply.headers["x-after"], "2");
+    assert_eq!(reply.headers["content-length"], "8");
+    assert!(
+        !reply.headers.contains_key("upgrade"),
+        "{:?}",
+        reply.headers
+    );
+}
+
+#[tokio::test]
 async fn a_plain_wasi_http_component_serves_unchanged() {
     let server = Server::start();
     server.deploy_guest(Guest::PlainHttp).await;
