@@ -204,3 +204,24 @@ impl Request {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_built_request_has_only_the_caller_it_was_given() {
+        // Not built by the host, so `user()` must not ask the host (natively that would panic).
+        let anonymous = Request::new(Method::Get, "/");
+        assert_eq!(anonymous.user(), None);
+        let user = User {
+            id: "u1".into(),
+            email: "a@example.com".into(),
+            roles: vec!["user".into()],
+        };
+        let signed_in = Request::new(Method::Get, "/").with_user(user.clone());
+        assert_eq!(signed_in.user(), Some(&user));
+        // A clone keeps the caller already known.
+        assert_eq!(signed_in.clone().user(), Some(&user));
+    }
+}
