@@ -82,10 +82,10 @@ pub struct Request {
     pub(crate) body: Vec<u8>,
     pub(crate) route: String,
     pub(crate) params: Vec<(String, String)>,
-    /// The caller, asked of the host on the first [`Request::user`] call when `from_host`:
-    /// a plugin that never looks pays no host call, and does not import `plinth:host/identity`.
+    /// The caller. Left empty only in a request the host built, and then asked of the host on
+    /// the first [`Request::user`] call: a plugin that never looks pays no host call, and does
+    /// not import `plinth:host/identity`.
     pub(crate) user: OnceCell<Option<User>>,
-    pub(crate) from_host: bool,
 }
 
 impl Request {
@@ -98,8 +98,8 @@ impl Request {
             body: Vec::new(),
             route: String::new(),
             params: Vec::new(),
-            user: OnceCell::new(),
-            from_host: false,
+            // Built by hand (a native test): no caller unless `with_user` gives one.
+            user: OnceCell::from(None),
         }
     }
 
@@ -112,9 +112,7 @@ impl Request {
     /// Who is calling: the account the host authenticated, or `None` when anonymous. Routes
     /// with `auth = "user"` or `"role:NAME"` in `plinth.toml` always have a caller.
     pub fn user(&self) -> Option<&User> {
-        self.user
-            .get_or_init(|| self.from_host.then(crate::wasi_http::caller).flatten())
-            .as_ref()
+        self.user.get_or_init(crate::wasi_http::caller).as_ref()
     }
 
     /// Sets the matched route and its parameters (what the host supplies), for tests.

@@ -46,8 +46,8 @@ pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String>
         body,
         route: matched.pattern,
         params: matched.params,
+        // Asked of the host only if the plugin calls `Request::user`.
         user: std::cell::OnceCell::new(),
-        from_host: true,
     })
 }
 
