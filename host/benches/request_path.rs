@@ -78,7 +78,11 @@ async fn serve_hello(
     limits: plinth::runtime::limits::Limits,
     reuse: Option<Arc<InstancePool>>,
 ) -> Result<()> {
+    // The headers every request reaches a plugin with: the client's Host and the request id
+    // the front door adds.
     let request = http::Request::get("http://localhost/hello/bench")
+        .header(http::header::HOST, "localhost")
+        .header("x-request-id", "5f0c9a7e2b1d4c3a8e6f0b9d2c4a1e7f")
         .body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let context = RequestContext {
         route: RouteCtx {

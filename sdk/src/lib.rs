@@ -72,14 +72,9 @@ pub mod __private {
 
     /// Converts the wasi:http request, runs the plugin, and sends its response.
     pub fn serve<P: crate::Plugin>(incoming: IncomingRequest, out: ResponseOutparam) {
-        let response = match crate::wasi_http::read_request(incoming) {
-            Ok(request) => P::handle(request),
-            Err(message) => Response::error(400, "bad_request", &message),
-        };
+        let response = crate::wasi_http::serve(incoming, P::handle);
         crate::wasi_http::send_response(response, out);
     }
-
-    use crate::Response;
 }
 
 /// Exports a [`Plugin`] type as the component's `wasi:http/incoming-handler`.

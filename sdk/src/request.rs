@@ -73,19 +73,25 @@ impl User {
     }
 }
 
-/// An incoming HTTP request, body fully read.
+/// An incoming HTTP request.
+///
+/// Headers, and the body of a GET or HEAD, are read from the host the first time the plugin
+/// asks for them, so a handler that never looks pays no host calls for them. Other methods'
+/// bodies are read in full before the handler runs.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub(crate) method: Method,
     pub(crate) path_with_query: String,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
-    pub(crate) body: Vec<u8>,
+    pub(crate) headers: OnceCell<Vec<(String, Vec<u8>)>>,
+    pub(crate) body: OnceCell<Result<Vec<u8>, String>>,
     pub(crate) route: String,
     pub(crate) params: Vec<(String, String)>,
     /// The caller. Left empty only in a request the host built, and then asked of the host on
     /// the first [`Request::user`] call: a plugin that never looks pays no host call, and does
     /// not import `plinth:host/identity`.
     pub(crate) user: OnceCell<Option<User>>,
+    /// The host request the parts not read yet come from; `None` when built by hand.
+    pub(crate) source: Option<crate::wasi_http::Source>,
 }
 
 impl Request {
@@ -94,12 +100,13 @@ impl Request {
         Self {
             method,
             path_with_query: path_with_query.to_string(),
-            headers: Vec::new(),
-            body: Vec::new(),
+            headers: OnceCell::from(Vec::new()),
+            body: OnceCell::from(Ok(Vec::new())),
             route: String::new(),
             params: Vec::new(),
             // Built by hand (a native test): no caller unless `with_user` gives one.
             user: OnceCell::from(None),
+            source: None,
         }
     }
 
@@ -127,14 +134,19 @@ impl Request {
 
     /// Adds a header, for tests.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        let source = self.source;
+        let mut headers = self
+            .headers
+            .take()
+            .unwrap_or_else(|| crate::wasi_http::headers(source));
+        headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+        self.headers = OnceCell::from(headers);
         self
     }
 
     /// Sets the body, for tests.
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
+        self.body = OnceCell::from(Ok(body.into()));
         self
     }
 
@@ -157,12 +169,13 @@ impl Request {
 
     /// The first value of a header (names are case-insensitive), if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
+        find_header(self.headers(), name)
     }
 
     /// Every header as (lower-case name, raw value).
     pub fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
+        self.headers
+            .get_or_init(|| crate::wasi_http::headers(self.source))
     }
 
     /// The route pattern the host matched, as written in `plinth.toml` (e.g. `/hello/{name}`).
@@ -183,21 +196,30 @@ impl Request {
         &self.params
     }
 
-    /// The body bytes.
+    /// The body bytes (empty if reading a GET or HEAD body failed; [`Request::text`] and
+    /// [`Request::json`] answer that with a 400).
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.read_body().map_or(&[], Vec::as_slice)
+    }
+
+    /// The body, or why reading it failed.
+    fn read_body(&self) -> Result<&Vec<u8>, crate::Response> {
+        self.body
+            .get_or_init(|| crate::wasi_http::body(self.source))
+            .as_ref()
+            .map_err(|message| crate::Response::error(400, "bad_request", message))
     }
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str, crate::Response> {
-        std::str::from_utf8(&self.body).map_err(|_| {
+        std::str::from_utf8(self.read_body()?).map_err(|_| {
             crate::Response::error(400, "invalid_body", "the request body is not UTF-8 text")
         })
     }
 
     /// The body parsed as JSON. The error is a ready 400 response naming the problem.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, crate::Response> {
-        serde_json::from_slice(&self.body).map_err(|e| {
+        serde_json::from_slice(self.read_body()?).map_err(|e| {
             crate::Response::error(400, "invalid_json", &format!("invalid JSON body: {e}"))
         })
     }
@@ -221,5 +243,36 @@ mod tests {
         assert_eq!(signed_in.user(), Some(&user));
         // A clone keeps the caller already known.
         assert_eq!(signed_in.clone().user(), Some(&user));
+    }
+
+    #[test]
+    fn a_hand_built_request_has_only_the_headers_and_body_it_was_given() {
+        // Not built by the host, so nothing is read from it (natively that would panic).
+        let bare = Request::new(Method::Get, "/");
+        assert!(bare.headers().is_empty());
+        assert!(bare.body().is_empty());
+        let request = Request::new(Method::Post, "/items?x=1")
+            .with_header("X-Probe", "p-1")
+            .with_header("x-other", "2")
+            .with_body("{\"a\": 1}");
+        assert_eq!(request.header("x-probe"), Some("p-1"));
+        assert_eq!(request.headers().len(), 2);
+        assert_eq!(request.body(), b"{\"a\": 1}");
+        let value: serde_json::Value = request.json().ok().unwrap_or_default();
+        assert_eq!(value["a"], 1);
+        assert_eq!(request.clone().header("x-other"), Some("2"));
+    }
+
+    #[test]
+    fn a_body_that_could_not_be_read_is_empty_and_a_400_for_text_and_json() {
+        let mut request = Request::new(Method::Get, "/");
+        request.body = OnceCell::from(Err("reading the request body failed: reset".into()));
+        assert!(request.body().is_empty());
+        let Err(response) = request.text() else {
+            panic!("text() read a body that failed");
+        };
+        assert_eq!(response.status, 400);
+        assert!(String::from_utf8_lossy(&response.body).contains("reset"));
+        assert!(request.json::<serde_json::Value>().is_err());
     }
 }

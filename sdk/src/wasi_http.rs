@@ -8,6 +8,7 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::{Method, Request, Response, User};
+use std::cell::{Cell, OnceCell, RefCell};
 
 /// Bytes per read from the body stream.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -29,26 +30,77 @@ fn method(m: WasiMethod) -> Method {
     }
 }
 
-/// Reads the whole request, body included, plus the route the host matched.
-pub(crate) fn read_request(incoming: IncomingRequest) -> Result<Request, String> {
-    let headers = incoming.headers().entries();
+/// Which host request a [`Request`] came from, so the parts read on demand are read from
+/// that one and no other (a request kept past its handler reads nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Source(u64);
+
+thread_local! {
+    /// The request being handled, kept until its handler returns so headers and a GET body can
+    /// be read only if the plugin asks. Wasm guests are single-threaded: one at a time.
+    static CURRENT: RefCell<Option<(Source, IncomingRequest)>> = const { RefCell::new(None) };
+    static SERVED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `handle` on the request read from `incoming`, which stays readable (headers, a GET
+/// body) until `handle` returns; a request that cannot be read is answered 400.
+pub(crate) fn serve(
+    incoming: IncomingRequest,
+    handle: impl FnOnce(Request) -> Response,
+) -> Response {
+    let source = Source(SERVED.replace(SERVED.get() + 1));
+    let request = read_request(&incoming, source);
+    CURRENT.set(Some((source, incoming)));
+    let response = match request {
+        Ok(request) => handle(request),
+        Err(message) => Response::error(400, "bad_request", &message),
+    };
+    // Drops the request: nothing reads it after its handler.
+    CURRENT.set(None);
+    response
+}
+
+/// The request's method, path and matched route; the body too, unless the method is GET or
+/// HEAD (read on demand: most have none, and reading an empty stream costs several calls).
+fn read_request(incoming: &IncomingRequest, source: Source) -> Result<Request, String> {
     let method = method(incoming.method());
-    let body = if surely_empty(&method, &headers) {
-        Vec::new()
+    let body = if matches!(method, Method::Get | Method::Head) {
+        OnceCell::new()
     } else {
-        read_body(&incoming)?
+        OnceCell::from(Ok(read_body(incoming)?))
     };
     let matched = route::current();
     Ok(Request {
         method,
         path_with_query: incoming.path_with_query().unwrap_or_else(|| "/".into()),
-        headers,
+        headers: OnceCell::new(),
         body,
         route: matched.pattern,
         params: matched.params,
         // Asked of the host only if the plugin calls `Request::user`.
-        user: std::cell::OnceCell::new(),
+        user: OnceCell::new(),
+        source: Some(source),
     })
+}
+
+/// Runs `read` on the host request `source` names, if it is the one being handled.
+fn with_current<T>(source: Option<Source>, read: impl FnOnce(&IncomingRequest) -> T) -> Option<T> {
+    let source = source?;
+    CURRENT.with_borrow(|current| match current {
+        Some((id, incoming)) if *id == source => Some(read(incoming)),
+        _ => None,
+    })
+}
+
+/// The headers of the request `source` names (none for a hand-built or finished request).
+pub(crate) fn headers(source: Option<Source>) -> Vec<(String, Vec<u8>)> {
+    with_current(source, |incoming| incoming.headers().entries()).unwrap_or_default()
+}
+
+/// The body of the request `source` names, read in full (empty for a hand-built or finished
+/// request).
+pub(crate) fn body(source: Option<Source>) -> Result<Vec<u8>, String> {
+    with_current(source, read_body).unwrap_or(Ok(Vec::new()))
 }
 
 /// The authenticated caller of the current request, asked of the host.
@@ -58,17 +110,6 @@ pub(crate) fn caller() -> Option<User> {
         email: u.email,
         roles: u.roles,
     })
-}
-
-/// A GET or HEAD without `content-length` or `transfer-encoding` has no body (RFC 9112 §6.3;
-/// RFC 9110 gives a GET body no meaning), so the several host calls of reading an empty body
-/// stream are skipped on the most common request.
-fn surely_empty(method: &Method, headers: &[(String, Vec<u8>)]) -> bool {
-    matches!(method, Method::Get | Method::Head)
-        && !headers.iter().any(|(name, _)| {
-            name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("transfer-encoding")
-        })
 }
 
 fn read_body(incoming: &IncomingRequest) -> Result<Vec<u8>, String> {
@@ -160,31 +201,4 @@ fn accepted_fields(headers: Vec<(String, Vec<u8>)>) -> Option<Fields> {
         }
     }
     fields.or_else(|| Fields::from_list(&[]).ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(name: &str, value: &str) -> (String, Vec<u8>) {
-        (name.to_string(), value.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn only_a_get_or_head_without_framing_headers_skips_the_body() {
-        let plain = [header("host", "example.com")];
-        assert!(surely_empty(&Method::Get, &plain));
-        assert!(surely_empty(&Method::Head, &plain));
-        // A body is announced, or the method carries one: read it.
-        assert!(!surely_empty(
-            &Method::Get,
-            &[header("Content-Length", "3")]
-        ));
-        assert!(!surely_empty(
-            &Method::Get,
-            &[header("transfer-encoding", "chunked")]
-        ));
-        assert!(!surely_empty(&Method::Post, &plain));
-        assert!(!surely_empty(&Method::Delete, &plain));
-    }
 }

@@ -1,6 +1,6 @@
 //! Serving plugin routes: matching, params, errors, traps, guards, and a plain wasi:http component.
 
-use crate::harness::{Guest, Server, TOKEN};
+use crate::harness::{Guest, Reply, Server, TOKEN};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -80,6 +80,39 @@ async fn an_sdk_response_keeps_its_status_and_headers_and_loses_only_forbidden_o
         "{:?}",
         reply.headers
     );
+}
+
+#[tokio::test]
+async fn an_sdk_plugin_reads_headers_and_bodies_when_it_asks() {
+    let server = Server::start();
+    server.deploy_guest(Guest::Trap).await;
+    let echo = |method: Method, body: Option<&'static str>| {
+        let mut request = server
+            .client()
+            .request(method, format!("{}/trap/echo", server.base))
+            .header("x-probe", "p-1");
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        async move { Reply::read(request.send().await.expect("request failed")).await }
+    };
+    // A POST body is read before the handler runs; the header when the handler asks.
+    let reply = echo(Method::POST, Some("posted text")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body"], "posted text");
+    assert_eq!(seen["probe"], "p-1");
+    // A GET body is read only when the handler asks, and is still all there.
+    let seen = echo(Method::GET, Some("a GET body")).await.json();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["body"], "a GET body");
+    assert_eq!(seen["probe"], "p-1");
+    // A GET without a body reads as empty; the headers are this request's own.
+    let seen = echo(Method::GET, None).await.json();
+    assert_eq!(seen["body"], "");
+    assert_eq!(seen["probe"], "p-1");
+    assert!(seen["headers"].as_u64().unwrap() >= 2, "{seen}");
 }
 
 #[tokio::test]
