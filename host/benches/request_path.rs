@@ -157,7 +157,7 @@ fn main() -> Result<()> {
     let runtime = Runtime::new(
         store.clone(),
         config.kv_limits,
-        config.limits.caps.memory,
+        config.limits.pool_size(),
         logs.clone(),
     )?;
     let wasm_path = guest_dir().join("hello.wasm");

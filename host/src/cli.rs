@@ -381,6 +381,11 @@ pub struct ServeArgs {
     /// Plugin requests served at once across all plugins; more get 503 [default: 256]
     #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<u32>,
+    /// Plugin instances alive at once, in flight or kept idle for reuse; the engine reserves
+    /// address space for each at start (lower it where overcommit is tight) [default: 1000,
+    /// or --max-in-flight if higher]
+    #[arg(long, env = "PLINTH_MAX_INSTANCES", value_name = "N")]
+    pub max_instances: Option<u32>,
     /// How long a request waits for a busy plugin before 503 [default: 1s]
     #[arg(long, env = "PLINTH_QUEUE_TIMEOUT", value_name = "DURATION")]
     pub queue_timeout: Option<String>,
@@ -435,6 +440,7 @@ impl ServeArgs {
             max_concurrency: self.max_concurrency,
             max_request_body: self.max_request_body,
             max_in_flight: self.max_in_flight,
+            max_instances: self.max_instances,
             queue_timeout: self.queue_timeout.clone(),
             header_timeout: self.header_timeout.clone(),
             max_connections: self.max_connections,

@@ -24,6 +24,9 @@ pub const DEFAULT_KV_MAX_VALUE_SIZE: ByteSize = ByteSize(1024 * 1024);
 pub const DEFAULT_KV_QUOTA: ByteSize = ByteSize(256 * 1024 * 1024);
 /// Default cap on requests being served at once across all plugins.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
+/// Default number of instance slots the engine reserves (raised to `max_in_flight` if that is
+/// higher): in-flight requests plus instances kept idle for reuse.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 /// Default time a request waits for a busy plugin before 503.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Versions of each plugin kept for rollback by default.
@@ -191,6 +194,8 @@ pub struct RawConfig {
     pub max_response_body_cap: Option<ByteSize>,
     /// Plugin requests served at once across all plugins; more get 503 at once.
     pub max_in_flight: Option<u32>,
+    /// Plugin instances alive at once (in flight or idle for reuse): sizes the engine's pool.
+    pub max_instances: Option<u32>,
     /// How long a request waits for a busy plugin before 503, e.g. `1s`.
     pub queue_timeout: Option<String>,
     /// Time to send a request's headers, and most idle keep-alive time, e.g. `10s`.
@@ -292,6 +297,7 @@ impl RawConfig {
             max_response_body: self.max_response_body.or(lower.max_response_body),
             max_response_body_cap: self.max_response_body_cap.or(lower.max_response_body_cap),
             max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            max_instances: self.max_instances.or(lower.max_instances),
             queue_timeout: self.queue_timeout.or(lower.queue_timeout),
             header_timeout: self.header_timeout.or(lower.header_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
@@ -390,10 +396,26 @@ impl RawConfig {
                 value: e.value,
                 reason: e.reason,
             })?;
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1);
+        let max_instances = match self.max_instances {
+            None => DEFAULT_MAX_INSTANCES.max(max_in_flight),
+            Some(n) if n >= max_in_flight => n,
+            Some(n) => {
+                return Err(ConfigError::Value {
+                    key: "max_instances",
+                    value: n.to_string(),
+                    reason: format!(
+                        "below max_in_flight ({max_in_flight}): every request in flight needs \
+                         an instance"
+                    ),
+                });
+            }
+        };
         let limits = LimitSettings {
             defaults: limit_defaults,
             caps,
-            max_in_flight: self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
+            max_in_flight,
+            max_instances,
             queue_timeout: parse_ttl("queue_timeout", self.queue_timeout, DEFAULT_QUEUE_TIMEOUT)?,
         };
         let defaults = PasswordParams::default();
@@ -493,8 +515,21 @@ pub struct LimitSettings {
     pub caps: Limits,
     /// Plugin requests served at once across all plugins (503 `overloaded` beyond).
     pub max_in_flight: u32,
+    /// Instances alive at once, in flight or idle for reuse: the size of the engine's pool.
+    pub max_instances: u32,
     /// How long a request waits for a busy plugin before 503 `plugin_busy`.
     pub queue_timeout: Duration,
+}
+
+impl LimitSettings {
+    /// How the engine's instance pool is sized: one slot per instance allowed at once, each as
+    /// large as the biggest memory a manifest may ask for.
+    pub fn pool_size(&self) -> crate::runtime::limits::PoolSize {
+        crate::runtime::limits::PoolSize {
+            instances: self.max_instances,
+            max_memory: self.caps.memory,
+        }
+    }
 }
 
 impl Default for LimitSettings {
@@ -503,6 +538,7 @@ impl Default for LimitSettings {
             defaults: DEFAULT_LIMITS,
             caps: DEFAULT_CAPS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_instances: DEFAULT_MAX_INSTANCES,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
         }
     }
@@ -619,5 +655,25 @@ mod tests {
             ..RawConfig::default()
         };
         assert!(short.resolve().is_err());
+    }
+
+    #[test]
+    fn the_instance_pool_covers_every_request_in_flight() {
+        let cfg = RawConfig::default().resolve().unwrap();
+        assert_eq!(cfg.limits.max_instances, DEFAULT_MAX_INSTANCES);
+        assert_eq!(cfg.limits.pool_size().max_memory, cfg.limits.caps.memory);
+        // Unset, it grows with max_in_flight rather than refusing a busy server's settings.
+        let busy: RawConfig = toml::from_str("max_in_flight = 4000").unwrap();
+        assert_eq!(busy.resolve().unwrap().limits.max_instances, 4000);
+        let small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 8").unwrap();
+        assert_eq!(small.resolve().unwrap().limits.pool_size().instances, 8);
+        let too_small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 4").unwrap();
+        assert!(matches!(
+            too_small.resolve(),
+            Err(ConfigError::Value {
+                key: "max_instances",
+                ..
+            })
+        ));
     }
 }

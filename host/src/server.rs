@@ -68,9 +68,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         tokio::task::spawn_blocking({
             let store = store.clone();
             let limits = config.kv_limits;
-            let max_memory = config.limits.caps.memory;
+            let pool = config.limits.pool_size();
             let logs = logs.clone();
-            move || Runtime::new(store, limits, max_memory, logs)
+            move || Runtime::new(store, limits, pool, logs)
         })
         .await
         .map_err(|e| ServeError::Startup(e.to_string()))??,

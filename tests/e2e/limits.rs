@@ -287,6 +287,59 @@ async fn busy_plugins_and_a_full_host_answer_503() {
 }
 
 #[tokio::test]
+async fn a_small_instance_pool_serves_every_request_it_lets_in() {
+    let dir = TempDir::new();
+    let options = Options {
+        args: ["--max-in-flight", "4", "--max-instances", "4"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let server = Arc::new(Server::start_with(dir.path(), options));
+    server.deploy_guest(Guest::Hello).await;
+    // 32 at once against 4 slots: each is served, or refused as `overloaded` at the door; none
+    // is let in and then finds no instance slot free (503 `plugin_unavailable`).
+    let requests: Vec<_> = (0..32)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move { server.get(&format!("/hello/n{i}")).await })
+        })
+        .collect();
+    let mut served = 0;
+    for request in requests {
+        let reply = request.await.unwrap();
+        match reply.status {
+            StatusCode::OK => served += 1,
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(reply.code(), "overloaded"),
+            other => panic!("{other}: {}", reply.text()),
+        }
+    }
+    assert!(served >= 4, "only {served} of 32 served");
+    assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+}
+
+#[test]
+fn an_instance_pool_smaller_than_max_in_flight_is_refused_at_start() {
+    let dir = TempDir::new();
+    let options = Options {
+        args: ["--max-in-flight", "8", "--max-instances", "4"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let out = crate::harness::command(&dir.path(), &options)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_instances") && stderr.contains("max_in_flight"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn manifests_may_not_raise_limits_past_the_operators_caps() {
     let server = Server::start();
     let manifest = misbehave_with("timeout = \"5m\"");

@@ -353,22 +353,34 @@ impl Drop for EpochTicker {
         }
     }
 }
-/// Instances alive at once across all plugins; the pool reserves (virtual) slots for each.
-pub const MAX_INSTANCES: u32 = 1000;
+/// How the engine's instance pool is sized. Each slot reserves address space up front (about
+/// `max_memory` plus guard pages), so the product must fit what the host lets a process map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// Instances alive at once across all plugins, in flight or kept idle for reuse.
+    pub instances: u32,
+    /// The largest memory any plugin may have (the operator's cap): the size of each slot.
+    pub max_memory: u64,
+}
+
+/// Core instances, and tables, one component instance may hold: a Rust component has its main
+/// module plus the shims wit-component adds.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// Resident bytes kept per memory and table slot between instances, instead of handing the
 /// pages back to the kernel: saves the `madvise` + page faults on every request.
 const KEEP_RESIDENT: usize = 1 << 20;
 
-/// The engine configuration every plugin runs under; `max_memory` is the largest memory any
-/// plugin may have (the operator's cap), which sizes each slot of the pool.
-pub fn engine_config(max_memory: u64) -> Config {
-    let max_memory = usize::try_from(max_memory).unwrap_or(usize::MAX);
+/// The engine configuration every plugin runs under, its pool sized by `size`.
+pub fn engine_config(size: PoolSize) -> Config {
+    let max_memory = usize::try_from(size.max_memory).unwrap_or(usize::MAX);
+    let instances = size.instances.max(1);
+    let per_component = instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(MAX_INSTANCES)
-        .total_core_instances(MAX_INSTANCES * 4)
-        .total_memories(MAX_INSTANCES)
-        .total_tables(MAX_INSTANCES * 4)
-        .total_stacks(MAX_INSTANCES)
+    pool.total_component_instances(instances)
+        .total_core_instances(per_component)
+        .total_memories(instances)
+        .total_tables(per_component)
+        .total_stacks(instances)
         .max_memory_size(max_memory)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)

@@ -201,17 +201,17 @@ fn check_header(bytes: &[u8]) -> Result<(), CompileError> {
 }
 
 impl Runtime {
-    /// Builds the engine (see `limits`) and the linker with everything a plugin may import.
-    /// Plugins keep their key-value data in `store`, within `kv_limits`; no instance's memory
-    /// may exceed `max_memory`.
+    /// Builds the engine, its instance pool sized by `pool` (see `limits`), and the linker with
+    /// everything a plugin may import. Plugins keep their key-value data in `store`, within
+    /// `kv_limits`.
     pub fn new(
         store: Arc<dyn crate::store::Store>,
         kv_limits: KvLimits,
-        max_memory: u64,
+        pool: limits::PoolSize,
         logs: Arc<crate::plugin_logs::PluginLogs>,
     ) -> Result<Self, EngineError> {
-        let engine = Engine::new(&limits::engine_config(max_memory))
-            .map_err(|e| EngineError(format!("{e:#}")))?;
+        let engine =
+            Engine::new(&limits::engine_config(pool)).map_err(|e| EngineError(format!("{e:#}")))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| EngineError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         // All of WASI 0.2 is linked so standard components instantiate, but the context grants
