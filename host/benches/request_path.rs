@@ -169,7 +169,7 @@ fn main() -> Result<()> {
     })?;
     let code = runtime.compile(&component)?;
     let limits = config.limits.defaults;
-    let pool = Arc::new(InstancePool::new(1));
+    let pool = Arc::new(runtime.instance_pool(1));
 
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let mut rows: Vec<(&str, f64)> = Vec::new();

@@ -382,8 +382,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<u32>,
     /// Plugin instances alive at once, in flight or kept idle for reuse; the engine reserves
-    /// address space for each at start (lower it where overcommit is tight) [default: 1000,
-    /// or --max-in-flight if higher]
+    /// address space for each at start (lower it where overcommit is tight); idle ones keep only
+    /// the slots beyond --max-in-flight [default: 1000, or --max-in-flight if higher]
     #[arg(long, env = "PLINTH_MAX_INSTANCES", value_name = "N")]
     pub max_instances: Option<u32>,
     /// How long a request waits for a busy plugin before 503 [default: 1s]

@@ -523,10 +523,12 @@ pub struct LimitSettings {
 
 impl LimitSettings {
     /// How the engine's instance pool is sized: one slot per instance allowed at once, each as
-    /// large as the biggest memory a manifest may ask for.
+    /// large as the biggest memory a manifest may ask for; the slots requests in flight cannot
+    /// need are those idle reused instances may keep.
     pub fn pool_size(&self) -> crate::runtime::limits::PoolSize {
         crate::runtime::limits::PoolSize {
             instances: self.max_instances,
+            idle: self.max_instances.saturating_sub(self.max_in_flight),
             max_memory: self.caps.memory,
         }
     }
@@ -666,7 +668,10 @@ mod tests {
         let busy: RawConfig = toml::from_str("max_in_flight = 4000").unwrap();
         assert_eq!(busy.resolve().unwrap().limits.max_instances, 4000);
         let small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 8").unwrap();
-        assert_eq!(small.resolve().unwrap().limits.pool_size().instances, 8);
+        let small = small.resolve().unwrap().limits.pool_size();
+        assert_eq!((small.instances, small.idle), (8, 0));
+        let spare: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 10").unwrap();
+        assert_eq!(spare.resolve().unwrap().limits.pool_size().idle, 2);
         let too_small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 4").unwrap();
         assert!(matches!(
             too_small.resolve(),

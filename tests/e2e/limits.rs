@@ -442,6 +442,45 @@ async fn served(server: &Server, path: &str) -> u64 {
 }
 
 #[tokio::test]
+async fn idle_reused_instances_never_take_the_slots_requests_need() {
+    // As many slots as requests in flight: none to spare for idle instances.
+    let dir = TempDir::new();
+    let server = Arc::new(Server::start_with(
+        dir.path(),
+        Options {
+            args: [
+                "--instance-reuse",
+                "public",
+                "--max-in-flight",
+                "3",
+                "--max-instances",
+                "3",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Options::default()
+        },
+    ));
+    let reply = deploy_reusing_misbehave(&server).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    server.deploy_guest(Guest::Hello).await;
+    // Three instances of the reusing plugin at once, each finishing cleanly...
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.get("/misbehave/sleep/500").await.status })
+        })
+        .collect();
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap(), StatusCode::OK);
+    }
+    // ...were not kept (the next one is fresh), so another plugin still finds a slot.
+    assert_eq!(served(&server, "/misbehave/count").await, 1);
+    let reply = server.get("/hello/x").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
 async fn instance_reuse_needs_the_operator_and_stays_off_guarded_routes_unless_allowed() {
     // Not allowed by the operator: asking for it is refused, and every request is fresh.
     let server = Server::start();

@@ -98,7 +98,13 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    fn new(record: PluginRecord, manifest: Manifest, code: PluginCode, limits: Limits) -> Self {
+    fn new(
+        runtime: &Runtime,
+        record: PluginRecord,
+        manifest: Manifest,
+        code: PluginCode,
+        limits: Limits,
+    ) -> Self {
         Self {
             name: Arc::from(record.name.as_str()),
             outbound: manifest.outbound.allow.clone().into(),
@@ -108,9 +114,7 @@ impl LoadedPlugin {
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrency as usize)),
             failures: Failures::default(),
             memory_peak: Arc::default(),
-            idle: Arc::new(crate::runtime::InstancePool::new(
-                limits.max_concurrency as usize,
-            )),
+            idle: Arc::new(runtime.instance_pool(limits.max_concurrency as usize)),
             limits,
         }
     }
@@ -646,7 +650,7 @@ impl Registry {
                     let code = runtime
                         .load(&record.sha256, &bytes)
                         .map_err(|e| e.to_string())?;
-                    Ok(LoadedPlugin::new(record, manifest, code, limits))
+                    Ok(LoadedPlugin::new(&runtime, record, manifest, code, limits))
                 })();
                 (name, result)
             }));
@@ -742,6 +746,7 @@ impl Registry {
             deployed_by,
         };
         let candidate = Arc::new(LoadedPlugin::new(
+            &self.runtime,
             record.clone(),
             manifest.clone(),
             code.clone(),
@@ -770,7 +775,13 @@ impl Registry {
             Ok::<_, StoreError>(stored)
         })
         .await??;
-        let plugin = Arc::new(LoadedPlugin::new(stored, manifest, code, limits));
+        let plugin = Arc::new(LoadedPlugin::new(
+            &self.runtime,
+            stored,
+            manifest,
+            code,
+            limits,
+        ));
         let routes = build_routes(others(), Some(&plugin))?;
         let mut plugins = current.plugins.clone();
         let created = plugins.insert(name.to_string(), plugin.clone()).is_none();
@@ -876,7 +887,13 @@ impl Registry {
         if !current.plugins.contains_key(name) {
             return Err(DeployError::NotFound(name.to_string()));
         }
-        let plugin = Arc::new(LoadedPlugin::new(target, manifest, code, limits));
+        let plugin = Arc::new(LoadedPlugin::new(
+            &self.runtime,
+            target,
+            manifest,
+            code,
+            limits,
+        ));
         let others = current
             .plugins
             .iter()

@@ -359,6 +359,8 @@ impl Drop for EpochTicker {
 pub struct PoolSize {
     /// Instances alive at once across all plugins, in flight or kept idle for reuse.
     pub instances: u32,
+    /// Of those, how many may be kept idle for reuse: what requests in flight cannot need.
+    pub idle: u32,
     /// The largest memory any plugin may have (the operator's cap): the size of each slot.
     pub max_memory: u64,
 }

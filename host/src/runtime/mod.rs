@@ -28,6 +28,7 @@ use identity::IdentityCtx;
 use keyvalue::{Cursors, KeyValue, KeyValueCtx};
 use limits::{EpochTicker, Limits, ResponseLimit};
 use outgoing_http::OutboundPolicy;
+use reuse::IdleBudget;
 pub use reuse::InstancePool;
 use route::RouteCtx;
 use std::sync::Arc;
@@ -181,6 +182,8 @@ pub struct Runtime {
     fingerprint: String,
     /// How plugins' code was obtained (compiled or loaded from an artifact).
     pub code_stats: artifacts::CodeStats,
+    /// The pool slots idle reused instances may keep, shared by every plugin's pool.
+    idle_budget: Arc<IdleBudget>,
     /// Advances the epoch that interrupts running guests; stops with the runtime.
     _ticker: EpochTicker,
 }
@@ -257,8 +260,15 @@ impl Runtime {
             cursors: Arc::default(),
             logs,
             code_stats: artifacts::CodeStats::default(),
+            idle_budget: Arc::new(IdleBudget::new(pool.idle as usize)),
             _ticker: ticker,
         })
+    }
+
+    /// An empty pool for a plugin version's idle instances, keeping at most `capacity` of them
+    /// and drawing on the budget all pools share.
+    pub fn instance_pool(&self, capacity: usize) -> InstancePool {
+        InstancePool::new(capacity, self.idle_budget.clone())
     }
 
     /// Validates, compiles and links a component without storing its artifact. CPU-heavy and
