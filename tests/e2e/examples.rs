@@ -10,10 +10,7 @@ use std::sync::Arc;
 #[tokio::test]
 async fn counter_adds_atomically_and_lists() {
     let dir = TempDir::new();
-    let options = Options {
-        args: ["--queue-timeout", "20s"].map(String::from).to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--queue-timeout", "20s"]);
     let server = Arc::new(Server::start_with(dir.path(), options));
     server.deploy_guest(Guest::Counter).await;
     let tasks: Vec<_> = (0..50)

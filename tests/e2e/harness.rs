@@ -68,6 +68,16 @@ pub struct Options {
     pub settings_in_env: bool,
 }
 
+impl Options {
+    /// Default options plus these command-line arguments after `serve`.
+    pub fn with_args(args: &[&str]) -> Self {
+        Self {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Self::default()
+        }
+    }
+}
+
 /// A running `plinth serve`.
 pub struct Server {
     child: Child,

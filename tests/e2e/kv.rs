@@ -90,10 +90,7 @@ async fn plugins_see_only_their_own_buckets_whatever_the_key() {
 async fn concurrent_increments_add_up_exactly() {
     let dir = TempDir::new();
     // 200 at once against 16 instances: let them queue as long as a loaded machine needs.
-    let options = Options {
-        args: ["--queue-timeout", "20s"].map(String::from).to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--queue-timeout", "20s"]);
     let server = Server::start_with(dir.path(), options);
     server.deploy_guest(Guest::KvPlain).await;
     let server = std::sync::Arc::new(server);
@@ -160,12 +157,7 @@ async fn listing_pages_visit_each_of_ten_thousand_keys_once_in_order() {
 #[tokio::test]
 async fn writes_over_the_limits_fail_clearly_and_change_nothing() {
     let dir = TempDir::new();
-    let options = Options {
-        args: ["--kv-quota", "2KiB", "--kv-max-value-size", "100"]
-            .map(String::from)
-            .to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--kv-quota", "2KiB", "--kv-max-value-size", "100"]);
     let server = Server::start_with(dir.path(), options);
     server.deploy_guest(Guest::KvPlain).await;
 

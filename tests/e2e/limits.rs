@@ -241,10 +241,7 @@ async fn bodies_over_their_limits_are_refused_or_cut_off() {
 #[tokio::test]
 async fn busy_plugins_and_a_full_host_answer_503() {
     let dir = TempDir::new();
-    let options = Options {
-        args: ["--max-in-flight", "3"].map(String::from).to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--max-in-flight", "3"]);
     let server = Arc::new(Server::start_with(dir.path(), options));
     let manifest = misbehave_with("max_concurrency = 2\ntimeout = \"10s\"");
     server
@@ -289,12 +286,7 @@ async fn busy_plugins_and_a_full_host_answer_503() {
 #[tokio::test]
 async fn a_small_instance_pool_serves_every_request_it_lets_in() {
     let dir = TempDir::new();
-    let options = Options {
-        args: ["--max-in-flight", "4", "--max-instances", "4"]
-            .map(String::from)
-            .to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--max-in-flight", "4", "--max-instances", "4"]);
     let server = Arc::new(Server::start_with(dir.path(), options));
     server.deploy_guest(Guest::Hello).await;
     // 32 at once against 4 slots: each is served, or refused as `overloaded` at the door; none
@@ -321,12 +313,7 @@ async fn a_small_instance_pool_serves_every_request_it_lets_in() {
 #[test]
 fn an_instance_pool_smaller_than_max_in_flight_is_refused_at_start() {
     let dir = TempDir::new();
-    let options = Options {
-        args: ["--max-in-flight", "8", "--max-instances", "4"]
-            .map(String::from)
-            .to_vec(),
-        ..Options::default()
-    };
+    let options = Options::with_args(&["--max-in-flight", "8", "--max-instances", "4"]);
     let out = crate::harness::command(&dir.path(), &options)
         .stderr(std::process::Stdio::piped())
         .output()
@@ -447,19 +434,14 @@ async fn idle_reused_instances_never_take_the_slots_requests_need() {
     let dir = TempDir::new();
     let server = Arc::new(Server::start_with(
         dir.path(),
-        Options {
-            args: [
-                "--instance-reuse",
-                "public",
-                "--max-in-flight",
-                "3",
-                "--max-instances",
-                "3",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Options::default()
-        },
+        Options::with_args(&[
+            "--instance-reuse",
+            "public",
+            "--max-in-flight",
+            "3",
+            "--max-instances",
+            "3",
+        ]),
     ));
     let reply = deploy_reusing_misbehave(&server).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
