@@ -14,6 +14,13 @@ fn misbehave_with(limits: &str) -> String {
     format!("{head}[limits]\n{limits}\n")
 }
 
+/// A `GET path` running on its own task; its handle yields the status.
+fn spawn_get(server: &Arc<Server>, path: &str) -> tokio::task::JoinHandle<StatusCode> {
+    let server = server.clone();
+    let path = path.to_string();
+    tokio::spawn(async move { server.get(&path).await.status })
+}
+
 /// Hello answers correctly, hammered by 4 concurrent clients, while `attack` runs.
 async fn hello_keeps_serving_during<F: std::future::Future>(
     server: &Arc<Server>,
@@ -104,9 +111,8 @@ async fn runaway_requests_end_with_their_error_and_others_keep_serving() {
     let baseline = server.rss_bytes();
     let attacks: Vec<_> = (0..12)
         .map(|i| {
-            let server = server.clone();
             let path = ["/misbehave/loop", "/misbehave/alloc", "/misbehave/handles"][i % 3];
-            tokio::spawn(async move { server.get(path).await.status })
+            spawn_get(&server, path)
         })
         .collect();
     for attack in attacks {
@@ -249,10 +255,7 @@ async fn busy_plugins_and_a_full_host_answer_503() {
         .await;
     server.deploy_guest(Guest::Hello).await;
     let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            let server = server.clone();
-            tokio::spawn(async move { server.get("/misbehave/sleep/3000").await.status })
-        })
+        .map(|_| spawn_get(&server, "/misbehave/sleep/3000"))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The plugin's two slots are taken: the third waits about a second, then 503.
@@ -265,10 +268,7 @@ async fn busy_plugins_and_a_full_host_answer_503() {
     // Other plugins are unaffected...
     assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
     // ...until the host's own cap: 2 sleeping + 1 more in flight fill it, the next is 503 at once.
-    let third = {
-        let server = server.clone();
-        tokio::spawn(async move { server.get("/misbehave/sleep/1500").await.status })
-    };
+    let third = spawn_get(&server, "/misbehave/sleep/1500");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let reply = server.get("/hello/x").await;
@@ -448,10 +448,7 @@ async fn idle_reused_instances_never_take_the_slots_requests_need() {
     server.deploy_guest(Guest::Hello).await;
     // Three instances of the reusing plugin at once, each finishing cleanly...
     let sleepers: Vec<_> = (0..3)
-        .map(|_| {
-            let server = server.clone();
-            tokio::spawn(async move { server.get("/misbehave/sleep/500").await.status })
-        })
+        .map(|_| spawn_get(&server, "/misbehave/sleep/500"))
         .collect();
     for sleeper in sleepers {
         assert_eq!(sleeper.await.unwrap(), StatusCode::OK);
