@@ -43,10 +43,16 @@ fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
             !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(|| {
-            http::HeaderValue::from_str(&format!("{:032x}", rand::random::<u128>()))
-                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
-        })
+        .unwrap_or_else(new_request_id)
+}
+
+/// 128 random bits as 32 lowercase hex digits (encoded in place: this runs on every request).
+fn new_request_id() -> http::HeaderValue {
+    let mut digits = [0u8; 32];
+    hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits)
+        .ok()
+        .and_then(|()| http::HeaderValue::from_bytes(&digits).ok())
+        .unwrap_or_else(|| http::HeaderValue::from_static("unknown"))
 }
 
 /// The front door's settings.
@@ -143,11 +149,14 @@ pub async fn serve(
             let mut request = request;
             let id = request_id(request.headers());
             request.headers_mut().insert(REQUEST_ID, id.clone());
+            // Fields by `Display`: the log formatter writes them at span creation, on every
+            // request, and `Debug` escapes a string char by char. Neither value holds a space
+            // or a control character (`request_id` checks the id, and hyper the path).
             let span = tracing::info_span!(
                 "request",
-                request_id = id.to_str().unwrap_or_default(),
+                request_id = %id.to_str().unwrap_or_default(),
                 method = %request.method(),
-                path = request.uri().path(),
+                path = %request.uri().path(),
             );
             async move {
                 let uri = request.uri();
@@ -215,4 +224,39 @@ fn uri_too_long() -> axum::response::Response {
         "message": format!("the URL is longer than {MAX_URL_BYTES} bytes"),
     }});
     (http::StatusCode::URI_TOO_LONG, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_request_id_is_32_lowercase_hex_digits_and_never_repeats() {
+        let first = new_request_id();
+        let second = new_request_id();
+        for id in [&first, &second] {
+            assert_eq!(id.len(), 32, "{id:?}");
+            assert!(
+                id.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)),
+                "{id:?}"
+            );
+        }
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_sane_client_request_id_is_kept_and_any_other_replaced() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(REQUEST_ID, http::HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(REQUEST_ID, http::HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&headers).len(), 32);
+        headers.insert(
+            REQUEST_ID,
+            http::HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&headers).len(), 32);
+    }
 }

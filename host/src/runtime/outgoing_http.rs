@@ -317,6 +317,12 @@ fn clamp(options: Option<RequestOptions>) -> RequestOptions {
 }
 
 impl WasiHttpHooks for OutboundPolicy {
+    /// The default list, checked directly: the trait's default builds an `Arc` closure on every
+    /// call, and every header of every request and response is checked.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
