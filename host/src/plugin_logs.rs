@@ -161,6 +161,28 @@ fn rfc3339<S: serde::Serializer>(at: &std::time::SystemTime, s: S) -> Result<S::
 struct Buffer {
     lines: Mutex<Ring>,
     live: broadcast::Sender<Arc<LogLine>>,
+    /// How many of the plugin's lines went to the server log this second.
+    server_log: Mutex<ServerLogWindow>,
+}
+
+/// A one-second window of a plugin's lines in the server log.
+struct ServerLogWindow {
+    started: std::time::Instant,
+    written: u32,
+    /// Lines kept out of the server log since the last report.
+    dropped: u64,
+}
+
+/// Whether a plugin line may go to the server log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerLog {
+    /// Write it; `dropped` earlier lines were kept out and should be reported first.
+    Write {
+        /// Lines kept out since the last report.
+        dropped: u64,
+    },
+    /// Over the rate: keep it out (the plugin's own buffer still has it).
+    Drop,
 }
 
 struct Ring {
@@ -187,7 +209,7 @@ pub struct PluginLogs {
 }
 
 /// Cuts `message` to `max` bytes on a character boundary, marking the cut.
-fn cut(mut message: String, max: usize) -> String {
+pub fn cut(mut message: String, max: usize) -> String {
     if message.len() > max {
         let mut end = max;
         while !message.is_char_boundary(end) {
@@ -228,6 +250,11 @@ impl PluginLogs {
                         next_seq: 1,
                     }),
                     live: broadcast::channel(FOLLOW_BACKLOG).0,
+                    server_log: Mutex::new(ServerLogWindow {
+                        started: std::time::Instant::now(),
+                        written: 0,
+                        dropped: 0,
+                    }),
                 })
             })
             .clone()
@@ -259,6 +286,28 @@ impl PluginLogs {
         ring.lines.push_back(line.clone());
         // Sent under the lock, so followers see lines in `seq` order. No follower: no error.
         let _ = buffer.live.send(line);
+    }
+
+    /// Whether one more of `plugin`'s lines may go to the server log: at most `per_second` a
+    /// second, so a plugin cannot fill the operator's disk or drown other plugins' lines.
+    pub fn admit_to_server_log(&self, plugin: &str, per_second: u32) -> ServerLog {
+        let buffer = self.buffer(plugin);
+        let mut window = buffer
+            .server_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if window.started.elapsed() >= std::time::Duration::from_secs(1) {
+            window.started = std::time::Instant::now();
+            window.written = 0;
+        }
+        if window.written >= per_second {
+            window.dropped += 1;
+            return ServerLog::Drop;
+        }
+        window.written += 1;
+        ServerLog::Write {
+            dropped: std::mem::take(&mut window.dropped),
+        }
     }
 
     /// Lines after `since` (oldest first, at most `limit`), or without `since` the newest

@@ -206,6 +206,80 @@ async fn a_stalled_request_body_ends_with_408() {
 }
 
 #[tokio::test]
+async fn a_host_route_body_that_never_comes_ends_with_408() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let (status_line, took) = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        // `POST /auth/logout` needs no credential: anyone can declare a body and stall.
+        stream
+            .write_all(
+                b"POST /auth/logout HTTP/1.1\r\nHost: localhost\r\n\
+                  Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            )
+            .unwrap();
+        let started = Instant::now();
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        (line, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line:?}");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn connections_that_never_start_a_request_are_closed_at_the_header_timeout() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    server.deploy_guest(Guest::Hello).await;
+    // The HTTP/2 connection preface and an empty SETTINGS frame: a valid connection that
+    // never opens a stream.
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let openings: Vec<(&str, Vec<u8>)> = vec![
+        ("silent", Vec::new()),
+        // Half the preface: enough that HTTP/1 and HTTP/2 cannot be told apart yet.
+        ("half an HTTP/2 preface", b"PRI * HTTP/2.0\r\n".to_vec()),
+        ("an idle HTTP/2 connection", h2),
+    ];
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut waits = Vec::new();
+    for (what, opening) in openings {
+        let addr = addr.clone();
+        waits.push(tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let started = Instant::now();
+            stream.write_all(&opening).unwrap();
+            let mut sink = Vec::new();
+            let closed = match stream.read_to_end(&mut sink) {
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            };
+            (what, closed, started.elapsed())
+        }));
+    }
+    // Meanwhile hello answers.
+    assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+    for wait in waits {
+        let (what, closed, took) = wait.await.unwrap();
+        assert!(closed, "{what}: still open after {took:?}");
+        // Before HTTP/2's ping timeout (1 s + 1 s) could close the idle one.
+        assert!(
+            took < Duration::from_millis(1800),
+            "{what}: closed after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_request_carries_a_request_id_to_the_plugin_the_client_and_the_log() {
     let server = Server::start();
     server.deploy_guest(Guest::PlainHttp).await;

@@ -290,10 +290,19 @@ impl Server {
 
     /// Resident memory of the server process, in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    /// The most resident memory the server process ever had, in bytes (from /proc).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    fn proc_status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap();
         kib * 1024
@@ -427,6 +436,7 @@ pub enum Guest {
     Outbound,
     Webhooks,
     Relay,
+    Hostile,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -459,6 +469,7 @@ impl Guest {
             Guest::Outbound => "outbound",
             Guest::Webhooks => "webhooks",
             Guest::Relay => "relay",
+            Guest::Hostile => "hostile",
         }
     }
 
@@ -478,6 +489,7 @@ impl Guest {
             Guest::Outbound => root.join("tests/programs/outbound"),
             Guest::Webhooks => root.join("plugins/webhooks"),
             Guest::Relay => root.join("plugins/relay"),
+            Guest::Hostile => root.join("tests/programs/hostile"),
         }
     }
 
@@ -496,6 +508,7 @@ impl Guest {
             Guest::Outbound => "outbound.wasm",
             Guest::Webhooks => "webhooks.wasm",
             Guest::Relay => "relay.wasm",
+            Guest::Hostile => "hostile.wasm",
         }
     }
 

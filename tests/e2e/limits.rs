@@ -249,13 +249,22 @@ async fn busy_plugins_and_a_full_host_answer_503() {
     let dir = TempDir::new();
     let options = Options::with_args(&["--max-in-flight", "3"]);
     let server = Arc::new(Server::start_with(dir.path(), options));
-    let manifest = misbehave_with("max_concurrency = 2\ntimeout = \"10s\"");
+    let manifest = misbehave_with("max_concurrency = 2\ntimeout = \"15s\"");
     server
         .deploy("misbehave", &manifest, &Guest::Misbehave.component())
         .await;
     server.deploy_guest(Guest::Hello).await;
+    // The same component under another name and route: a second slow plugin.
+    let sleeper = manifest
+        .replace("name = \"misbehave\"", "name = \"sleeper\"")
+        .replace("/misbehave/{*rest}", "/sleeper/{*rest}");
+    let reply = server
+        .deploy("sleeper", &sleeper, &Guest::Misbehave.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    // Long enough to outlast every step below on a loaded machine.
     let sleepers: Vec<_> = (0..2)
-        .map(|_| spawn_get(&server, "/misbehave/sleep/3000"))
+        .map(|_| spawn_get(&server, "/misbehave/sleep/8000"))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The plugin's two slots are taken: the third waits about a second, then 503.
@@ -265,10 +274,19 @@ async fn busy_plugins_and_a_full_host_answer_503() {
     assert_eq!(reply.code(), "plugin_busy");
     assert_eq!(reply.headers["retry-after"], "1");
     assert!(started.elapsed() >= Duration::from_millis(900));
-    // Other plugins are unaffected...
+    // Requests queued on the busy plugin hold none of the host's capacity: with 2 of the
+    // host's 3 in flight and 20 more waiting for misbehave, other plugins still get the third.
+    let queued: Vec<_> = (0..20)
+        .map(|_| spawn_get(&server, "/misbehave/sleep/10"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
-    // ...until the host's own cap: 2 sleeping + 1 more in flight fill it, the next is 503 at once.
-    let third = spawn_get(&server, "/misbehave/sleep/1500");
+    for waiter in queued {
+        assert_eq!(waiter.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // The host's own cap: 2 sleeping + 1 more in flight on another plugin fill it, and the
+    // next request is 503 at once.
+    let third = spawn_get(&server, "/sleeper/sleep/1500");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let reply = server.get("/hello/x").await;
@@ -279,7 +297,7 @@ async fn busy_plugins_and_a_full_host_answer_503() {
     for sleeper in sleepers {
         assert_eq!(sleeper.await.unwrap(), StatusCode::OK);
     }
-    let _ = third.await;
+    assert_eq!(third.await.unwrap(), StatusCode::OK);
     assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
 }
 

@@ -10,6 +10,7 @@ mod deploy;
 mod examples;
 mod front_door;
 mod harness;
+mod hostile;
 mod kv;
 mod lifecycle;
 mod limits;

@@ -192,6 +192,9 @@ impl ApiError {
                     "unsupported_imports",
                     Some(json!({ "imports": imports })),
                 ),
+                DeployError::Compile(CompileError::OverInstanceLimits(_)) => {
+                    (S::BAD_REQUEST, "component_over_limits", None)
+                }
                 DeployError::Compile(CompileError::MissingExport(_)) => {
                     (S::BAD_REQUEST, "missing_export", None)
                 }

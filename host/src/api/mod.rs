@@ -106,6 +106,11 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) = host_routes(&state);
     let document = Arc::new(document);
     routes
+        // Only the host's own routes: plugin dispatch watches its bodies itself.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_body_timeout,
+        ))
         .route(
             "/admin/openapi.json",
             get(move || {
@@ -116,6 +121,45 @@ pub fn router(state: AppState) -> Router {
         .fallback(plugins::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// A host route's request body must keep coming: one that stalls longer than the body timeout
+/// gets 408 `request_timeout` (as on plugin routes), so a declared body that never arrives
+/// cannot hold a connection, or a graceful shutdown, forever.
+async fn host_body_timeout(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use crate::runtime::limits::{BodyViolation, BodyWatch, RequestLimit};
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let watch = Arc::new(BodyWatch::default());
+    let request = request.map(|body| {
+        axum::body::Body::new(RequestLimit::new(
+            body,
+            u64::MAX, // each route's extractor bounds the size
+            state.body_timeout,
+            watch.clone(),
+        ))
+    });
+    let stalled = || {
+        ApiError::BodyTimeout {
+            timeout: state.body_timeout,
+        }
+        .into_response()
+    };
+    let response = tokio::select! {
+        biased;
+        BodyViolation::TooSlow | BodyViolation::TooLarge = watch.violated() => return stalled(),
+        response = next.run(request) => response,
+    };
+    match watch.current() {
+        Some(_) => stalled(),
+        None => response,
+    }
 }
 
 /// `Json<T>` whose rejections are API errors in Plinth's JSON shape.

@@ -165,11 +165,9 @@ async fn run(
     if declared.is_some_and(|len| len > limits.max_request_body) {
         return too_large(limits.max_request_body);
     }
-    // Admission: a host-wide cap answered at once, then the plugin's own, waited for briefly
-    // (a free slot is taken at once, without arming a timer).
-    let Ok(in_flight) = state.in_flight.clone().try_acquire_owned() else {
-        return ApiError::Overloaded.into_response();
-    };
+    // Admission: the plugin's own slots first, waited for briefly (a free slot is taken at
+    // once, without arming a timer), then the host-wide cap, answered at once. In this order a
+    // request queued on a slow plugin holds nothing any other plugin's requests need.
     let slot = match plugin.slots.clone().try_acquire_owned() {
         Ok(slot) => slot,
         Err(_) => {
@@ -185,6 +183,9 @@ async fn run(
             };
             slot
         }
+    };
+    let Ok(in_flight) = state.in_flight.clone().try_acquire_owned() else {
+        return ApiError::Overloaded.into_response();
     };
     let context = RequestContext {
         route: RouteCtx {

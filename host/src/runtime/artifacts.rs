@@ -109,8 +109,15 @@ impl Runtime {
     /// Compiles a component from its bytes, counting it.
     pub(super) fn compile_component(&self, bytes: &[u8]) -> Result<Component, CompileError> {
         super::check_header(bytes)?;
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+            let message = format!("{e:#}");
+            // wasmtime checks a component against what one slot of the instance pool holds.
+            if message.contains("pooling allocator") {
+                CompileError::OverInstanceLimits(message)
+            } else {
+                CompileError::Invalid(message)
+            }
+        })?;
         self.code_stats.compiled.fetch_add(1, Ordering::Relaxed);
         Ok(component)
     }

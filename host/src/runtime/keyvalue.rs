@@ -4,9 +4,17 @@
 //! Every bucket a plugin opens is its own: the plugin's name is part of where the data lives, so
 //! two plugins opening `"default"` never see each other's keys. Writes return once durable
 //! (group commit) unless the operator chose periodic durability.
+//!
+//! Store calls block (sled reads may wait on the disk, writes on the kv lock), so they run on
+//! tokio's blocking pool, never on an async worker: a plugin's huge batch cannot stall the
+//! threads that serve `/healthz` and every other plugin. What a call may copy is bounded (see
+//! `limits::HOST_ALLOCATIONS`): keys per batch, bytes per call, bytes per request.
 
 use super::bindings::plinth::host::kv as plinth_kv;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::limits::{
+    MAX_BATCH_BYTES, MAX_BATCH_KEYS, MAX_CURSORS_PER_PLUGIN, MAX_REQUEST_KV_BYTES,
+};
 use crate::store::{KvChange, KvEntry, KvError, KvLimits, KvOutcome, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +25,6 @@ use wasmtime::component::{HasData, Resource, ResourceTable};
 pub const PAGE_LIMIT: usize = 1000;
 /// How long a `wasi:keyvalue` list cursor stays valid after it was handed out.
 const CURSOR_TTL: Duration = Duration::from_secs(600);
-/// Most live list cursors across all plugins; the oldest is dropped beyond it.
-const MAX_CURSORS: usize = 10_000;
 
 /// An open bucket: the name a plugin passed to `open`.
 pub struct Bucket {
@@ -28,37 +34,41 @@ pub struct Bucket {
 /// Where a `wasi:keyvalue` listing stopped. The WIT cursor is a `u64`, too small to carry a key,
 /// so the host remembers the last key under a random id, scoped to the plugin and bucket.
 struct CursorState {
-    plugin: Arc<str>,
     bucket: String,
     last_key: String,
     issued: Instant,
 }
 
-/// The live list cursors of every plugin, shared by all requests.
+/// The live list cursors of every plugin, shared by all requests. Each plugin has its own map,
+/// capped at [`MAX_CURSORS_PER_PLUGIN`], so a plugin issuing cursors in a loop evicts only its
+/// own oldest ones, never another plugin's.
 #[derive(Default)]
 pub struct Cursors {
-    live: Mutex<HashMap<u64, CursorState>>,
+    live: Mutex<HashMap<Arc<str>, HashMap<u64, CursorState>>>,
 }
 
 impl Cursors {
     fn issue(&self, plugin: &Arc<str>, bucket: &str, last_key: String) -> u64 {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|_, c| c.issued.elapsed() < CURSOR_TTL);
-        if live.len() >= MAX_CURSORS
-            && let Some(oldest) = live.iter().min_by_key(|(_, c)| c.issued).map(|(id, _)| *id)
+        live.retain(|_, cursors| {
+            cursors.retain(|_, c| c.issued.elapsed() < CURSOR_TTL);
+            !cursors.is_empty()
+        });
+        let mine = live.entry(plugin.clone()).or_default();
+        if mine.len() >= MAX_CURSORS_PER_PLUGIN
+            && let Some(oldest) = mine.iter().min_by_key(|(_, c)| c.issued).map(|(id, _)| *id)
         {
-            live.remove(&oldest);
+            mine.remove(&oldest);
         }
         let id = loop {
             let id = rand::random::<u64>();
-            if !live.contains_key(&id) {
+            if !mine.contains_key(&id) {
                 break id;
             }
         };
-        live.insert(
+        mine.insert(
             id,
             CursorState {
-                plugin: plugin.clone(),
                 bucket: bucket.to_string(),
                 last_key,
                 issued: Instant::now(),
@@ -70,10 +80,9 @@ impl Cursors {
     /// The key a cursor stands for, if it was issued to this plugin for this bucket and is live.
     fn resolve(&self, plugin: &str, bucket: &str, id: u64) -> Option<String> {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.get(&id)
-            .filter(|c| {
-                &*c.plugin == plugin && c.bucket == bucket && c.issued.elapsed() < CURSOR_TTL
-            })
+        live.get(plugin)?
+            .get(&id)
+            .filter(|c| c.bucket == bucket && c.issued.elapsed() < CURSOR_TTL)
             .map(|c| c.last_key.clone())
     }
 }
@@ -89,12 +98,15 @@ pub struct KeyValueCtx {
     pub limits: KvLimits,
     /// List cursors.
     pub cursors: Arc<Cursors>,
+    /// Bytes this request may still move between the store and the guest (values read and
+    /// written, keys listed): [`MAX_REQUEST_KV_BYTES`] at the start of each request.
+    pub budget: u64,
 }
 
 /// The view the generated `Host` traits are implemented on.
 pub struct KeyValue<'a> {
     /// The request's key-value context.
-    pub ctx: &'a KeyValueCtx,
+    pub ctx: &'a mut KeyValueCtx,
     /// The request's resource table (buckets live here).
     pub table: &'a mut ResourceTable,
 }
@@ -113,37 +125,127 @@ fn to_wit(e: KvError) -> store::Error {
     store::Error::Other(e.to_string())
 }
 
+/// A batch over one of its bounds, as the interface's own error.
+fn batch_too_large(what: String) -> store::Error {
+    store::Error::Other(format!(
+        "batch_too_large: {what}; nothing was read or written"
+    ))
+}
+
+/// The request's byte budget is spent, as the interface's own error.
+fn budget_spent() -> store::Error {
+    store::Error::Other(format!(
+        "request_budget_exceeded: this request has already moved {} of key-value data; \
+         split the work across requests",
+        crate::config::ByteSize(MAX_REQUEST_KV_BYTES)
+    ))
+}
+
+/// Checks a batch's key count before anything is read or written.
+fn check_batch_len(keys: usize) -> Result<(), store::Error> {
+    if keys > MAX_BATCH_KEYS {
+        return Err(batch_too_large(format!(
+            "{keys} keys in one call, over the limit of {MAX_BATCH_KEYS}"
+        )));
+    }
+    Ok(())
+}
+
 impl KeyValue<'_> {
     fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
         Ok(self.table.get(bucket)?.name.clone())
     }
 }
 
+/// Runs a blocking store call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
+) -> Result<T, store::Error> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|e| Err(store::Error::Other(format!("storage_failed: {e}"))))
+}
+
 impl KeyValueCtx {
+    /// Takes `bytes` from the request's budget, or fails without taking any.
+    fn spend(&mut self, bytes: u64) -> Result<(), store::Error> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(budget_spent)?;
+        Ok(())
+    }
+
     /// Applies a change and waits until it is durable.
-    async fn apply(&self, change: KvChange) -> Result<KvOutcome, store::Error> {
-        let (outcome, ticket) = self
-            .store
-            .kv_apply(&self.plugin, change, &self.limits)
-            .map_err(to_wit)?;
+    async fn apply(&mut self, change: KvChange) -> Result<KvOutcome, store::Error> {
+        let written = match &change {
+            KvChange::Put(entries) => entries.iter().map(KvEntry::size).sum(),
+            KvChange::CompareAndSwap { new, .. } => new.len() as u64,
+            KvChange::Delete(_) | KvChange::Increment { .. } => 0,
+        };
+        self.spend(written)?;
+        let (store, plugin, limits) = (self.store.clone(), self.plugin.clone(), self.limits);
+        let (outcome, ticket) =
+            blocking(move || store.kv_apply(&plugin, change, &limits).map_err(to_wit)).await?;
         ticket.wait().await.map_err(|e| to_wit(e.into()))?;
         Ok(outcome)
     }
 
-    fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, store::Error> {
-        self.store.kv_get(&self.plugin, bucket, key).map_err(to_wit)
+    async fn get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, store::Error> {
+        let (store, plugin) = (self.store.clone(), self.plugin.clone());
+        let value = blocking(move || store.kv_get(&plugin, &bucket, &key).map_err(to_wit)).await?;
+        self.spend(value.as_ref().map_or(0, |v| v.len() as u64))?;
+        Ok(value)
     }
 
-    fn keys(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
+    /// The values of `keys`, reading no more than [`MAX_BATCH_BYTES`] (or what is left of the
+    /// request's budget) before failing: the host never holds more than that for one call.
+    async fn get_many(
+        &mut self,
+        bucket: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
+        check_batch_len(keys.len())?;
+        let allowed = (MAX_BATCH_BYTES as u64).min(self.budget);
+        let (store, plugin) = (self.store.clone(), self.plugin.clone());
+        let (values, read) = blocking(move || {
+            let mut out = Vec::with_capacity(keys.len());
+            let mut read = 0u64;
+            for key in keys {
+                let value = store.kv_get(&plugin, &bucket, &key).map_err(to_wit)?;
+                read += value.as_ref().map_or(0, |v| v.len() as u64);
+                if read > allowed {
+                    return Err(if allowed < MAX_BATCH_BYTES as u64 {
+                        budget_spent()
+                    } else {
+                        batch_too_large(format!(
+                            "the values come to more than {} in one call",
+                            crate::config::ByteSize(MAX_BATCH_BYTES as u64)
+                        ))
+                    });
+                }
+                out.push(value.map(|v| (key, v)));
+            }
+            Ok((out, read))
+        })
+        .await?;
+        self.spend(read)?;
+        Ok(values)
+    }
+
+    async fn keys(
+        &mut self,
+        bucket: String,
+        prefix: String,
+        after: Option<String>,
         limit: usize,
     ) -> Result<Vec<String>, store::Error> {
-        self.store
-            .kv_keys(&self.plugin, bucket, prefix, after, limit)
-            .map_err(to_wit)
+        let (store, plugin) = (self.store.clone(), self.plugin.clone());
+        let keys = blocking(move || {
+            store
+                .kv_keys(&plugin, &bucket, &prefix, after.as_deref(), limit)
+                .map_err(to_wit)
+        })
+        .await?;
+        self.spend(keys.iter().map(|k| k.len() as u64).sum())?;
+        Ok(keys)
     }
 }
 
@@ -166,7 +268,7 @@ impl store::HostBucket for KeyValue<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let name = self.bucket(&bucket)?;
-        Ok(self.ctx.get(&name, &key))
+        Ok(self.ctx.get(name, key).await)
     }
 
     async fn set(
@@ -196,7 +298,7 @@ impl store::HostBucket for KeyValue<'_> {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let name = self.bucket(&bucket)?;
-        Ok(self.ctx.get(&name, &key).map(|v| v.is_some()))
+        Ok(self.ctx.get(name, key).await.map(|v| v.is_some()))
     }
 
     async fn list_keys(
@@ -218,7 +320,11 @@ impl store::HostBucket for KeyValue<'_> {
                 }
             },
         };
-        let keys = match self.ctx.keys(&name, "", after.as_deref(), PAGE_LIMIT) {
+        let keys = match self
+            .ctx
+            .keys(name.clone(), String::new(), after, PAGE_LIMIT)
+            .await
+        {
             Ok(keys) => keys,
             Err(e) => return Ok(Err(e)),
         };
@@ -265,14 +371,7 @@ impl batch::Host for KeyValue<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket(&bucket)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.ctx.get(&name, &key) {
-                Ok(value) => out.push(value.map(|v| (key, v))),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        Ok(Ok(out))
+        Ok(self.ctx.get_many(name, keys).await)
     }
 
     async fn set_many(
@@ -281,6 +380,17 @@ impl batch::Host for KeyValue<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket(&bucket)?;
+        if let Err(e) = check_batch_len(key_values.len()) {
+            return Ok(Err(e));
+        }
+        let bytes: usize = key_values.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > MAX_BATCH_BYTES {
+            return Ok(Err(batch_too_large(format!(
+                "{} in one call, over the limit of {}",
+                crate::config::ByteSize(bytes as u64),
+                crate::config::ByteSize(MAX_BATCH_BYTES as u64)
+            ))));
+        }
         let entries = key_values
             .into_iter()
             .map(|(key, value)| KvEntry {
@@ -298,6 +408,9 @@ impl batch::Host for KeyValue<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket(&bucket)?;
+        if let Err(e) = check_batch_len(keys.len()) {
+            return Ok(Err(e));
+        }
         let keys = keys.into_iter().map(|key| (name.clone(), key)).collect();
         Ok(self.ctx.apply(KvChange::Delete(keys)).await.map(|_| ()))
     }
@@ -337,7 +450,8 @@ impl plinth_kv::Host for KeyValue<'_> {
         let limit = (limit as usize).clamp(1, PAGE_LIMIT);
         Ok(self
             .ctx
-            .keys(&name, &prefix, cursor.as_deref(), limit)
+            .keys(name, prefix, cursor, limit)
+            .await
             .map(|keys| {
                 let cursor = if keys.len() == limit {
                     keys.last().cloned()

@@ -1,17 +1,36 @@
 //! Engine settings and the pooling allocator's sizing, with the reasoning for each.
 //!
-//! Figures from `shared/PERFORMANCE.md` (measured on this kind of machine): with memories and
-//! tables kept resident and `PAGEMAP_SCAN` resetting only the pages a guest dirtied, a fresh
-//! instance per request costs ~12 µs instead of ~30 µs, with isolation unchanged.
+//! Measured on this kind of machine (README, Performance): with memories and tables kept
+//! resident and `PAGEMAP_SCAN` resetting only the pages a guest dirtied, a fresh instance per
+//! request costs ~12 µs instead of ~30 µs, with isolation unchanged.
+//!
+//! # Host-side allocations a guest controls
+//!
+//! The guest's own memory limit bounds only its linear memory. Everything the host allocates
+//! on a guest's behalf is bounded here too, or a plugin could take the whole server down:
+//!
+//! | what | bound |
+//! | --- | --- |
+//! | linear memories and tables of one instance | the plugin's `memory` limit, summed ([`MemoryWatch`]); at most [`CORE_INSTANCES_PER_COMPONENT`] core instances, [`MEMORIES_PER_COMPONENT`] memory and [`TABLES_PER_COMPONENT`] tables per component, refused at deploy beyond |
+//! | data copied from the guest into one host call (strings, lists, however aliased) | wasmtime's hostcall fuel: [`hostcall_fuel`], twice [`MAX_BATCH_BYTES`] or the largest kv value plus 1 MiB |
+//! | resource handles (streams, fields, buckets, requests) | [`MAX_RESOURCE_HANDLES`] per instance |
+//! | one header map (`wasi:http` fields) | [`MAX_FIELDS_BYTES`] of names and values |
+//! | `wasi:random` bytes | [`MAX_RANDOM_BYTES`] a call |
+//! | `wasi:keyvalue` get / set / compare-and-swap | one value, at most the operator's `kv_max_value_size` |
+//! | `wasi:keyvalue/batch` get-many, set-many, delete-many | [`MAX_BATCH_KEYS`] keys and [`MAX_BATCH_BYTES`] of keys and values a call, else `batch_too_large` |
+//! | key-value data read and written by one request | [`MAX_REQUEST_KV_BYTES`], else `request_budget_exceeded` |
+//! | `list-keys` pages | 1,000 keys of at most 1 KiB (`keyvalue::PAGE_LIMIT`) |
+//! | list cursors the host keeps | [`MAX_CURSORS_PER_PLUGIN`] per plugin, 10 minutes each |
+//! | `wasi:config/store` get-all | the plugin's operator-set config: values up to 64 KiB each |
+//! | outbound calls in flight | [`MAX_OUTBOUND_PER_INSTANCE`] per instance, the plugin's `max_concurrency` times that per plugin; bodies stream through one frame at a time |
+//! | plugin log lines (`log`, stdout, stderr) | [`MAX_LOG_LINE`] bytes each, control characters escaped; [`LOG_LINES_PER_SECOND`] per plugin into the server log |
+//! | response body | the plugin's `max_response_body` ([`ResponseLimit`]) |
 
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
-    StoreLimitsBuilder,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the engine's epoch advances. A running guest yields to the async runtime at every
 /// tick, so a busy loop holds a tokio worker for at most this long, and deadlines are checked
@@ -22,18 +41,53 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_RESOURCE_HANDLES: usize = 1000;
 /// Most random bytes one `wasi:random` call may ask for.
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
-/// Core instances, tables and memories one component instance may create; generous for real
-/// components (a Rust component has fewer than ten of each), small enough to stop abuse.
-const MAX_CORE_INSTANCES: usize = 64;
-const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 16;
+/// Most bytes of names and values in one `wasi:http` header map a guest builds (wasmtime's
+/// default is 128 KiB; the front door takes at most 16 KiB of request head).
+pub const MAX_FIELDS_BYTES: usize = 64 << 10;
+/// Most keys one `wasi:keyvalue/batch` call may name.
+pub const MAX_BATCH_KEYS: usize = 1000;
+/// Most bytes of keys and values one batch call may read or write.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Most bytes of key-value data (values read and written, keys listed) one request may move.
+pub const MAX_REQUEST_KV_BYTES: u64 = 256 << 20;
+/// Most live `wasi:keyvalue` list cursors one plugin may hold; its oldest go beyond it.
+pub const MAX_CURSORS_PER_PLUGIN: usize = 1000;
+/// Outbound calls one instance may have in flight at once; more fail at once.
+pub const MAX_OUTBOUND_PER_INSTANCE: usize = 8;
+/// Longest plugin log line, in bytes; the rest is cut off.
+pub const MAX_LOG_LINE: usize = 4 << 10;
+/// Plugin log lines per second (per plugin) written to the server log; the plugin's own buffer
+/// still keeps every line. Beyond it lines are counted and reported once a second.
+pub const LOG_LINES_PER_SECOND: u32 = 100;
+
+/// The most data a guest may copy into one host call (wasmtime's hostcall fuel), for a host
+/// whose kv values may be `kv_max_value` bytes: a full batch, or the largest value, with room
+/// for the list headers around them. Lifting a list whose entries all point at the same guest
+/// bytes copies them again for each entry; fuel bounds that too.
+pub fn hostcall_fuel(kv_max_value: u64) -> usize {
+    let value = usize::try_from(kv_max_value).unwrap_or(usize::MAX);
+    (2 * MAX_BATCH_BYTES).max(value.saturating_add(1 << 20))
+}
+/// Core module instances one component may contain. A Rust component has its main module plus
+/// the shims wit-component adds (fewer than ten); interpreted guests link a few more. The pool
+/// holds this many per instance slot, so no component can drain the slots of others.
+pub const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may define. Every toolchain we know (Rust, componentize-py,
+/// componentize-js, the WASI adapters) shares one memory across its modules; the pool holds one
+/// memory slot per instance slot, so a component defining more is refused at deploy instead of
+/// taking other plugins' slots.
+pub const MEMORIES_PER_COMPONENT: u32 = 1;
+/// Tables one component may define (the main module's and the shims').
+pub const TABLES_PER_COMPONENT: u32 = 4;
 /// Elements in one table (function pointers of a large guest fit easily).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// What one table element counts against an instance's memory limit: a function reference.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 /// The limits one plugin's requests run under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest linear memory of an instance, in bytes.
+    /// Most bytes an instance may hold in its linear memories and tables together.
     pub memory: u64,
     /// Wall-clock deadline of a request, from instantiation to the end of the response body.
     pub timeout: Duration,
@@ -245,32 +299,72 @@ impl Limits {
         })
     }
 
-    /// The wasmtime limiter of one instance under these limits. Growing memory past the limit
-    /// traps (rather than returning -1, which a Rust guest turns into an abort anyway) so the
-    /// host can tell the operator why the request failed.
-    pub fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.memory).unwrap_or(usize::MAX))
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .instances(MAX_CORE_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .trap_on_grow_failure(true)
-            .build()
+    /// Bytes one instance may hold in linear memories and tables together.
+    pub fn footprint(&self) -> usize {
+        usize::try_from(self.memory).unwrap_or(usize::MAX)
     }
 }
 
-/// An instance's `StoreLimits` that also records the largest linear memory it grew to, into a
-/// per-plugin high-water mark (shown by `/metrics`).
+/// A memory (or table) grew past the instance's limit; the guest traps with this error.
+#[derive(Debug, thiserror::Error)]
+#[error("the instance would hold {wanted} bytes of memory and tables, over its limit of {limit}")]
+pub struct MemoryLimitExceeded {
+    /// What the instance would have held.
+    pub wanted: usize,
+    /// Its limit.
+    pub limit: usize,
+}
+
+/// The resource limiter of one instance: the plugin's `memory` limit bounds the sum of all its
+/// linear memories and tables (a component may define several; counted one by one, each would
+/// get the whole limit). Growth past it traps, rather than returning -1 (which a Rust guest
+/// turns into an abort anyway), so the host can tell the operator why the request failed.
+/// Also raises a per-plugin high-water mark of memory held (shown by `/metrics`).
 pub struct MemoryWatch {
-    limits: StoreLimits,
+    limit: usize,
+    /// Bytes the instance holds now, memories and tables together. Kept when a reused instance
+    /// takes its next request: its memories are still there.
+    held: usize,
+    /// The growth last allowed, taken back if the grow then fails.
+    pending: usize,
     peak: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryWatch {
-    /// Enforces `limits`, raising `peak` to every size a memory is allowed to grow to.
-    pub fn new(limits: StoreLimits, peak: Arc<std::sync::atomic::AtomicU64>) -> Self {
-        Self { limits, peak }
+    /// Enforces `limits` on a new instance, raising `peak` to what it holds.
+    pub fn new(limits: &Limits, peak: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            limit: limits.footprint(),
+            held: 0,
+            pending: 0,
+            peak,
+        }
+    }
+
+    /// The same instance under `limits` (a reused instance's next request: the plugin's limits
+    /// may have changed with a redeploy, its memories have not).
+    pub fn renew(&mut self, limits: &Limits, peak: Arc<std::sync::atomic::AtomicU64>) {
+        self.limit = limits.footprint();
+        self.peak = peak;
+    }
+
+    fn grow(&mut self, by: usize) -> wasmtime::Result<bool> {
+        let wanted = self.held.saturating_add(by);
+        if wanted > self.limit {
+            return Err(MemoryLimitExceeded {
+                wanted,
+                limit: self.limit,
+            }
+            .into());
+        }
+        self.held = wanted;
+        self.pending = by;
+        self.peak.fetch_max(wanted as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn grow_failed(&mut self) {
+        self.held = self.held.saturating_sub(std::mem::take(&mut self.pending));
     }
 }
 
@@ -279,42 +373,47 @@ impl wasmtime::ResourceLimiter for MemoryWatch {
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.peak.fetch_max(desired as u64, Ordering::Relaxed);
-        }
-        Ok(allowed)
+        self.grow(desired.saturating_sub(current))
     }
 
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.memory_grow_failed(error)
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
     }
 
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        CORE_INSTANCES_PER_COMPONENT as usize
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        TABLES_PER_COMPONENT as usize
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MEMORIES_PER_COMPONENT as usize
     }
 }
 
@@ -365,9 +464,6 @@ pub struct PoolSize {
     pub max_memory: u64,
 }
 
-/// Core instances, and tables, one component instance may hold: a Rust component has its main
-/// module plus the shims wit-component adds.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// Resident bytes kept per memory and table slot between instances, instead of handing the
 /// pages back to the kernel: saves the `madvise` + page faults on every request.
 const KEEP_RESIDENT: usize = 1 << 20;
@@ -376,12 +472,16 @@ const KEEP_RESIDENT: usize = 1 << 20;
 pub fn engine_config(size: PoolSize) -> Config {
     let max_memory = usize::try_from(size.max_memory).unwrap_or(usize::MAX);
     let instances = size.instances.max(1);
-    let per_component = instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT);
     let mut pool = PoolingAllocationConfig::new();
+    // Every slot holds what one component may use at most; a component needing more is refused
+    // when it is compiled (at deploy), so none can take the slots of other plugins' instances.
     pool.total_component_instances(instances)
-        .total_core_instances(per_component)
-        .total_memories(instances)
-        .total_tables(per_component)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(instances)
         .max_memory_size(max_memory)
         .linear_memory_keep_resident(KEEP_RESIDENT)
@@ -606,6 +706,39 @@ mod tests {
         let zero: LimitsSpec = toml::from_str("max_concurrency = 0").unwrap();
         assert!(DEFAULT_LIMITS.for_manifest(&DEFAULT_CAPS, &zero).is_err());
         assert!(toml::from_str::<LimitsSpec>("cpu = 3").is_err());
+    }
+
+    #[test]
+    fn the_memory_limit_bounds_every_memory_and_table_of_an_instance_together() {
+        use wasmtime::ResourceLimiter;
+        let limits = Limits {
+            memory: 4 << 20,
+            ..DEFAULT_LIMITS
+        };
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut watch = MemoryWatch::new(&limits, peak.clone());
+        // Two memories of 2 MiB each fill the limit; counted one by one, both would fit again.
+        assert!(watch.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(watch.memory_growing(0, 2 << 20, None).unwrap());
+        let over = watch.memory_growing(2 << 20, (2 << 20) + 65536, None);
+        assert!(over.unwrap_err().is::<MemoryLimitExceeded>());
+        // Tables count too, a function reference per element.
+        assert!(watch.table_growing(0, 1, None).is_err());
+        assert_eq!(peak.load(Ordering::Relaxed), 4 << 20);
+        // A growth the engine then fails is taken back.
+        let mut watch = MemoryWatch::new(&limits, peak);
+        assert!(watch.memory_growing(0, 4 << 20, None).unwrap());
+        watch
+            .memory_grow_failed(wasmtime::Error::msg("no room"))
+            .unwrap();
+        assert!(watch.memory_growing(0, 4 << 20, None).unwrap());
+        // A reused instance keeps what it holds under renewed limits.
+        watch.renew(&limits, Arc::default());
+        assert!(
+            watch
+                .memory_growing(4 << 20, (4 << 20) + 65536, None)
+                .is_err()
+        );
     }
 
     #[test]

@@ -63,6 +63,15 @@ pub enum CompileError {
     /// The component failed to validate or compile.
     #[error("the component is invalid: {0}")]
     Invalid(String),
+    /// The component needs more core instances, memories or tables than one instance may have.
+    #[error(
+        "the component needs more than one instance may have (at most {cores} core instances, \
+         {memories} linear memory, {tables} tables): {0}",
+        cores = limits::CORE_INSTANCES_PER_COMPONENT,
+        memories = limits::MEMORIES_PER_COMPONENT,
+        tables = limits::TABLES_PER_COMPONENT
+    )]
+    OverInstanceLimits(String),
     /// The component imports interfaces the host does not provide.
     #[error("the component imports what this host does not provide: {}", .0.join(", "))]
     UnsupportedImports(Vec<String>),
@@ -137,8 +146,9 @@ impl RequestState {
         };
         self.config = context.config;
         self.log.set_request(context.request_id);
-        self.http = WasiHttpCtx::new();
-        self.limits = limits::MemoryWatch::new(limits.store_limits(), context.memory_peak);
+        self.keyvalue.budget = limits::MAX_REQUEST_KV_BYTES;
+        self.http = http_ctx();
+        self.limits.renew(limits, context.memory_peak);
     }
 }
 
@@ -241,7 +251,7 @@ impl Runtime {
             })
             .and_then(|()| {
                 keyvalue::add_to_linker(&mut linker, |state: &mut RequestState| KeyValue {
-                    ctx: &state.keyvalue,
+                    ctx: &mut state.keyvalue,
                     table: &mut state.table,
                 })
             })
@@ -366,10 +376,11 @@ impl Runtime {
             None => {
                 let memory_peak = context.memory_peak.clone();
                 let mut state = self.request_state(plugin.clone(), context);
-                state.limits = limits::MemoryWatch::new(limits.store_limits(), memory_peak);
+                state.limits = limits::MemoryWatch::new(&limits, memory_peak);
                 state.table.set_max_capacity(limits::MAX_RESOURCE_HANDLES);
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|state| &mut state.limits);
+                store.set_hostcall_fuel(limits::hostcall_fuel(self.kv_limits.max_value));
                 store.epoch_deadline_async_yield_and_update(1);
                 (store, None)
             }
@@ -454,9 +465,9 @@ impl Runtime {
             .max_random_size(limits::MAX_RANDOM_BYTES)
             .build();
         RequestState {
-            limits: limits::MemoryWatch::new(wasmtime::StoreLimits::default(), Arc::default()),
+            limits: limits::MemoryWatch::new(&limits::DEFAULT_LIMITS, Arc::default()),
             wasi,
-            http: WasiHttpCtx::new(),
+            http: http_ctx(),
             table: ResourceTable::new(),
             outbound: OutboundPolicy::new(plugin.clone(), context.outbound),
             route: context.route,
@@ -469,20 +480,29 @@ impl Runtime {
                 store: self.store.clone(),
                 limits: self.kv_limits,
                 cursors: self.cursors.clone(),
+                budget: limits::MAX_REQUEST_KV_BYTES,
             },
             config: context.config,
         }
     }
 }
 
+/// Fresh `wasi:http` state, its header maps bounded.
+fn http_ctx() -> WasiHttpCtx {
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(limits::MAX_FIELDS_BYTES);
+    http
+}
+
 /// A guest failure, telling a memory limit apart from other traps.
 fn trap_error(error: wasmtime::Error, memory_limit: u64) -> HandleError {
-    let message = format!("{error:#}");
-    // The message of wasmtime's `StoreLimits` when `trap_on_grow_failure` stops a growth.
-    if message.contains("forcing trap when growing memory") {
+    if error
+        .downcast_ref::<limits::MemoryLimitExceeded>()
+        .is_some()
+    {
         HandleError::MemoryLimit(memory_limit)
     } else {
-        HandleError::Trap(message)
+        HandleError::Trap(format!("{error:#}"))
     }
 }
 

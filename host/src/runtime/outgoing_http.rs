@@ -18,6 +18,7 @@
 //! operator. Every request gets connect and response timeouts (and the plugin's own deadline
 //! still bounds it); each outcome is logged with plugin, host, status and duration.
 
+use super::limits::MAX_OUTBOUND_PER_INSTANCE;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -250,12 +251,21 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 pub struct OutboundPolicy {
     plugin: Arc<str>,
     allow: Arc<[OutboundOrigin]>,
+    /// Calls this instance may still start: each holds a task, a socket and a lookup, so an
+    /// instance firing requests in a loop without waiting gets `connection-limit-reached`
+    /// beyond [`MAX_OUTBOUND_PER_INSTANCE`] instead of exhausting the host's descriptors. A
+    /// plugin has at most `max_concurrency` instances, so it has at most that many times this.
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl OutboundPolicy {
     /// The policy for `plugin`, allowing `allow`.
     pub fn new(plugin: Arc<str>, allow: Arc<[OutboundOrigin]>) -> Self {
-        Self { plugin, allow }
+        Self {
+            plugin,
+            allow,
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_PER_INSTANCE)),
+        }
     }
 }
 
@@ -331,6 +341,15 @@ impl WasiHttpHooks for OutboundPolicy {
     ) -> ResponseFuture {
         let plugin = self.plugin.clone();
         let allow = self.allow.clone();
+        // Held until the call's connection is done with, not just its response head.
+        let Ok(call) = self.calls.clone().try_acquire_owned() else {
+            tracing::warn!(
+                plugin = &*plugin,
+                limit = MAX_OUTBOUND_PER_INSTANCE,
+                "outbound request refused: too many in flight from one instance"
+            );
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             let started = Instant::now();
@@ -366,6 +385,10 @@ impl WasiHttpHooks for OutboundPolicy {
                 ),
             }
             let (response, io) = result?;
+            let io = async move {
+                let _call = call;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

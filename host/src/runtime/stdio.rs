@@ -11,7 +11,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// A line longer than this is logged in pieces, so a plugin cannot make the host buffer without
 /// bound by never writing a newline.
-const MAX_LINE: usize = 8 * 1024;
+const MAX_LINE: usize = super::limits::MAX_LOG_LINE;
 
 /// Which of the plugin's output streams.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// Name → the active version's record.
 const PLUGINS: &str = "plugins";
@@ -31,6 +31,16 @@ const KV_USAGE: &[u8] = b"m:usage";
 /// In `meta`: present when the store was closed cleanly, so kv usage counters are exact.
 const CLEAN_SHUTDOWN: &str = "clean_shutdown";
 
+/// One plugin's kv tree and the lock that serialises its writes, so read-check-write (quota,
+/// increment, CAS) is atomic. A lock per plugin: one plugin's writes never wait for another's.
+/// Held only for the in-memory apply, never across the flush.
+#[derive(Clone)]
+struct KvTree {
+    tree: sled::Tree,
+    /// `true` once the tree was purged: a writer that took the handle before must look again.
+    write: Arc<Mutex<bool>>,
+}
+
 /// sled-backed store in one directory.
 pub struct SledStore {
     db: sled::Db,
@@ -43,11 +53,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// One tree per [`Space`], in `Space::ALL` order.
     spaces: Vec<sled::Tree>,
-    /// Open kv trees by plugin name.
-    kv_trees: RwLock<HashMap<String, sled::Tree>>,
-    /// Serialises kv writes, so read-check-write (quota, increment, CAS) is atomic. Held only
-    /// for the in-memory apply, never across the flush.
-    kv_write: Mutex<()>,
+    /// Open kv trees by plugin name, each with its own write lock.
+    kv_trees: RwLock<HashMap<String, KvTree>>,
     kv_durability: Durability,
     /// Flushes (sled `flush()` + `fdatasync` of its data file) shared by concurrent writers.
     group: GroupCommit,
@@ -251,7 +258,6 @@ impl SledStore {
             meta,
             db,
             kv_trees: RwLock::new(HashMap::new()),
-            kv_write: Mutex::new(()),
             kv_durability,
             group,
             was_empty,
@@ -343,7 +349,7 @@ impl SledStore {
     }
 
     /// The kv tree of `plugin`, opened on first use.
-    fn kv_tree(&self, plugin: &str) -> Result<sled::Tree, StoreError> {
+    fn kv_tree(&self, plugin: &str) -> Result<KvTree, StoreError> {
         if let Some(tree) = self
             .kv_trees
             .read()
@@ -352,14 +358,23 @@ impl SledStore {
         {
             return Ok(tree.clone());
         }
-        let tree = self
-            .db
-            .open_tree(format!("{KV_TREE_PREFIX}{plugin}"))
-            .map_err(backend("open kv tree"))?;
-        self.kv_trees
+        // Opened under the map's write lock: two first uses share one lock, and no open can slip
+        // between a purge's removal from the map and its drop of the tree.
+        let mut trees = self
+            .kv_trees
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(plugin.to_string(), tree.clone());
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(tree) = trees.get(plugin) {
+            return Ok(tree.clone());
+        }
+        let tree = KvTree {
+            tree: self
+                .db
+                .open_tree(format!("{KV_TREE_PREFIX}{plugin}"))
+                .map_err(backend("open kv tree"))?,
+            write: Arc::default(),
+        };
+        trees.insert(plugin.to_string(), tree.clone());
         Ok(tree)
     }
 }
@@ -673,6 +688,7 @@ impl Store for SledStore {
         kv::check_key(bucket, key)?;
         Ok(self
             .kv_tree(plugin)?
+            .tree
             .get(kv_key(bucket, key))
             .map_err(backend("kv get"))?
             .map(|v| v.to_vec()))
@@ -687,7 +703,7 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<String>, KvError> {
         kv::check_key(bucket, prefix)?;
-        let tree = self.kv_tree(plugin)?;
+        let tree = self.kv_tree(plugin)?.tree;
         let start = kv_key(bucket, prefix);
         let iter = match after {
             Some(after) => tree.range::<Vec<u8>, _>((
@@ -715,9 +731,12 @@ impl Store for SledStore {
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError> {
-        let tree = self.kv_tree(plugin)?;
-        let plan = {
-            let _writer = self.kv_write.lock().unwrap_or_else(PoisonError::into_inner);
+        let plan = loop {
+            let KvTree { tree, write } = self.kv_tree(plugin)?;
+            let purged = write.lock().unwrap_or_else(PoisonError::into_inner);
+            if *purged {
+                continue; // purged while we waited: write to the tree that replaced it
+            }
             let usage = kv_usage_of(&tree)?;
             let plan = kv::plan(change, usage, limits, |bucket, key| {
                 Ok(tree
@@ -750,7 +769,7 @@ impl Store for SledStore {
             }
             batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
             tree.apply_batch(batch).map_err(backend("kv write"))?;
-            plan
+            break plan;
         };
         Ok((plan.outcome, self.kv_ticket()))
     }
@@ -761,7 +780,7 @@ impl Store for SledStore {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
-        let tree = self.kv_tree(plugin)?;
+        let tree = self.kv_tree(plugin)?.tree;
         let iter = match after {
             Some((bucket, key)) => tree.range::<Vec<u8>, _>((
                 std::ops::Bound::Excluded(kv_key(bucket, key)),
@@ -788,16 +807,19 @@ impl Store for SledStore {
     }
 
     fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError> {
-        kv_usage_of(&self.kv_tree(plugin)?)
+        kv_usage_of(&self.kv_tree(plugin)?.tree)
     }
 
     fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
         {
-            let _writer = self.kv_write.lock().unwrap_or_else(PoisonError::into_inner);
-            self.kv_trees
+            let KvTree { write, .. } = self.kv_tree(plugin)?;
+            let mut purged = write.lock().unwrap_or_else(PoisonError::into_inner);
+            *purged = true;
+            let mut trees = self
+                .kv_trees
                 .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(plugin);
+                .unwrap_or_else(PoisonError::into_inner);
+            trees.remove(plugin);
             self.db
                 .drop_tree(format!("{KV_TREE_PREFIX}{plugin}"))
                 .map_err(backend("purge kv"))?;
@@ -1026,6 +1048,32 @@ mod tests {
     }
 
     #[test]
+    fn one_plugins_kv_writes_never_wait_for_anothers() {
+        let dir = temp_dir();
+        let store = std::sync::Arc::new(SledStore::open(&dir).unwrap());
+        kv_put(&store, "a", "b", "k", b"1");
+        // Hold plugin a's write lock as a long batch would...
+        let held = store.kv_tree("a").unwrap().write;
+        let _a = held.lock().unwrap();
+        // ...and plugin b still writes at once.
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                kv_put(&store, "b", "b", "k", b"2");
+                done.send(()).unwrap();
+            }
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("plugin b's write waited for plugin a's lock");
+        writer.join().unwrap();
+        drop(_a);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_usage_counter_left_wrong_by_a_crash_is_recounted() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
@@ -1034,6 +1082,7 @@ mod tests {
         store
             .kv_tree("p")
             .unwrap()
+            .tree
             .insert(KV_USAGE, &999u64.to_be_bytes())
             .unwrap();
         recount_kv_usage(&store.db).unwrap();

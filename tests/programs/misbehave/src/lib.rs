@@ -1,4 +1,5 @@
-//! A `wasi:http` component that misbehaves on request, for the sandbox-limit tests:
+//! A `wasi:http` component that misbehaves on request, for the sandbox-limit tests (paths after
+//! the route's first segment, `/misbehave` in its manifest):
 //!
 //! - `/misbehave/loop`: spins forever; `/misbehave/loop-host`: spins calling a host function.
 //! - `/misbehave/alloc`: allocates (and touches) memory without bound.
@@ -49,7 +50,11 @@ impl Guest for Misbehave {
             respond(out, |s| s.blocking_write_and_flush(served.to_string().as_bytes()).expect("write"));
             return;
         }
-        let what = path.trim_start_matches("/misbehave/");
+        // Whatever the route's first segment is (tests deploy it under other names too).
+        let what = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, rest)| rest);
         match what.split('/').collect::<Vec<_>>().as_slice() {
             ["loop"] => loop {
                 black_box(0u64);

@@ -3,7 +3,10 @@
 //!
 //! - A connection must send a request's headers within the header timeout, and an idle
 //!   keep-alive connection is closed after it too (hyper's timer is set, without which its
-//!   header timeout does nothing).
+//!   header timeout does nothing). `progress` closes a connection, HTTP/1 or HTTP/2, that has
+//!   no request in flight and starts none within the header timeout (its first bytes
+//!   included), or whose client stops reading a response for as long.
+//! - HTTP/2 connections are pinged when quiet and closed when a ping goes unanswered.
 //! - At most 100 headers and 16 KiB of request head (431), URLs up to 8 KiB (414).
 //! - At most `max_connections` open connections; beyond it new ones are closed at once.
 //! - Every request carries an `x-request-id` (the client's, if it is a sane token, else a new
@@ -11,6 +14,8 @@
 //! - With a certificate and key, connections speak TLS (rustls; HTTP/2 or HTTP/1.1 by ALPN),
 //!   and the handshake must finish within the header timeout.
 //! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
+
+mod progress;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -31,6 +36,8 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Longest URL (414 beyond).
 pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// Requests one HTTP/2 connection may have open at once.
+const MAX_STREAMS: u32 = 100;
 /// The request id header.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -115,6 +122,13 @@ pub async fn serve(
         .header_read_timeout(settings.header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(settings.header_timeout))
+        .keep_alive_timeout(settings.header_timeout)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_concurrent_streams(MAX_STREAMS);
     let builder = Arc::new(builder);
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
@@ -138,6 +152,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let connection = progress::Connection::new();
+        let stream = progress::Watched::new(
+            stream,
+            connection.clone(),
+            settings.header_timeout,
+            settings.header_timeout,
+        );
         let service = app
             .clone()
             .map_request(move |mut request: axum::extract::Request| {
@@ -146,6 +167,7 @@ pub async fn serve(
             });
         let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let service = service.clone();
+            let in_flight = connection.begin();
             let mut request = request;
             let id = request_id(request.headers());
             request.headers_mut().insert(REQUEST_ID, id.clone());
@@ -168,6 +190,7 @@ pub async fn serve(
                     service.oneshot(request.map(axum::body::Body::new)).await?
                 };
                 response.headers_mut().insert(REQUEST_ID, id);
+                let response = response.map(|body| progress::TrackedBody::new(body, in_flight));
                 Ok::<_, std::convert::Infallible>(response)
             }
             .instrument(span)
