@@ -280,6 +280,42 @@ async fn connections_that_never_start_a_request_are_closed_at_the_header_timeout
 }
 
 #[tokio::test]
+async fn an_http2_client_that_never_takes_the_response_is_cut_off() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    server.deploy_guest(Guest::Hello).await;
+    let tcp = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // A stream window of zero, never raised: the server can send the head but no body byte,
+    // and no socket write ever blocks. The client answers pings, as h2 does by itself.
+    let (mut client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::get("http://localhost/hello/stall")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let started = Instant::now();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let closed = tokio::time::timeout(Duration::from_secs(8), driver).await;
+    assert!(
+        closed.is_ok(),
+        "the stalled HTTP/2 connection is still open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // Hello still answers everyone else.
+    assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn every_request_carries_a_request_id_to_the_plugin_the_client_and_the_log() {
     let server = Server::start();
     server.deploy_guest(Guest::PlainHttp).await;

@@ -123,3 +123,27 @@ async fn a_component_with_more_memories_than_an_instance_slot_holds_is_refused()
     let listed = server.admin(Method::GET, "/admin/plugins").await.json();
     assert!(!listed.to_string().contains("twomem"));
 }
+
+#[tokio::test]
+async fn a_catch_all_route_never_gets_the_hosts_paths() {
+    let server = Server::start();
+    // The misbehave component under a route that matches every path.
+    let manifest = Guest::Misbehave
+        .manifest()
+        .replace("/misbehave/{*rest}", "/{*rest}");
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    assert_eq!(answer(&server, "/anything/else").await, "ok");
+    for path in ["/admin/unknown", "/auth/unknown", "/_/dashboard", "/admin"] {
+        let reply = server.get(path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.code(), "not_found", "{path}");
+    }
+}

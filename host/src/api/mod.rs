@@ -123,27 +123,32 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A host route's request body must keep coming: one that stalls longer than the body timeout
-/// gets 408 `request_timeout` (as on plugin routes), so a declared body that never arrives
-/// cannot hold a connection, or a graceful shutdown, forever.
+/// A host route's request body must keep coming: one that stalls longer than the body timeout,
+/// or that then falls behind [`MIN_HOST_BODY_RATE`](crate::runtime::limits::MIN_HOST_BODY_RATE)
+/// on average, gets 408 `request_timeout` (plugin routes have their plugin's deadline), so a
+/// declared body that never arrives, or drips, cannot hold a connection, or a graceful
+/// shutdown, forever.
 async fn host_body_timeout(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use crate::runtime::limits::{BodyViolation, BodyWatch, RequestLimit};
+    use crate::runtime::limits::{BodyViolation, BodyWatch, MIN_HOST_BODY_RATE, RequestLimit};
     use http_body::Body as _;
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
     let watch = Arc::new(BodyWatch::default());
     let request = request.map(|body| {
-        axum::body::Body::new(RequestLimit::new(
-            body,
-            u64::MAX, // each route's extractor bounds the size
-            state.body_timeout,
-            watch.clone(),
-        ))
+        axum::body::Body::new(
+            RequestLimit::new(
+                body,
+                u64::MAX, // each route's extractor bounds the size
+                state.body_timeout,
+                watch.clone(),
+            )
+            .with_min_rate(MIN_HOST_BODY_RATE),
+        )
     });
     let stalled = || {
         ApiError::BodyTimeout {

@@ -26,6 +26,15 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
     // One snapshot for the whole request: a deploy meanwhile does not affect it.
     let active = state.registry.active();
     let path = request.uri().path().to_string();
+    // The host's prefixes are never a plugin's, even for a catch-all route: an unknown
+    // `/admin/...` path is a 404 from the host, not a request a plugin gets to see.
+    if crate::registry::manifest::reserved_prefix(&path).is_some() {
+        return ApiError::NotFound {
+            method: request.method().clone(),
+            path,
+        }
+        .into_response();
+    }
     let (pattern, target, params) = match active.routes.lookup(request.method(), &path) {
         Lookup::Found {
             pattern,

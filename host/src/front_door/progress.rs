@@ -9,7 +9,9 @@
 //!   opening or of the last request ending (the first-bytes deadline, idle keep-alive and
 //!   HTTP/2 connections included); a request in flight is bounded by its own limits instead
 //!   (body timeouts, the plugin's deadline);
-//! - a write has waited on the client for longer than the write timeout (it stopped reading).
+//! - a write has waited on the client for longer than the write timeout (it stopped reading);
+//! - a response body frame has waited that long to be sent: an HTTP/2 client that never opens
+//!   its flow-control window stops the response without ever blocking a socket write.
 //!
 //! A request counts as in flight from the moment hyper hands it to the service until its
 //! response body is finished or dropped ([`InFlight`]), so a long streamed response or a
@@ -17,9 +19,9 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -30,6 +32,12 @@ pub struct Connection {
     in_flight: AtomicUsize,
     /// When the connection last had no request in flight (opened, or its last request ended).
     idle_since: Mutex<Instant>,
+    /// Response bodies with a frame handed to hyper and not yet taken up, by body, since when.
+    sending: Mutex<Vec<(u64, Instant)>>,
+    next_body: AtomicU64,
+    /// The task reading the socket, woken when the state above changes so it re-arms its timer
+    /// (an HTTP/2 stream ends in a task of its own).
+    reader: Mutex<Option<Waker>>,
 }
 
 impl Connection {
@@ -38,6 +46,9 @@ impl Connection {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            sending: Mutex::new(Vec::new()),
+            next_body: AtomicU64::new(0),
+            reader: Mutex::new(None),
         })
     }
 
@@ -58,6 +69,37 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner);
         Some(since + timeout)
     }
+
+    /// When the oldest response frame waiting to be sent has waited too long.
+    fn send_deadline(&self, timeout: Duration) -> Option<Instant> {
+        let sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        sending.iter().map(|(_, since)| *since + timeout).min()
+    }
+
+    fn sending(&self, body: u64, waiting: bool) {
+        {
+            let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+            sending.retain(|(id, _)| *id != body);
+            if waiting {
+                sending.push((body, Instant::now()));
+            }
+        }
+        self.wake_reader();
+    }
+
+    fn wake_reader(&self) {
+        let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(waker) = reader.as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn set_reader(&self, waker: &Waker) {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if !reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
+    }
 }
 
 /// A request in flight on its connection; dropped with the response body (or with the
@@ -75,13 +117,17 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             *since = Instant::now();
         }
+        drop(since);
+        self.0.wake_reader();
     }
 }
 
-/// A response body that keeps its request in flight until it is finished or dropped.
+/// A response body that keeps its request in flight until it is finished or dropped, and
+/// tells its connection while a frame it produced waits to be sent.
 pub struct TrackedBody<B> {
     inner: B,
-    _in_flight: InFlight,
+    id: u64,
+    in_flight: InFlight,
 }
 
 impl<B> TrackedBody<B> {
@@ -89,8 +135,15 @@ impl<B> TrackedBody<B> {
     pub fn new(inner: B, in_flight: InFlight) -> Self {
         Self {
             inner,
-            _in_flight: in_flight,
+            id: in_flight.0.next_body.fetch_add(1, Ordering::Relaxed),
+            in_flight,
         }
+    }
+}
+
+impl<B> Drop for TrackedBody<B> {
+    fn drop(&mut self) {
+        self.in_flight.0.sending(self.id, false);
     }
 }
 
@@ -102,7 +155,12 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        // Asked for the next frame: the last one was taken up.
+        let (id, connection) = (self.id, self.in_flight.0.clone());
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let waiting = matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data());
+        connection.sending(id, waiting);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -157,15 +215,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if polled.is_pending()
-            && let Some(deadline) = this.connection.idle_deadline(this.idle_timeout)
-        {
-            if this.idle.deadline() != deadline {
-                this.idle.as_mut().reset(deadline);
-            }
-            if this.idle.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(timed_out("no request within the idle timeout")));
-            }
+        if polled.is_ready() {
+            return polled;
+        }
+        this.connection.set_reader(cx.waker());
+        let idle = this.connection.idle_deadline(this.idle_timeout);
+        let send = this.connection.send_deadline(this.write_timeout);
+        let Some(deadline) = idle.into_iter().chain(send).min() else {
+            return polled;
+        };
+        if this.idle.deadline() != deadline {
+            this.idle.as_mut().reset(deadline);
+        }
+        if this.idle.as_mut().poll(cx).is_ready() {
+            let why = if send == Some(deadline) {
+                "the client took no response data within the write timeout"
+            } else {
+                "no request within the idle timeout"
+            };
+            return Poll::Ready(Err(timed_out(why)));
         }
         polled
     }
@@ -247,5 +315,37 @@ mod tests {
             connection.idle_deadline(timeout),
             Some(opened + Duration::from_secs(30) + timeout)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_frame_waiting_to_be_sent_has_a_deadline_until_the_next_is_asked_for() {
+        use http_body_util::BodyExt;
+        let connection = Connection::new();
+        let timeout = Duration::from_secs(10);
+        let (sender, frames) = tokio::sync::mpsc::channel(4);
+        let send = |data: &'static [u8]| {
+            let frame = http_body::Frame::data(bytes::Bytes::from_static(data));
+            sender.try_send(Ok::<_, std::convert::Infallible>(frame))
+        };
+        let frames = tokio_stream::wrappers::ReceiverStream::new(frames);
+        let mut body =
+            TrackedBody::new(http_body_util::StreamBody::new(frames), connection.begin());
+        send(b"a").unwrap();
+        assert_eq!(connection.send_deadline(timeout), None);
+        let handed = Instant::now();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert!(frame.is_data());
+        // hyper holds the frame (an HTTP/2 window at zero): the deadline runs.
+        assert_eq!(connection.send_deadline(timeout), Some(handed + timeout));
+        // Asked for the next: the frame went out. Waiting on the application is not a stall.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let next = tokio::time::timeout(Duration::from_millis(10), body.frame()).await;
+        assert!(next.is_err());
+        assert_eq!(connection.send_deadline(timeout), None);
+        send(b"b").unwrap();
+        body.frame().await.unwrap().unwrap();
+        assert!(connection.send_deadline(timeout).is_some());
+        drop(body);
+        assert_eq!(connection.send_deadline(timeout), None);
     }
 }

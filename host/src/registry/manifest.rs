@@ -8,8 +8,15 @@ use http::Method;
 use serde::Deserialize;
 use std::fmt;
 
-/// Path prefixes the host keeps for itself; no plugin route may use them.
-pub const RESERVED_PREFIXES: &[&str] = &["/admin", "/auth", "/healthz", "/readyz", "/metrics"];
+/// Path prefixes the host keeps for itself; no plugin route may use them, and no request under
+/// them reaches a plugin, whatever its routes' parameters would match.
+pub const RESERVED_PREFIXES: &[&str] =
+    &["/admin", "/auth", "/_", "/healthz", "/readyz", "/metrics"];
+/// Largest manifest, in bytes: a real one is a few hundred.
+pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
+/// Most `[[routes]]` one manifest may declare: the route table is rebuilt from every plugin's
+/// routes on each deploy, so its size (and build time) must stay bounded.
+pub const MAX_ROUTES: usize = 256;
 
 /// Why a manifest was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +26,7 @@ pub enum ManifestError {
     Invalid(String),
     /// A route uses a path the host reserves.
     #[error(
-        "route {path:?} uses the reserved prefix {prefix:?} (reserved: /admin/, /auth/, /healthz, /readyz, /metrics)"
+        "route {path:?} uses the reserved prefix {prefix:?} (reserved: /admin/, /auth/, /_/, /healthz, /readyz, /metrics)"
     )]
     Reserved {
         /// The route.
@@ -84,7 +91,7 @@ impl RoutePath {
 }
 
 /// The reserved prefix a path falls under, if any (`/admin` and everything below it).
-fn reserved_prefix(path: &str) -> Option<&'static str> {
+pub fn reserved_prefix(path: &str) -> Option<&'static str> {
     RESERVED_PREFIXES.iter().copied().find(|prefix| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -194,12 +201,24 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and checks manifest text.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        if text.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::Invalid(format!(
+                "the manifest is {} bytes; at most {MAX_MANIFEST_BYTES} are allowed",
+                text.len()
+            )));
+        }
         let manifest: Manifest =
             toml::from_str(text).map_err(|e| ManifestError::Invalid(e.to_string()))?;
         if manifest.routes.is_empty() {
             return Err(ManifestError::Invalid(
                 "a manifest needs at least one [[routes]] entry".into(),
             ));
+        }
+        if manifest.routes.len() > MAX_ROUTES {
+            return Err(ManifestError::Invalid(format!(
+                "the manifest declares {} routes; at most {MAX_ROUTES} are allowed",
+                manifest.routes.len()
+            )));
         }
         for route in &manifest.routes {
             if let Some(prefix) = reserved_prefix(route.path.as_str()) {
@@ -246,12 +265,25 @@ path = "/todos"
 
     #[test]
     fn rejects_bad_manifests_with_the_field_named() {
-        let cases = [
+        let many_routes = format!(
+            "name = \"ok\"\n{}",
+            (0..=MAX_ROUTES)
+                .map(|i| format!("[[routes]]\npath = \"/r{i}\"\n"))
+                .collect::<String>()
+        );
+        let huge = format!(
+            "name = \"ok\"\n[[routes]]\npath = \"/x\"\n#{}",
+            "x".repeat(MAX_MANIFEST_BYTES)
+        );
+        let cases: [(&str, &str); 11] = [
             (
                 "name = \"Bad_Name\"\n[[routes]]\npath = \"/x\"",
                 "plugin name",
             ),
             ("name = \"ok\"\nroutes = []", "at least one"),
+            (&many_routes, "declares 257 routes"),
+            (&huge, "at most 65536 are allowed"),
+            ("name = \"ok\"\n[[routes]]\npath = \"/_/dash\"", "reserved"),
             ("name = \"ok\"\n[[routes]]\npath = \"x\"", "must start with"),
             (
                 "name = \"ok\"\n[[routes]]\npath = \"/x\"\nmethods = [\"FETCH\"]",

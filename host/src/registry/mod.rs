@@ -399,6 +399,9 @@ pub struct Registry {
     keep_versions: usize,
     /// Stored plugins the last load left inactive, with the reason.
     not_loaded: std::sync::Mutex<Vec<NotLoaded>>,
+    /// One permit per core: uploads compile at most this many at once, so a burst of deploys
+    /// queues instead of taking every blocking thread and core from requests.
+    compiles: tokio::sync::Semaphore,
 }
 
 /// A stored plugin that could not be activated at start (it stays stored).
@@ -482,6 +485,9 @@ impl Registry {
             limits,
             keep_versions,
             not_loaded: std::sync::Mutex::default(),
+            compiles: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            ),
         }
     }
 
@@ -735,7 +741,13 @@ impl Registry {
         let sha = sha256.clone();
         // Bytes already compiled (another plugin or an earlier version) load from their artifact;
         // new ones compile here and have their artifact stored once their blob is, below.
+        let compiling = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let (code, compiled) = blocking(move || runtime.load_or_compile(&sha, &bytes)).await??;
+        drop(compiling);
         let record = PluginRecord {
             name: name.to_string(),
             manifest: manifest_text,

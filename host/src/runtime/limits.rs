@@ -613,14 +613,23 @@ impl BodyWatch {
 
 /// A request body that fails once it has passed `limit` bytes, or when no data comes for
 /// `idle`, and reports it to a [`BodyWatch`]: the dispatcher then answers 413 or 408 without
-/// reading (or buffering) the rest.
+/// reading (or buffering) the rest. With a minimum rate it also fails when, after the first
+/// `idle`, the body falls behind that many bytes a second on average: a client dripping a byte
+/// just before each idle timeout would otherwise hold its request forever.
 pub struct RequestLimit<B> {
     inner: B,
     remaining: u64,
     idle: Duration,
     stall: std::pin::Pin<Box<tokio::time::Sleep>>,
     watch: Arc<BodyWatch>,
+    min_rate: Option<u64>,
+    started: tokio::time::Instant,
+    received: u64,
 }
+
+/// The slowest average a host route's request body may arrive at (after its first idle
+/// timeout): a 64 MiB upload may take an hour, a drip of a byte every few seconds may not.
+pub const MIN_HOST_BODY_RATE: u64 = 16 << 10;
 
 impl<B> RequestLimit<B> {
     /// Wraps `inner`, allowing `limit` bytes and pauses up to `idle`.
@@ -631,6 +640,28 @@ impl<B> RequestLimit<B> {
             idle,
             stall: Box::pin(tokio::time::sleep(idle)),
             watch,
+            min_rate: None,
+            started: tokio::time::Instant::now(),
+            received: 0,
+        }
+    }
+
+    /// Also requires an average of `bytes_per_second` once the first `idle` has passed.
+    pub fn with_min_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_rate = Some(bytes_per_second.max(1));
+        self
+    }
+
+    /// When the body breaks a limit if nothing more comes: its idle timeout, or the moment
+    /// what it has sent falls below the minimum rate.
+    fn deadline(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        let idle = now + self.idle;
+        match self.min_rate {
+            None => idle,
+            Some(rate) => {
+                let earned = Duration::from_secs_f64(self.received as f64 / rate as f64);
+                idle.min(self.started + self.idle + earned)
+            }
         }
     }
 }
@@ -658,8 +689,9 @@ where
                         return Poll::Ready(Some(Err("request body over its limit".into())));
                     }
                     this.remaining -= len;
+                    this.received += len;
                 }
-                let next = tokio::time::Instant::now() + this.idle;
+                let next = this.deadline(tokio::time::Instant::now());
                 this.stall.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -706,6 +738,38 @@ mod tests {
         let zero: LimitsSpec = toml::from_str("max_concurrency = 0").unwrap();
         assert!(DEFAULT_LIMITS.for_manifest(&DEFAULT_CAPS, &zero).is_err());
         assert!(toml::from_str::<LimitsSpec>("cpu = 3").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_body_must_keep_its_minimum_rate_after_the_first_idle_timeout() {
+        use http_body_util::BodyExt;
+        let idle = Duration::from_secs(10);
+        let (sender, frames) = tokio::sync::mpsc::channel(16);
+        let frames = tokio_stream::wrappers::ReceiverStream::new(frames);
+        let watch = Arc::new(BodyWatch::default());
+        let mut body = RequestLimit::new(
+            http_body_util::StreamBody::new(frames),
+            u64::MAX,
+            idle,
+            watch.clone(),
+        )
+        .with_min_rate(100);
+        let byte = || {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(
+                b"x",
+            )))
+        };
+        // A byte every 9 s never trips the idle timeout, but falls behind 100 bytes a second.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(9)).await;
+            sender.send(byte()).await.unwrap();
+            if body.frame().await.unwrap().is_err() {
+                break;
+            }
+        }
+        let stalled = tokio::time::timeout(Duration::from_secs(30), body.frame()).await;
+        assert!(matches!(stalled, Ok(Some(Err(_)))), "{stalled:?}");
+        assert_eq!(watch.current(), Some(BodyViolation::TooSlow));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - `GET /{bucket}/{key}`: the value (404 when absent); `PUT` stores the body; `DELETE` removes.
 //! - `POST /{bucket}/{key}/incr/{n}`: atomic increment, answers the new count.
 //! - `GET /{bucket}`: every key, one per line, read page by page with `list-keys` cursors.
-//! - `PUT /{bucket}?many=N&size=S`: `set-many` of keys `k0..kN` with S-byte values.
+//! - `PUT /{bucket}?many=N&size=S`: `set-many` of keys `k0..kN` with S-byte values, 1,000 keys
+//!   a call (the host's cap per batch call; each call is all or nothing).
 //!
 //! A keyvalue error answers 400 with the host's message (it starts with a stable code).
 
@@ -119,7 +120,9 @@ fn handle(request: &IncomingRequest) -> Result<(u16, Vec<u8>), store::Error> {
             let entries: Vec<(String, Vec<u8>)> = (0..param("many"))
                 .map(|i| (format!("k{i}"), vec![b'v'; param("size")]))
                 .collect();
-            batch::set_many(&bucket, &entries)?;
+            for chunk in entries.chunks(1000) {
+                batch::set_many(&bucket, chunk)?;
+            }
             Ok((200, format!("stored {}", entries.len()).into_bytes()))
         }
         (Method::Get, [bucket, key]) => {
