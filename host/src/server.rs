@@ -55,8 +55,9 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Startup(format!("setting up auth: {e}")))?;
     if let Some(token) = &bootstrap.generated_token {
-        // Printed once, never logged: only its hash is stored.
-        eprintln!(
+        // Printed once on standard output, never to the log stream (standard error, which log
+        // shippers collect): only its hash is stored.
+        println!(
             "\n  Plinth generated an admin token for this data directory. It is shown only now:\n\n    \
              {token}\n\n  Use it as `Authorization: Bearer <token>` on /admin/ endpoints, or set \
              PLINTH_ADMIN_TOKEN to choose your own.\n"
@@ -124,7 +125,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     })?;
     tracing::info!(data_dir = %config.data_dir.display(), "listening on {scheme}://{local}");
     if let Some(token) = &setup_token {
-        eprintln!(
+        // Standard output, like the admin token: never the log stream.
+        println!(
             "\n  No admin account exists yet. Create one with this one-time setup token:\n\n    \
              curl -X POST {scheme}://{}/auth/setup -H 'content-type: application/json' \\\n      \
              -d '{{\"setup_token\": \"{token}\", \"email\": \"you@example.com\", \"password\": \"...\"}}'\n\n  \

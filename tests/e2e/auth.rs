@@ -508,9 +508,10 @@ async fn admins_manage_users_and_disabling_cuts_access_at_once() {
         refresh(&server, &user_refresh).await.status,
         StatusCode::UNAUTHORIZED
     );
+    // The right password of a disabled account gets the answer a wrong one gets.
     let refused = login(&server, "lee@example.com", "password-1234").await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert_eq!(refused.code(), "account_disabled");
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.code(), "invalid_credentials");
 
     // Enabling lets them log in again; deleting removes them for good.
     let enabled = admin_post(
@@ -521,6 +522,11 @@ async fn admins_manage_users_and_disabling_cuts_access_at_once() {
     )
     .await;
     assert_eq!(enabled.status, StatusCode::OK);
+    // Re-enabling does not bring back the tokens it had before.
+    assert_eq!(
+        server.get_as("/whoami", &user_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let again = login(&server, "lee@example.com", "password-1234").await;
     assert_eq!(again.status, StatusCode::OK);
     let again_access = again.json()["access_token"].as_str().unwrap().to_string();
@@ -776,7 +782,8 @@ async fn repeated_failures_slow_an_account_down_without_locking_it_out() {
 async fn the_setup_token_creates_the_first_admin_once() {
     let dir = TempDir::new();
     let server = Server::start_with(dir.path(), Options::default());
-    let line = server.wait_for_log(&["plinth_setup_"]);
+    let line = server.wait_for_printed("plinth_setup_");
+    assert!(!server.logs().iter().any(|l| l.contains("plinth_setup_")));
     let token: String = line
         .split("plinth_setup_")
         .nth(1)
@@ -892,4 +899,128 @@ async fn invite_only_registration_needs_a_valid_single_use_invitation() {
             .status,
         StatusCode::OK
     );
+}
+
+/// `/whoami` with `access`: 200 or 401.
+async fn whoami_status(server: &Server, access: &str) -> StatusCode {
+    server.get_as("/whoami", access).await.status
+}
+
+fn access_of(reply: &crate::harness::Reply) -> String {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn access_tokens_end_with_every_session_they_belong_to() {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), with_admin_account());
+    server.deploy_guest(Guest::WhoAmI).await;
+    let admin = admin_access(&server).await;
+    let (first, _) = signed_in(&server, "kim@example.com").await;
+    assert_eq!(whoami_status(&server, &first).await, StatusCode::OK);
+
+    // A password change ends the access token it was made with; a new login, even in the same
+    // second, works at once.
+    let changed = server
+        .post_json(
+            "/auth/password",
+            json!({ "current_password": "password-1234", "new_password": "new-password-99" }),
+            Some(&first),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text());
+    assert_eq!(
+        whoami_status(&server, &first).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let session = login(&server, "kim@example.com", "new-password-99").await;
+    let second = access_of(&session);
+    assert_eq!(whoami_status(&server, &second).await, StatusCode::OK);
+
+    // Logout everywhere: refresh and access tokens alike.
+    let refresh_token = session.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = server
+        .request(Method::POST, "/auth/logout-everywhere", Some(&second), None)
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text());
+    assert_eq!(
+        whoami_status(&server, &second).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&server, &refresh_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Gaining a role keeps the session; losing one ends it.
+    let third = access_of(&login(&server, "kim@example.com", "new-password-99").await);
+    let id = server.get_as("/auth/me", &third).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let roles = format!("/admin/users/{id}/roles");
+    let gained = server
+        .send_json(
+            Method::PUT,
+            &roles,
+            json!({ "roles": ["operator"] }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(gained.status, StatusCode::OK, "{}", gained.text());
+    assert_eq!(whoami_status(&server, &third).await, StatusCode::OK);
+    let lost = server
+        .send_json(Method::PUT, &roles, json!({ "roles": [] }), Some(&admin))
+        .await;
+    assert_eq!(lost.status, StatusCode::OK, "{}", lost.text());
+    assert_eq!(
+        whoami_status(&server, &third).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let fourth = access_of(&login(&server, "kim@example.com", "new-password-99").await);
+    assert_eq!(whoami_status(&server, &fourth).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_guesses_are_counted_before_they_are_checked_and_the_password_endpoint_is_throttled()
+ {
+    let server = Server::start();
+    must_register(&server, "max@example.com").await;
+    // 12 guesses at once: at most the 10 free failures are checked, the rest wait.
+    let guesses: Vec<_> = (0..12)
+        .map(|_| login(&server, "max@example.com", "wrong-password"))
+        .collect();
+    let replies = futures::future::join_all(guesses).await;
+    let checked = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(checked + throttled, 12);
+    assert!(checked <= 10, "{checked} guesses were checked");
+
+    // A stolen access token is no oracle: wrong current passwords slow the account down too
+    // (on a server of its own, so the per-IP limit does not answer first).
+    let server = Server::start();
+    let (access, _) = signed_in(&server, "ida@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let reply = server
+            .post_json(
+                "/auth/password",
+                json!({ "current_password": "guess-guess-1", "new_password": "new-password-99" }),
+                Some(&access),
+            )
+            .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses[..10], [StatusCode::UNAUTHORIZED; 10]);
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
 }

@@ -170,3 +170,52 @@ async fn bad_config_requests_are_refused_clearly() {
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_value_declared_secret_stays_masked_after_the_declaration_goes() {
+    let server = Server::start();
+    server.deploy_guest(Guest::ConfigReader).await;
+    let set_plain = |value: &'static str| {
+        server.send_json(
+            Method::PUT,
+            "/admin/plugins/config-reader/config",
+            json!({ "greeting": "hi", "api_token": value }),
+            Some(crate::harness::TOKEN),
+        )
+    };
+    // Set without `secret`: the manifest's declaration masks it.
+    assert_eq!(set_plain(SECRET).await.status, StatusCode::OK);
+    let masked = || async {
+        let view = server
+            .admin(Method::GET, "/admin/plugins/config-reader/config")
+            .await;
+        assert_eq!(view.status, StatusCode::OK);
+        assert!(!view.text().contains(SECRET), "{}", view.text());
+    };
+    masked().await;
+    // A redeploy whose manifest no longer declares it secret...
+    let manifest = Guest::ConfigReader
+        .manifest()
+        .replace("secrets = [\"api_token\"]", "keys = [\"greeting\", \"api_token\"]")
+        .replace("keys = [\"greeting\"]\n", "");
+    let reply = server
+        .deploy("config-reader", &manifest, &Guest::ConfigReader.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    masked().await;
+    // ...a plain write over it...
+    assert_eq!(set_plain(SECRET).await.status, StatusCode::OK);
+    masked().await;
+    // ...and a delete of the plugin (its config stays) leave the value masked.
+    let deleted = server
+        .admin(Method::DELETE, "/admin/plugins/config-reader")
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.text());
+    masked().await;
+    // The plugin itself still reads the value.
+    let reply = server
+        .deploy("config-reader", &manifest, &Guest::ConfigReader.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    assert_eq!(server.get("/config-reader/api_token").await.text(), SECRET);
+}

@@ -84,6 +84,8 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
+    /// What the server printed on standard output (generated tokens), apart from its log.
+    printed: Arc<Mutex<Vec<String>>>,
     client: Client,
     /// Remove the data directory on drop.
     owns_dir: bool,
@@ -176,10 +178,21 @@ impl Server {
     /// A server on `data_dir` with `options`. The caller owns (and removes) `data_dir`.
     pub fn start_with(data_dir: PathBuf, options: Options) -> Server {
         let mut cmd = command(&data_dir, &options);
-        cmd.stderr(Stdio::piped());
+        cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("starting plinth");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        {
+            let printed = printed.clone();
+            let stdout = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    printed.lock().unwrap().push(line);
+                }
+            });
+        }
         let (addr_tx, addr_rx) = mpsc::channel();
         {
             let logs = logs.clone();
@@ -217,6 +230,7 @@ impl Server {
             base: format!("http://{addr}"),
             data_dir,
             logs,
+            printed,
             // No pooled connections: a server may close a connection after answering early
             // (e.g. 401 before reading an upload), and a reused one would then fail the next
             // request at random.
@@ -284,6 +298,24 @@ impl Server {
                 "no log line with {needles:?} in:\n{}",
                 self.logs().join("\n")
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) until the server prints a line on standard output containing `needle`.
+    pub fn wait_for_printed(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self
+                .printed
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "nothing printed with {needle:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

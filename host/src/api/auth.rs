@@ -21,12 +21,13 @@ pub(super) fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(setup))
+        .routes(routes!(change_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), per_ip_limit));
     OpenApiRouter::new()
         .merge(limited)
         .routes(routes!(logout))
+        .routes(routes!(logout_everywhere))
         .routes(routes!(me))
-        .routes(routes!(change_password))
 }
 
 /// Refuses a request with 429 when its client IP is over the credential-endpoint limit.
@@ -115,12 +116,22 @@ async fn register(
     responses((status = 201, body = UserInfo), (status = 401, body = ErrorBody, description = "invalid_setup_token")))]
 async fn setup(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<SetupBody>,
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
     let user = state
         .auth
         .setup(&body.setup_token, &body.email, body.password)
         .await?;
+    let actor = crate::audit::Actor {
+        who: "setup-token".into(),
+        address: Some(addr.ip().to_string()),
+    };
+    let details = serde_json::json!({ "email": user.email, "roles": user.roles });
+    state
+        .audit
+        .record(&actor, "auth.setup", &user.id, details)
+        .await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -156,6 +167,19 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends every session of the signed-in account: its refresh tokens and its access tokens,
+/// this one included.
+#[utoipa::path(post, path = "/auth/logout-everywhere", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "every session ended"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "not_an_account")))]
+async fn logout_everywhere(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<StatusCode, ApiError> {
+    state.auth.logout_everywhere(&principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The signed-in account.
 #[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody),
@@ -172,7 +196,8 @@ async fn me(Caller(principal): Caller) -> Result<Json<UserInfo>, ApiError> {
 /// Changes the caller's password (other sessions end).
 #[utoipa::path(post, path = "/auth/password", tag = "auth", security(("bearer" = [])),
     request_body = PasswordChange,
-    responses((status = 204, description = "changed"), (status = 401, body = ErrorBody)))]
+    responses((status = 204, description = "changed"), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 async fn change_password(
     State(state): State<AppState>,
     Caller(principal): Caller,

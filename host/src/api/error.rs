@@ -149,7 +149,6 @@ impl ApiError {
                 }
                 AccountError::EmailTaken => (S::CONFLICT, "email_taken", None),
                 AccountError::BadCredentials => (S::UNAUTHORIZED, "invalid_credentials", None),
-                AccountError::Disabled => (S::FORBIDDEN, "account_disabled", None),
                 AccountError::RegistrationClosed => (S::FORBIDDEN, "registration_closed", None),
                 AccountError::InvalidRefreshToken => {
                     (S::UNAUTHORIZED, "invalid_refresh_token", None)

@@ -33,6 +33,11 @@ pub struct User {
     pub disabled: bool,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// Access tokens issued before this (Unix seconds) are refused: set when a password
+    /// change, a logout everywhere, disabling or a lost role ends every session, so "every
+    /// session" includes access tokens still within their lifetime.
+    #[serde(default)]
+    pub tokens_valid_after: u64,
 }
 
 /// An email or password that breaks the rules.
@@ -100,6 +105,7 @@ impl User {
             roles,
             disabled: false,
             created_at_ms: now_ms,
+            tokens_valid_after: 0,
         }
     }
 

@@ -1,10 +1,11 @@
 //! Account management for admins: list, create, disable, enable, delete, set roles.
 //!
-//! Disabling or deleting an account ends its refresh tokens at once; its access tokens stop
-//! working at once too, because every request re-reads the account.
+//! Disabling or deleting an account, or taking a role from it, ends its refresh tokens at once;
+//! its access tokens stop working at once too, because every request re-reads the account and
+//! refuses tokens issued before its `tokens_valid_after`.
 
 use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
-use super::{AccountError, Auth, Principal, UserInfo, blocking, sessions, valid_role};
+use super::{AccountError, Auth, Principal, UserInfo, blocking, cut_off, sessions, valid_role};
 use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
@@ -82,7 +83,7 @@ impl Auth {
     }
 
     /// Applies `change` to an account with optimistic concurrency (retrying a few times).
-    async fn modify(
+    pub(super) async fn modify(
         &self,
         id: &str,
         change: impl Fn(&User) -> Result<User, AccountError> + Send + Sync + 'static,
@@ -92,6 +93,9 @@ impl Auth {
         for _ in 0..5 {
             let current = self.load(id).await?;
             let next = change(&current)?;
+            // A change that moved the token cut-off ends the refresh sessions too.
+            let end_sessions =
+                end_sessions || next.tokens_valid_after != current.tokens_valid_after;
             let store = self.store.clone();
             let (previous, candidate) = (current.clone(), next.clone());
             let applied = blocking(move || {
@@ -126,6 +130,12 @@ impl Auth {
             move |u| {
                 Ok(User {
                     disabled,
+                    // Re-enabling must not bring back the tokens it had before.
+                    tokens_valid_after: if disabled {
+                        cut_off(u.tokens_valid_after)
+                    } else {
+                        u.tokens_valid_after
+                    },
                     ..u.clone()
                 })
             },
@@ -156,8 +166,14 @@ impl Auth {
         self.modify(
             id,
             move |u| {
+                let lost_a_role = u.roles.iter().any(|r| !next_roles.contains(r));
                 Ok(User {
                     roles: next_roles.clone(),
+                    tokens_valid_after: if lost_a_role {
+                        cut_off(u.tokens_valid_after)
+                    } else {
+                        u.tokens_valid_after
+                    },
                     ..u.clone()
                 })
             },

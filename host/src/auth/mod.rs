@@ -60,9 +60,6 @@ pub enum AccountError {
     /// Unknown email or wrong password (deliberately indistinguishable).
     #[error("the email or password is wrong")]
     BadCredentials,
-    /// The account is disabled.
-    #[error("this account is disabled")]
-    Disabled,
     /// Registration is closed on this server.
     #[error("registration is closed on this server")]
     RegistrationClosed,
@@ -391,6 +388,16 @@ pub struct Auth {
     settings: AuthSettings,
 }
 
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// The `tokens_valid_after` that ends every access token issued so far, the ones a login just
+/// dated into the next second included (see [`Tokens::issue_after`]).
+fn cut_off(previous: u64) -> u64 {
+    now_secs().max(previous + 1)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -482,11 +489,13 @@ impl Auth {
                 }
             };
         }
-        if let Some(user_id) = self.tokens.verify(token) {
-            // Read the account on every request: disabling or deleting it, or changing its
-            // roles, takes effect at once rather than when the token expires.
-            return match self.parsed_accounts.get(&*self.store, &user_id) {
-                Ok(Some(user)) if !user.disabled => Ok(Principal::User(user)),
+        if let Some(access) = self.tokens.verify(token) {
+            // Read the account on every request: disabling or deleting it, changing its roles,
+            // or ending its sessions takes effect at once rather than when the token expires.
+            return match self.parsed_accounts.get(&*self.store, &access.user_id) {
+                Ok(Some(user)) if !user.disabled && access.issued_at > user.tokens_valid_after => {
+                    Ok(Principal::User(user))
+                }
                 Ok(_) => Err(AuthError::Invalid),
                 Err(e) => {
                     tracing::error!(error = %e, "reading an account failed");
@@ -675,7 +684,7 @@ impl Auth {
         Ok(Session {
             access_token: self
                 .tokens
-                .issue(&user.id)
+                .issue_after(&user.id, user.tokens_valid_after + 1)
                 .map_err(AccountError::Internal)?,
             token_type: "Bearer",
             expires_in: self.tokens.access_ttl().as_secs(),
@@ -695,14 +704,15 @@ impl Auth {
     /// same error; repeated failures slow the account down.
     pub async fn login(&self, email: &str, password: String) -> Result<Session, AccountError> {
         let throttle_key = email.trim().to_lowercase();
-        self.throttle
-            .check_account(&throttle_key)
+        let attempt = self
+            .throttle
+            .attempt(&throttle_key)
             .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
         let result = self.login_checked(email, password).await;
         match &result {
-            Ok(_) => self.throttle.succeeded(&throttle_key),
-            Err(AccountError::BadCredentials) => self.throttle.failed(&throttle_key),
-            Err(_) => {}
+            Ok(_) => attempt.succeeded(),
+            Err(AccountError::BadCredentials) => attempt.failed(),
+            Err(_) => drop(attempt),
         }
         result
     }
@@ -726,7 +736,9 @@ impl Auth {
             return Err(AccountError::BadCredentials);
         };
         if user.disabled {
-            return Err(AccountError::Disabled);
+            // The same answer as a wrong password: the right one must not confirm that a
+            // disabled account exists and what its password is.
+            return Err(AccountError::BadCredentials);
         }
         let user = if verified.needs_rehash {
             self.rehash(user, password).await?
@@ -834,6 +846,26 @@ impl Auth {
         }
     }
 
+    /// `POST /auth/logout-everywhere`: ends every session of the calling account, its refresh
+    /// tokens and its access tokens (this one included).
+    pub async fn logout_everywhere(&self, principal: &Principal) -> Result<(), AccountError> {
+        let Principal::User(user) = principal else {
+            return Err(AccountError::NotAnAccount);
+        };
+        self.modify(
+            &user.id,
+            |u| {
+                Ok(User {
+                    tokens_valid_after: cut_off(u.tokens_valid_after),
+                    ..u.clone()
+                })
+            },
+            true,
+        )
+        .await
+        .map(drop)
+    }
+
     /// `POST /auth/password`: changes the caller's password and ends all their sessions.
     pub async fn change_password(
         &self,
@@ -845,16 +877,25 @@ impl Auth {
             return Err(AccountError::NotAnAccount);
         };
         accounts::check_password(&new)?;
+        // The same throttle as logins: a stolen access token is not an unlimited oracle for
+        // the account's password.
+        let attempt = self
+            .throttle
+            .attempt(&user.email)
+            .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
         let verified = self
             .passwords
             .verify(current, Some(user.password_hash.clone()))
             .await?;
         if !verified.ok {
+            attempt.failed();
             return Err(AccountError::BadCredentials);
         }
+        attempt.succeeded();
         let hash = self.passwords.hash(new).await?;
         let next = User {
             password_hash: hash,
+            tokens_valid_after: cut_off(user.tokens_valid_after),
             ..User::clone(user)
         };
         let store = self.store.clone();

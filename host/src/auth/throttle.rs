@@ -5,6 +5,11 @@
 //! minutes) and resets on success, so an attacker is slowed to a crawl while the owner is never
 //! locked out for good. Failures are tracked for any email, known or not, so the answer reveals
 //! nothing about which accounts exist.
+//!
+//! An attempt is counted when it starts ([`Throttle::attempt`]), not when its password check
+//! ends: guesses sent at once cannot all pass the check before the first failure is counted.
+//! Once an account has used its free failures, one attempt at a time is let through. The map
+//! of accounts is bounded by evicting the least telling entries, never by forgetting lockouts.
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 const FREE_FAILURES: u32 = 10;
 /// The longest an account is slowed down for.
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
-/// Entries kept before old ones are pruned (memory stays bounded under a spray of emails).
+/// Accounts tracked at most (memory stays bounded under a spray of emails).
 const MAX_TRACKED: usize = 100_000;
 
 /// Per-IP limits from the server config.
@@ -42,12 +47,45 @@ impl Default for RateLimit {
 struct Failures {
     count: u32,
     blocked_until: Option<Instant>,
+    /// Attempts started and not yet resolved.
+    in_flight: u32,
 }
 
 /// The throttles.
 pub struct Throttle {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     accounts: Mutex<HashMap<String, Failures>>,
+}
+
+/// One credential check in progress for an account: resolve it with [`Attempt::failed`] or
+/// [`Attempt::succeeded`]; dropped unresolved (an error, a cancelled request), it counts as
+/// neither.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    key: String,
+    resolved: bool,
+}
+
+impl Attempt<'_> {
+    /// The credential was wrong.
+    pub fn failed(mut self) {
+        self.resolved = true;
+        self.throttle.resolve(&self.key, Some(false));
+    }
+
+    /// The credential was right: the account's failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.resolved = true;
+        self.throttle.resolve(&self.key, Some(true));
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.resolved {
+            self.throttle.resolve(&self.key, None);
+        }
+    }
 }
 
 /// Round a wait up to whole seconds for `Retry-After` (at least 1).
@@ -79,46 +117,84 @@ impl Throttle {
         })
     }
 
-    /// Whether `email` may attempt a login now, or how many seconds to wait.
-    pub fn check_account(&self, email: &str) -> Result<(), u64> {
-        let Ok(accounts) = self.accounts.lock() else {
-            return Ok(());
-        };
-        match accounts.get(email).and_then(|f| f.blocked_until) {
-            Some(until) if until > Instant::now() => Err(retry_secs(until - Instant::now())),
-            _ => Ok(()),
+    /// Starts a credential check for `key` (an account's email), or says how many seconds to
+    /// wait: while the account is slowed down, and while another check of an account that has
+    /// used its free failures is still running.
+    pub fn attempt(&self, key: &str) -> Result<Attempt<'_>, u64> {
+        let mut accounts = self
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if !accounts.contains_key(key) && accounts.len() >= MAX_TRACKED {
+            evict(&mut accounts, now);
         }
-    }
-
-    /// Records a failed login for `email`.
-    pub fn failed(&self, email: &str) {
-        let Ok(mut accounts) = self.accounts.lock() else {
-            return;
-        };
-        if accounts.len() >= MAX_TRACKED {
-            let now = Instant::now();
-            accounts.retain(|_, f| f.blocked_until.is_some_and(|t| t > now));
-            if accounts.len() >= MAX_TRACKED {
-                accounts.clear();
-            }
-        }
-        let entry = accounts.entry(email.to_string()).or_insert(Failures {
+        let entry = accounts.entry(key.to_string()).or_insert(Failures {
             count: 0,
             blocked_until: None,
+            in_flight: 0,
         });
-        entry.count = entry.count.saturating_add(1);
-        if entry.count >= FREE_FAILURES {
-            let exponent = (entry.count - FREE_FAILURES).min(20);
-            let backoff = Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF);
-            entry.blocked_until = Some(Instant::now() + backoff);
+        if let Some(until) = entry.blocked_until.filter(|until| *until > now) {
+            return Err(retry_secs(until - now));
         }
+        if entry.in_flight > 0 && entry.count + entry.in_flight >= FREE_FAILURES {
+            return Err(1);
+        }
+        entry.in_flight += 1;
+        Ok(Attempt {
+            throttle: self,
+            key: key.to_string(),
+            resolved: false,
+        })
     }
 
-    /// Forgets the failures of `email` after a successful login.
-    pub fn succeeded(&self, email: &str) {
-        if let Ok(mut accounts) = self.accounts.lock() {
-            accounts.remove(email);
+    fn resolve(&self, key: &str, succeeded: Option<bool>) {
+        let mut accounts = self
+            .accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = accounts.get_mut(key) else {
+            return;
+        };
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        match succeeded {
+            Some(true) => {
+                accounts.remove(key);
+            }
+            Some(false) => {
+                entry.count = entry.count.saturating_add(1);
+                if entry.count >= FREE_FAILURES {
+                    let exponent = (entry.count - FREE_FAILURES).min(20);
+                    let backoff = Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF);
+                    entry.blocked_until = Some(Instant::now() + backoff);
+                }
+            }
+            None => {
+                if entry.count == 0 && entry.in_flight == 0 {
+                    accounts.remove(key);
+                }
+            }
         }
+    }
+}
+
+/// Makes room in a full map: first every entry that says nothing (no failure, no check
+/// running, no lockout in force), then those with the fewest failures. Lockouts in force go
+/// last, the one ending soonest first, so a spray of emails cannot wipe the lockout of an
+/// account under attack.
+fn evict(accounts: &mut HashMap<String, Failures>, now: Instant) {
+    let locked = |f: &Failures| f.blocked_until.is_some_and(|t| t > now);
+    accounts.retain(|_, f| f.in_flight > 0 || locked(f) || f.count > 0);
+    if accounts.len() < MAX_TRACKED {
+        return;
+    }
+    let victim = accounts
+        .iter()
+        .filter(|(_, f)| f.in_flight == 0)
+        .min_by_key(|(_, f)| (locked(f), f.blocked_until, f.count))
+        .map(|(key, _)| key.clone());
+    if let Some(victim) = victim {
+        accounts.remove(&victim);
     }
 }
 
@@ -145,15 +221,64 @@ mod tests {
     fn accounts_slow_down_after_repeated_failures_and_recover_on_success() {
         let t = Throttle::new(RateLimit::default());
         for _ in 0..FREE_FAILURES - 1 {
-            t.failed("a@b.io");
+            t.attempt("a@b.io").unwrap().failed();
         }
-        assert!(t.check_account("a@b.io").is_ok());
-        t.failed("a@b.io");
-        assert_eq!(t.check_account("a@b.io"), Err(1));
-        assert!(t.check_account("other@b.io").is_ok());
-        t.succeeded("a@b.io");
-        assert!(t.check_account("a@b.io").is_ok());
+        t.attempt("a@b.io").unwrap().failed();
+        assert_eq!(t.attempt("a@b.io").err(), Some(1));
+        assert!(t.attempt("other@b.io").is_ok());
+        t.accounts
+            .lock()
+            .unwrap()
+            .get_mut("a@b.io")
+            .unwrap()
+            .blocked_until = None;
+        t.attempt("a@b.io").unwrap().succeeded();
+        assert!(t.attempt("a@b.io").is_ok());
         assert_eq!(retry_secs(Duration::ZERO), 1);
         assert_eq!(retry_secs(Duration::from_millis(1500)), 2);
+    }
+
+    #[test]
+    fn guesses_sent_at_once_are_counted_before_any_check_ends() {
+        let t = Throttle::new(RateLimit::default());
+        // All free failures in flight at once: the next guess waits for one of them.
+        let running: Vec<_> = (0..FREE_FAILURES)
+            .map(|_| t.attempt("a@b.io").unwrap())
+            .collect();
+        assert_eq!(t.attempt("a@b.io").err(), Some(1));
+        for attempt in running {
+            attempt.failed();
+        }
+        assert!(
+            t.attempt("a@b.io").is_err(),
+            "slowed down after the failures"
+        );
+        // A check that ends without an answer (an error, a dropped request) counts as neither.
+        drop(t.attempt("b@b.io").unwrap());
+        assert!(!t.accounts.lock().unwrap().contains_key("b@b.io"));
+    }
+
+    #[test]
+    fn a_full_map_never_forgets_a_lockout_in_force() {
+        let t = Throttle::new(RateLimit::default());
+        for _ in 0..FREE_FAILURES {
+            t.attempt("victim@b.io").unwrap().failed();
+        }
+        {
+            let mut accounts = t.accounts.lock().unwrap();
+            for i in 0..MAX_TRACKED {
+                accounts.insert(
+                    format!("spray{i}@b.io"),
+                    Failures {
+                        count: 1,
+                        blocked_until: None,
+                        in_flight: 0,
+                    },
+                );
+            }
+        }
+        assert!(t.attempt("new@b.io").is_ok());
+        assert!(t.attempt("victim@b.io").is_err());
+        assert!(t.accounts.lock().unwrap().len() <= MAX_TRACKED + 1);
     }
 }

@@ -89,7 +89,17 @@ struct Verified {
     token: Box<str>,
     sub: String,
     exp: u64,
+    iat: u64,
     kid: String,
+}
+
+/// What a valid access token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// When it was issued (`iat`, Unix seconds).
+    pub issued_at: u64,
 }
 
 fn now() -> u64 {
@@ -236,8 +246,11 @@ impl Tokens {
         self.access_ttl
     }
 
-    /// Signs an access token for `user_id` with the current key.
-    pub fn issue(&self, user_id: &str) -> Result<String, String> {
+    /// Signs an access token for `user_id` with the current key, issued no earlier than
+    /// `not_before` (Unix seconds): an account that just ended its sessions refuses tokens
+    /// issued in that second, so a new login in the same second is dated one second on (well
+    /// within the validation leeway).
+    pub fn issue_after(&self, user_id: &str, not_before: u64) -> Result<String, String> {
         let ring = self
             .ring
             .read()
@@ -246,7 +259,7 @@ impl Tokens {
             .keys
             .get(&ring.current)
             .ok_or("no current signing key")?;
-        let iat = now();
+        let iat = now().max(not_before);
         let claims = AccessClaims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -261,8 +274,9 @@ impl Tokens {
         jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| e.to_string())
     }
 
-    /// Verifies an access token; returns the user id. Any flaw gives `None`.
-    pub fn verify(&self, token: &str) -> Option<String> {
+    /// Verifies an access token; returns whose it is and when it was issued. Any flaw gives
+    /// `None`.
+    pub fn verify(&self, token: &str) -> Option<AccessToken> {
         let (_, signature) = token.rsplit_once('.')?;
         {
             let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
@@ -274,10 +288,13 @@ impl Tokens {
                     .read()
                     .is_ok_and(|ring| ring.keys.contains_key(&hit.kid))
             {
-                return Some(hit.sub.clone());
+                return Some(AccessToken {
+                    user_id: hit.sub.clone(),
+                    issued_at: hit.iat,
+                });
             }
         }
-        let (sub, exp, kid) = self.verify_signed(token)?;
+        let (sub, exp, iat, kid) = self.verify_signed(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.len() >= VERIFIED_CACHE {
             let now = now();
@@ -292,14 +309,19 @@ impl Tokens {
                 token: token.into(),
                 sub: sub.clone(),
                 exp,
+                iat,
                 kid,
             },
         );
-        Some(sub)
+        Some(AccessToken {
+            user_id: sub,
+            issued_at: iat,
+        })
     }
 
-    /// The full check: header, key, signature and claims. Returns subject, expiry and key id.
-    fn verify_signed(&self, token: &str) -> Option<(String, u64, String)> {
+    /// The full check: header, key, signature and claims. Returns subject, expiry, issue time
+    /// and key id.
+    fn verify_signed(&self, token: &str) -> Option<(String, u64, u64, String)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
             return None;
@@ -314,7 +336,8 @@ impl Tokens {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).ok()?;
-        (data.claims.typ == ACCESS).then_some((data.claims.sub, data.claims.exp, kid))
+        let claims = data.claims;
+        (claims.typ == ACCESS).then_some((claims.sub, claims.exp, claims.iat, kid))
     }
 }
 
@@ -342,10 +365,16 @@ mod tests {
     #[test]
     fn a_remembered_token_stops_verifying_when_it_expires_or_its_key_goes() {
         let tokens = tokens();
-        let token = tokens.issue("user-1").unwrap();
-        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        let token = tokens.issue_after("user-1", 0).unwrap();
+        assert_eq!(
+            tokens.verify(&token).map(|t| t.user_id).as_deref(),
+            Some("user-1")
+        );
         // Served from the cache the second time.
-        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        assert_eq!(
+            tokens.verify(&token).map(|t| t.user_id).as_deref(),
+            Some("user-1")
+        );
         assert_eq!(tokens.verified.lock().unwrap().len(), 1);
         // Another token carrying the same signature gets the full check, not the cached answer.
         let (header, mut claims) = parts(&token);
@@ -360,7 +389,10 @@ mod tests {
             .get_mut(signature)
             .unwrap()
             .exp = 0;
-        assert_eq!(tokens.verify(&token).as_deref(), Some("user-1"));
+        assert_eq!(
+            tokens.verify(&token).map(|t| t.user_id).as_deref(),
+            Some("user-1")
+        );
         // Once its key no longer verifies, neither does a remembered token.
         tokens.ring.write().unwrap().keys.clear();
         assert_eq!(tokens.verify(&token), None);
@@ -392,8 +424,11 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_forgeries_do_not() {
         let t = tokens();
-        let token = t.issue("user-1").unwrap();
-        assert_eq!(t.verify(&token).as_deref(), Some("user-1"));
+        let token = t.issue_after("user-1", 0).unwrap();
+        assert_eq!(
+            t.verify(&token).map(|t| t.user_id).as_deref(),
+            Some("user-1")
+        );
         let (header, claims) = parts(&token);
         assert_eq!(header["alg"], "EdDSA");
         assert!(header["kid"].is_string());
@@ -420,7 +455,7 @@ mod tests {
         unknown["kid"] = "nope".into();
         assert_eq!(t.verify(&reencode(&token, unknown, claims.clone())), None);
         // Another server's key.
-        let foreign = tokens().issue("user-1").unwrap();
+        let foreign = tokens().issue_after("user-1", 0).unwrap();
         assert_eq!(t.verify(&foreign), None);
         // HS256 "signed" with public material.
         let mut hs = header.clone();
@@ -446,18 +481,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plinth-tokens-{}", rand::random::<u64>()));
         let store = crate::store::SledStore::open(&dir).unwrap();
         let t = Tokens::load(&store, Duration::from_secs(900)).unwrap();
-        let old = t.issue("u").unwrap();
+        let old = t.issue_after("u", 0).unwrap();
         let first = t.key_ids()[0].clone();
         let kid = t.rotate(&store).unwrap();
         assert_ne!(kid, first);
         assert_eq!(t.key_ids(), vec![kid.clone(), first.clone()]);
-        assert_eq!(t.verify(&old).as_deref(), Some("u"));
-        let new = t.issue("u").unwrap();
+        assert_eq!(t.verify(&old).map(|t| t.user_id).as_deref(), Some("u"));
+        let new = t.issue_after("u", 0).unwrap();
         assert_eq!(parts(&new).0["kid"], kid.as_str());
         // A restart sees the same keys, with the new one current.
         let reloaded = Tokens::load(&store, Duration::from_secs(900)).unwrap();
         assert_eq!(reloaded.key_ids(), vec![kid, first]);
-        assert_eq!(reloaded.verify(&old).as_deref(), Some("u"));
+        assert_eq!(
+            reloaded.verify(&old).map(|t| t.user_id).as_deref(),
+            Some("u")
+        );
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

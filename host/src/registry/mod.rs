@@ -98,6 +98,16 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    /// The config keys its manifest declares secret.
+    pub fn declared_secrets(&self) -> BTreeSet<String> {
+        self.manifest
+            .config
+            .secrets
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
     fn new(
         runtime: &Runtime,
         record: PluginRecord,
@@ -529,7 +539,14 @@ impl Registry {
         let _guard = self.writes.lock().await;
         let store = self.store.clone();
         let owned = name.to_string();
-        store_task(move || plugin_config::set(&*store, &owned, &values, now_ms())).await??;
+        let declared = self
+            .active()
+            .plugins
+            .get(name.as_str())
+            .map(|p| p.declared_secrets())
+            .unwrap_or_default();
+        store_task(move || plugin_config::set(&*store, &owned, &values, &declared, now_ms()))
+            .await??;
         self.refresh_config(name.as_str()).await?;
         let keys: Vec<_> = self.config(name.as_str()).keys.iter().cloned().collect();
         tracing::info!(plugin = %name, ?keys, "plugin config changed");
@@ -559,16 +576,8 @@ impl Registry {
         let values = store_task(move || plugin_config::load(&*store, &owned)).await??;
         let active = self.active();
         let deployed = active.plugins.get(name.as_str());
-        let declared_secret: BTreeSet<String> = deployed
-            .map(|p| {
-                p.manifest
-                    .config
-                    .secrets
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let declared_secret: BTreeSet<String> =
+            deployed.map(|p| p.declared_secrets()).unwrap_or_default();
         let required = deployed
             .map(|p| {
                 p.manifest
@@ -779,8 +788,11 @@ impl Registry {
         let runtime = self.runtime.clone();
         let saved = code.clone();
         let keep = self.keep_versions;
+        let secrets = candidate.declared_secrets();
         let stored = blocking(move || {
             let stored = store.put_plugin(&record, &component, keep)?;
+            // Values the manifest declares secret stay secret whatever later manifests say.
+            plugin_config::mark_secret(&*store, &stored.name, &secrets)?;
             if compiled {
                 runtime.save_artifact(&stored.sha256, &saved);
             }

@@ -175,13 +175,18 @@ pub fn snapshot(values: &BTreeMap<String, StoredValue>) -> ConfigSnapshot {
     }
 }
 
-/// Sets several keys of `plugin` in one atomic, durable step.
+/// Sets several keys of `plugin` in one atomic, durable step. Secrecy belongs to the stored
+/// value and only grows: a key stored as secret, or declared secret by the manifest now
+/// (`declared_secret`), stays secret whatever a later write or manifest says, until the key is
+/// removed.
 pub fn set(
     store: &dyn Store,
     plugin: &str,
     values: &BTreeMap<ConfigKey, NewValue>,
+    declared_secret: &BTreeSet<String>,
     now_ms: u64,
 ) -> Result<(), ConfigError> {
+    let current = load(store, plugin)?;
     let mut ops = Vec::with_capacity(values.len());
     for (key, new) in values {
         if new.value.len() > MAX_VALUE_BYTES {
@@ -190,9 +195,10 @@ pub fn set(
                 new.value.len()
             )));
         }
+        let was_secret = current.get(key.as_str()).is_some_and(|v| v.secret);
         let stored = StoredValue {
             value: new.value.clone(),
-            secret: new.secret,
+            secret: new.secret || was_secret || declared_secret.contains(key.as_str()),
             updated_at_ms: now_ms,
         };
         ops.push(Op::Put {
@@ -202,6 +208,30 @@ pub fn set(
         });
     }
     store.commit(&ops)?;
+    Ok(())
+}
+
+/// Marks the stored values of `keys` secret (a manifest declaring them secret was deployed), so
+/// they stay masked after a redeploy, rollback or delete that drops the declaration.
+pub fn mark_secret(
+    store: &dyn Store,
+    plugin: &str,
+    keys: &BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let mut ops = Vec::new();
+    for (key, mut value) in load(store, plugin)? {
+        if keys.contains(&key) && !value.secret {
+            value.secret = true;
+            ops.push(Op::Put {
+                space: Space::PluginConfig,
+                key: storage_key(plugin, &key),
+                value: crate::store::to_json("config value", &value)?,
+            });
+        }
+    }
+    if !ops.is_empty() {
+        store.commit(&ops)?;
+    }
     Ok(())
 }
 
