@@ -417,6 +417,25 @@ pub struct ServeArgs {
     /// what an earlier one (maybe another user's) left in the instance [default: off]
     #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
     pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose Forwarded / X-Forwarded-For names
+    /// the client, for rate limits and the audit log; trust none unless they front Plinth
+    /// [default: none]
+    #[arg(
+        long,
+        env = "PLINTH_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Plugins (comma-separated) that may receive operator and admin credentials on their
+    /// `forward_authorization` routes [default: none]
+    #[arg(
+        long,
+        env = "PLINTH_FORWARD_PRIVILEGED_CREDENTIALS",
+        value_name = "PLUGINS",
+        value_delimiter = ','
+    )]
+    pub forward_privileged_credentials: Option<Vec<String>>,
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -450,6 +469,8 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             log_buffer_lines: self.log_buffer_lines,
             instance_reuse: self.instance_reuse,
+            trusted_proxies: self.trusted_proxies.clone(),
+            forward_privileged_credentials: self.forward_privileged_credentials.clone(),
             admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
             admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
             admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),

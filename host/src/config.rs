@@ -204,6 +204,12 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Which routes may keep plugin instances between requests when a manifest asks.
     pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
+    /// Addresses (CIDRs or IPs) of reverse proxies whose `Forwarded` / `X-Forwarded-For` is
+    /// believed; none by default.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Plugins the operator lets receive operator and admin credentials on their
+    /// `forward_authorization` routes; none by default.
+    pub forward_privileged_credentials: Option<Vec<String>>,
     /// Versions kept per plugin for rollback (the active one included).
     pub keep_versions: Option<usize>,
     /// A folder of plugins to deploy at start (see `plinth apply`).
@@ -237,6 +243,23 @@ pub struct RawConfig {
     /// First admin account's password (environment only).
     #[serde(skip)]
     pub admin_password: Option<String>,
+}
+
+/// Parses `trusted_proxies`: CIDRs (`10.0.0.0/8`) or single addresses (`127.0.0.1`).
+fn parse_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .into_iter()
+        .map(|entry| {
+            let text = entry.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Value {
+                    key: "trusted_proxies",
+                    value: entry.clone(),
+                    reason: "expected an IP address or a CIDR such as 10.0.0.0/8".into(),
+                })
+        })
+        .collect()
 }
 
 fn parse_ttl(
@@ -307,6 +330,10 @@ impl RawConfig {
             tls_key: self.tls_key.or(lower.tls_key),
             log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
             instance_reuse: self.instance_reuse.or(lower.instance_reuse),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            forward_privileged_credentials: self
+                .forward_privileged_credentials
+                .or(lower.forward_privileged_credentials),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
@@ -492,7 +519,13 @@ impl RawConfig {
                     .max_connections
                     .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                     .max(1),
+                trusted_proxies: parse_proxies(self.trusted_proxies.unwrap_or_default())?.into(),
             },
+            forward_privileged_credentials: self
+                .forward_privileged_credentials
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             kv_limits: KvLimits {
                 max_value: self
                     .kv_max_value_size
@@ -569,8 +602,10 @@ pub struct ServerConfig {
     pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
     pub limits: LimitSettings,
-    /// Connection-level limits.
+    /// Connection-level limits and the proxies trusted to name the client.
     pub front_door: crate::front_door::FrontDoor,
+    /// Plugins granted operator and admin credentials on `forward_authorization` routes.
+    pub forward_privileged_credentials: std::collections::BTreeSet<String>,
     /// Value size limit and quota of every plugin's key-value store.
     pub kv_limits: KvLimits,
     /// Accounts, tokens and the admin token.
@@ -592,6 +627,10 @@ impl fmt::Debug for ServerConfig {
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)
+            .field(
+                "forward_privileged_credentials",
+                &self.forward_privileged_credentials,
+            )
             .field("kv_limits", &self.kv_limits)
             .field("auth", &self.auth)
             .finish()

@@ -81,6 +81,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         runtime.clone(),
         config.limits,
         config.keep_versions,
+        config.forward_privileged_credentials.clone(),
     ));
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);

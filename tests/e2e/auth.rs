@@ -1024,3 +1024,107 @@ async fn password_guesses_are_counted_before_they_are_checked_and_the_password_e
     assert_eq!(statuses[..10], [StatusCode::UNAUTHORIZED; 10]);
     assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// Deploys the plain-http component with a `forward_authorization` route under `/forwarded/`.
+async fn deploy_forwarding_plain(server: &Server) {
+    let plain = Guest::PlainHttp;
+    let manifest = format!(
+        "{}\n[[routes]]\npath = \"/forwarded/{{*rest}}\"\nforward_authorization = true\n",
+        plain.manifest()
+    );
+    let deployed = server.deploy("plain", &manifest, &plain.component()).await;
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+}
+
+#[tokio::test]
+async fn operator_and_admin_credentials_reach_a_plugin_only_where_the_operator_granted_it() {
+    let server = Server::start();
+    deploy_forwarding_plain(&server).await;
+    let (access, _) = signed_in(&server, "jo@example.com").await;
+    // An ordinary account's token is forwarded where the route asks...
+    let forwarded = server.get_as("/forwarded/headers", &access).await.text();
+    assert!(forwarded.contains(&format!("authorization: Bearer {access}")));
+    // ...the admin token is not, and the operator sees why in the plugin's details.
+    let admin = server
+        .get_as("/forwarded/headers", crate::harness::TOKEN)
+        .await
+        .text();
+    assert!(!admin.to_lowercase().contains("authorization"), "{admin}");
+    let info = server
+        .admin(Method::GET, "/admin/plugins/plain")
+        .await
+        .json();
+    assert_eq!(info["forward_privileged_credentials"], false);
+    let forwarding = info["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/forwarded/{*rest}")
+        .unwrap();
+    assert_eq!(forwarding["forward_authorization"], true);
+
+    // With the operator's grant, the admin token reaches that plugin too.
+    let dir = TempDir::new();
+    let granted = Server::start_with(
+        dir.path(),
+        Options::with_args(&["--forward-privileged-credentials", "plain"]),
+    );
+    deploy_forwarding_plain(&granted).await;
+    let admin = granted
+        .get_as("/forwarded/headers", crate::harness::TOKEN)
+        .await
+        .text();
+    assert!(
+        admin.contains(&format!("authorization: Bearer {}", crate::harness::TOKEN)),
+        "{admin}"
+    );
+    let info = granted
+        .admin(Method::GET, "/admin/plugins/plain")
+        .await
+        .json();
+    assert_eq!(info["forward_privileged_credentials"], true);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_rate_limit() {
+    let dir = TempDir::new();
+    let config = dir.path().join("server.toml");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(
+        &config,
+        "auth_rate_limit = 3\nauth_rate_window = \"1m\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let server = Server::start_with(
+        dir.path().join("data"),
+        Options::with_args(&["--config", &config.display().to_string()]),
+    );
+    let attempt = |client: &'static str| {
+        server
+            .client()
+            .post(format!("{}/auth/login", server.base))
+            .header("x-forwarded-for", client)
+            .json(&json!({ "email": "nobody@example.com", "password": "wrong-password" }))
+            .send()
+    };
+    // Client A spends its three requests...
+    for _ in 0..3 {
+        assert_eq!(
+            attempt("198.51.100.1").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let limited = attempt("198.51.100.1").await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ...and client B, behind the same proxy, still has its own.
+    assert_eq!(
+        attempt("198.51.100.2").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // IPv6 clients are bucketed by /64: a new address in the same /64 is the same client.
+    for _ in 0..3 {
+        attempt("2001:db8:5:6::1").await.unwrap();
+    }
+    let same_64 = attempt("2001:db8:5:6::99").await.unwrap();
+    assert_eq!(same_64.status(), StatusCode::TOO_MANY_REQUESTS);
+}

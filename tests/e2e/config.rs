@@ -196,7 +196,10 @@ async fn a_value_declared_secret_stays_masked_after_the_declaration_goes() {
     // A redeploy whose manifest no longer declares it secret...
     let manifest = Guest::ConfigReader
         .manifest()
-        .replace("secrets = [\"api_token\"]", "keys = [\"greeting\", \"api_token\"]")
+        .replace(
+            "secrets = [\"api_token\"]",
+            "keys = [\"greeting\", \"api_token\"]",
+        )
         .replace("keys = [\"greeting\"]\n", "");
     let reply = server
         .deploy("config-reader", &manifest, &Guest::ConfigReader.component())

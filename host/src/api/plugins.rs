@@ -143,8 +143,15 @@ async fn run(
     principal: Option<Principal>,
 ) -> Response {
     let headers = request.headers_mut();
-    if !target.forward_authorization {
-        // Credentials stay with the host; the plugin learns the caller through `identity`.
+    // Credentials stay with the host; the plugin learns the caller through `identity`. A
+    // route may ask for the header, but an operator's or admin's credential (the admin token,
+    // an operator key or account) reaches only a plugin the operator granted it.
+    let privileged = principal
+        .as_ref()
+        .is_some_and(|p| p.has_role(crate::auth::ROLE_OPERATOR));
+    if !target.forward_authorization
+        || (privileged && !state.registry.forwards_privileged(&target.plugin.name))
+    {
         headers.remove(header::AUTHORIZATION);
     }
     if !headers.contains_key(header::HOST) {

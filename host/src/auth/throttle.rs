@@ -88,6 +88,21 @@ impl Drop for Attempt<'_> {
     }
 }
 
+/// The bucket an address is limited in: an IPv4 address alone, an IPv6 address by its /64 (a
+/// single host is usually given a whole /64, so per-address buckets would give it billions).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Round a wait up to whole seconds for `Retry-After` (at least 1).
 fn retry_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
@@ -112,7 +127,7 @@ impl Throttle {
         if self.per_ip.len() > MAX_TRACKED {
             self.per_ip.retain_recent();
         }
-        self.per_ip.check_key(&ip).map_err(|not_until| {
+        self.per_ip.check_key(&bucket(ip)).map_err(|not_until| {
             retry_secs(not_until.wait_time_from(DefaultClock::default().now()))
         })
     }
@@ -215,6 +230,12 @@ mod tests {
         let wait = t.check_ip(ip).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
         assert!(t.check_ip("127.0.0.2".parse().unwrap()).is_ok());
+        // IPv6 addresses share their /64's bucket.
+        for _ in 0..3 {
+            assert!(t.check_ip("2001:db8:1:2::1".parse().unwrap()).is_ok());
+        }
+        assert!(t.check_ip("2001:db8:1:2:ffff::9".parse().unwrap()).is_err());
+        assert!(t.check_ip("2001:db8:1:3::1".parse().unwrap()).is_ok());
     }
 
     #[test]

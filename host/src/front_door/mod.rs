@@ -63,12 +63,30 @@ fn new_request_id() -> http::HeaderValue {
 }
 
 /// The front door's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FrontDoor {
     /// Time to receive a request's headers, and most idle time between keep-alive requests.
     pub header_timeout: Duration,
     /// Open connections at once.
     pub max_connections: usize,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+}
+
+/// The address a request comes from: the peer, or behind a trusted proxy the client it
+/// names (the rightmost address in the chain that is not itself a trusted proxy).
+fn client_addr(
+    headers: &http::HeaderMap,
+    peer: std::net::SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> std::net::SocketAddr {
+    if trusted.is_empty() {
+        return peer;
+    }
+    match real_ip::real_ip(headers, peer.ip(), trusted) {
+        Some(ip) => std::net::SocketAddr::new(ip, peer.port()),
+        None => peer,
+    }
 }
 
 /// Why the TLS certificate or key cannot be used.
@@ -159,10 +177,13 @@ pub async fn serve(
             settings.header_timeout,
             settings.header_timeout,
         );
+        let trusted = settings.trusted_proxies.clone();
         let service = app
             .clone()
             .map_request(move |mut request: axum::extract::Request| {
-                request.extensions_mut().insert(ConnectInfo(remote));
+                // Handlers, rate limits and the audit log see the client, not the proxy.
+                let client = client_addr(request.headers(), remote, &trusted);
+                request.extensions_mut().insert(ConnectInfo(client));
                 request
             });
         let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -252,6 +273,26 @@ fn uri_too_long() -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let peer: std::net::SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_static("198.51.100.7, 10.0.0.2"),
+        );
+        // Nothing trusted by default: the header is the client's own words.
+        assert_eq!(client_addr(&headers, peer, &[]), peer);
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        assert_eq!(
+            client_addr(&headers, peer, &trusted).ip(),
+            "198.51.100.7".parse::<std::net::IpAddr>().unwrap()
+        );
+        // A peer outside the trusted ranges cannot name anyone else.
+        let outsider: std::net::SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        assert_eq!(client_addr(&headers, outsider, &trusted), outsider);
+    }
 
     #[test]
     fn a_new_request_id_is_32_lowercase_hex_digits_and_never_repeats() {

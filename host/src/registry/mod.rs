@@ -159,6 +159,9 @@ pub struct RouteInfo {
     pub methods: Vec<String>,
     /// Auth policy.
     pub auth: String,
+    /// Whether the plugin sees the caller's `Authorization` header on this route (operator
+    /// and admin credentials only with `forward_privileged_credentials`).
+    pub forward_authorization: bool,
 }
 
 /// A plugin as shown to operators: the JSON of the admin API.
@@ -168,6 +171,9 @@ pub struct PluginInfo {
     pub name: String,
     /// Routes.
     pub routes: Vec<RouteInfo>,
+    /// Whether the operator lets operator and admin credentials reach this plugin on its
+    /// `forward_authorization` routes (`--forward-privileged-credentials`).
+    pub forward_privileged_credentials: bool,
     /// The active version's number.
     pub version: u64,
     /// Hex SHA-256 of the component.
@@ -322,8 +328,10 @@ impl LoadedPlugin {
                     path: r.path.as_str().to_string(),
                     methods: r.methods.iter().map(|m| m.0.to_string()).collect(),
                     auth: r.auth.to_string(),
+                    forward_authorization: r.forward_authorization,
                 })
                 .collect(),
+            forward_privileged_credentials: false,
             version: self.record.version,
             sha256: self.record.sha256.clone(),
             size: self.record.size,
@@ -409,6 +417,8 @@ pub struct Registry {
     keep_versions: usize,
     /// Stored plugins the last load left inactive, with the reason.
     not_loaded: std::sync::Mutex<Vec<NotLoaded>>,
+    /// Plugins granted operator and admin credentials on `forward_authorization` routes.
+    forward_privileged: BTreeSet<String>,
     /// One permit per core: uploads compile at most this many at once, so a burst of deploys
     /// queues instead of taking every blocking thread and core from requests.
     compiles: tokio::sync::Semaphore,
@@ -484,6 +494,7 @@ impl Registry {
         runtime: Arc<Runtime>,
         limits: LimitSettings,
         keep_versions: usize,
+        forward_privileged: BTreeSet<String>,
     ) -> Self {
         Self {
             store,
@@ -495,6 +506,7 @@ impl Registry {
             limits,
             keep_versions,
             not_loaded: std::sync::Mutex::default(),
+            forward_privileged,
             compiles: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
@@ -508,7 +520,16 @@ impl Registry {
 
     /// The operator's view of a plugin: its active version and what config it still needs.
     pub fn info(&self, plugin: &LoadedPlugin) -> PluginInfo {
-        plugin.info(&self.config(&plugin.name))
+        PluginInfo {
+            forward_privileged_credentials: self.forwards_privileged(&plugin.name),
+            ..plugin.info(&self.config(&plugin.name))
+        }
+    }
+
+    /// Whether the operator granted `plugin` the operator and admin credentials of callers on
+    /// its `forward_authorization` routes.
+    pub fn forwards_privileged(&self, plugin: &str) -> bool {
+        self.forward_privileged.contains(plugin)
     }
 
     /// Re-reads one plugin's stored config and publishes it. Call with `writes` held.
