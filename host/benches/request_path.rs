@@ -159,6 +159,7 @@ fn main() -> Result<()> {
         config.kv_limits,
         config.limits.pool_size(),
         logs.clone(),
+        Arc::new(plinth::runtime::outgoing_http::Sender::new(None)?),
     )?;
     let wasm_path = guest_dir().join("hello.wasm");
     let component = std::fs::read(&wasm_path).with_context(|| {

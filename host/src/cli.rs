@@ -409,6 +409,10 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "PLINTH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// PEM certificates plugins' outbound HTTPS trusts besides the public web roots (an
+    /// internal CA) [default: none]
+    #[arg(long, env = "PLINTH_OUTBOUND_CA_CERT", value_name = "FILE")]
+    pub outbound_ca_cert: Option<PathBuf>,
     /// Log lines kept per plugin for `plinth logs` [default: 1000]
     #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
     pub log_buffer_lines: Option<usize>,
@@ -467,6 +471,7 @@ impl ServeArgs {
             apply: self.apply.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            outbound_ca_cert: self.outbound_ca_cert.clone(),
             log_buffer_lines: self.log_buffer_lines,
             instance_reuse: self.instance_reuse,
             trusted_proxies: self.trusted_proxies.clone(),

@@ -218,6 +218,8 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// PEM certificates trusted for plugins' outbound HTTPS besides the public web roots.
+    pub outbound_ca_cert: Option<PathBuf>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: Option<usize>,
     /// Access token lifetime, e.g. `15m`.
@@ -328,6 +330,7 @@ impl RawConfig {
             apply: self.apply.or(lower.apply),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
+            outbound_ca_cert: self.outbound_ca_cert.or(lower.outbound_ca_cert),
             log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
             instance_reuse: self.instance_reuse.or(lower.instance_reuse),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
@@ -489,6 +492,7 @@ impl RawConfig {
             durability: self.durability.unwrap_or_default(),
             keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
             apply: self.apply,
+            outbound_ca_cert: self.outbound_ca_cert,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
@@ -598,6 +602,8 @@ pub struct ServerConfig {
     pub apply: Option<PathBuf>,
     /// Certificate chain and key files: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra roots for plugins' outbound HTTPS (an operator's internal CA).
+    pub outbound_ca_cert: Option<PathBuf>,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
@@ -624,6 +630,7 @@ impl fmt::Debug for ServerConfig {
             .field("keep_versions", &self.keep_versions)
             .field("apply", &self.apply)
             .field("tls", &self.tls)
+            .field("outbound_ca_cert", &self.outbound_ca_cert)
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)

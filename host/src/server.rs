@@ -71,7 +71,12 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
             let limits = config.kv_limits;
             let pool = config.limits.pool_size();
             let logs = logs.clone();
-            move || Runtime::new(store, limits, pool, logs)
+            let outbound_ca = config.outbound_ca_cert.clone();
+            move || -> Result<Runtime, ServeError> {
+                let sender = crate::runtime::outgoing_http::Sender::new(outbound_ca.as_deref())
+                    .map_err(|e| ServeError::Startup(e.to_string()))?;
+                Ok(Runtime::new(store, limits, pool, logs, Arc::new(sender))?)
+            }
         })
         .await
         .map_err(|e| ServeError::Startup(e.to_string()))??,

@@ -194,6 +194,8 @@ pub struct Runtime {
     pub code_stats: artifacts::CodeStats,
     /// The pool slots idle reused instances may keep, shared by every plugin's pool.
     idle_budget: Arc<IdleBudget>,
+    /// Resolver and TLS settings of plugins' outbound calls.
+    outbound: Arc<outgoing_http::Sender>,
     /// Advances the epoch that interrupts running guests; stops with the runtime.
     _ticker: EpochTicker,
 }
@@ -222,6 +224,7 @@ impl Runtime {
         kv_limits: KvLimits,
         pool: limits::PoolSize,
         logs: Arc<crate::plugin_logs::PluginLogs>,
+        outbound: Arc<outgoing_http::Sender>,
     ) -> Result<Self, EngineError> {
         let engine =
             Engine::new(&limits::engine_config(pool)).map_err(|e| EngineError(format!("{e:#}")))?;
@@ -271,6 +274,7 @@ impl Runtime {
             logs,
             code_stats: artifacts::CodeStats::default(),
             idle_budget: Arc::new(IdleBudget::new(pool.idle as usize)),
+            outbound,
             _ticker: ticker,
         })
     }
@@ -469,7 +473,7 @@ impl Runtime {
             wasi,
             http: http_ctx(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy::new(plugin.clone(), context.outbound),
+            outbound: OutboundPolicy::new(plugin.clone(), context.outbound, self.outbound.clone()),
             route: context.route,
             identity: IdentityCtx {
                 caller: context.caller,

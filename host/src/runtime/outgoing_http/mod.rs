@@ -7,21 +7,28 @@
 //!    `https://*.example.com:8443`; the port defaults to the scheme's). The host is compared as
 //!    written in the URI the request is sent to, so a `Host` header changes nothing, and an IP
 //!    in an odd encoding (`2130706433`, `0x7f.1`) matches only an entry written exactly so.
-//! 2. The host is resolved, and if any address is loopback, private, link-local (including
-//!    169.254.169.254, cloud metadata), shared, unspecified or multicast, the request is denied
-//!    unless the matching entry names that exact host (no wildcard): `http://127.0.0.1:9000` or
-//!    `http://localhost:9000` in the allowlist is a deliberate grant.
-//! 3. Plain-HTTP requests connect to the vetted address itself, so a second DNS answer cannot
-//!    swap it; HTTPS connects by name and the certificate check binds the name.
+//! 2. The host is resolved once (`sender`), and if any address is not public (`addresses`:
+//!    loopback, private, link-local including 169.254.169.254, shared, NAT64, 6to4, ...), the
+//!    request is denied unless the entry grants it: an entry that is an IP literal
+//!    (`http://10.0.0.5:8080`), or one marked `{ origin = "...", private = true }`. A name
+//!    granted for the public internet stays public whatever its DNS says later.
+//! 3. The connection goes to the addresses just vetted, for HTTP and HTTPS alike (TLS checks
+//!    the certificate against the name), so a second DNS answer cannot swap them.
 //!
 //! A denial is the standard `HTTP-request-denied` error to the plugin and a log line for the
 //! operator. Every request gets connect and response timeouts (and the plugin's own deadline
 //! still bounds it); each outcome is logged with plugin, host, status and duration.
 
+mod addresses;
+mod sender;
+
+pub use addresses::is_public;
+pub use sender::{Sender, SetupError};
+
 use super::limits::MAX_OUTBOUND_PER_INSTANCE;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -30,8 +37,6 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the response head, and between body chunks.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest DNS lookup.
-const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +65,8 @@ pub enum HostPattern {
     Subdomains(String),
 }
 
-/// One `[outbound] allow` entry: scheme, host and port.
+/// One `[outbound] allow` entry: scheme, host and port, and whether a name may resolve to a
+/// non-public address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundOrigin {
     /// Scheme.
@@ -69,6 +75,9 @@ pub struct OutboundOrigin {
     pub host: HostPattern,
     /// Port (the scheme's default when not written).
     pub port: u16,
+    /// `private = true`: the operator grants addresses that are not public (an internal
+    /// service by name). An IP literal entry grants its own address without it.
+    pub private: bool,
 }
 
 impl OutboundOrigin {
@@ -108,7 +117,14 @@ impl OutboundOrigin {
             scheme,
             host: pattern,
             port,
+            private: false,
         })
+    }
+
+    /// Whether a target this entry matches may be at a non-public address.
+    fn grants_private(&self) -> bool {
+        self.private
+            || matches!(&self.host, HostPattern::Exact(host) if host.parse::<IpAddr>().is_ok())
     }
 
     fn matches(&self, target: &Target) -> bool {
@@ -133,14 +149,42 @@ impl fmt::Display for OutboundOrigin {
         match &self.host {
             HostPattern::Exact(host) => write!(f, "{scheme}://{host}:{}", self.port),
             HostPattern::Subdomains(suffix) => write!(f, "{scheme}://*.{suffix}:{}", self.port),
+        }?;
+        if self.private {
+            f.write_str(" (private)")?;
         }
+        Ok(())
     }
+}
+
+/// An allow entry as written: `"https://api.example.com"`, or a table
+/// `{ origin = "http://billing.internal:8080", private = true }`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an origin such as \"https://api.example.com\", or a table { origin = \"...\", private = true }"
+)]
+enum AllowEntry {
+    Origin(String),
+    Table(AllowTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowTable {
+    origin: String,
+    #[serde(default)]
+    private: bool,
 }
 
 impl<'de> Deserialize<'de> for OutboundOrigin {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        let (text, private) = match AllowEntry::deserialize(d)? {
+            AllowEntry::Origin(text) => (text, false),
+            AllowEntry::Table(table) => (table.origin, table.private),
+        };
+        let origin = Self::parse(&text).map_err(serde::de::Error::custom)?;
+        Ok(Self { private, ..origin })
     }
 }
 
@@ -210,47 +254,11 @@ impl Target {
     }
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local, shared,
-/// unspecified, broadcast, documentation or multicast).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240) // reserved
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-}
-
 /// The outbound policy of one instance.
 pub struct OutboundPolicy {
     plugin: Arc<str>,
     allow: Arc<[OutboundOrigin]>,
+    sender: Arc<Sender>,
     /// Calls this instance may still start: each holds a task, a socket and a lookup, so an
     /// instance firing requests in a loop without waiting gets `connection-limit-reached`
     /// beyond [`MAX_OUTBOUND_PER_INSTANCE`] instead of exhausting the host's descriptors. A
@@ -259,11 +267,12 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    /// The policy for `plugin`, allowing `allow`.
-    pub fn new(plugin: Arc<str>, allow: Arc<[OutboundOrigin]>) -> Self {
+    /// The policy for `plugin`, allowing `allow`, sending through `sender`.
+    pub fn new(plugin: Arc<str>, allow: Arc<[OutboundOrigin]>, sender: Arc<Sender>) -> Self {
         Self {
             plugin,
             allow,
+            sender,
             calls: Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_PER_INSTANCE)),
         }
     }
@@ -283,12 +292,14 @@ fn deny(plugin: &str, uri: &http::Uri, reason: &str) -> Error {
     Error::HttpRequestDenied
 }
 
-/// Checks a request against the policy; on success, where to connect (for plain HTTP).
+/// Checks a request against the policy; on success, where it goes and the addresses to connect
+/// to (every one of them vetted).
 async fn vet(
     plugin: &str,
     allow: &[OutboundOrigin],
+    sender: &Sender,
     uri: &http::Uri,
-) -> Result<(Target, Option<SocketAddr>), Error> {
+) -> Result<(Target, Vec<SocketAddr>), Error> {
     let target = Target::of(uri).ok_or_else(|| deny(plugin, uri, "no usable scheme and host"))?;
     let Some(rule) = allow.iter().find(|o| o.matches(&target)) else {
         return Err(deny(
@@ -297,22 +308,23 @@ async fn vet(
             "not in the plugin's [outbound] allow list",
         ));
     };
-    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(_)) => return Err(Error::DestinationNotFound),
-        Err(_) => return Err(Error::DnsTimeout),
-    };
-    let exact = matches!(rule.host, HostPattern::Exact(_));
-    if !exact && addrs.iter().any(|a| !is_public(a.ip())) {
+    let addrs = sender.resolve(&target.host).await?;
+    if !rule.grants_private() && addrs.iter().any(|ip| !is_public(*ip)) {
         return Err(deny(
             plugin,
             uri,
-            "resolves to a private or loopback address; only an exact (non-wildcard) entry may reach one",
+            "resolves to an address that is not public; only an IP entry or one marked \
+             private = true may reach one",
         ));
     }
-    let first = addrs.first().copied().ok_or(Error::DestinationNotFound)?;
-    Ok((target, Some(first)))
+    if addrs.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+    let addrs = addrs
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, target.port))
+        .collect();
+    Ok((target, addrs))
 }
 
 /// The guest's timeouts, never longer than the host's.
@@ -335,7 +347,7 @@ impl WasiHttpHooks for OutboundPolicy {
 
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
@@ -350,21 +362,14 @@ impl WasiHttpHooks for OutboundPolicy {
             );
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
+        let sender = self.sender.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
             let started = Instant::now();
             let uri = request.uri().clone();
-            let (target, pinned) = vet(&plugin, &allow, &uri).await?;
-            if let (OutboundScheme::Http, Some(addr)) = (target.scheme, pinned) {
-                // Connect to the address just vetted (the Host header keeps the name).
-                let mut parts = uri.clone().into_parts();
-                parts.authority = addr.to_string().parse().ok();
-                if let Ok(pinned_uri) = http::Uri::from_parts(parts) {
-                    *request.uri_mut() = pinned_uri;
-                }
-            }
-            let result =
-                wasmtime_wasi_http::default_send_request(request, Some(clamp(options))).await;
+            let (target, addrs) = vet(&plugin, &allow, &sender, &uri).await?;
+            let result = sender
+                .send(request, target.scheme, &target.host, &addrs, clamp(options))
+                .await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match &result {
                 Ok((response, _)) => tracing::info!(
@@ -389,10 +394,7 @@ impl WasiHttpHooks for OutboundPolicy {
                 let _call = call;
                 io.await
             };
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
@@ -439,29 +441,26 @@ mod tests {
     }
 
     #[test]
-    fn private_and_special_addresses_are_not_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fc00::1",
-            "fd12::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
+    fn an_entry_grants_private_addresses_only_as_an_ip_or_when_marked() {
+        let spec: OutboundSpec = toml::from_str(
+            r#"allow = [
+                "http://billing.internal:8080",
+                "http://10.0.0.5:8080",
+                { origin = "http://localhost:9000", private = true },
+            ]"#,
+        )
+        .unwrap();
+        let grants: Vec<bool> = spec
+            .allow
+            .iter()
+            .map(OutboundOrigin::grants_private)
+            .collect();
+        assert_eq!(grants, [false, true, true]);
+        assert_eq!(spec.allow[2].to_string(), "http://localhost:9000 (private)");
+        assert!(
+            toml::from_str::<OutboundSpec>(r#"allow = [{ origin = "http://x.io", colour = 1 }]"#)
+                .is_err()
+        );
+        assert!(toml::from_str::<OutboundSpec>(r#"allow = [{ private = true }]"#).is_err());
     }
 }
