@@ -88,6 +88,29 @@ fn entry_key(at_ms: u64, sequence: u32) -> Vec<u8> {
 }
 
 impl AuditLog {
+    /// Deletes entries written before `before_ms` (the retention period's start), page by
+    /// page; returns how many. Blocking.
+    pub fn prune(store: &dyn Store, before_ms: u64) -> Result<usize, crate::store::StoreError> {
+        // Keys sort newest first: everything from the cut-off's key on is older.
+        let start = entry_key(before_ms.saturating_sub(1), u32::MAX);
+        let mut removed = 0;
+        loop {
+            let page = store.scan(Space::Audit, b"", Some(&start), 512)?;
+            if page.is_empty() {
+                return Ok(removed);
+            }
+            let ops: Vec<Op> = page
+                .into_iter()
+                .map(|(key, _)| Op::Delete {
+                    space: Space::Audit,
+                    key,
+                })
+                .collect();
+            removed += ops.len();
+            store.commit(&ops)?;
+        }
+    }
+
     /// The audit log kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
@@ -216,5 +239,29 @@ mod tests {
         let same_ms_later = super::entry_key(2_000, 1);
         assert!(newer < older);
         assert!(same_ms_later < newer);
+    }
+
+    #[test]
+    fn entries_older_than_the_retention_are_pruned_and_newer_ones_kept() {
+        use crate::store::{Op, SledStore, Space, Store};
+        let dir = std::env::temp_dir().join(format!("plinth-audit-{}", rand::random::<u64>()));
+        let store = SledStore::open(&dir).unwrap();
+        let put = |at_ms, sequence| Op::Put {
+            space: Space::Audit,
+            key: super::entry_key(at_ms, sequence),
+            value: b"{}".to_vec(),
+        };
+        store
+            .commit(&[put(1_000, 0), put(1_999, 7), put(2_000, 0), put(3_000, 1)])
+            .unwrap();
+        assert_eq!(super::AuditLog::prune(&store, 2_000).unwrap(), 2);
+        let left = store.scan(Space::Audit, b"", None, 10).unwrap();
+        let keys: Vec<_> = left.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [super::entry_key(3_000, 1), super::entry_key(2_000, 0)]
+        );
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -41,6 +41,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Default refresh token lifetime.
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default `audit_retention`: a year of audit entries.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Errors in the server configuration, naming the offending source and value.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +228,8 @@ pub struct RawConfig {
     pub access_token_ttl: Option<String>,
     /// Refresh token lifetime, e.g. `30days`.
     pub refresh_token_ttl: Option<String>,
+    /// How long audit entries are kept, e.g. `365days` (default).
+    pub audit_retention: Option<String>,
     /// argon2id memory cost in KiB.
     pub argon2_memory_kib: Option<u32>,
     /// argon2id iterations.
@@ -339,6 +343,7 @@ impl RawConfig {
                 .or(lower.forward_privileged_credentials),
             access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
             refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
+            audit_retention: self.audit_retention.or(lower.audit_retention),
             argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
             argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
             argon2_parallelism: self.argon2_parallelism.or(lower.argon2_parallelism),
@@ -493,6 +498,11 @@ impl RawConfig {
             keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
             apply: self.apply,
             outbound_ca_cert: self.outbound_ca_cert,
+            audit_retention: parse_ttl(
+                "audit_retention",
+                self.audit_retention,
+                DEFAULT_AUDIT_RETENTION,
+            )?,
             tls: match (self.tls_cert, self.tls_key) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
@@ -604,6 +614,8 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Extra roots for plugins' outbound HTTPS (an operator's internal CA).
     pub outbound_ca_cert: Option<PathBuf>,
+    /// How long audit entries are kept before they are pruned.
+    pub audit_retention: Duration,
     /// Lines kept in each plugin's log buffer.
     pub log_buffer_lines: usize,
     /// Sandbox limits of plugin requests.
@@ -631,6 +643,7 @@ impl fmt::Debug for ServerConfig {
             .field("apply", &self.apply)
             .field("tls", &self.tls)
             .field("outbound_ca_cert", &self.outbound_ca_cert)
+            .field("audit_retention", &self.audit_retention)
             .field("log_buffer_lines", &self.log_buffer_lines)
             .field("limits", &self.limits)
             .field("front_door", &self.front_door)

@@ -9,9 +9,12 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod front_door;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod plugin_logs;
 pub mod registry;
+pub mod retention;
 pub mod router;
 pub mod runtime;
 pub mod scaffold;

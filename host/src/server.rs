@@ -169,8 +169,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
         // Live log streams end now, so they do not hold up the graceful stop.
         let _ = stopping.send(true);
     };
+    let pruning = crate::retention::spawn(store.clone(), config.audit_retention);
     crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
     loader.abort();
+    pruning.abort();
     tracing::info!("shut down cleanly");
     Ok(())
 }

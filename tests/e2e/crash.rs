@@ -43,7 +43,11 @@ async fn stored_keys(server: &Server) -> BTreeSet<String> {
             let value = STANDARD
                 .decode(e["value_base64"].as_str().unwrap())
                 .unwrap();
-            e["bucket"].as_str().unwrap().len() + e["key"].as_str().unwrap().len() + value.len()
+            // Bucket, key and value, plus what every entry costs the quota.
+            e["bucket"].as_str().unwrap().len()
+                + e["key"].as_str().unwrap().len()
+                + value.len()
+                + 64
         })
         .sum();
     let page = server

@@ -157,7 +157,7 @@ async fn listing_pages_visit_each_of_ten_thousand_keys_once_in_order() {
 #[tokio::test]
 async fn writes_over_the_limits_fail_clearly_and_change_nothing() {
     let dir = TempDir::new();
-    let options = Options::with_args(&["--kv-quota", "2KiB", "--kv-max-value-size", "100"]);
+    let options = Options::with_args(&["--kv-quota", "3200", "--kv-max-value-size", "100"]);
     let server = Server::start_with(dir.path(), options);
     server.deploy_guest(Guest::KvPlain).await;
 
@@ -175,7 +175,8 @@ async fn writes_over_the_limits_fail_clearly_and_change_nothing() {
         StatusCode::NOT_FOUND
     );
 
-    // 30 entries of ~103 bytes are over 2 KiB: the whole batch is refused.
+    // 30 entries of ~103 bytes (~167 with the 64 bytes each entry costs) are over the quota:
+    // the whole batch is refused.
     let reply = server
         .request(Method::PUT, "/kv-plain/b?many=30&size=100", None, None)
         .await;
@@ -191,7 +192,7 @@ async fn writes_over_the_limits_fail_clearly_and_change_nothing() {
         "nothing was written"
     );
 
-    // Within the quota it works (18 entries of 103-104 bytes, then one of 109), and the quota
+    // Within the quota it works (18 entries of 167-168 bytes, then one of 173), and the quota
     // counts what is stored now, not what was tried.
     let reply = server
         .request(Method::PUT, "/kv-plain/b?many=18&size=100", None, None)
@@ -370,4 +371,57 @@ async fn operators_browse_export_purge_and_import_plugin_data() {
         .admin(Method::GET, "/admin/plugins/kv-plain/kv/export")
         .await;
     assert_eq!(again.body, export.body);
+    // The import is in the audit log, with what it wrote.
+    let audit = server
+        .admin(Method::GET, "/admin/audit?action=kv.import")
+        .await
+        .json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["target"], "kv-plain");
+    assert_eq!(entries[0]["details"]["entries"], 27);
+}
+
+#[tokio::test]
+async fn a_purge_after_a_plain_delete_removes_the_data_and_no_write_in_flight_outlives_it() {
+    let server = std::sync::Arc::new(Server::start());
+    server.deploy_guest(Guest::Hostile).await;
+    let usage = |server: std::sync::Arc<Server>| async move {
+        let page = server.admin(Method::GET, "/admin/plugins/hostile/kv").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        page.json()["usage_bytes"].as_u64().unwrap()
+    };
+    // A request that writes after 800 ms, and a delete with purge while it waits.
+    let writer = {
+        let server = server.clone();
+        tokio::spawn(async move { server.get("/hostile/slow-write/800").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let purged = server
+        .admin(Method::DELETE, "/admin/plugins/hostile?purge=true")
+        .await;
+    assert_eq!(purged.status, StatusCode::NO_CONTENT, "{}", purged.text());
+    // The purge waited for the write, so nothing came back after it.
+    assert_eq!(writer.await.unwrap().text(), "ok written");
+    assert_eq!(usage(server.clone()).await, 0);
+
+    // A plain delete keeps the data; a later `?purge=true` still removes it.
+    server.deploy_guest(Guest::Hostile).await;
+    assert_eq!(
+        server.get("/hostile/slow-write/1").await.text(),
+        "ok written"
+    );
+    let deleted = server.admin(Method::DELETE, "/admin/plugins/hostile").await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(usage(server.clone()).await > 0);
+    let purged = server
+        .admin(Method::DELETE, "/admin/plugins/hostile?purge=true")
+        .await;
+    assert_eq!(purged.status, StatusCode::NO_CONTENT, "{}", purged.text());
+    assert_eq!(usage(server.clone()).await, 0);
+    // Nothing left: a purge of nothing is a 404.
+    let again = server
+        .admin(Method::DELETE, "/admin/plugins/hostile?purge=true")
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
 }

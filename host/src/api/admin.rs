@@ -5,6 +5,7 @@ use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
+use crate::config::ByteSize;
 use crate::registry::PluginInfo;
 use crate::registry::{Deployed, VersionInfo};
 use axum::Json;
@@ -267,10 +268,10 @@ async fn audit(
 }
 
 /// Maps a multipart read error to 413 when the body limit was hit, 400 otherwise.
-fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -> ApiError {
+fn upload_error(max_component: ByteSize, e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge {
-            limit: state.max_component_size.to_string(),
+            limit: max_component.to_string(),
         }
     } else {
         ApiError::BadUpload(format!(
@@ -280,47 +281,39 @@ fn upload_error(state: &AppState, e: axum::extract::multipart::MultipartError) -
     }
 }
 
-/// `PUT /admin/plugins/{name}` with multipart parts `manifest` (plinth.toml) and `component`.
-#[utoipa::path(put, path = "/admin/plugins/{name}", tag = "plugins", security(("bearer" = [])),
-    params(("name" = String, Path, description = "The plugin (must match the manifest's name)")),
-    request_body(content = DeployUpload, content_type = "multipart/form-data"),
-    responses((status = 201, body = Deployed, description = "a new plugin"),
-        (status = 200, body = Deployed, description = "a new version, or `unchanged`"),
-        (status = 400, body = ErrorBody, description = "invalid manifest or component, route_conflict, limit_over_cap"),
-        (status = 413, body = ErrorBody)))]
-async fn deploy(
-    Operator(actor): Operator,
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::BadUpload(format!(
-            "expected multipart/form-data with parts `manifest` and `component`: {}",
-            e.body_text()
-        ))
-    })?;
+/// Reads the parts of a deploy upload: `manifest` (UTF-8 text) and `component` (at most
+/// `max_component` bytes), each exactly once, nothing else.
+pub(crate) async fn read_upload(
+    mut multipart: Multipart,
+    max_component: ByteSize,
+) -> Result<(String, Bytes), ApiError> {
     let mut manifest: Option<String> = None;
     let mut component: Option<Bytes> = None;
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| upload_error(&state, e))?
+        .map_err(|e| upload_error(max_component, e))?
     {
         let part = field.name().unwrap_or_default().to_string();
         match part.as_str() {
             "manifest" if manifest.is_none() => {
-                let bytes = field.bytes().await.map_err(|e| upload_error(&state, e))?;
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| upload_error(max_component, e))?;
                 let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
                     ApiError::BadUpload("the `manifest` part is not UTF-8 text".into())
                 })?;
                 manifest = Some(text);
             }
             "component" if component.is_none() => {
-                let bytes = field.bytes().await.map_err(|e| upload_error(&state, e))?;
-                if bytes.len() as u64 > state.max_component_size.0 {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| upload_error(max_component, e))?;
+                if bytes.len() as u64 > max_component.0 {
                     return Err(ApiError::PayloadTooLarge {
-                        limit: state.max_component_size.to_string(),
+                        limit: max_component.to_string(),
                     });
                 }
                 component = Some(bytes);
@@ -343,6 +336,30 @@ async fn deploy(
                 .into(),
         ));
     };
+    Ok((manifest, component))
+}
+
+/// `PUT /admin/plugins/{name}` with multipart parts `manifest` (plinth.toml) and `component`.
+#[utoipa::path(put, path = "/admin/plugins/{name}", tag = "plugins", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin (must match the manifest's name)")),
+    request_body(content = DeployUpload, content_type = "multipart/form-data"),
+    responses((status = 201, body = Deployed, description = "a new plugin"),
+        (status = 200, body = Deployed, description = "a new version, or `unchanged`"),
+        (status = 400, body = ErrorBody, description = "invalid manifest or component, route_conflict, limit_over_cap"),
+        (status = 413, body = ErrorBody)))]
+async fn deploy(
+    Operator(actor): Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let multipart = multipart.map_err(|e| {
+        ApiError::BadUpload(format!(
+            "expected multipart/form-data with parts `manifest` and `component`: {}",
+            e.body_text()
+        ))
+    })?;
+    let (manifest, component) = read_upload(multipart, state.max_component_size).await?;
     let deployed = state
         .registry
         .deploy(&name, manifest, component, Some(actor.who.clone()))

@@ -4,7 +4,7 @@
 //! **Boundary:** handlers translate between HTTP and the domain modules (`registry`, `runtime`,
 //! `auth`); they hold no state of their own beyond [`AppState`].
 
-mod admin;
+pub(crate) mod admin;
 mod auth;
 mod error;
 mod keys;

@@ -268,7 +268,7 @@ struct Imported {
     responses((status = 200, body = Imported), (status = 400, body = ErrorBody, description = "invalid_import"),
         (status = 507, body = ErrorBody, description = "quota_exceeded")))]
 async fn import(
-    _: Operator,
+    Operator(actor): Operator,
     State(state): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
@@ -305,6 +305,11 @@ async fn import(
     })
     .await?;
     tracing::info!(plugin = name, entries = count, "kv data imported");
+    let details = serde_json::json!({ "entries": count, "usage_bytes": usage });
+    state
+        .audit
+        .record(&actor, "kv.import", &name, details)
+        .await;
     Ok(Json(Imported {
         plugin: name,
         imported: count,

@@ -240,7 +240,7 @@ async fn run(
         request,
         limits,
         reuse,
-        (in_flight, slot),
+        (in_flight, slot, plugin.running.enter()),
     );
     let Some(watch) = watch else {
         return respond(state, plugin, handled.await);

@@ -13,9 +13,9 @@ pub mod api_keys;
 mod invites;
 pub mod manage;
 mod passwords;
-mod sessions;
+pub mod sessions;
 pub mod throttle;
-mod tokens;
+pub mod tokens;
 
 pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
@@ -405,7 +405,7 @@ fn now_ms() -> u64 {
 }
 
 /// Extracts the token from an `Authorization` header value of the form `Bearer <token>`.
-fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+pub(crate) fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let value = header.ok_or(AuthError::Missing)?;
     let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Invalid)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {

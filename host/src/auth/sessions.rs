@@ -211,6 +211,72 @@ pub fn end_all(store: &dyn Store, user_id: &str) -> Result<(), StoreError> {
     }
 }
 
+/// What one [`prune`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Expired refresh tokens (spent or not: an expired one is refused either way).
+    pub tokens: usize,
+    /// Families no live token belongs to any more (ended by expiry or revoked and expired).
+    pub families: usize,
+}
+
+/// Deletes refresh tokens that expired before `now_ms` and the families left without a live
+/// token, page by page. A spent token is kept until it expires, so its reuse is still caught.
+/// Blocking.
+pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
+    let mut pruned = Pruned::default();
+    let mut live = std::collections::HashSet::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Space::RefreshTokens, b"", after.as_deref(), 512)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let mut expired = Vec::new();
+        for (key, bytes) in &page {
+            let record: TokenRecord = decode(bytes)?;
+            if record.expires_at_ms <= now_ms {
+                expired.push(Op::Delete {
+                    space: Space::RefreshTokens,
+                    key: key.clone(),
+                });
+            } else {
+                live.insert(record.family);
+            }
+        }
+        pruned.tokens += expired.len();
+        if !expired.is_empty() {
+            store.commit(&expired)?;
+        }
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Space::Families, b"", after.as_deref(), 512)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        let mut ended = Vec::new();
+        for (key, bytes) in &page {
+            let family = String::from_utf8_lossy(key).into_owned();
+            if live.contains(&family) {
+                continue;
+            }
+            let record: FamilyRecord = decode(bytes)?;
+            ended.push(Op::Delete {
+                space: Space::Families,
+                key: key.clone(),
+            });
+            ended.push(Op::Delete {
+                space: Space::UserFamilies,
+                key: user_family_key(&record.user_id, &family),
+            });
+        }
+        pruned.families += ended.len() / 2;
+        if !ended.is_empty() {
+            store.commit(&ended)?;
+        }
+    }
+    Ok(pruned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +330,47 @@ mod tests {
             Refreshed::Refused
         );
         drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn expired_tokens_and_the_families_they_leave_empty_are_pruned() {
+        let (s, dir) = store();
+        let ok = |_: &str| Ok(true);
+        // A family rotated once (a spent token and a live one), and a short one that expires.
+        let first = start(&s, "u1", 1000, 0).unwrap();
+        let second = rotated(rotate(&s, &first, 1000, 10, ok).unwrap());
+        let short = start(&s, "u2", 100, 0).unwrap();
+        let count = |space| s.scan(space, b"", None, 100).unwrap().len();
+        assert_eq!(
+            (count(Space::RefreshTokens), count(Space::Families)),
+            (3, 2)
+        );
+        // At 500 only the short family's token has expired: it goes, with its family.
+        let pruned = prune(&s, 500).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                tokens: 1,
+                families: 1
+            }
+        );
+        assert_eq!(count(Space::UserFamilies), 1);
+        // The spent token is still there, so its reuse is still caught (and revokes).
+        assert_eq!(
+            rotate(&s, &first, 1000, 600, ok).unwrap(),
+            Refreshed::Refused
+        );
+        assert_eq!(
+            rotate(&s, &second, 1000, 601, ok).unwrap(),
+            Refreshed::Refused
+        );
+        // Once everything expired, nothing is left.
+        prune(&s, 5000).unwrap();
+        for space in [Space::RefreshTokens, Space::Families, Space::UserFamilies] {
+            assert_eq!(count(space), 0, "{}", space.name());
+        }
+        drop((s, short));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -145,6 +145,24 @@ fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
 }
 
 impl Tokens {
+    /// Tokens signed with one new key that lives only in memory (tests and fuzzing).
+    pub fn ephemeral(access_ttl: Duration) -> Result<Self, String> {
+        let stored = new_stored_key();
+        let seed: [u8; 32] = hex::decode(&stored.seed)
+            .ok()
+            .and_then(|seed| seed.try_into().ok())
+            .ok_or("a new key's seed is not 32 bytes")?;
+        let key = key_from_seed(&seed).map_err(|e| e.to_string())?;
+        Ok(Tokens {
+            ring: RwLock::new(KeyRing {
+                current: stored.kid.clone(),
+                keys: HashMap::from([(stored.kid, key)]),
+            }),
+            access_ttl,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Loads the signing keys, creating the first one on a fresh store and dropping retired
     /// keys whose tokens have all expired. Blocking.
     pub fn load(store: &dyn Store, access_ttl: Duration) -> Result<Self, StoreError> {
@@ -348,18 +366,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     fn tokens() -> Tokens {
-        let stored = new_stored_key();
-        let seed: [u8; 32] = hex::decode(&stored.seed).unwrap().try_into().unwrap();
-        let mut keys = HashMap::new();
-        keys.insert(stored.kid.clone(), key_from_seed(&seed).unwrap());
-        Tokens {
-            ring: RwLock::new(KeyRing {
-                current: stored.kid,
-                keys,
-            }),
-            access_ttl: Duration::from_secs(900),
-            verified: Mutex::new(HashMap::new()),
-        }
+        Tokens::ephemeral(Duration::from_secs(900)).unwrap()
     }
 
     #[test]

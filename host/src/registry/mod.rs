@@ -95,6 +95,35 @@ pub struct LoadedPlugin {
     pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
     /// Instances kept between requests, when `limits.instance_reuse` allows.
     pub idle: Arc<crate::runtime::InstancePool>,
+    /// Requests of this plugin in flight, shared by every version of the name: a purge waits
+    /// for them, so none writes data back after it.
+    pub running: Arc<Running>,
+}
+
+/// Requests of one plugin name in flight, across its versions.
+#[derive(Debug, Default)]
+pub struct Running(std::sync::atomic::AtomicUsize);
+
+impl Running {
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        RunningGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One request in flight (see [`Running`]).
+#[derive(Debug)]
+pub struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl LoadedPlugin {
@@ -114,6 +143,7 @@ impl LoadedPlugin {
         manifest: Manifest,
         code: PluginCode,
         limits: Limits,
+        running: Arc<Running>,
     ) -> Self {
         Self {
             name: Arc::from(record.name.as_str()),
@@ -126,6 +156,7 @@ impl LoadedPlugin {
             memory_peak: Arc::default(),
             idle: Arc::new(runtime.instance_pool(limits.max_concurrency as usize)),
             limits,
+            running,
         }
     }
 }
@@ -419,6 +450,8 @@ pub struct Registry {
     not_loaded: std::sync::Mutex<Vec<NotLoaded>>,
     /// Plugins granted operator and admin credentials on `forward_authorization` routes.
     forward_privileged: BTreeSet<String>,
+    /// Requests in flight by plugin name, across versions.
+    running: std::sync::Mutex<BTreeMap<String, Arc<Running>>>,
     /// One permit per core: uploads compile at most this many at once, so a burst of deploys
     /// queues instead of taking every blocking thread and core from requests.
     compiles: tokio::sync::Semaphore,
@@ -507,6 +540,7 @@ impl Registry {
             keep_versions,
             not_loaded: std::sync::Mutex::default(),
             forward_privileged,
+            running: std::sync::Mutex::default(),
             compiles: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
@@ -524,6 +558,16 @@ impl Registry {
             forward_privileged_credentials: self.forwards_privileged(&plugin.name),
             ..plugin.info(&self.config(&plugin.name))
         }
+    }
+
+    /// The in-flight counter of every version of `plugin`.
+    fn running(&self, plugin: &str) -> Arc<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(plugin.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Whether the operator granted `plugin` the operator and admin credentials of callers on
@@ -663,6 +707,7 @@ impl Registry {
             let store = self.store.clone();
             let runtime = self.runtime.clone();
             let settings = self.limits;
+            let running = self.running(&record.name);
             let permit = threads
                 .clone()
                 .acquire_owned()
@@ -686,7 +731,9 @@ impl Registry {
                     let code = runtime
                         .load(&record.sha256, &bytes)
                         .map_err(|e| e.to_string())?;
-                    Ok(LoadedPlugin::new(&runtime, record, manifest, code, limits))
+                    Ok(LoadedPlugin::new(
+                        &runtime, record, manifest, code, limits, running,
+                    ))
                 })();
                 (name, result)
             }));
@@ -793,6 +840,7 @@ impl Registry {
             manifest.clone(),
             code.clone(),
             limits,
+            self.running(name.as_str()),
         ));
 
         let _guard = self.writes.lock().await;
@@ -826,6 +874,7 @@ impl Registry {
             manifest,
             code,
             limits,
+            self.running(name.as_str()),
         ));
         let routes = build_routes(others(), Some(&plugin))?;
         let mut plugins = current.plugins.clone();
@@ -938,6 +987,7 @@ impl Registry {
             manifest,
             code,
             limits,
+            self.running(name),
         ));
         let others = current
             .plugins
@@ -970,16 +1020,42 @@ impl Registry {
     pub async fn remove(&self, name: &str, purge: bool) -> Result<(), DeployError> {
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
-        if !current.plugins.contains_key(name) {
-            return Err(DeployError::NotFound(name.to_string()));
+        let deployed = current.plugins.get(name).cloned();
+        match &deployed {
+            Some(plugin) => {
+                let mut plugins = current.plugins.clone();
+                plugins.remove(name);
+                let routes = build_routes(plugins.values(), None)?;
+                let store = self.store.clone();
+                let owned = name.to_string();
+                blocking(move || store.delete_plugin(&owned)).await??;
+                self.active.store(Arc::new(Active { plugins, routes }));
+                if purge {
+                    // Requests already in flight (of any version) end first, each within its
+                    // deadline, so none writes data back after the purge.
+                    let deadline = tokio::time::Instant::now()
+                        + self.limits.caps.timeout.max(plugin.limits.timeout)
+                        + std::time::Duration::from_secs(1);
+                    while plugin.running.count() > 0 && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            // `?purge=true` after a plain delete: the plugin is gone, its data may not be.
+            None if purge => {
+                let store = self.store.clone();
+                let owned = name.to_string();
+                let stored = blocking(move || {
+                    let config = plugin_config::load(&*store, &owned)?;
+                    Ok::<_, StoreError>(store.kv_usage(&owned)? > 0 || !config.is_empty())
+                })
+                .await??;
+                if !stored {
+                    return Err(DeployError::NotFound(name.to_string()));
+                }
+            }
+            None => return Err(DeployError::NotFound(name.to_string())),
         }
-        let mut plugins = current.plugins.clone();
-        plugins.remove(name);
-        let routes = build_routes(plugins.values(), None)?;
-        let store = self.store.clone();
-        let owned = name.to_string();
-        blocking(move || store.delete_plugin(&owned)).await??;
-        self.active.store(Arc::new(Active { plugins, routes }));
         if purge {
             let store = self.store.clone();
             let owned = name.to_string();

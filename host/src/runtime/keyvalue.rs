@@ -166,6 +166,24 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(store::Error::Other(format!("storage_failed: {e}"))))
 }
 
+/// The ticket a read must wait on before it is answered (see `Store::kv_read_barrier`).
+fn barrier(store: &dyn Store, plugin: &str) -> Result<crate::store::Ticket, store::Error> {
+    store
+        .kv_read_barrier(plugin)
+        .map_err(|e| to_wit(KvError::Store(e)))
+}
+
+/// What a read found, once every write it may have seen is durable: a plugin never answers
+/// from data a crash could still take back.
+fn durable<T>(
+    (found, ticket): (T, crate::store::Ticket),
+) -> Result<impl Future<Output = Result<T, store::Error>>, store::Error> {
+    Ok(async move {
+        ticket.wait().await.map_err(|e| to_wit(e.into()))?;
+        Ok(found)
+    })
+}
+
 impl KeyValueCtx {
     /// Takes `bytes` from the request's budget, or fails without taking any.
     fn spend(&mut self, bytes: u64) -> Result<(), store::Error> {
@@ -190,7 +208,13 @@ impl KeyValueCtx {
 
     async fn get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, store::Error> {
         let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let value = blocking(move || store.kv_get(&plugin, &bucket, &key).map_err(to_wit)).await?;
+        let value = blocking(move || {
+            let value = store.kv_get(&plugin, &bucket, &key).map_err(to_wit)?;
+            Ok((value, barrier(&*store, &plugin)?))
+        })
+        .await
+        .and_then(durable)?
+        .await?;
         self.spend(value.as_ref().map_or(0, |v| v.len() as u64))?;
         Ok(value)
     }
@@ -223,8 +247,10 @@ impl KeyValueCtx {
                 }
                 out.push(value.map(|v| (key, v)));
             }
-            Ok((out, read))
+            Ok(((out, read), barrier(&*store, &plugin)?))
         })
+        .await
+        .and_then(durable)?
         .await?;
         self.spend(read)?;
         Ok(values)
@@ -239,10 +265,13 @@ impl KeyValueCtx {
     ) -> Result<Vec<String>, store::Error> {
         let (store, plugin) = (self.store.clone(), self.plugin.clone());
         let keys = blocking(move || {
-            store
+            let keys = store
                 .kv_keys(&plugin, &bucket, &prefix, after.as_deref(), limit)
-                .map_err(to_wit)
+                .map_err(to_wit)?;
+            Ok((keys, barrier(&*store, &plugin)?))
         })
+        .await
+        .and_then(durable)?
         .await?;
         self.spend(keys.iter().map(|k| k.len() as u64).sum())?;
         Ok(keys)

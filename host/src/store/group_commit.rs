@@ -175,6 +175,18 @@ impl GroupCommit {
         }
     }
 
+    /// A ticket for the change numbered `number` (from [`Ticket::number`]), already written:
+    /// ready once that change is durable (at once for 0 or one that already is).
+    pub fn ticket(&self, number: u64) -> Ticket {
+        if number == 0 || number <= self.shared.lock().flushed.durable {
+            return Ticket::ready();
+        }
+        Ticket {
+            number,
+            shared: Some(self.shared.clone()),
+        }
+    }
+
     /// Records a change that need not be waited for ([`Durability::Periodic`]): the timer
     /// flushes it.
     pub fn written_lazily(&self) -> Ticket {
@@ -200,6 +212,11 @@ impl Ticket {
             number: 0,
             shared: None,
         }
+    }
+
+    /// The change's number in the store's order of writes (0: nothing to wait for).
+    pub fn number(&self) -> u64 {
+        self.number
     }
 
     fn outcome(number: u64, flushed: &Flushed) -> Option<Result<(), StoreError>> {

@@ -18,7 +18,8 @@ pub const MAX_BUCKET_BYTES: usize = 255;
 pub struct KvLimits {
     /// Largest value, in bytes.
     pub max_value: u64,
-    /// Most bytes (bucket + key + value of every entry) one plugin may store.
+    /// Most bytes (bucket + key + value + [`ENTRY_OVERHEAD`] of every entry) one plugin may
+    /// store.
     pub quota: u64,
 }
 
@@ -40,9 +41,14 @@ impl KvEntry {
     }
 }
 
+/// What every entry costs beyond its bytes: the backend's own keys, lengths and index (sled
+/// measured about this much per small entry), so millions of tiny entries cost the quota
+/// about what they cost the disk.
+pub const ENTRY_OVERHEAD: u64 = 64;
+
 /// What an entry counts against its plugin's quota.
 pub fn entry_size(bucket: &str, key: &str, value_len: usize) -> u64 {
-    (bucket.len() + key.len() + value_len) as u64
+    (bucket.len() + key.len() + value_len) as u64 + ENTRY_OVERHEAD
 }
 
 /// One atomic change to a plugin's data.
@@ -255,9 +261,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Each entry's overhead, shortened.
+    const O: u64 = ENTRY_OVERHEAD;
+
     const LIMITS: KvLimits = KvLimits {
         max_value: 10,
-        quota: 20,
+        quota: 20 + 2 * O,
     };
 
     fn data(entries: &[(&str, &str, &str)]) -> HashMap<(String, String), Vec<u8>> {
@@ -289,34 +298,50 @@ mod tests {
     fn usage_follows_replacements_and_deletes() {
         let d = data(&[("b", "k", "12345")]);
         // Replacing a 5-byte value with a 2-byte one frees 3 bytes.
-        let p = run(KvChange::Put(vec![put("b", "k", "xy")]), 7, &d).unwrap();
-        assert_eq!(p.usage, 4);
-        let p = run(KvChange::Delete(vec![("b".into(), "k".into())]), 7, &d).unwrap();
+        let p = run(KvChange::Put(vec![put("b", "k", "xy")]), 7 + O, &d).unwrap();
+        assert_eq!(p.usage, 4 + O);
+        let p = run(KvChange::Delete(vec![("b".into(), "k".into())]), 7 + O, &d).unwrap();
         assert_eq!(p.usage, 0);
         // Writing the same key twice in one batch counts the last value once.
         let p = run(
             KvChange::Put(vec![put("b", "n", "1"), put("b", "n", "22")]),
-            7,
+            7 + O,
             &d,
         )
         .unwrap();
-        assert_eq!(p.usage, 7 + 4);
+        assert_eq!(p.usage, 7 + O + 4 + O);
+    }
+
+    #[test]
+    fn every_entry_costs_its_overhead_so_tiny_entries_are_not_free() {
+        let d = data(&[]);
+        // Three empty values under one-byte keys: 3 bytes of data, 3 entries of overhead.
+        let tiny = KvChange::Put(vec![
+            put("b", "1", ""),
+            put("b", "2", ""),
+            put("b", "3", ""),
+        ]);
+        let err = run(tiny, 0, &d).unwrap_err();
+        assert!(matches!(err, KvError::QuotaExceeded { would_use, .. } if would_use == 6 + 3 * O));
     }
 
     #[test]
     fn over_quota_fails_but_shrinking_is_allowed() {
         let d = data(&[("b", "k", "1234567890")]);
-        let err = run(KvChange::Put(vec![put("b", "new", "123456789")]), 12, &d).unwrap_err();
+        let err = run(
+            KvChange::Put(vec![put("b", "new", "123456789")]),
+            12 + O,
+            &d,
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
-            KvError::QuotaExceeded {
-                would_use: 25,
-                quota: 20
-            }
+            KvError::QuotaExceeded { would_use, quota }
+                if would_use == 25 + 2 * O && quota == 20 + 2 * O
         ));
         // Already over quota (the operator lowered it): a smaller value still goes in.
-        let p = run(KvChange::Put(vec![put("b", "k", "1")]), 30, &d).unwrap();
-        assert_eq!(p.usage, 21);
+        let p = run(KvChange::Put(vec![put("b", "k", "1")]), 300 + O, &d).unwrap();
+        assert_eq!(p.usage, 291 + O);
     }
 
     #[test]
@@ -372,8 +397,8 @@ mod tests {
             run(cas(None), 0, &d).unwrap().outcome,
             KvOutcome::Swapped(false)
         );
-        let won = run(cas(Some("41")), 4, &d).unwrap();
+        let won = run(cas(Some("41")), 4 + O, &d).unwrap();
         assert_eq!(won.outcome, KvOutcome::Swapped(true));
-        assert_eq!(won.usage, 3);
+        assert_eq!(won.usage, 3 + O);
     }
 }

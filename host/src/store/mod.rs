@@ -253,13 +253,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>, KvError>;
     /// Checks and applies one change atomically (nothing is written if any check fails). The
-    /// change is visible at once; wait on the [`Ticket`] before acknowledging it as durable.
+    /// change is visible at once; wait on the [`Ticket`] before acknowledging it as durable. A
+    /// change that writes nothing (a lost compare-and-swap) still has a ticket: its outcome
+    /// rests on data that must be durable before it is answered.
     fn kv_apply(
         &self,
         plugin: &str,
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError>;
+    /// A ticket ready once every write of `plugin` a read just made could have seen is
+    /// durable: a plugin's answer must not rest on a write a crash could still lose.
+    fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
     fn kv_entries(
         &self,

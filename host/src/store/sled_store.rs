@@ -30,6 +30,11 @@ const KV_DATA: u8 = b'k';
 const KV_USAGE: &[u8] = b"m:usage";
 /// In `meta`: present when the store was closed cleanly, so kv usage counters are exact.
 const CLEAN_SHUTDOWN: &str = "clean_shutdown";
+/// In `meta`: how kv usage is counted ([`KV_USAGE_VERSION`]); counters of another (older)
+/// way are recounted once at open.
+const KV_USAGE_FORMAT: &str = "kv_usage_format";
+/// Version 2: each entry also counts `kv::ENTRY_OVERHEAD`.
+const KV_USAGE_VERSION: &[u8] = b"2";
 
 /// One plugin's kv tree and the lock that serialises its writes, so read-check-write (quota,
 /// increment, CAS) is atomic. A lock per plugin: one plugin's writes never wait for another's.
@@ -37,8 +42,17 @@ const CLEAN_SHUTDOWN: &str = "clean_shutdown";
 #[derive(Clone)]
 struct KvTree {
     tree: sled::Tree,
-    /// `true` once the tree was purged: a writer that took the handle before must look again.
-    write: Arc<Mutex<bool>>,
+    write: Arc<Mutex<KvWrites>>,
+}
+
+/// What the write lock of a plugin's tree guards besides the writes themselves.
+#[derive(Default)]
+struct KvWrites {
+    /// The tree was purged: a writer that took the handle before must look again.
+    purged: bool,
+    /// The group-commit ticket of the newest write applied to the tree: a read that may have
+    /// seen it answers only once it is durable.
+    last: u64,
 }
 
 /// sled-backed store in one directory.
@@ -240,8 +254,14 @@ impl SledStore {
         // atomic batch costs sled a sealed log buffer: 2.3x slower, measured), so a crash between
         // them leaves the counter off by that write. After an unclean stop, recount it once.
         let clean = meta.remove(CLEAN_SHUTDOWN).map_err(backend("read meta"))?;
-        if clean.is_none() && !was_empty {
+        let format = meta.get(KV_USAGE_FORMAT).map_err(backend("read meta"))?;
+        let current_format = format.as_deref() == Some(KV_USAGE_VERSION);
+        if (clean.is_none() || !current_format) && !was_empty {
             recount_kv_usage(&db)?;
+        }
+        if !current_format {
+            meta.insert(KV_USAGE_FORMAT, KV_USAGE_VERSION)
+                .map_err(backend("write meta"))?;
         }
         let spaces = Space::ALL
             .iter()
@@ -731,10 +751,10 @@ impl Store for SledStore {
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError> {
-        let plan = loop {
+        loop {
             let KvTree { tree, write } = self.kv_tree(plugin)?;
-            let purged = write.lock().unwrap_or_else(PoisonError::into_inner);
-            if *purged {
+            let mut writes = write.lock().unwrap_or_else(PoisonError::into_inner);
+            if writes.purged {
                 continue; // purged while we waited: write to the tree that replaced it
             }
             let usage = kv_usage_of(&tree)?;
@@ -744,6 +764,11 @@ impl Store for SledStore {
                     .map_err(backend("kv read"))?
                     .map(|v| v.to_vec()))
             })?;
+            if plan.writes.is_empty() {
+                // Nothing written (a compare-and-swap that lost), but the outcome rests on what
+                // was read: it waits for the writes that made it so.
+                return Ok((plan.outcome, self.group.ticket(writes.last)));
+            }
             if let [(bucket, key, value)] = plan.writes.as_slice() {
                 // The common case, one key: two plain writes, far cheaper in sled than a batch.
                 // A crash between them is repaired by the recount at the next open.
@@ -754,24 +779,35 @@ impl Store for SledStore {
                 }
                 .and_then(|()| tree.insert(KV_USAGE, &plan.usage.to_be_bytes()).map(drop))
                 .map_err(backend("kv write"))?;
-                return Ok((plan.outcome, self.kv_ticket()));
-            }
-            if plan.writes.is_empty() {
-                return Ok((plan.outcome, Ticket::ready()));
-            }
-            // Several keys (set-many, delete-many, import): one atomic batch.
-            let mut batch = sled::Batch::default();
-            for (bucket, key, value) in &plan.writes {
-                match value {
-                    Some(value) => batch.insert(kv_key(bucket, key), value.as_slice()),
-                    None => batch.remove(kv_key(bucket, key)),
+            } else {
+                // Several keys (set-many, delete-many, import): one atomic batch.
+                let mut batch = sled::Batch::default();
+                for (bucket, key, value) in &plan.writes {
+                    match value {
+                        Some(value) => batch.insert(kv_key(bucket, key), value.as_slice()),
+                        None => batch.remove(kv_key(bucket, key)),
+                    }
                 }
+                batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
+                tree.apply_batch(batch).map_err(backend("kv write"))?;
             }
-            batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
-            tree.apply_batch(batch).map_err(backend("kv write"))?;
-            break plan;
-        };
-        Ok((plan.outcome, self.kv_ticket()))
+            // Taken under the lock, so a reader that then takes the lock sees this write's
+            // ticket if it could have seen the write.
+            let ticket = self.kv_ticket();
+            writes.last = writes.last.max(ticket.number());
+            return Ok((plan.outcome, ticket));
+        }
+    }
+
+    fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError> {
+        if self.kv_durability == Durability::Periodic {
+            return Ok(Ticket::ready());
+        }
+        let KvTree { write, .. } = self.kv_tree(plugin)?;
+        // Taking the lock waits out a write being applied right now, which the read before
+        // this may have seen.
+        let writes = write.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(self.group.ticket(writes.last))
     }
 
     fn kv_entries(
@@ -813,8 +849,8 @@ impl Store for SledStore {
     fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
         {
             let KvTree { write, .. } = self.kv_tree(plugin)?;
-            let mut purged = write.lock().unwrap_or_else(PoisonError::into_inner);
-            *purged = true;
+            let mut writes = write.lock().unwrap_or_else(PoisonError::into_inner);
+            writes.purged = true;
             let mut trees = self
                 .kv_trees
                 .write()
@@ -1034,7 +1070,7 @@ mod tests {
         let used = store.kv_usage("a").unwrap();
         assert_eq!(
             used,
-            (7 + 1 + 2) + (3 + 5 + 1) + (2 + 1 + 3) + (1 + 2 + 7) + 5
+            (7 + 1 + 2) + (3 + 5 + 1) + (2 + 1 + 3) + (1 + 2 + 7) + 5 + 5 * kv::ENTRY_OVERHEAD
         );
         store.kv_purge("a").unwrap();
         assert_eq!(store.kv_get("a", "default", "k").unwrap(), None);
@@ -1042,8 +1078,52 @@ mod tests {
         assert_eq!(store.kv_get("ab", "default", "k").unwrap().unwrap(), b"ab1");
         drop(store);
         let reopened = SledStore::open(&dir).unwrap();
-        assert_eq!(reopened.kv_usage("ab").unwrap(), 7 + 1 + 3);
+        assert_eq!(
+            reopened.kv_usage("ab").unwrap(),
+            7 + 1 + 3 + kv::ENTRY_OVERHEAD
+        );
         drop(reopened);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_read_answers_only_once_the_writes_it_may_have_seen_are_durable() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        // Another plugin's reads never wait for this one's writes.
+        let entry = KvEntry {
+            bucket: "b".into(),
+            key: "k".into(),
+            value: b"v".to_vec(),
+        };
+        let (_, written) = store
+            .kv_apply("p", KvChange::Put(vec![entry]), &LIMITS)
+            .unwrap();
+        assert_eq!(store.kv_read_barrier("q").unwrap().number(), 0);
+        // A read of p waits for that write (unless the flusher was quicker: then nothing).
+        let barrier = store.kv_read_barrier("p").unwrap();
+        assert!(
+            [0, written.number()].contains(&barrier.number()),
+            "{} vs {}",
+            barrier.number(),
+            written.number()
+        );
+        // So does a compare-and-swap that lost and wrote nothing.
+        let lost = KvChange::CompareAndSwap {
+            bucket: "b".into(),
+            key: "k".into(),
+            expected: Some(b"other".to_vec()),
+            new: b"x".to_vec(),
+        };
+        let (outcome, ticket) = store.kv_apply("p", lost, &LIMITS).unwrap();
+        assert_eq!(outcome, KvOutcome::Swapped(false));
+        assert!([0, written.number()].contains(&ticket.number()));
+        barrier.wait_blocking().unwrap();
+        // Once durable, later reads have nothing to wait for.
+        assert_eq!(store.kv_read_barrier("p").unwrap().number(), 0);
+        written.wait_blocking().unwrap();
+        ticket.wait_blocking().unwrap();
+        drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1086,7 +1166,7 @@ mod tests {
             .insert(KV_USAGE, &999u64.to_be_bytes())
             .unwrap();
         recount_kv_usage(&store.db).unwrap();
-        assert_eq!(store.kv_usage("p").unwrap(), 1 + 1 + 5);
+        assert_eq!(store.kv_usage("p").unwrap(), 1 + 1 + 5 + kv::ENTRY_OVERHEAD);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

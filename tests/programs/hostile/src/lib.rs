@@ -9,6 +9,7 @@
 //!   one line of 1 MiB.
 //! - `/hostile/outbound/{n}?url=URL`: starts `n` outbound requests without waiting for any and
 //!   answers how many the host accepted and refused.
+//! - `/hostile/slow-write/{ms}`: sleeps, then writes a key (a write racing an operator's purge).
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -75,6 +76,12 @@ fn delete_many(n: usize) -> Result<String, String> {
     Ok(format!("ok {n}"))
 }
 
+fn slow_write(ms: usize) -> Result<String, String> {
+    monotonic_clock::subscribe_duration(ms as u64 * 1_000_000).block();
+    bucket()?.set("late", b"written after the wait").map_err(kv_error)?;
+    Ok("ok written".into())
+}
+
 fn flood_log(n: usize) -> String {
     for i in 0..n {
         log::write(
@@ -136,6 +143,7 @@ impl Guest for Hostile {
             Some("set-many") => set_many(n(1)).unwrap_or_else(|e| e),
             Some("delete-many") => delete_many(n(1)).unwrap_or_else(|e| e),
             Some("log") => flood_log(n(1)),
+            Some("slow-write") => slow_write(n(1)).unwrap_or_else(|e| e),
             Some("outbound") => match query_param(query, "url") {
                 Some(url) => fire_outbound(n(1), &url),
                 None => "error no url".into(),

@@ -1,0 +1,4 @@
+//! libFuzzer target: `plinth::fuzz::origin` (see fuzz/Cargo.toml for how to run it).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth::fuzz::origin(data));
