@@ -33,11 +33,13 @@ pub struct User {
     pub disabled: bool,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
-    /// Access tokens issued before this (Unix seconds) are refused: set when a password
-    /// change, a logout everywhere, disabling or a lost role ends every session, so "every
-    /// session" includes access tokens still within their lifetime.
+    /// The generation of the account's sessions: every access token and login family carries
+    /// the generation it was issued in, and only the current one is accepted. A password
+    /// change, a logout everywhere, disabling or a lost role moves it on, so "every session"
+    /// includes access tokens still within their lifetime. A counter, not a time: no clock
+    /// and no second boundary decides what survives.
     #[serde(default)]
-    pub tokens_valid_after: u64,
+    pub token_generation: u64,
 }
 
 /// An email or password that breaks the rules.
@@ -105,7 +107,7 @@ impl User {
             roles,
             disabled: false,
             created_at_ms: now_ms,
-            tokens_valid_after: 0,
+            token_generation: 0,
         }
     }
 

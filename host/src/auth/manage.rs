@@ -2,10 +2,12 @@
 //!
 //! Disabling or deleting an account, or taking a role from it, ends its refresh tokens at once;
 //! its access tokens stop working at once too, because every request re-reads the account and
-//! refuses tokens issued before its `tokens_valid_after`.
+//! refuses tokens of an earlier session generation.
 
 use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
-use super::{AccountError, Auth, Principal, UserInfo, blocking, cut_off, sessions, valid_role};
+use super::{
+    AccountError, Auth, Principal, UserInfo, blocking, next_generation, sessions, valid_role,
+};
 use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
@@ -94,8 +96,7 @@ impl Auth {
             let current = self.load(id).await?;
             let next = change(&current)?;
             // A change that moved the token cut-off ends the refresh sessions too.
-            let end_sessions =
-                end_sessions || next.tokens_valid_after != current.tokens_valid_after;
+            let end_sessions = end_sessions || next.token_generation != current.token_generation;
             let store = self.store.clone();
             let (previous, candidate) = (current.clone(), next.clone());
             let applied = blocking(move || {
@@ -131,10 +132,10 @@ impl Auth {
                 Ok(User {
                     disabled,
                     // Re-enabling must not bring back the tokens it had before.
-                    tokens_valid_after: if disabled {
-                        cut_off(u.tokens_valid_after)
+                    token_generation: if disabled {
+                        next_generation(u.token_generation)
                     } else {
-                        u.tokens_valid_after
+                        u.token_generation
                     },
                     ..u.clone()
                 })
@@ -169,10 +170,10 @@ impl Auth {
                 let lost_a_role = u.roles.iter().any(|r| !next_roles.contains(r));
                 Ok(User {
                     roles: next_roles.clone(),
-                    tokens_valid_after: if lost_a_role {
-                        cut_off(u.tokens_valid_after)
+                    token_generation: if lost_a_role {
+                        next_generation(u.token_generation)
                     } else {
-                        u.tokens_valid_after
+                        u.token_generation
                     },
                     ..u.clone()
                 })

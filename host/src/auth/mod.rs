@@ -388,14 +388,10 @@ pub struct Auth {
     settings: AuthSettings,
 }
 
-fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
-/// The `tokens_valid_after` that ends every access token issued so far, the ones a login just
-/// dated into the next second included (see [`Tokens::issue_after`]).
-fn cut_off(previous: u64) -> u64 {
-    now_secs().max(previous + 1)
+/// The session generation after `current` ends: every access token and login family of the
+/// earlier generations is refused from now on.
+fn next_generation(current: u64) -> u64 {
+    current.wrapping_add(1)
 }
 
 fn now_ms() -> u64 {
@@ -493,7 +489,7 @@ impl Auth {
             // Read the account on every request: disabling or deleting it, changing its roles,
             // or ending its sessions takes effect at once rather than when the token expires.
             return match self.parsed_accounts.get(&*self.store, &access.user_id) {
-                Ok(Some(user)) if !user.disabled && access.issued_at > user.tokens_valid_after => {
+                Ok(Some(user)) if !user.disabled && access.generation == user.token_generation => {
                     Ok(Principal::User(user))
                 }
                 Ok(_) => Err(AuthError::Invalid),
@@ -674,9 +670,20 @@ impl Auth {
     async fn start_session(&self, user: &User) -> Result<Session, AccountError> {
         let store = self.store.clone();
         let user_id = user.id.clone();
+        let generation = user.token_generation;
         let ttl = self.settings.refresh_ttl.as_millis() as u64;
-        let refresh_token =
-            blocking(move || Ok(sessions::start(&*store, &user_id, ttl, now_ms())?)).await?;
+        // The family carries the generation the account had when the password was checked: if
+        // a password change or logout everywhere came in meanwhile, it is born ended.
+        let refresh_token = blocking(move || {
+            Ok(sessions::start(
+                &*store,
+                &user_id,
+                generation,
+                ttl,
+                now_ms(),
+            )?)
+        })
+        .await?;
         self.session(user, refresh_token)
     }
 
@@ -684,7 +691,7 @@ impl Auth {
         Ok(Session {
             access_token: self
                 .tokens
-                .issue_after(&user.id, user.tokens_valid_after + 1)
+                .issue(&user.id, user.token_generation)
                 .map_err(AccountError::Internal)?,
             token_type: "Bearer",
             expires_in: self.tokens.access_ttl().as_secs(),
@@ -770,10 +777,12 @@ impl Auth {
         let (refreshed, user) = blocking(move || {
             // The account is read once: to check it may still refresh, and to answer with it.
             let mut account = None;
-            let refreshed = sessions::rotate(&*store, &refresh_token, ttl, now_ms(), |id| {
-                account = accounts::get(&*store, id)?.filter(|u| !u.disabled);
-                Ok(account.is_some())
-            })?;
+            let refreshed =
+                sessions::rotate(&*store, &refresh_token, ttl, now_ms(), |id, generation| {
+                    account = accounts::get(&*store, id)?
+                        .filter(|u| !u.disabled && u.token_generation == generation);
+                    Ok(account.is_some())
+                })?;
             Ok((refreshed, account))
         })
         .await?;
@@ -856,7 +865,7 @@ impl Auth {
             &user.id,
             |u| {
                 Ok(User {
-                    tokens_valid_after: cut_off(u.tokens_valid_after),
+                    token_generation: next_generation(u.token_generation),
                     ..u.clone()
                 })
             },
@@ -895,7 +904,7 @@ impl Auth {
         let hash = self.passwords.hash(new).await?;
         let next = User {
             password_hash: hash,
-            tokens_valid_after: cut_off(user.tokens_valid_after),
+            token_generation: next_generation(user.token_generation),
             ..User::clone(user)
         };
         let store = self.store.clone();

@@ -25,6 +25,14 @@ struct TokenRecord {
 struct FamilyRecord {
     user_id: String,
     revoked: bool,
+    /// The account's session generation when the family started: a family of an earlier
+    /// generation than the account's is over (absent before generations existed: 0).
+    #[serde(default)]
+    generation: u64,
+    /// When its newest token expires; the family is pruned after it (0: unknown, families
+    /// from before this was kept are pruned when no live token names them).
+    #[serde(default)]
+    expires_at_ms: u64,
 }
 
 /// The outcome of presenting a refresh token.
@@ -64,10 +72,12 @@ fn user_family_key(user_id: &str, family: &str) -> Vec<u8> {
     format!("{user_id}/{family}").into_bytes()
 }
 
-/// Starts a new family for `user_id` and returns its first token. Blocking.
+/// Starts a new family for `user_id`, of the account's session `generation`, and returns its
+/// first token. Blocking.
 pub fn start(
     store: &dyn Store,
     user_id: &str,
+    generation: u64,
     ttl_ms: u64,
     now_ms: u64,
 ) -> Result<String, StoreError> {
@@ -86,6 +96,8 @@ pub fn start(
             value: encode(&FamilyRecord {
                 user_id: user_id.into(),
                 revoked: false,
+                generation,
+                expires_at_ms: record.expires_at_ms,
             })?,
         },
         Op::Put {
@@ -115,14 +127,15 @@ fn revoke_family(store: &dyn Store, family: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Exchanges a refresh token for a new one of the same family. `user_ok` says whether the
-/// account may still hold sessions (exists and is enabled). Blocking.
+/// Exchanges a refresh token for a new one of the same family. `user_ok(user id, family
+/// generation)` says whether the account may still hold that session (exists, is enabled, and
+/// is still in that generation). Blocking.
 pub fn rotate(
     store: &dyn Store,
     token: &str,
     ttl_ms: u64,
     now_ms: u64,
-    mut user_ok: impl FnMut(&str) -> Result<bool, StoreError>,
+    mut user_ok: impl FnMut(&str, u64) -> Result<bool, StoreError>,
 ) -> Result<Refreshed, StoreError> {
     let key = digest(token);
     let Some(bytes) = store.get(Space::RefreshTokens, &key)? else {
@@ -133,9 +146,9 @@ pub fn rotate(
         .get(Space::Families, record.family.as_bytes())?
         .map(|b| decode(&b))
         .transpose()?;
-    if family.is_none_or(|f| f.revoked) {
+    let Some(family) = family.filter(|f| !f.revoked) else {
         return Ok(Refreshed::Refused);
-    }
+    };
     if record.rotated {
         tracing::warn!(
             user_id = record.user_id,
@@ -144,7 +157,7 @@ pub fn rotate(
         revoke_family(store, &record.family)?;
         return Ok(Refreshed::Refused);
     }
-    if record.expires_at_ms <= now_ms || !user_ok(&record.user_id)? {
+    if record.expires_at_ms <= now_ms || !user_ok(&record.user_id, family.generation)? {
         return Ok(Refreshed::Refused);
     }
     let next = new_token();
@@ -173,6 +186,15 @@ pub fn rotate(
             space: Space::RefreshTokens,
             key: digest(&next),
             value: encode(&fresh)?,
+        },
+        // The family lives as long as its newest token.
+        Op::Put {
+            space: Space::Families,
+            key: record.family.clone().into_bytes(),
+            value: encode(&FamilyRecord {
+                expires_at_ms: fresh.expires_at_ms,
+                ..family
+            })?,
         },
     ])?;
     if !applied {
@@ -220,9 +242,10 @@ pub struct Pruned {
     pub families: usize,
 }
 
-/// Deletes refresh tokens that expired before `now_ms` and the families left without a live
-/// token, page by page. A spent token is kept until it expires, so its reuse is still caught.
-/// Blocking.
+/// Deletes refresh tokens that expired before `now_ms` and the families whose newest token
+/// has expired, page by page. A spent token is kept until it expires, so its reuse is still
+/// caught. A login or refresh during the pass is safe: a family's expiry is written in the
+/// same commit as its newest token. Blocking.
 pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
     let mut pruned = Pruned::default();
     let mut live = std::collections::HashSet::new();
@@ -256,10 +279,17 @@ pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
         let mut ended = Vec::new();
         for (key, bytes) in &page {
             let family = String::from_utf8_lossy(key).into_owned();
-            if live.contains(&family) {
+            let record: FamilyRecord = decode(bytes)?;
+            // A family knows when its newest token expires; one from before that was kept is
+            // over when no live token names it.
+            let over = if record.expires_at_ms > 0 {
+                record.expires_at_ms <= now_ms
+            } else {
+                !live.contains(&family)
+            };
+            if !over {
                 continue;
             }
-            let record: FamilyRecord = decode(bytes)?;
             ended.push(Op::Delete {
                 space: Space::Families,
                 key: key.clone(),
@@ -297,8 +327,8 @@ mod tests {
     #[test]
     fn rotation_reuse_logout_and_revoke_all() {
         let (s, dir) = store();
-        let ok = |_: &str| Ok(true);
-        let t1 = start(&s, "u1", 1000, 0).unwrap();
+        let ok = |_: &str, _: u64| Ok(true);
+        let t1 = start(&s, "u1", 0, 1000, 0).unwrap();
         assert!(t1.starts_with(PREFIX));
         let t2 = rotated(rotate(&s, &t1, 1000, 1, ok).unwrap());
         let t3 = rotated(rotate(&s, &t2, 1000, 2, ok).unwrap());
@@ -307,18 +337,25 @@ mod tests {
         assert_eq!(rotate(&s, &t3, 1000, 4, ok).unwrap(), Refreshed::Refused);
 
         // Expiry and disabled users.
-        let t = start(&s, "u1", 10, 0).unwrap();
+        let t = start(&s, "u1", 0, 10, 0).unwrap();
         assert_eq!(rotate(&s, &t, 10, 10, ok).unwrap(), Refreshed::Refused);
-        let t = start(&s, "u1", 10, 0).unwrap();
+        let t = start(&s, "u1", 0, 10, 0).unwrap();
         assert_eq!(
-            rotate(&s, &t, 10, 1, |_| Ok(false)).unwrap(),
+            rotate(&s, &t, 10, 1, |_, _| Ok(false)).unwrap(),
+            Refreshed::Refused
+        );
+
+        // A family of an earlier session generation than the account's is over.
+        let stale = start(&s, "u1", 0, 1000, 0).unwrap();
+        assert_eq!(
+            rotate(&s, &stale, 1000, 1, |_, generation| Ok(generation == 1)).unwrap(),
             Refreshed::Refused
         );
 
         // Logout ends one family; end_all ends every family of the user, and only theirs.
-        let a = start(&s, "u1", 1000, 0).unwrap();
-        let b = start(&s, "u1", 1000, 0).unwrap();
-        let other = start(&s, "u2", 1000, 0).unwrap();
+        let a = start(&s, "u1", 0, 1000, 0).unwrap();
+        let b = start(&s, "u1", 0, 1000, 0).unwrap();
+        let other = start(&s, "u2", 0, 1000, 0).unwrap();
         end(&s, &a).unwrap();
         assert_eq!(rotate(&s, &a, 1000, 1, ok).unwrap(), Refreshed::Refused);
         let b = rotated(rotate(&s, &b, 1000, 1, ok).unwrap());
@@ -336,11 +373,11 @@ mod tests {
     #[test]
     fn expired_tokens_and_the_families_they_leave_empty_are_pruned() {
         let (s, dir) = store();
-        let ok = |_: &str| Ok(true);
+        let ok = |_: &str, _: u64| Ok(true);
         // A family rotated once (a spent token and a live one), and a short one that expires.
-        let first = start(&s, "u1", 1000, 0).unwrap();
+        let first = start(&s, "u1", 0, 1000, 0).unwrap();
         let second = rotated(rotate(&s, &first, 1000, 10, ok).unwrap());
-        let short = start(&s, "u2", 100, 0).unwrap();
+        let short = start(&s, "u2", 0, 100, 0).unwrap();
         let count = |space| s.scan(space, b"", None, 100).unwrap().len();
         assert_eq!(
             (count(Space::RefreshTokens), count(Space::Families)),

@@ -42,6 +42,10 @@ pub struct AccessClaims {
     pub iat: u64,
     /// Token kind: always `access`.
     pub typ: String,
+    /// The account's session generation when the token was issued (absent in tokens issued
+    /// before generations existed: 0).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// A stored signing key.
@@ -89,7 +93,7 @@ struct Verified {
     token: Box<str>,
     sub: String,
     exp: u64,
-    iat: u64,
+    generation: u64,
     kid: String,
 }
 
@@ -98,8 +102,8 @@ struct Verified {
 pub struct AccessToken {
     /// The user id (`sub`).
     pub user_id: String,
-    /// When it was issued (`iat`, Unix seconds).
-    pub issued_at: u64,
+    /// The account's session generation it was issued in.
+    pub generation: u64,
 }
 
 fn now() -> u64 {
@@ -264,11 +268,9 @@ impl Tokens {
         self.access_ttl
     }
 
-    /// Signs an access token for `user_id` with the current key, issued no earlier than
-    /// `not_before` (Unix seconds): an account that just ended its sessions refuses tokens
-    /// issued in that second, so a new login in the same second is dated one second on (well
-    /// within the validation leeway).
-    pub fn issue_after(&self, user_id: &str, not_before: u64) -> Result<String, String> {
+    /// Signs an access token for `user_id`, of session generation `generation`, with the
+    /// current key.
+    pub fn issue(&self, user_id: &str, generation: u64) -> Result<String, String> {
         let ring = self
             .ring
             .read()
@@ -277,7 +279,7 @@ impl Tokens {
             .keys
             .get(&ring.current)
             .ok_or("no current signing key")?;
-        let iat = now().max(not_before);
+        let iat = now();
         let claims = AccessClaims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -286,6 +288,7 @@ impl Tokens {
             nbf: iat,
             iat,
             typ: ACCESS.into(),
+            generation,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(ring.current.clone());
@@ -308,11 +311,11 @@ impl Tokens {
             {
                 return Some(AccessToken {
                     user_id: hit.sub.clone(),
-                    issued_at: hit.iat,
+                    generation: hit.generation,
                 });
             }
         }
-        let (sub, exp, iat, kid) = self.verify_signed(token)?;
+        let (sub, exp, generation, kid) = self.verify_signed(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.len() >= VERIFIED_CACHE {
             let now = now();
@@ -327,18 +330,18 @@ impl Tokens {
                 token: token.into(),
                 sub: sub.clone(),
                 exp,
-                iat,
+                generation,
                 kid,
             },
         );
         Some(AccessToken {
             user_id: sub,
-            issued_at: iat,
+            generation,
         })
     }
 
-    /// The full check: header, key, signature and claims. Returns subject, expiry, issue time
-    /// and key id.
+    /// The full check: header, key, signature and claims. Returns subject, expiry, session
+    /// generation and key id.
     fn verify_signed(&self, token: &str) -> Option<(String, u64, u64, String)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
@@ -355,7 +358,7 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).ok()?;
         let claims = data.claims;
-        (claims.typ == ACCESS).then_some((claims.sub, claims.exp, claims.iat, kid))
+        (claims.typ == ACCESS).then_some((claims.sub, claims.exp, claims.generation, kid))
     }
 }
 
@@ -372,7 +375,7 @@ mod tests {
     #[test]
     fn a_remembered_token_stops_verifying_when_it_expires_or_its_key_goes() {
         let tokens = tokens();
-        let token = tokens.issue_after("user-1", 0).unwrap();
+        let token = tokens.issue("user-1", 0).unwrap();
         assert_eq!(
             tokens.verify(&token).map(|t| t.user_id).as_deref(),
             Some("user-1")
@@ -431,7 +434,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_forgeries_do_not() {
         let t = tokens();
-        let token = t.issue_after("user-1", 0).unwrap();
+        let token = t.issue("user-1", 0).unwrap();
         assert_eq!(
             t.verify(&token).map(|t| t.user_id).as_deref(),
             Some("user-1")
@@ -462,7 +465,7 @@ mod tests {
         unknown["kid"] = "nope".into();
         assert_eq!(t.verify(&reencode(&token, unknown, claims.clone())), None);
         // Another server's key.
-        let foreign = tokens().issue_after("user-1", 0).unwrap();
+        let foreign = tokens().issue("user-1", 0).unwrap();
         assert_eq!(t.verify(&foreign), None);
         // HS256 "signed" with public material.
         let mut hs = header.clone();
@@ -488,13 +491,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plinth-tokens-{}", rand::random::<u64>()));
         let store = crate::store::SledStore::open(&dir).unwrap();
         let t = Tokens::load(&store, Duration::from_secs(900)).unwrap();
-        let old = t.issue_after("u", 0).unwrap();
+        let old = t.issue("u", 0).unwrap();
         let first = t.key_ids()[0].clone();
         let kid = t.rotate(&store).unwrap();
         assert_ne!(kid, first);
         assert_eq!(t.key_ids(), vec![kid.clone(), first.clone()]);
         assert_eq!(t.verify(&old).map(|t| t.user_id).as_deref(), Some("u"));
-        let new = t.issue_after("u", 0).unwrap();
+        let new = t.issue("u", 0).unwrap();
         assert_eq!(parts(&new).0["kid"], kid.as_str());
         // A restart sees the same keys, with the new one current.
         let reloaded = Tokens::load(&store, Duration::from_secs(900)).unwrap();
@@ -523,6 +526,7 @@ mod tests {
             nbf: old - 10,
             iat: old - 10,
             typ: ACCESS.into(),
+            generation: 0,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(ring.current.clone());

@@ -35,8 +35,8 @@ pub struct Connection {
     /// Response bodies with a frame handed to hyper and not yet taken up, by body, since when.
     sending: Mutex<Vec<(u64, Instant)>>,
     next_body: AtomicU64,
-    /// The task reading the socket, woken when the state above changes so it re-arms its timer
-    /// (an HTTP/2 stream ends in a task of its own).
+    /// The task reading the socket, woken when the connection turns idle so it arms its idle
+    /// timer (an HTTP/2 stream ends in a task of its own).
     reader: Mutex<Option<Waker>>,
 }
 
@@ -76,15 +76,18 @@ impl Connection {
         sending.iter().map(|(_, since)| *since + timeout).min()
     }
 
+    /// Records whether `body` has a frame waiting to be sent. The reader is not woken: its
+    /// timer re-reads the deadline whenever it fires, and a waiting HTTP/2 frame is noticed by
+    /// the next keep-alive ping at the latest (an HTTP/1 write that waits has its own timer).
     fn sending(&self, body: u64, waiting: bool) {
-        {
-            let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
-            sending.retain(|(id, _)| *id != body);
-            if waiting {
-                sending.push((body, Instant::now()));
-            }
+        let mut sending = self.sending.lock().unwrap_or_else(PoisonError::into_inner);
+        if sending.is_empty() && !waiting {
+            return;
         }
-        self.wake_reader();
+        sending.retain(|(id, _)| *id != body);
+        if waiting {
+            sending.push((body, Instant::now()));
+        }
     }
 
     fn wake_reader(&self) {
@@ -116,9 +119,10 @@ impl Drop for InFlight {
             .unwrap_or_else(PoisonError::into_inner);
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             *since = Instant::now();
+            drop(since);
+            // The connection is idle now: its reader must arm the idle timer.
+            self.0.wake_reader();
         }
-        drop(since);
-        self.0.wake_reader();
     }
 }
 

@@ -12,14 +12,23 @@ use crate::plugin_logs::{Level, PluginLogs, ServerLog, Source};
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// `text` with every control character escaped (`\n`, `\u{1b}`), so it stays one line.
+/// Characters a line is escaped for besides control characters: line and paragraph separators
+/// (some viewers break lines on them) and bidirectional overrides (which reorder what a reader
+/// sees of the rest of the line).
+fn deceptive(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every control character (and [`deceptive`] one) escaped (`\n`, `\u{1b}`), so
+/// it stays one line and reads as written.
 fn escape_controls(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    let unsafe_char = |c: char| c.is_control() || deceptive(c);
+    if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if unsafe_char(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -138,6 +147,10 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_so_a_line_stays_one_line() {
         assert_eq!(escape_controls("plain text"), "plain text");
+        assert_eq!(
+            escape_controls("a\u{2028}b\u{202E}c"),
+            "a\\u{2028}b\\u{202e}c"
+        );
         assert_eq!(
             escape_controls("ok\n2026-12-03T00:00:00Z  INFO forged\r\u{1b}[31m"),
             "ok\\n2026-12-03T00:00:00Z  INFO forged\\r\\u{1b}[31m"
