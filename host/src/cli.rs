@@ -421,8 +421,8 @@ pub struct ServeArgs {
     /// what an earlier one (maybe another user's) left in the instance [default: off]
     #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
     pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
-    /// Reverse proxies (IPs or CIDRs, comma-separated) whose Forwarded / X-Forwarded-For names
-    /// the client, for rate limits and the audit log; trust none unless they front Plinth
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client,
+    /// for rate limits and the audit log; trust none unless they front Plinth
     /// [default: none]
     #[arg(
         long,

@@ -206,8 +206,8 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Which routes may keep plugin instances between requests when a manifest asks.
     pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
-    /// Addresses (CIDRs or IPs) of reverse proxies whose `Forwarded` / `X-Forwarded-For` is
-    /// believed; none by default.
+    /// Addresses (CIDRs or IPs) of reverse proxies whose `X-Forwarded-For` is believed; none
+    /// by default.
     pub trusted_proxies: Option<Vec<String>>,
     /// Plugins the operator lets receive operator and admin credentials on their
     /// `forward_authorization` routes; none by default.

@@ -149,10 +149,14 @@ async fn run(
     let privileged = principal
         .as_ref()
         .is_some_and(|p| p.has_role(crate::auth::ROLE_OPERATOR));
-    if !target.forward_authorization
-        || (privileged && !state.registry.forwards_privileged(&target.plugin.name))
+    // Only the value that was checked goes on: every other `Authorization` line is dropped.
+    let checked = headers.get(header::AUTHORIZATION).cloned();
+    headers.remove(header::AUTHORIZATION);
+    if target.forward_authorization
+        && (!privileged || state.registry.forwards_privileged(&target.plugin.name))
+        && let Some(value) = checked
     {
-        headers.remove(header::AUTHORIZATION);
+        headers.insert(header::AUTHORIZATION, value);
     }
     if !headers.contains_key(header::HOST) {
         // wasi:http needs an authority; HTTP/1.0 clients may omit Host.
@@ -181,6 +185,8 @@ async fn run(
     if declared.is_some_and(|len| len > limits.max_request_body) {
         return too_large(limits.max_request_body);
     }
+    // Counted from here, queued or not, so a purge of the plugin waits for this request.
+    let running = plugin.running.enter();
     // Admission: the plugin's own slots first, waited for briefly (a free slot is taken at
     // once, without arming a timer), then the host-wide cap, answered at once. In this order a
     // request queued on a slow plugin holds nothing any other plugin's requests need.
@@ -213,6 +219,7 @@ async fn run(
         outbound: plugin.outbound.clone(),
         request_id,
         memory_peak: plugin.memory_peak.clone(),
+        running: plugin.running.clone(),
     };
     // Reuse only where the manifest asked and the operator's cap allows for this route.
     let reuse = limits
@@ -240,7 +247,7 @@ async fn run(
         request,
         limits,
         reuse,
-        (in_flight, slot, plugin.running.enter()),
+        (in_flight, slot, running),
     );
     let Some(watch) = watch else {
         return respond(state, plugin, handled.await);

@@ -888,9 +888,11 @@ impl Auth {
         accounts::check_password(&new)?;
         // The same throttle as logins: a stolen access token is not an unlimited oracle for
         // the account's password.
+        // Its own key: an attacker's failed logins must not lock the signed-in owner out of
+        // the way to change the password.
         let attempt = self
             .throttle
-            .attempt(&user.email)
+            .attempt(&format!("password-change:{}", user.id))
             .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
         let verified = self
             .passwords

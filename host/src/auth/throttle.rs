@@ -173,8 +173,14 @@ impl Throttle {
         };
         entry.in_flight = entry.in_flight.saturating_sub(1);
         match succeeded {
-            Some(true) => {
+            // The right credential resets the account; checks still running keep the entry,
+            // and their failures still count.
+            Some(true) if entry.in_flight == 0 => {
                 accounts.remove(key);
+            }
+            Some(true) => {
+                entry.count = 0;
+                entry.blocked_until = None;
             }
             Some(false) => {
                 entry.count = entry.count.saturating_add(1);

@@ -69,24 +69,43 @@ pub struct FrontDoor {
     pub header_timeout: Duration,
     /// Open connections at once.
     pub max_connections: usize,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` names the client.
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 /// The address a request comes from: the peer, or behind a trusted proxy the client it
-/// names (the rightmost address in the chain that is not itself a trusted proxy).
+/// names. Only `X-Forwarded-For` is read, every line of it, from the right: each trusted proxy
+/// appends the address it received from, so the rightmost address that is not a trusted proxy
+/// is the client (what a client wrote itself is further left and never reached). `Forwarded`
+/// and `X-Real-IP` are ignored: proxies commonly pass a client's own through unchanged.
 fn client_addr(
     headers: &http::HeaderMap,
     peer: std::net::SocketAddr,
     trusted: &[ipnet::IpNet],
 ) -> std::net::SocketAddr {
-    if trusted.is_empty() {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(&ip));
+    // An IPv4 proxy reaching a dual-stack listener arrives as `::ffff:a.b.c.d`.
+    let mut client = peer.ip().to_canonical();
+    if !is_trusted(client) {
         return peer;
     }
-    match real_ip::real_ip(headers, peer.ip(), trusted) {
-        Some(ip) => std::net::SocketAddr::new(ip, peer.port()),
-        None => peer,
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|line| line.to_str().unwrap_or("").split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.into_iter().rev() {
+        // A malformed entry was written by the client (every trusted proxy writes addresses):
+        // the last trusted hop is as far as we know.
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
     }
+    std::net::SocketAddr::new(client, peer.port())
 }
 
 /// Why the TLS certificate or key cannot be used.
@@ -292,6 +311,29 @@ mod tests {
         // A peer outside the trusted ranges cannot name anyone else.
         let outsider: std::net::SocketAddr = "203.0.113.9:4000".parse().unwrap();
         assert_eq!(client_addr(&headers, outsider, &trusted), outsider);
+        let ip = |addr: std::net::SocketAddr| addr.ip().to_string();
+        // Every line counts: a proxy adding a second line is not fooled by the client's first.
+        let mut two = http::HeaderMap::new();
+        two.append("x-forwarded-for", http::HeaderValue::from_static("6.6.6.6"));
+        two.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_static("198.51.100.7"),
+        );
+        assert_eq!(ip(client_addr(&two, peer, &trusted)), "198.51.100.7");
+        // A client's own Forwarded header, or garbage, names nobody.
+        let mut forged = http::HeaderMap::new();
+        forged.insert("forwarded", http::HeaderValue::from_static("for=6.6.6.6"));
+        forged.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_static("x, 198.51.100.7"),
+        );
+        assert_eq!(ip(client_addr(&forged, peer, &trusted)), "198.51.100.7");
+        let mut garbage = http::HeaderMap::new();
+        garbage.insert("x-forwarded-for", http::HeaderValue::from_static("x"));
+        assert_eq!(client_addr(&garbage, peer, &trusted), peer);
+        // An IPv4 proxy seen through an IPv6 listener is still the trusted proxy.
+        let mapped: std::net::SocketAddr = "[::ffff:10.0.0.1]:4000".parse().unwrap();
+        assert_eq!(ip(client_addr(&headers, mapped, &trusted)), "198.51.100.7");
     }
 
     #[test]

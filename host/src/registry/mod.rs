@@ -97,33 +97,7 @@ pub struct LoadedPlugin {
     pub idle: Arc<crate::runtime::InstancePool>,
     /// Requests of this plugin in flight, shared by every version of the name: a purge waits
     /// for them, so none writes data back after it.
-    pub running: Arc<Running>,
-}
-
-/// Requests of one plugin name in flight, across its versions.
-#[derive(Debug, Default)]
-pub struct Running(std::sync::atomic::AtomicUsize);
-
-impl Running {
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> RunningGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        RunningGuard(self.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// One request in flight (see [`Running`]).
-#[derive(Debug)]
-pub struct RunningGuard(Arc<Running>);
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    pub running: Arc<crate::runtime::Running>,
 }
 
 impl LoadedPlugin {
@@ -143,7 +117,7 @@ impl LoadedPlugin {
         manifest: Manifest,
         code: PluginCode,
         limits: Limits,
-        running: Arc<Running>,
+        running: Arc<crate::runtime::Running>,
     ) -> Self {
         Self {
             name: Arc::from(record.name.as_str()),
@@ -451,7 +425,7 @@ pub struct Registry {
     /// Plugins granted operator and admin credentials on `forward_authorization` routes.
     forward_privileged: BTreeSet<String>,
     /// Requests in flight by plugin name, across versions.
-    running: std::sync::Mutex<BTreeMap<String, Arc<Running>>>,
+    running: std::sync::Mutex<BTreeMap<String, Arc<crate::runtime::Running>>>,
     /// One permit per core: uploads compile at most this many at once, so a burst of deploys
     /// queues instead of taking every blocking thread and core from requests.
     compiles: tokio::sync::Semaphore,
@@ -561,7 +535,7 @@ impl Registry {
     }
 
     /// The in-flight counter of every version of `plugin`.
-    fn running(&self, plugin: &str) -> Arc<Running> {
+    fn running(&self, plugin: &str) -> Arc<crate::runtime::Running> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -746,6 +720,14 @@ impl Registry {
                 .map_err(|e| DeployError::Internal(e.to_string()))?;
             match result {
                 Ok(plugin) => {
+                    // Values stored before secrecy was kept with them: mark what the active
+                    // manifest declares, so a later manifest without it cannot unmask them.
+                    let (store, secrets, owned) =
+                        (self.store.clone(), plugin.declared_secrets(), name.clone());
+                    if !secrets.is_empty() {
+                        blocking(move || plugin_config::mark_secret(&*store, &owned, &secrets))
+                            .await??;
+                    }
                     plugins.insert(name, Arc::new(plugin));
                 }
                 Err(reason) => {
@@ -1022,7 +1004,7 @@ impl Registry {
         let current = self.active.load_full();
         let deployed = current.plugins.get(name).cloned();
         match &deployed {
-            Some(plugin) => {
+            Some(_) => {
                 let mut plugins = current.plugins.clone();
                 plugins.remove(name);
                 let routes = build_routes(plugins.values(), None)?;
@@ -1030,16 +1012,6 @@ impl Registry {
                 let owned = name.to_string();
                 blocking(move || store.delete_plugin(&owned)).await??;
                 self.active.store(Arc::new(Active { plugins, routes }));
-                if purge {
-                    // Requests already in flight (of any version) end first, each within its
-                    // deadline, so none writes data back after the purge.
-                    let deadline = tokio::time::Instant::now()
-                        + self.limits.caps.timeout.max(plugin.limits.timeout)
-                        + std::time::Duration::from_secs(1);
-                    while plugin.running.count() > 0 && tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                }
             }
             // `?purge=true` after a plain delete: the plugin is gone, its data may not be.
             None if purge => {
@@ -1055,6 +1027,26 @@ impl Registry {
                 }
             }
             None => return Err(DeployError::NotFound(name.to_string())),
+        }
+        if purge {
+            // Requests in flight (of any version, queued ones included) and their store calls
+            // end first, each request within its deadline, so none writes data back after the
+            // purge.
+            let running = self.running(name);
+            let deadline = tokio::time::Instant::now()
+                + self.limits.caps.timeout
+                + std::time::Duration::from_secs(2);
+            while running.count() > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        plugin = name,
+                        running = running.count(),
+                        "purging while requests of the plugin are still running"
+                    );
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
         if purge {
             let store = self.store.clone();

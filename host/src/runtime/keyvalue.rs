@@ -101,6 +101,9 @@ pub struct KeyValueCtx {
     /// Bytes this request may still move between the store and the guest (values read and
     /// written, keys listed): [`MAX_REQUEST_KV_BYTES`] at the start of each request.
     pub budget: u64,
+    /// The plugin's requests and store calls in flight: each store call counts until it ends,
+    /// even if its request was cancelled meanwhile, so a purge waits for it.
+    pub running: Arc<super::Running>,
 }
 
 /// The view the generated `Host` traits are implemented on.
@@ -157,13 +160,18 @@ impl KeyValue<'_> {
     }
 }
 
-/// Runs a blocking store call on tokio's blocking pool.
+/// Runs a blocking store call on tokio's blocking pool, counted in `running` until it ends.
 async fn blocking<T: Send + 'static>(
+    running: &Arc<super::Running>,
     call: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
 ) -> Result<T, store::Error> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .unwrap_or_else(|e| Err(store::Error::Other(format!("storage_failed: {e}"))))
+    let counted = running.enter();
+    tokio::task::spawn_blocking(move || {
+        let _counted = counted;
+        call()
+    })
+    .await
+    .unwrap_or_else(|e| Err(store::Error::Other(format!("storage_failed: {e}"))))
 }
 
 /// The ticket a read must wait on before it is answered (see `Store::kv_read_barrier`).
@@ -200,15 +208,17 @@ impl KeyValueCtx {
         };
         self.spend(written)?;
         let (store, plugin, limits) = (self.store.clone(), self.plugin.clone(), self.limits);
-        let (outcome, ticket) =
-            blocking(move || store.kv_apply(&plugin, change, &limits).map_err(to_wit)).await?;
+        let (outcome, ticket) = blocking(&self.running, move || {
+            store.kv_apply(&plugin, change, &limits).map_err(to_wit)
+        })
+        .await?;
         ticket.wait().await.map_err(|e| to_wit(e.into()))?;
         Ok(outcome)
     }
 
     async fn get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, store::Error> {
         let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let value = blocking(move || {
+        let value = blocking(&self.running, move || {
             let value = store.kv_get(&plugin, &bucket, &key).map_err(to_wit)?;
             Ok((value, barrier(&*store, &plugin)?))
         })
@@ -229,7 +239,7 @@ impl KeyValueCtx {
         check_batch_len(keys.len())?;
         let allowed = (MAX_BATCH_BYTES as u64).min(self.budget);
         let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let (values, read) = blocking(move || {
+        let (values, read) = blocking(&self.running, move || {
             let mut out = Vec::with_capacity(keys.len());
             let mut read = 0u64;
             for key in keys {
@@ -264,7 +274,7 @@ impl KeyValueCtx {
         limit: usize,
     ) -> Result<Vec<String>, store::Error> {
         let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let keys = blocking(move || {
+        let keys = blocking(&self.running, move || {
             let keys = store
                 .kv_keys(&plugin, &bucket, &prefix, after.as_deref(), limit)
                 .map_err(to_wit)?;

@@ -119,6 +119,35 @@ pub struct RequestState {
     limits: limits::MemoryWatch,
 }
 
+/// Requests of one plugin name in flight, across its versions, with the store calls they
+/// started (which may outlive a request cancelled at its deadline). A purge waits for them, so
+/// nothing writes the plugin's data back after it.
+#[derive(Debug, Default)]
+pub struct Running(std::sync::atomic::AtomicUsize);
+
+impl Running {
+    /// Counts one more until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        RunningGuard(self.clone())
+    }
+
+    /// How many are in flight now.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// One request or store call in flight (see [`Running`]).
+#[derive(Debug)]
+pub struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// What the host knows about a request before the plugin runs.
 #[derive(Clone, Default)]
 pub struct RequestContext {
@@ -134,6 +163,8 @@ pub struct RequestContext {
     pub request_id: Option<Arc<str>>,
     /// Where the plugin's largest instance memory so far is kept (for `/metrics`).
     pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
+    /// The plugin's requests and store calls in flight.
+    pub running: Arc<Running>,
 }
 
 impl RequestState {
@@ -147,6 +178,7 @@ impl RequestState {
         self.config = context.config;
         self.log.set_request(context.request_id);
         self.keyvalue.budget = limits::MAX_REQUEST_KV_BYTES;
+        self.keyvalue.running = context.running.clone();
         self.http = http_ctx();
         self.limits.renew(limits, context.memory_peak);
     }
@@ -485,6 +517,7 @@ impl Runtime {
                 limits: self.kv_limits,
                 cursors: self.cursors.clone(),
                 budget: limits::MAX_REQUEST_KV_BYTES,
+                running: context.running.clone(),
             },
             config: context.config,
         }

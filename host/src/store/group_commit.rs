@@ -83,6 +83,9 @@ pub struct GroupCommit {
 pub struct Ticket {
     number: u64,
     shared: Option<Arc<Shared>>,
+    /// A reader's ticket (see [`GroupCommit::ticket`]): a failed flush that a later one made
+    /// good is no failure for it.
+    reader: bool,
 }
 
 impl GroupCommit {
@@ -172,11 +175,13 @@ impl GroupCommit {
         Ticket {
             number,
             shared: Some(self.shared.clone()),
+            reader: false,
         }
     }
 
-    /// A ticket for the change numbered `number` (from [`Ticket::number`]), already written:
-    /// ready once that change is durable (at once for 0 or one that already is).
+    /// A reader's ticket for the change numbered `number` (from [`Ticket::number`]), already
+    /// written: ready once that change is durable (at once for 0 or one that already is). Its
+    /// own flush may have failed and a retry succeeded since: then it is durable all the same.
     pub fn ticket(&self, number: u64) -> Ticket {
         if number == 0 || number <= self.shared.lock().flushed.durable {
             return Ticket::ready();
@@ -184,6 +189,7 @@ impl GroupCommit {
         Ticket {
             number,
             shared: Some(self.shared.clone()),
+            reader: true,
         }
     }
 
@@ -211,6 +217,7 @@ impl Ticket {
         Self {
             number: 0,
             shared: None,
+            reader: false,
         }
     }
 
@@ -219,7 +226,10 @@ impl Ticket {
         self.number
     }
 
-    fn outcome(number: u64, flushed: &Flushed) -> Option<Result<(), StoreError>> {
+    fn outcome(number: u64, reader: bool, flushed: &Flushed) -> Option<Result<(), StoreError>> {
+        if reader && number <= flushed.durable {
+            return Some(Ok(()));
+        }
         if number <= flushed.failed {
             Some(Err(StoreError::Backend {
                 op: "flush",
@@ -239,7 +249,7 @@ impl Ticket {
         };
         let mut state = shared.lock();
         loop {
-            if let Some(result) = Self::outcome(self.number, &state.flushed) {
+            if let Some(result) = Self::outcome(self.number, self.reader, &state.flushed) {
                 return result;
             }
             state = shared
@@ -255,15 +265,15 @@ impl Ticket {
             return Ok(());
         };
         let mut receiver = shared.published.subscribe();
-        let number = self.number;
+        let (number, reader) = (self.number, self.reader);
         let flushed = receiver
-            .wait_for(|f| Self::outcome(number, f).is_some())
+            .wait_for(|f| Self::outcome(number, reader, f).is_some())
             .await
             .map_err(|_| StoreError::Backend {
                 op: "flush",
                 message: "the store was closed".into(),
             })?;
-        Self::outcome(number, &flushed).unwrap_or(Ok(()))
+        Self::outcome(number, reader, &flushed).unwrap_or(Ok(()))
     }
 }
 
@@ -334,6 +344,50 @@ mod tests {
         let _pending = group.written_lazily();
         drop(group);
         assert_eq!(flushes.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[test]
+    fn a_readers_ticket_waits_for_the_flush_of_what_it_may_have_seen() {
+        // A flush that waits for the test's go, and fails the first time.
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let group = GroupCommit::start(
+            Box::new(move || {
+                let _ = gate.lock().unwrap().recv();
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(StoreError::Backend {
+                        op: "fsync",
+                        message: "once".into(),
+                    });
+                }
+                Ok(())
+            }),
+            false,
+        )
+        .unwrap();
+        let written = group.written();
+        let reader = group.ticket(written.number());
+        assert_eq!(reader.number(), written.number());
+        // Nothing flushed yet: the reader's ticket is not ready.
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || done.send(reader.wait_blocking()).unwrap());
+        assert!(finished.recv_timeout(Duration::from_millis(200)).is_err());
+        // The first flush fails (its writer hears it), the retry succeeds: the data is
+        // durable, and the reader goes on.
+        go.send(()).unwrap();
+        assert!(written.wait_blocking().is_err());
+        go.send(()).unwrap();
+        let read = finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(read.is_ok(), "{read:?}");
+        waiter.join().unwrap();
+        assert_eq!(
+            group.ticket(1).number(),
+            0,
+            "durable now: nothing to wait for"
+        );
+        drop(go);
     }
 
     #[tokio::test]

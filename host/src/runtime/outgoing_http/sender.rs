@@ -48,9 +48,9 @@ impl Sender {
                 TokioRuntimeProvider::default(),
             )
         });
-        // IPv4 first: a name in /etc/hosts with both answers should reach what listens on
-        // IPv4, as most local services do.
-        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+        // Both families (an IPv6-only host needs the AAAA answers); `resolve` puts IPv4 first,
+        // so a name with both reaches what listens on IPv4, as most local services do.
+        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         let resolver = builder.build().map_err(|e| SetupError(e.to_string()))?;
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -85,8 +85,9 @@ impl Sender {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        // Fully qualified: no search-domain expansion of an allowlisted name.
-        let lookup = self.resolver.lookup_ip(format!("{host}."));
+        // As written, so search domains apply as they do for the system resolver (a cluster's
+        // short service names); every answer is vetted all the same.
+        let lookup = self.resolver.lookup_ip(host);
         match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
             Err(_) => Err(Error::DnsTimeout),
             Ok(Err(e)) if e.is_no_records_found() || e.is_nx_domain() => {
@@ -96,7 +97,11 @@ impl Sender {
                 tracing::debug!(host, error = %e, "outbound lookup failed");
                 Err(Error::DestinationNotFound)
             }
-            Ok(Ok(found)) => Ok(found.iter().collect()),
+            Ok(Ok(found)) => {
+                let mut addrs: Vec<IpAddr> = found.iter().collect();
+                addrs.sort_by_key(|ip| ip.is_ipv6());
+                Ok(addrs)
+            }
         }
     }
 
