@@ -56,6 +56,22 @@ async fn must_register(server: &Server, email: &str) {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
 }
 
+/// `POST /auth/password` from `current` to `new_password` with `access`.
+async fn change_password(
+    server: &Server,
+    access: &str,
+    current: &str,
+    new_password: &str,
+) -> crate::harness::Reply {
+    server
+        .post_json(
+            "/auth/password",
+            json!({ "current_password": current, "new_password": new_password }),
+            Some(access),
+        )
+        .await
+}
+
 async fn refresh(server: &Server, token: &str) -> crate::harness::Reply {
     server
         .post_json("/auth/refresh", json!({ "refresh_token": token }), None)
@@ -199,21 +215,9 @@ async fn bad_registrations_and_logins_are_clear_and_indistinguishable() {
 async fn changing_the_password_ends_every_session() {
     let server = Server::start();
     let (access, refresh_token) = signed_in(&server, "fay@example.com").await;
-    let wrong = server
-        .post_json(
-            "/auth/password",
-            json!({ "current_password": "nope-nope-nope", "new_password": "new-password-99" }),
-            Some(&access),
-        )
-        .await;
+    let wrong = change_password(&server, &access, "nope-nope-nope", "new-password-99").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let changed = server
-        .post_json(
-            "/auth/password",
-            json!({ "current_password": "password-1234", "new_password": "new-password-99" }),
-            Some(&access),
-        )
-        .await;
+    let changed = change_password(&server, &access, "password-1234", "new-password-99").await;
     assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text());
     assert_eq!(
         refresh(&server, &refresh_token).await.status,
@@ -356,14 +360,7 @@ async fn closed_registration_is_refused() {
 async fn credentials_never_reach_the_plugin_unless_the_route_opts_in() {
     let server = Server::start();
     let (access, _) = signed_in(&server, "jo@example.com").await;
-    let plain = Guest::PlainHttp;
-    let manifest = format!(
-        "{}\n[[routes]]\npath = \"/forwarded/{{*rest}}\"\nforward_authorization = true\n",
-        plain.manifest()
-    );
-    let deployed = server.deploy("plain", &manifest, &plain.component()).await;
-    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
-
+    deploy_forwarding_plain(&server).await;
     let stripped = server.get_as("/plain/headers", &access).await.text();
     assert!(
         !stripped.to_lowercase().contains("authorization"),
@@ -404,6 +401,16 @@ async fn admin_access(server: &Server) -> String {
     session.json()["access_token"].as_str().unwrap().to_string()
 }
 
+/// A server with the first admin account and `examples/whoami` deployed; the admin's access
+/// token. Keep the directory until the server is dropped.
+async fn whoami_with_an_admin() -> (TempDir, Server, String) {
+    let dir = TempDir::new();
+    let server = Server::start_with(dir.path(), with_admin_account());
+    server.deploy_guest(Guest::WhoAmI).await;
+    let admin = admin_access(&server).await;
+    (dir, server, admin)
+}
+
 async fn admin_post(
     server: &Server,
     path: &str,
@@ -415,10 +422,7 @@ async fn admin_post(
 
 #[tokio::test]
 async fn admins_manage_users_and_disabling_cuts_access_at_once() {
-    let dir = TempDir::new();
-    let server = Server::start_with(dir.path(), with_admin_account());
-    server.deploy_guest(Guest::WhoAmI).await;
-    let admin = admin_access(&server).await;
+    let (_dir, server, admin) = whoami_with_an_admin().await;
     let (user_access, user_refresh) = signed_in(&server, "lee@example.com").await;
     let user_id = server.get_as("/auth/me", &user_access).await.json()["id"]
         .as_str()
@@ -913,22 +917,13 @@ fn access_of(reply: &crate::harness::Reply) -> String {
 
 #[tokio::test]
 async fn access_tokens_end_with_every_session_they_belong_to() {
-    let dir = TempDir::new();
-    let server = Server::start_with(dir.path(), with_admin_account());
-    server.deploy_guest(Guest::WhoAmI).await;
-    let admin = admin_access(&server).await;
+    let (_dir, server, admin) = whoami_with_an_admin().await;
     let (first, _) = signed_in(&server, "kim@example.com").await;
     assert_eq!(whoami_status(&server, &first).await, StatusCode::OK);
 
     // A password change ends the access token it was made with; a new login, even in the same
     // second, works at once.
-    let changed = server
-        .post_json(
-            "/auth/password",
-            json!({ "current_password": "password-1234", "new_password": "new-password-99" }),
-            Some(&first),
-        )
-        .await;
+    let changed = change_password(&server, &first, "password-1234", "new-password-99").await;
     assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text());
     assert_eq!(
         whoami_status(&server, &first).await,
@@ -1012,13 +1007,7 @@ async fn password_guesses_are_counted_before_they_are_checked_and_the_password_e
     let (access, _) = signed_in(&server, "ida@example.com").await;
     let mut statuses = Vec::new();
     for _ in 0..11 {
-        let reply = server
-            .post_json(
-                "/auth/password",
-                json!({ "current_password": "guess-guess-1", "new_password": "new-password-99" }),
-                Some(&access),
-            )
-            .await;
+        let reply = change_password(&server, &access, "guess-guess-1", "new-password-99").await;
         statuses.push(reply.status);
     }
     assert_eq!(statuses[..10], [StatusCode::UNAUTHORIZED; 10]);

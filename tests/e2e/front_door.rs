@@ -27,6 +27,37 @@ fn connect(server: &Server) -> TcpStream {
     stream
 }
 
+/// Deploys the misbehave component with its deadline set to `timeout`.
+async fn deploy_misbehave_with_timeout(server: &Server, timeout: &str) {
+    let manifest = Guest::Misbehave
+        .manifest()
+        .replace("timeout = \"1s\"", &format!("timeout = \"{timeout}\""));
+    let reply = server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+}
+
+/// Sends `head` (and no more), then waits (bounded) for the response's status line; returns it
+/// and how long it took.
+async fn status_line_after(server: &Server, head: &'static [u8]) -> (String, Duration) {
+    let addr = server.base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        stream.write_all(head).unwrap();
+        let started = Instant::now();
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        (line, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
 /// Reads until the server closes the connection (or the read timeout); returns what came.
 fn read_to_close(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
@@ -173,34 +204,13 @@ async fn connections_over_the_cap_are_closed_at_once() {
 async fn a_stalled_request_body_ends_with_408() {
     let (_dir, server) = server_with(&["--header-timeout", "1s"]);
     // A plugin deadline well past the body timeout, so the stall is what ends the request.
-    let manifest = Guest::Misbehave
-        .manifest()
-        .replace("timeout = \"1s\"", "timeout = \"8s\"");
-    let reply = server
-        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
-        .await;
-    assert!(reply.status.is_success(), "{}", reply.text());
-    let addr = server.base.trim_start_matches("http://").to_string();
-    let (status_line, took) = tokio::task::spawn_blocking(move || {
-        use std::io::{BufRead, BufReader};
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
-            .unwrap();
-        stream
-            .write_all(
-                b"POST /misbehave/body HTTP/1.1\r\nHost: localhost\r\n\
-                  Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            )
-            .unwrap();
-        // ...and then nothing more.
-        let started = Instant::now();
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).unwrap();
-        (line, started.elapsed())
-    })
-    .await
-    .unwrap();
+    deploy_misbehave_with_timeout(&server, "8s").await;
+    let (status_line, took) = status_line_after(
+        &server,
+        b"POST /misbehave/body HTTP/1.1\r\nHost: localhost\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await;
     assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
 }
@@ -208,27 +218,13 @@ async fn a_stalled_request_body_ends_with_408() {
 #[tokio::test]
 async fn a_host_route_body_that_never_comes_ends_with_408() {
     let (_dir, server) = server_with(&["--header-timeout", "1s"]);
-    let addr = server.base.trim_start_matches("http://").to_string();
-    let (status_line, took) = tokio::task::spawn_blocking(move || {
-        use std::io::{BufRead, BufReader};
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
-            .unwrap();
-        // `POST /auth/logout` needs no credential: anyone can declare a body and stall.
-        stream
-            .write_all(
-                b"POST /auth/logout HTTP/1.1\r\nHost: localhost\r\n\
-                  Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-            )
-            .unwrap();
-        let started = Instant::now();
-        let mut line = String::new();
-        let _ = BufReader::new(stream).read_line(&mut line);
-        (line, started.elapsed())
-    })
-    .await
-    .unwrap();
+    // `POST /auth/logout` needs no credential: anyone can declare a body and stall.
+    let (status_line, took) = status_line_after(
+        &server,
+        b"POST /auth/logout HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await;
     assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line:?}");
     assert!(took < Duration::from_secs(4), "answered after {took:?}");
 }
@@ -313,6 +309,45 @@ async fn an_http2_client_that_never_takes_the_response_is_cut_off() {
     );
     // Hello still answers everyone else.
     assert_eq!(server.get("/hello/x").await.status, StatusCode::OK);
+}
+
+/// `plinth_active_instances` from `/metrics`: plugin requests in flight.
+async fn active_instances(server: &Server) -> u64 {
+    let text = server.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("plinth_active_instances "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no plinth_active_instances in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_cut_off() {
+    let (_dir, server) = server_with(&["--header-timeout", "1s"]);
+    // A plugin deadline far past the stall, so only the front door can end the request.
+    deploy_misbehave_with_timeout(&server, "30s").await;
+    // Ask for 512 MiB and read none of it: the server's writes stall once the socket buffers
+    // are full.
+    let mut stream = connect(&server);
+    stream
+        .write_all(b"GET /misbehave/big/512 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        active_instances(&server).await,
+        1,
+        "the request is streaming"
+    );
+    // The connection is closed after the write timeout, and with it the plugin's request
+    // ends, long before its own 30 s deadline.
+    while active_instances(&server).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a client that reads nothing still holds the plugin"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stream);
 }
 
 #[tokio::test]
