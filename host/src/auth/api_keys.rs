@@ -98,13 +98,15 @@ impl KeyHasher {
         Ok((key, record))
     }
 
-    /// Finds a valid (known, unexpired) key and records its use. Blocking.
+    /// Finds a valid (known, unexpired) key; with it, when its last use is older than
+    /// `TOUCH_INTERVAL_MS`, the commit that records this use. That commit waits for the disk:
+    /// run it off the request's thread (it is best effort: a concurrent revoke wins).
     pub fn check(
         &self,
         store: &dyn Store,
         key: &str,
         now_ms: u64,
-    ) -> Result<Option<ApiKey>, StoreError> {
+    ) -> Result<Option<(ApiKey, Option<Touch>)>, StoreError> {
         let digest = self.digest(key);
         let Some(bytes) = store.get(Space::ApiKeys, &digest)? else {
             return Ok(None);
@@ -113,7 +115,7 @@ impl KeyHasher {
         if record.expires_at_ms.is_some_and(|exp| exp <= now_ms) {
             return Ok(None);
         }
-        if record
+        let touch = if record
             .last_used_at_ms
             .is_none_or(|t| now_ms.saturating_sub(t) >= TOUCH_INTERVAL_MS)
         {
@@ -121,8 +123,7 @@ impl KeyHasher {
                 last_used_at_ms: Some(now_ms),
                 ..record.clone()
             };
-            // Best effort: a concurrent revoke wins (the Expect fails and nothing is written).
-            store.commit(&[
+            Some(vec![
                 Op::Expect {
                     space: Space::ApiKeys,
                     key: digest.clone(),
@@ -133,11 +134,16 @@ impl KeyHasher {
                     key: digest,
                     value: to_json(WHAT, &touched)?,
                 },
-            ])?;
-        }
-        Ok(Some(record))
+            ])
+        } else {
+            None
+        };
+        Ok(Some((record, touch)))
     }
 }
+
+/// The commit that records a key's use (see [`KeyHasher::check`]).
+pub type Touch = Vec<Op>;
 
 /// Every key's record, by id. Blocking.
 pub fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
@@ -180,17 +186,18 @@ mod tests {
         let hasher = KeyHasher::load(&store).unwrap();
         let (key, record) = hasher.create(&store, "ci", "operator", None, 1).unwrap();
         assert!(key.starts_with(PREFIX));
-        assert_eq!(
-            hasher.check(&store, &key, 2).unwrap().unwrap().id,
-            record.id
-        );
+        let (checked, touch) = hasher.check(&store, &key, 2).unwrap().unwrap();
+        assert_eq!(checked.id, record.id);
+        // Its first use is recorded; the next within the interval writes nothing.
+        assert!(store.commit(&touch.unwrap()).unwrap());
+        assert!(hasher.check(&store, &key, 3).unwrap().unwrap().1.is_none());
         assert_eq!(hasher.check(&store, "plinth_key_wrong", 2).unwrap(), None);
         let (short, _) = hasher.create(&store, "tmp", "user", Some(10), 1).unwrap();
         assert!(hasher.check(&store, &short, 5).unwrap().is_some());
         assert_eq!(hasher.check(&store, &short, 10).unwrap(), None);
         assert_eq!(list(&store).unwrap().len(), 2);
         assert!(revoke(&store, &record.id).unwrap());
-        assert_eq!(hasher.check(&store, &key, 3).unwrap(), None);
+        assert_eq!(hasher.check(&store, &key, 4).unwrap(), None);
         assert!(!revoke(&store, &record.id).unwrap());
         // The same secret is reloaded, so surviving keys still verify after a restart.
         drop(hasher);

@@ -477,7 +477,12 @@ impl Auth {
         let token = bearer(authorization)?;
         if token.starts_with(api_keys::PREFIX) {
             return match self.api_keys.check(&*self.store, token, now_ms()) {
-                Ok(Some(key)) => Ok(Principal::ApiKey(key)),
+                Ok(Some((key, touch))) => {
+                    if let Some(ops) = touch {
+                        self.record_key_use(ops);
+                    }
+                    Ok(Principal::ApiKey(key))
+                }
                 Ok(None) => Err(AuthError::Invalid),
                 Err(e) => {
                     tracing::error!(error = %e, "reading an API key failed");
@@ -503,6 +508,21 @@ impl Auth {
             return Ok(Principal::AdminToken);
         }
         Err(AuthError::Invalid)
+    }
+
+    /// Records an API key's use without holding up the request: the commit waits for the disk,
+    /// so it runs on the blocking pool (inline only outside a runtime, as in tests).
+    fn record_key_use(&self, ops: Vec<Op>) {
+        let store = self.store.clone();
+        let record = move || {
+            if let Err(e) = store.commit(&ops) {
+                tracing::warn!(error = %e, "recording an API key's use failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(record)),
+            Err(_) => record(),
+        }
     }
 
     /// Admits callers holding `role` (admins hold every role). The `/admin/*` API uses
