@@ -228,16 +228,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let Some(deadline) = idle.into_iter().chain(send).min() else {
             return polled;
         };
-        if this.idle.deadline() != deadline {
+        // The timer is moved only when it would fire too late: one armed earlier fires, finds
+        // the deadline not reached and is re-armed, which costs one wake-up per timeout
+        // instead of a timer reset on every request of a busy keep-alive connection.
+        if this.idle.is_elapsed() || this.idle.deadline() > deadline {
             this.idle.as_mut().reset(deadline);
         }
-        if this.idle.as_mut().poll(cx).is_ready() {
-            let why = if send == Some(deadline) {
-                "the client took no response data within the write timeout"
-            } else {
-                "no request within the idle timeout"
-            };
-            return Poll::Ready(Err(timed_out(why)));
+        while this.idle.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                let why = if send == Some(deadline) {
+                    "the client took no response data within the write timeout"
+                } else {
+                    "no request within the idle timeout"
+                };
+                return Poll::Ready(Err(timed_out(why)));
+            }
+            this.idle.as_mut().reset(deadline);
         }
         polled
     }

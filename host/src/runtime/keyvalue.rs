@@ -5,9 +5,10 @@
 //! two plugins opening `"default"` never see each other's keys. Writes return once durable
 //! (group commit) unless the operator chose periodic durability.
 //!
-//! Store calls block (sled reads may wait on the disk, writes on the kv lock), so they run on
-//! tokio's blocking pool, never on an async worker: a plugin's huge batch cannot stall the
-//! threads that serve `/healthz` and every other plugin. What a call may copy is bounded (see
+//! Store calls that can take long (writes, which wait on the plugin's kv lock, batches and
+//! listings) run on tokio's blocking pool, never on an async worker: a plugin's huge batch
+//! cannot stall the threads that serve `/healthz` and every other plugin. A single-key read is
+//! one cache lookup and stays on the async thread (see `KeyValueCtx::get`). What a call may copy is bounded (see
 //! `limits::HOST_ALLOCATIONS`): keys per batch, bytes per call, bytes per request.
 
 use super::bindings::plinth::host::kv as plinth_kv;
@@ -216,15 +217,24 @@ impl KeyValueCtx {
         Ok(outcome)
     }
 
+    /// One value. Read here, on the async thread: one key's value (at most the operator's
+    /// value limit) comes from sled's cache, the cost of a lookup, and a thread hop would cost
+    /// several times that. Only if a write of the plugin is being applied right now does the
+    /// wait for its lock go to the blocking pool.
     async fn get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, store::Error> {
-        let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let value = blocking(&self.running, move || {
-            let value = store.kv_get(&plugin, &bucket, &key).map_err(to_wit)?;
-            Ok((value, barrier(&*store, &plugin)?))
-        })
-        .await
-        .and_then(durable)?
-        .await?;
+        let value = self
+            .store
+            .kv_get(&self.plugin, &bucket, &key)
+            .map_err(to_wit)?;
+        let ticket = match self.store.kv_read_barrier_now(&self.plugin) {
+            Ok(Some(ticket)) => ticket,
+            Ok(None) => {
+                let (store, plugin) = (self.store.clone(), self.plugin.clone());
+                blocking(&self.running, move || barrier(&*store, &plugin)).await?
+            }
+            Err(e) => return Err(to_wit(KvError::Store(e))),
+        };
+        let value = durable((value, ticket))?.await?;
         self.spend(value.as_ref().map_or(0, |v| v.len() as u64))?;
         Ok(value)
     }

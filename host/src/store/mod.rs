@@ -265,6 +265,9 @@ pub trait Store: Send + Sync + 'static {
     /// A ticket ready once every write of `plugin` a read just made could have seen is
     /// durable: a plugin's answer must not rest on a write a crash could still lose.
     fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError>;
+    /// [`Store::kv_read_barrier`] without waiting: `None` while a write of `plugin` is being
+    /// applied (then ask again with the waiting one, off the async threads).
+    fn kv_read_barrier_now(&self, plugin: &str) -> Result<Option<Ticket>, StoreError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
     fn kv_entries(
         &self,

@@ -799,6 +799,19 @@ impl Store for SledStore {
         }
     }
 
+    fn kv_read_barrier_now(&self, plugin: &str) -> Result<Option<Ticket>, StoreError> {
+        if self.kv_durability == Durability::Periodic {
+            return Ok(Some(Ticket::ready()));
+        }
+        let KvTree { write, .. } = self.kv_tree(plugin)?;
+        let writes = match write.try_lock() {
+            Ok(writes) => writes,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        Ok(Some(self.group.ticket(writes.last)))
+    }
+
     fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError> {
         if self.kv_durability == Durability::Periodic {
             return Ok(Ticket::ready());
