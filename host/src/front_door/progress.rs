@@ -160,10 +160,10 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         // Asked for the next frame: the last one was taken up.
-        let (id, connection) = (self.id, self.in_flight.0.clone());
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let waiting = matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data());
-        connection.sending(id, waiting);
+        this.in_flight.0.sending(this.id, waiting);
         polled
     }
 
