@@ -5,10 +5,11 @@
 //! two plugins opening `"default"` never see each other's keys. Writes return once durable
 //! (group commit) unless the operator chose periodic durability.
 //!
-//! Store calls that can take long (writes, which wait on the plugin's kv lock, batches and
-//! listings) run on tokio's blocking pool, never on an async worker: a plugin's huge batch
-//! cannot stall the threads that serve `/healthz` and every other plugin. A single-key read is
-//! one cache lookup and stays on the async thread (see `KeyValueCtx::get`). What a call may copy is bounded (see
+//! Store calls that can take long (batches, listings, and any write that would wait for the
+//! plugin's kv lock) run on tokio's blocking pool, never on an async worker: a plugin's huge
+//! batch cannot stall the threads that serve `/healthz` and every other plugin. A single-key
+//! read, and a single-key write while the plugin's lock is free, are a few in-memory
+//! operations and stay on the async thread (see `KeyValueCtx::get` and `apply`). What a call may copy is bounded (see
 //! `limits::HOST_ALLOCATIONS`): keys per batch, bytes per call, bytes per request.
 
 use super::bindings::plinth::host::kv as plinth_kv;
@@ -208,6 +209,21 @@ impl KeyValueCtx {
             KvChange::Delete(_) | KvChange::Increment { .. } => 0,
         };
         self.spend(written)?;
+        // A one-key change is applied here when the plugin's write lock is free: a lookup and
+        // two in-memory writes, far cheaper than a thread hop. A batch, or a wait for the lock,
+        // goes to the blocking pool.
+        let change = if change.keys() == 1 {
+            match self.store.kv_try_apply(&self.plugin, change, &self.limits) {
+                Ok(Ok((outcome, ticket))) => {
+                    ticket.wait().await.map_err(|e| to_wit(e.into()))?;
+                    return Ok(outcome);
+                }
+                Ok(Err(change)) => change,
+                Err(e) => return Err(to_wit(e)),
+            }
+        } else {
+            change
+        };
         let (store, plugin, limits) = (self.store.clone(), self.plugin.clone(), self.limits);
         let (outcome, ticket) = blocking(&self.running, move || {
             store.kv_apply(&plugin, change, &limits).map_err(to_wit)

@@ -80,6 +80,17 @@ pub enum KvChange {
     },
 }
 
+impl KvChange {
+    /// How many keys the change touches.
+    pub fn keys(&self) -> usize {
+        match self {
+            KvChange::Put(entries) => entries.len(),
+            KvChange::Delete(keys) => keys.len(),
+            KvChange::Increment { .. } | KvChange::CompareAndSwap { .. } => 1,
+        }
+    }
+}
+
 /// What a change did, for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvOutcome {

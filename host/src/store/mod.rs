@@ -262,6 +262,15 @@ pub trait Store: Send + Sync + 'static {
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError>;
+    /// [`Store::kv_apply`] only if it need not wait for another write of `plugin`: the change
+    /// comes back when one is being applied (apply it with the waiting one, off the async
+    /// threads).
+    fn kv_try_apply(
+        &self,
+        plugin: &str,
+        change: KvChange,
+        limits: &KvLimits,
+    ) -> Result<Result<(KvOutcome, Ticket), KvChange>, KvError>;
     /// A ticket ready once every write of `plugin` a read just made could have seen is
     /// durable: a plugin's answer must not rest on a write a crash could still lose.
     fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError>;

@@ -368,6 +368,55 @@ impl SledStore {
         }
     }
 
+    /// Checks and applies `change` to `tree`, whose write lock `writes` the caller holds.
+    fn kv_apply_locked(
+        &self,
+        tree: &sled::Tree,
+        writes: &mut KvWrites,
+        change: KvChange,
+        limits: &KvLimits,
+    ) -> Result<(KvOutcome, Ticket), KvError> {
+        let usage = kv_usage_of(tree)?;
+        let plan = kv::plan(change, usage, limits, |bucket, key| {
+            Ok(tree
+                .get(kv_key(bucket, key))
+                .map_err(backend("kv read"))?
+                .map(|v| v.to_vec()))
+        })?;
+        if plan.writes.is_empty() {
+            // Nothing written (a compare-and-swap that lost), but the outcome rests on what
+            // was read: it waits for the writes that made it so.
+            return Ok((plan.outcome, self.group.ticket(writes.last)));
+        }
+        if let [(bucket, key, value)] = plan.writes.as_slice() {
+            // The common case, one key: two plain writes, far cheaper in sled than a batch.
+            // A crash between them is repaired by the recount at the next open.
+            let raw = kv_key(bucket, key);
+            match value {
+                Some(value) => tree.insert(raw, value.as_slice()).map(drop),
+                None => tree.remove(raw).map(drop),
+            }
+            .and_then(|()| tree.insert(KV_USAGE, &plan.usage.to_be_bytes()).map(drop))
+            .map_err(backend("kv write"))?;
+        } else {
+            // Several keys (set-many, delete-many, import): one atomic batch.
+            let mut batch = sled::Batch::default();
+            for (bucket, key, value) in &plan.writes {
+                match value {
+                    Some(value) => batch.insert(kv_key(bucket, key), value.as_slice()),
+                    None => batch.remove(kv_key(bucket, key)),
+                }
+            }
+            batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
+            tree.apply_batch(batch).map_err(backend("kv write"))?;
+        }
+        // Taken under the lock, so a reader that then takes the lock sees this write's
+        // ticket if it could have seen the write.
+        let ticket = self.kv_ticket();
+        writes.last = writes.last.max(ticket.number());
+        Ok((plan.outcome, ticket))
+    }
+
     /// The kv tree of `plugin`, opened on first use.
     fn kv_tree(&self, plugin: &str) -> Result<KvTree, StoreError> {
         if let Some(tree) = self
@@ -757,46 +806,27 @@ impl Store for SledStore {
             if writes.purged {
                 continue; // purged while we waited: write to the tree that replaced it
             }
-            let usage = kv_usage_of(&tree)?;
-            let plan = kv::plan(change, usage, limits, |bucket, key| {
-                Ok(tree
-                    .get(kv_key(bucket, key))
-                    .map_err(backend("kv read"))?
-                    .map(|v| v.to_vec()))
-            })?;
-            if plan.writes.is_empty() {
-                // Nothing written (a compare-and-swap that lost), but the outcome rests on what
-                // was read: it waits for the writes that made it so.
-                return Ok((plan.outcome, self.group.ticket(writes.last)));
-            }
-            if let [(bucket, key, value)] = plan.writes.as_slice() {
-                // The common case, one key: two plain writes, far cheaper in sled than a batch.
-                // A crash between them is repaired by the recount at the next open.
-                let raw = kv_key(bucket, key);
-                match value {
-                    Some(value) => tree.insert(raw, value.as_slice()).map(drop),
-                    None => tree.remove(raw).map(drop),
-                }
-                .and_then(|()| tree.insert(KV_USAGE, &plan.usage.to_be_bytes()).map(drop))
-                .map_err(backend("kv write"))?;
-            } else {
-                // Several keys (set-many, delete-many, import): one atomic batch.
-                let mut batch = sled::Batch::default();
-                for (bucket, key, value) in &plan.writes {
-                    match value {
-                        Some(value) => batch.insert(kv_key(bucket, key), value.as_slice()),
-                        None => batch.remove(kv_key(bucket, key)),
-                    }
-                }
-                batch.insert(KV_USAGE, &plan.usage.to_be_bytes());
-                tree.apply_batch(batch).map_err(backend("kv write"))?;
-            }
-            // Taken under the lock, so a reader that then takes the lock sees this write's
-            // ticket if it could have seen the write.
-            let ticket = self.kv_ticket();
-            writes.last = writes.last.max(ticket.number());
-            return Ok((plan.outcome, ticket));
+            return self.kv_apply_locked(&tree, &mut writes, change, limits);
         }
+    }
+
+    fn kv_try_apply(
+        &self,
+        plugin: &str,
+        change: KvChange,
+        limits: &KvLimits,
+    ) -> Result<Result<(KvOutcome, Ticket), KvChange>, KvError> {
+        let KvTree { tree, write } = self.kv_tree(plugin)?;
+        let mut writes = match write.try_lock() {
+            Ok(writes) => writes,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(Err(change)),
+        };
+        if writes.purged {
+            return Ok(Err(change)); // the waiting path finds the tree that replaced it
+        }
+        self.kv_apply_locked(&tree, &mut writes, change, limits)
+            .map(Ok)
     }
 
     fn kv_read_barrier_now(&self, plugin: &str) -> Result<Option<Ticket>, StoreError> {
@@ -1148,6 +1178,16 @@ mod tests {
         // Hold plugin a's write lock as a long batch would...
         let held = store.kv_tree("a").unwrap().write;
         let _a = held.lock().unwrap();
+        // ...a write of a that must not wait comes back unapplied...
+        let entry = KvEntry {
+            bucket: "b".into(),
+            key: "k".into(),
+            value: b"later".to_vec(),
+        };
+        let back = store
+            .kv_try_apply("a", KvChange::Put(vec![entry]), &LIMITS)
+            .unwrap();
+        assert!(matches!(back, Err(KvChange::Put(_))));
         // ...and plugin b still writes at once.
         let (done, finished) = std::sync::mpsc::channel();
         let writer = std::thread::spawn({
