@@ -54,8 +54,9 @@ pub const MAX_REQUEST_KV_BYTES: u64 = 256 << 20;
 pub const MAX_CURSORS_PER_PLUGIN: usize = 1000;
 /// Outbound calls one instance may have in flight at once; more fail at once.
 pub const MAX_OUTBOUND_PER_INSTANCE: usize = 8;
-/// Longest plugin log line, in bytes; the rest is cut off.
-pub const MAX_LOG_LINE: usize = 4 << 10;
+/// Longest plugin log line, in bytes; the rest is cut off. The same bound as a line of the
+/// plugin's log buffer, so a line reads the same in both.
+pub const MAX_LOG_LINE: usize = crate::plugin_logs::MAX_MESSAGE;
 /// Plugin log lines per second (per plugin) written to the server log; the plugin's own buffer
 /// still keeps every line. Beyond it lines are counted and reported once a second.
 pub const LOG_LINES_PER_SECOND: u32 = 100;
