@@ -1,14 +1,17 @@
 //! The audit log: every change an operator or admin makes (deploys, rollbacks, deletes, config,
-//! users, API keys, signing keys) with who made it, when and from which address, kept in the
-//! store and listed newest first.
+//! users, API keys, signing keys, kv imports) with who made it, when and from which address,
+//! kept in the store and listed newest first.
+//!
+//! A change records itself: the code that commits it makes its entry ([`Actor::records`]) and
+//! writes it in the same commit as the change, so no change is stored without its entry and no
+//! entry names a change that did not happen.
 //!
 //! **Invariant:** entries record names and ids, never a secret value, password or key.
 
-use crate::auth::Principal;
-use crate::store::{Op, Space, Store, StoreError};
+use crate::store::{AuditRecord, Op, Space, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Who made a change, and from where.
@@ -20,18 +23,66 @@ pub struct Actor {
     pub address: Option<String>,
 }
 
+/// Orders entries made in the same millisecond. Starts anywhere, so two processes writing to
+/// one store in the same millisecond are unlikely to pick the same key.
+static SEQUENCE: LazyLock<AtomicU32> = LazyLock::new(|| AtomicU32::new(rand::random()));
+
 impl Actor {
-    /// The actor behind an authenticated request.
-    pub fn new(principal: &Principal, address: Option<SocketAddr>) -> Self {
-        let who = match principal {
-            Principal::User(user) => format!("user:{} ({})", user.id, user.email),
-            Principal::ApiKey(key) => format!("api-key:{} ({})", key.id, key.name),
-            Principal::AdminToken => "admin-token".to_string(),
-        };
-        Self {
-            who,
-            address: address.map(|a| a.ip().to_string()),
+    /// The entry recording that this actor did `action` to `target`, stamped now, to be written
+    /// in the change's own commit.
+    pub fn records(&self, action: &str, target: &str, details: serde_json::Value) -> Pending {
+        let at_ms = crate::registry::now_ms();
+        Pending {
+            key: entry_key(at_ms, SEQUENCE.fetch_add(1, Ordering::Relaxed)),
+            entry: AuditEntry {
+                at: crate::registry::rfc3339(at_ms),
+                actor: self.who.clone(),
+                address: self.address.clone(),
+                action: action.to_string(),
+                target: target.to_string(),
+                details,
+            },
         }
+    }
+}
+
+/// An entry made for a change not yet committed.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    key: Vec<u8>,
+    entry: AuditEntry,
+}
+
+impl Pending {
+    /// The entry as the store writes it with the change.
+    pub fn record(&self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            key: self.key.clone(),
+            value: crate::store::to_json("audit entry", &self.entry)?,
+        })
+    }
+
+    /// The entry as one step of a [`Store::commit`].
+    pub fn op(&self) -> Result<Op, StoreError> {
+        let AuditRecord { key, value } = self.record()?;
+        Ok(Op::Put {
+            space: Space::Audit,
+            key,
+            value,
+        })
+    }
+
+    /// Writes the entry to the server log; call once its commit has succeeded.
+    pub fn committed(&self) {
+        let entry = &self.entry;
+        tracing::info!(
+            actor = entry.actor,
+            address = entry.address,
+            action = entry.action,
+            target = entry.target,
+            details = %entry.details,
+            "audit"
+        );
     }
 }
 
@@ -73,11 +124,9 @@ pub enum AuditError {
     Store(#[from] StoreError),
 }
 
-/// Records and lists audit entries.
+/// Lists and prunes audit entries (changes write their own, see [`Actor::records`]).
 pub struct AuditLog {
     store: Arc<dyn Store>,
-    /// Orders entries written in the same millisecond.
-    sequence: AtomicU32,
 }
 
 /// Keys sort newest first: inverted milliseconds, then an inverted sequence number.
@@ -113,65 +162,7 @@ impl AuditLog {
 
     /// The audit log kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            sequence: AtomicU32::new(rand::random()),
-        }
-    }
-
-    /// Records a change durably. A failure is logged, not returned: the change itself has
-    /// already happened and its caller must hear that it did.
-    pub async fn record(
-        &self,
-        actor: &Actor,
-        action: &str,
-        target: &str,
-        details: serde_json::Value,
-    ) {
-        let at_ms = crate::registry::now_ms();
-        let entry = AuditEntry {
-            at: crate::registry::rfc3339(at_ms),
-            actor: actor.who.clone(),
-            address: actor.address.clone(),
-            action: action.to_string(),
-            target: target.to_string(),
-            details,
-        };
-        tracing::info!(
-            actor = entry.actor,
-            address = entry.address,
-            action,
-            target,
-            details = %entry.details,
-            "audit"
-        );
-        let key = entry_key(at_ms, self.sequence.fetch_add(1, Ordering::Relaxed));
-        let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let value = crate::store::to_json("audit entry", &entry)?;
-            store.commit(&[Op::Put {
-                space: Space::Audit,
-                key,
-                value,
-            }])
-        })
-        .await;
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, action, target, "audit entry not stored"),
-            Err(e) => tracing::error!(error = %e, action, target, "audit entry not stored"),
-        }
-    }
-
-    /// Records a deploy that made a new version active.
-    pub async fn deployed(&self, actor: &Actor, plugin: &crate::registry::PluginInfo) {
-        let details = serde_json::json!({
-            "version": plugin.version,
-            "sha256": plugin.sha256,
-            "size": plugin.size,
-        });
-        self.record(actor, "plugin.deploy", &plugin.name, details)
-            .await;
+        Self { store }
     }
 
     /// Up to `limit` entries, newest first, older than `cursor`; `action` and `target` filter

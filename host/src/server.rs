@@ -144,7 +144,6 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Listen first so /healthz answers during a long load; /readyz turns 200 when it is done.
     let loader = {
         let registry = registry.clone();
-        let audit = audit.clone();
         let apply_dir = config.apply.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -157,7 +156,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 Err(e) => tracing::error!(error = %e, "loading stored plugins failed"),
             }
             if let Some(dir) = apply_dir {
-                apply_at_start(&registry, &audit, dir).await;
+                apply_at_start(&registry, dir).await;
             }
             registry.mark_ready();
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
@@ -204,11 +203,7 @@ pub(crate) async fn shutdown_signal() {
 /// `plinth serve --apply DIR`: deploys what the folder holds and the store does not (new
 /// plugins, changed components or manifests) before the server reports ready. A plugin that
 /// fails to build or deploy is logged and skipped; the others still deploy.
-async fn apply_at_start(
-    registry: &Registry,
-    audit: &crate::audit::AuditLog,
-    dir: std::path::PathBuf,
-) {
+async fn apply_at_start(registry: &Registry, dir: std::path::PathBuf) {
     let shown = dir.display().to_string();
     let desired = match tokio::task::spawn_blocking(move || crate::apply::desired(&dir)).await {
         Ok(Ok(desired)) => desired,
@@ -253,12 +248,11 @@ async fn apply_at_start(
                 plugin,
                 wanted.manifest.clone(),
                 bytes::Bytes::from(wanted.component.clone()),
-                Some(actor.who.clone()),
+                &actor,
             )
             .await;
-        match deployed {
-            Ok(done) => audit.deployed(&actor, &done.info).await,
-            Err(e) => tracing::error!(plugin, error = %e, "--apply: deploy failed"),
+        if let Err(e) = deployed {
+            tracing::error!(plugin, error = %e, "--apply: deploy failed");
         }
     }
 }

@@ -820,6 +820,15 @@ async fn the_setup_token_creates_the_first_admin_once() {
         server.get_as("/admin/users", access).await.status,
         StatusCode::OK
     );
+    // The setup is in the audit log, once, by the setup token.
+    let audit = server
+        .get_as("/admin/audit?action=auth.setup", access)
+        .await
+        .json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "setup-token");
+    assert_eq!(entries[0]["target"], created.json()["id"]);
 }
 
 #[tokio::test]

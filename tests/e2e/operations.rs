@@ -215,6 +215,106 @@ async fn the_audit_log_records_who_changed_what_from_where() {
 }
 
 #[tokio::test]
+async fn every_account_and_key_change_is_audited_and_a_refused_one_is_not() {
+    let server = Server::start();
+    let send = |method: Method, path: &str, body: Value| {
+        let server = &server;
+        let path = path.to_string();
+        async move { server.send_json(method, &path, body, Some(TOKEN)).await }
+    };
+    let user = send(
+        Method::POST,
+        "/admin/users",
+        json!({ "email": "ops@example.com", "password": "password-1234", "roles": ["operator"] }),
+    )
+    .await;
+    assert_eq!(user.status, StatusCode::CREATED, "{}", user.text());
+    let id = user.json()["id"].as_str().unwrap().to_string();
+    let users = format!("/admin/users/{id}");
+    let roles = send(
+        Method::PUT,
+        &format!("{users}/roles"),
+        json!({ "roles": [] }),
+    )
+    .await;
+    assert_eq!(roles.status, StatusCode::OK);
+    for step in ["disable", "enable"] {
+        let reply = send(Method::POST, &format!("{users}/{step}"), json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{step}: {}", reply.text());
+    }
+    let invite = send(Method::POST, "/admin/invites", json!({})).await;
+    assert_eq!(invite.status, StatusCode::CREATED);
+    let key = send(
+        Method::POST,
+        "/admin/api-keys",
+        json!({ "name": "ci", "role": "operator" }),
+    )
+    .await;
+    assert_eq!(key.status, StatusCode::CREATED);
+    let key_id = key.json()["id"].as_str().unwrap().to_string();
+    let keys = format!("/admin/api-keys/{key_id}");
+    assert_eq!(
+        server.admin(Method::DELETE, &keys).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let rotated = server
+        .admin(Method::POST, "/admin/signing-keys/rotate")
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert_eq!(
+        server.admin(Method::DELETE, &users).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Refused or empty changes write nothing.
+    assert_eq!(
+        server.admin(Method::DELETE, &keys).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.admin(Method::DELETE, &users).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let bad_role = send(
+        Method::PUT,
+        "/admin/users/nobody/roles",
+        json!({ "roles": ["operator"] }),
+    )
+    .await;
+    assert_eq!(bad_role.status, StatusCode::NOT_FOUND);
+
+    let audit = server
+        .admin(Method::GET, "/admin/audit?limit=100")
+        .await
+        .json();
+    let entries = audit["entries"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    let invite_id = invite.json()["id"].as_str().unwrap().to_string();
+    let signing = rotated.json()["current"].as_str().unwrap().to_string();
+    // Newest first.
+    assert_eq!(
+        seen,
+        [
+            ("user.delete", id.as_str()),
+            ("signing_key.rotate", signing.as_str()),
+            ("api_key.revoke", key_id.as_str()),
+            ("api_key.create", key_id.as_str()),
+            ("invite.create", invite_id.as_str()),
+            ("user.enable", id.as_str()),
+            ("user.disable", id.as_str()),
+            ("user.roles", id.as_str()),
+            ("user.create", id.as_str()),
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[7]["details"]["roles"], json!(["user"]));
+    assert_eq!(entries[6]["details"]["disabled"], true);
+    assert!(entries.iter().all(|e| e["actor"] == "admin-token"));
+}
+
+#[tokio::test]
 async fn plugin_output_and_access_lines_reach_the_log_endpoint() {
     let dir = TempDir::new();
     let options = Options {

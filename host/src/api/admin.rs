@@ -17,7 +17,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 use std::net::SocketAddr;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -55,7 +54,7 @@ fn actor(parts: &Parts, principal: &Principal) -> Actor {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    Actor::new(principal, address)
+    principal.actor(address)
 }
 
 /// Extractor admitting operators and admins (plugins); runs before the body is read. Carries
@@ -159,19 +158,10 @@ async fn remove(
     query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
-    state.registry.remove(&name, query.purge).await?;
+    state.registry.remove(&name, query.purge, &actor).await?;
     if query.purge {
         state.logs.forget(&name);
     }
-    state
-        .audit
-        .record(
-            &actor,
-            "plugin.delete",
-            &name,
-            json!({ "purge": query.purge }),
-        )
-        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -214,24 +204,9 @@ async fn rollback(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
     };
-    let from = state
-        .registry
-        .active()
-        .plugins
-        .get(&name)
-        .map(|p| p.record.version);
-    let done = state.registry.rollback(&name, body.version).await?;
+    let done = state.registry.rollback(&name, body.version, &actor).await?;
     if !done.unchanged {
         state.metrics.rolled_back();
-        state
-            .audit
-            .record(
-                &actor,
-                "plugin.rollback",
-                &name,
-                json!({ "from": from, "to": done.info.version, "sha256": done.info.sha256 }),
-            )
-            .await;
     }
     Ok(Json(done))
 }
@@ -362,11 +337,10 @@ async fn deploy(
     let (manifest, component) = read_upload(multipart, state.max_component_size).await?;
     let deployed = state
         .registry
-        .deploy(&name, manifest, component, Some(actor.who.clone()))
+        .deploy(&name, manifest, component, &actor)
         .await?;
     if !deployed.unchanged {
         state.metrics.deployed();
-        state.audit.deployed(&actor, &deployed.info).await;
     }
     let status = if deployed.created {
         StatusCode::CREATED

@@ -121,17 +121,8 @@ async fn setup(
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
     let user = state
         .auth
-        .setup(&body.setup_token, &body.email, body.password)
+        .setup(&body.setup_token, &body.email, body.password, addr)
         .await?;
-    let actor = crate::audit::Actor {
-        who: "setup-token".into(),
-        address: Some(addr.ip().to_string()),
-    };
-    let details = serde_json::json!({ "email": user.email, "roles": user.roles });
-    state
-        .audit
-        .record(&actor, "auth.setup", &user.id, details)
-        .await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -70,16 +69,10 @@ async fn create(
         .map(humantime::parse_duration)
         .transpose()
         .map_err(|e| ApiError::InvalidBody(format!("`expires_in`: {e}")))?;
-    let key = state.auth.create_api_key(body.name, body.role, ttl).await?;
-    state
-        .audit
-        .record(
-            &actor,
-            "api_key.create",
-            &key.info.id,
-            json!({ "name": key.info.name, "role": key.info.role }),
-        )
-        .await;
+    let key = state
+        .auth
+        .create_api_key(body.name, body.role, ttl, &actor)
+        .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -100,11 +93,7 @@ async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.revoke_api_key(id.clone()).await?;
-    state
-        .audit
-        .record(&actor, "api_key.revoke", &id, json!({}))
-        .await;
+    state.auth.revoke_api_key(id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,11 +111,6 @@ async fn rotate(
     AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
 ) -> Result<Json<SigningKeys>, ApiError> {
-    let ids = state.auth.rotate_signing_key().await?;
-    let current = ids.first().cloned().unwrap_or_default();
-    state
-        .audit
-        .record(&actor, "signing_key.rotate", &current, json!({}))
-        .await;
+    let ids = state.auth.rotate_signing_key(&actor).await?;
     Ok(Json(SigningKeys::new(ids)))
 }

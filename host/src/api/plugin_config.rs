@@ -11,7 +11,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::BTreeMap;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -89,30 +88,14 @@ async fn set_many(
     set(&state, &actor, &name, values).await
 }
 
-/// Sets the values and records which keys changed (never the values).
+/// Sets the values (the registry records which keys changed, never the values).
 async fn set(
     state: &AppState,
     actor: &Actor,
     name: &str,
     values: BTreeMap<ConfigKey, NewValue>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let keys: Vec<String> = values.keys().map(ToString::to_string).collect();
-    let secrets: Vec<String> = values
-        .iter()
-        .filter(|(_, v)| v.secret)
-        .map(|(k, _)| k.to_string())
-        .collect();
-    let view = state.registry.set_config(name, values).await?;
-    state
-        .audit
-        .record(
-            actor,
-            "config.set",
-            name,
-            json!({ "keys": keys, "secrets": secrets }),
-        )
-        .await;
-    Ok(Json(view))
+    Ok(Json(state.registry.set_config(name, values, actor).await?))
 }
 
 /// `PUT .../config/{key}` with `{"value": "...", "secret": false}`.
@@ -140,10 +123,6 @@ async fn unset(
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.unset_config(&name, &key).await?;
-    state
-        .audit
-        .record(&actor, "config.unset", &name, json!({ "keys": [key] }))
-        .await;
+    state.registry.unset_config(&name, &key, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use super::admin::Operator;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::registry::manifest::PluginName;
-use crate::store::{KvChange, KvEntry, KvError, Store, StoreError};
+use crate::store::{KvEntry, Store, StoreError};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -294,22 +294,22 @@ async fn import(
         });
     }
     let count = entries.len();
+    let bytes: usize = entries
+        .iter()
+        .map(|e| e.bucket.len() + e.key.len() + e.value.len())
+        .sum();
+    // Written with the data: an import is never stored without its entry.
+    let audit = actor.records(
+        "kv.import",
+        &name,
+        serde_json::json!({ "entries": count, "bytes": bytes }),
+    );
+    let entry = audit.record()?;
     let store = state.store.clone();
     let limits = state.kv_limits;
-    let usage = blocking(move || {
-        if !entries.is_empty() {
-            let (_, ticket) = store.kv_apply(&plugin, KvChange::Put(entries), &limits)?;
-            ticket.wait_blocking().map_err(KvError::from)?;
-        }
-        Ok(store.kv_usage(&plugin)?)
-    })
-    .await?;
+    let usage = blocking(move || Ok(store.kv_import(&plugin, entries, &limits, &entry)?)).await?;
+    audit.committed();
     tracing::info!(plugin = name, entries = count, "kv data imported");
-    let details = serde_json::json!({ "entries": count, "usage_bytes": usage });
-    state
-        .audit
-        .record(&actor, "kv.import", &name, details)
-        .await;
     Ok(Json(Imported {
         plugin: name,
         imported: count,

@@ -9,7 +9,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -46,16 +45,7 @@ async fn invite(
             .map_err(|e| ApiError::InvalidBody(format!("`expires_in`: {e}")))?,
         None => DEFAULT_INVITE_TTL,
     };
-    let invite = state.auth.create_invite(body.email, ttl).await?;
-    state
-        .audit
-        .record(
-            &actor,
-            "invite.create",
-            &invite.id,
-            json!({ "email": invite.email, "expires_at": invite.expires_at }),
-        )
-        .await;
+    let invite = state.auth.create_invite(body.email, ttl, &actor).await?;
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
@@ -108,17 +98,8 @@ async fn create(
 ) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
     let user = state
         .auth
-        .create_account(&body.email, body.password, body.roles)
+        .create_account(&body.email, body.password, body.roles, &actor)
         .await?;
-    state
-        .audit
-        .record(
-            &actor,
-            "user.create",
-            &user.id,
-            json!({ "email": user.email, "roles": user.roles }),
-        )
-        .await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -141,11 +122,7 @@ async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.delete_user(&principal, &id).await?;
-    state
-        .audit
-        .record(&actor, "user.delete", &id, json!({}))
-        .await;
+    state.auth.delete_user(&principal, &id, &actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -157,11 +134,10 @@ async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    let user = state.auth.set_disabled(&principal, &id, true).await?;
-    state
-        .audit
-        .record(&actor, "user.disable", &id, json!({ "email": user.email }))
-        .await;
+    let user = state
+        .auth
+        .set_disabled(&principal, &id, true, &actor)
+        .await?;
     Ok(Json(user))
 }
 
@@ -173,11 +149,10 @@ async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    let user = state.auth.set_disabled(&principal, &id, false).await?;
-    state
-        .audit
-        .record(&actor, "user.enable", &id, json!({ "email": user.email }))
-        .await;
+    let user = state
+        .auth
+        .set_disabled(&principal, &id, false, &actor)
+        .await?;
     Ok(Json(user))
 }
 
@@ -190,15 +165,9 @@ async fn set_roles(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Roles>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    let user = state.auth.set_roles(&principal, &id, body.roles).await?;
-    state
-        .audit
-        .record(
-            &actor,
-            "user.roles",
-            &id,
-            json!({ "email": user.email, "roles": user.roles }),
-        )
-        .await;
+    let user = state
+        .auth
+        .set_roles(&principal, &id, body.roles, &actor)
+        .await?;
     Ok(Json(user))
 }

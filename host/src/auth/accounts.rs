@@ -205,9 +205,15 @@ pub fn insert(store: &dyn Store, user: &User, extra: &[Op]) -> Result<bool, Stor
     store.commit(&ops)
 }
 
-/// Replaces an account record if it still equals `previous` (no lost updates).
-pub fn update(store: &dyn Store, previous: &User, next: &User) -> Result<bool, StoreError> {
-    store.commit(&[
+/// Replaces an account record if it still equals `previous` (no lost updates), applying `extra`
+/// ops (its audit entry) in the same commit.
+pub fn update(
+    store: &dyn Store,
+    previous: &User,
+    next: &User,
+    extra: &[Op],
+) -> Result<bool, StoreError> {
+    let mut ops = vec![
         Op::Expect {
             space: Space::Users,
             key: previous.id.as_bytes().to_vec(),
@@ -218,7 +224,9 @@ pub fn update(store: &dyn Store, previous: &User, next: &User) -> Result<bool, S
             key: next.id.as_bytes().to_vec(),
             value: next.encode()?,
         },
-    ])
+    ];
+    ops.extend_from_slice(extra);
+    store.commit(&ops)
 }
 
 /// Whether any account exists.
@@ -289,7 +297,7 @@ mod tests {
             roles: vec![ROLE_USER.into(), ROLE_OPERATOR.into()],
             ..user.clone()
         };
-        assert!(update(&store, &user, &disabled).unwrap());
+        assert!(update(&store, &user, &disabled, &[]).unwrap());
         let now = parsed.get(&store, &user.id).unwrap().unwrap();
         assert_eq!(*now, disabled);
 

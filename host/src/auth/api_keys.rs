@@ -2,6 +2,7 @@
 //! HMAC-SHA-256 of the key under a server secret, each with one role, a name, an optional
 //! expiry and a last-used time.
 
+use crate::audit::Actor;
 use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,7 +62,8 @@ impl KeyHasher {
         hex::encode(mac.finalize().into_bytes()).into_bytes()
     }
 
-    /// Creates a key; returns the key text (shown once) and its record. Blocking.
+    /// Creates a key, audited as made `by`; returns the key text (shown once) and its record.
+    /// Blocking.
     pub fn create(
         &self,
         store: &dyn Store,
@@ -69,6 +71,7 @@ impl KeyHasher {
         role: &str,
         expires_at_ms: Option<u64>,
         now_ms: u64,
+        by: &Actor,
     ) -> Result<(String, ApiKey), StoreError> {
         let key = format!(
             "{PREFIX}{}",
@@ -83,6 +86,11 @@ impl KeyHasher {
             last_used_at_ms: None,
         };
         let digest = self.digest(&key);
+        let audit = by.records(
+            "api_key.create",
+            &record.id,
+            serde_json::json!({ "name": record.name, "role": record.role }),
+        );
         store.commit(&[
             Op::Put {
                 space: Space::ApiKeys,
@@ -94,7 +102,9 @@ impl KeyHasher {
                 key: record.id.as_bytes().to_vec(),
                 value: digest,
             },
+            audit.op()?,
         ])?;
+        audit.committed();
         Ok((key, record))
     }
 
@@ -156,12 +166,19 @@ pub fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
     Ok(out)
 }
 
-/// Revokes a key by id. Returns whether it existed. Blocking.
-pub fn revoke(store: &dyn Store, id: &str) -> Result<bool, StoreError> {
+/// Revokes a key by id, audited as done `by`. Returns whether it existed. Blocking.
+pub fn revoke(store: &dyn Store, id: &str, by: &Actor) -> Result<bool, StoreError> {
     let Some(digest) = store.get(Space::ApiKeyIds, id.as_bytes())? else {
         return Ok(false);
     };
-    store.commit(&[
+    let audit = by.records("api_key.revoke", id, serde_json::json!({}));
+    // Only if the key is still there: two revokes of one key record one revocation.
+    let revoked = store.commit(&[
+        Op::Expect {
+            space: Space::ApiKeyIds,
+            key: id.as_bytes().to_vec(),
+            value: Some(digest.clone()),
+        },
         Op::Delete {
             space: Space::ApiKeys,
             key: digest,
@@ -170,8 +187,12 @@ pub fn revoke(store: &dyn Store, id: &str) -> Result<bool, StoreError> {
             space: Space::ApiKeyIds,
             key: id.as_bytes().to_vec(),
         },
+        audit.op()?,
     ])?;
-    Ok(true)
+    if revoked {
+        audit.committed();
+    }
+    Ok(revoked)
 }
 
 #[cfg(test)]
@@ -184,7 +205,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("plinth-keys-{}", rand::random::<u64>()));
         let store = SledStore::open(&dir).unwrap();
         let hasher = KeyHasher::load(&store).unwrap();
-        let (key, record) = hasher.create(&store, "ci", "operator", None, 1).unwrap();
+        let by = Actor {
+            who: "admin-token".into(),
+            address: None,
+        };
+        let (key, record) = hasher
+            .create(&store, "ci", "operator", None, 1, &by)
+            .unwrap();
         assert!(key.starts_with(PREFIX));
         let (checked, touch) = hasher.check(&store, &key, 2).unwrap().unwrap();
         assert_eq!(checked.id, record.id);
@@ -192,13 +219,30 @@ mod tests {
         assert!(store.commit(&touch.unwrap()).unwrap());
         assert!(hasher.check(&store, &key, 3).unwrap().unwrap().1.is_none());
         assert_eq!(hasher.check(&store, "plinth_key_wrong", 2).unwrap(), None);
-        let (short, _) = hasher.create(&store, "tmp", "user", Some(10), 1).unwrap();
+        let (short, _) = hasher
+            .create(&store, "tmp", "user", Some(10), 1, &by)
+            .unwrap();
         assert!(hasher.check(&store, &short, 5).unwrap().is_some());
         assert_eq!(hasher.check(&store, &short, 10).unwrap(), None);
         assert_eq!(list(&store).unwrap().len(), 2);
-        assert!(revoke(&store, &record.id).unwrap());
+        assert!(revoke(&store, &record.id, &by).unwrap());
         assert_eq!(hasher.check(&store, &key, 4).unwrap(), None);
-        assert!(!revoke(&store, &record.id).unwrap());
+        assert!(!revoke(&store, &record.id, &by).unwrap());
+        // Each change was stored with its audit entry; the second revoke changed nothing.
+        let actions: Vec<String> = store
+            .scan(Space::Audit, b"", None, 10)
+            .unwrap()
+            .iter()
+            .map(|(_, v)| from_json::<serde_json::Value>("entry", v).unwrap()["action"].to_string())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "\"api_key.revoke\"",
+                "\"api_key.create\"",
+                "\"api_key.create\""
+            ]
+        );
         // The same secret is reloaded, so surviving keys still verify after a restart.
         drop(hasher);
         let again = KeyHasher::load(&store).unwrap();

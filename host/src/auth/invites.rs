@@ -38,12 +38,14 @@ fn digest(code: &str) -> Vec<u8> {
 /// Names invitation records in storage errors.
 const WHAT: &str = "invitation";
 
-/// Creates an invitation; returns the code (shown once) and its record. Blocking.
+/// Creates an invitation, audited as made `by`; returns the code (shown once) and its record.
+/// Blocking.
 pub fn create(
     store: &dyn Store,
     email: Option<String>,
     ttl_ms: u64,
     now_ms: u64,
+    by: &crate::audit::Actor,
 ) -> Result<(String, Invite), StoreError> {
     let code = format!(
         "{PREFIX}{}",
@@ -55,11 +57,23 @@ pub fn create(
         created_at_ms: now_ms,
         expires_at_ms: now_ms.saturating_add(ttl_ms),
     };
-    store.commit(&[Op::Put {
-        space: Space::Invites,
-        key: digest(&code),
-        value: to_json(WHAT, &invite)?,
-    }])?;
+    let audit = by.records(
+        "invite.create",
+        &invite.id,
+        serde_json::json!({
+            "email": invite.email,
+            "expires_at": super::rfc3339_ms(invite.expires_at_ms),
+        }),
+    );
+    store.commit(&[
+        Op::Put {
+            space: Space::Invites,
+            key: digest(&code),
+            value: to_json(WHAT, &invite)?,
+        },
+        audit.op()?,
+    ])?;
+    audit.committed();
     Ok((code, invite))
 }
 

@@ -8,6 +8,7 @@ use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
 use super::{
     AccountError, Auth, Principal, UserInfo, blocking, next_generation, sessions, valid_role,
 };
+use crate::audit::Actor;
 use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
@@ -62,12 +63,21 @@ impl Auth {
         email: &str,
         password: String,
         roles: Vec<String>,
+        by: &Actor,
     ) -> Result<UserInfo, AccountError> {
         if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
             return Err(AccountError::InvalidRole(bad.clone()));
         }
         let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-        let user = self.create_user(email, password, &roles).await?;
+        let user = self
+            .create_user_with(
+                email,
+                password,
+                &roles,
+                Vec::new(),
+                Some((by, "user.create")),
+            )
+            .await?;
         Ok(UserInfo::from(&user))
     }
 
@@ -84,12 +94,14 @@ impl Auth {
         Ok(UserInfo::from(&self.load(id).await?))
     }
 
-    /// Applies `change` to an account with optimistic concurrency (retrying a few times).
+    /// Applies `change` to an account with optimistic concurrency (retrying a few times). When
+    /// an operator made the change (`audit`: who and the action), its entry is written with it.
     pub(super) async fn modify(
         &self,
         id: &str,
         change: impl Fn(&User) -> Result<User, AccountError> + Send + Sync + 'static,
         end_sessions: bool,
+        audit: Option<(&Actor, &str)>,
     ) -> Result<UserInfo, AccountError> {
         let change = std::sync::Arc::new(change);
         for _ in 0..5 {
@@ -97,10 +109,25 @@ impl Auth {
             let next = change(&current)?;
             // A change that moved the token cut-off ends the refresh sessions too.
             let end_sessions = end_sessions || next.token_generation != current.token_generation;
+            let entry = audit.map(|(by, action)| {
+                by.records(
+                    action,
+                    &next.id,
+                    serde_json::json!({
+                        "email": next.email,
+                        "roles": next.roles,
+                        "disabled": next.disabled,
+                    }),
+                )
+            });
+            let extra = match &entry {
+                Some(entry) => vec![entry.op()?],
+                None => Vec::new(),
+            };
             let store = self.store.clone();
             let (previous, candidate) = (current.clone(), next.clone());
             let applied = blocking(move || {
-                let applied = accounts::update(&*store, &previous, &candidate)?;
+                let applied = accounts::update(&*store, &previous, &candidate, &extra)?;
                 if applied && end_sessions {
                     sessions::end_all(&*store, &candidate.id)?;
                 }
@@ -108,6 +135,9 @@ impl Auth {
             })
             .await?;
             if applied {
+                if let Some(entry) = entry {
+                    entry.committed();
+                }
                 return Ok(UserInfo::from(&next));
             }
         }
@@ -122,6 +152,7 @@ impl Auth {
         actor: &Principal,
         id: &str,
         disabled: bool,
+        by: &Actor,
     ) -> Result<UserInfo, AccountError> {
         if disabled && is_self(actor, id) {
             return Err(AccountError::SelfModification);
@@ -141,6 +172,14 @@ impl Auth {
                 })
             },
             disabled,
+            Some((
+                by,
+                if disabled {
+                    "user.disable"
+                } else {
+                    "user.enable"
+                },
+            )),
         )
         .await
     }
@@ -151,6 +190,7 @@ impl Auth {
         actor: &Principal,
         id: &str,
         roles: Vec<String>,
+        by: &Actor,
     ) -> Result<UserInfo, AccountError> {
         if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
             return Err(AccountError::InvalidRole(bad.clone()));
@@ -179,16 +219,28 @@ impl Auth {
                 })
             },
             false,
+            Some((by, "user.roles")),
         )
         .await
     }
 
     /// Deletes an account, its email index entry and its sessions.
-    pub async fn delete_user(&self, actor: &Principal, id: &str) -> Result<(), AccountError> {
+    pub async fn delete_user(
+        &self,
+        actor: &Principal,
+        id: &str,
+        by: &Actor,
+    ) -> Result<(), AccountError> {
         if is_self(actor, id) {
             return Err(AccountError::SelfModification);
         }
         let user = self.load(id).await?;
+        let audit = by.records(
+            "user.delete",
+            &user.id,
+            serde_json::json!({ "email": user.email }),
+        );
+        let entry = audit.op()?;
         let store = self.store.clone();
         blocking(move || {
             store.commit(&[
@@ -200,10 +252,13 @@ impl Auth {
                     space: Space::Emails,
                     key: user.email.as_bytes().to_vec(),
                 },
+                entry,
             ])?;
             sessions::end_all(&*store, &user.id)?;
             Ok(())
         })
-        .await
+        .await?;
+        audit.committed();
+        Ok(())
     }
 }

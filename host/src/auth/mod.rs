@@ -20,6 +20,7 @@ pub mod tokens;
 pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
 
+use crate::audit::Actor;
 use crate::store::{Op, Store, StoreError};
 pub use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
 use admin_token::AdminToken;
@@ -181,6 +182,19 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// The caller as the audit log names them, with the address they called from.
+    pub fn actor(&self, address: Option<std::net::SocketAddr>) -> Actor {
+        let who = match self {
+            Principal::User(user) => format!("user:{} ({})", user.id, user.email),
+            Principal::ApiKey(key) => format!("api-key:{} ({})", key.id, key.name),
+            Principal::AdminToken => "admin-token".to_string(),
+        };
+        Actor {
+            who,
+            address: address.map(|a| a.ip().to_string()),
+        }
+    }
+
     /// Whether the caller holds `role` (admins hold every role).
     pub fn has_role(&self, role: &str) -> bool {
         match self {
@@ -563,25 +577,40 @@ impl Auth {
         password: String,
         extra_roles: &[&str],
     ) -> Result<User, AccountError> {
-        self.create_user_with(email, password, extra_roles, Vec::new())
+        self.create_user_with(email, password, extra_roles, Vec::new(), None)
             .await
     }
 
-    /// Creates an account, applying `extra` ops atomically with it (e.g. consuming an invite).
+    /// Creates an account, applying `extra` ops atomically with it (e.g. consuming an invite),
+    /// and, when an operator made it (`audit`: who and the action), its audit entry.
     async fn create_user_with(
         &self,
         email: &str,
         password: String,
         extra_roles: &[&str],
-        extra: Vec<Op>,
+        mut extra: Vec<Op>,
+        audit: Option<(&Actor, &str)>,
     ) -> Result<User, AccountError> {
         let email = accounts::normalize_email(email)?;
         accounts::check_password(&password)?;
         let hash = self.passwords.hash(password).await?;
         let user = User::new(email, hash, extra_roles, now_ms());
+        let audit = audit.map(|(by, action)| {
+            by.records(
+                action,
+                &user.id,
+                serde_json::json!({ "email": user.email, "roles": user.roles }),
+            )
+        });
+        if let Some(entry) = &audit {
+            extra.push(entry.op()?);
+        }
         let store = self.store.clone();
         let stored = user.clone();
         if blocking(move || Ok(accounts::insert(&*store, &stored, &extra)?)).await? {
+            if let Some(entry) = audit {
+                entry.committed();
+            }
             Ok(user)
         } else {
             Err(AccountError::EmailTaken)
@@ -589,12 +618,14 @@ impl Auth {
     }
 
     /// `POST /auth/setup`: exchanges the one-time setup token for the first admin account.
-    /// Works once, and only while no account exists.
+    /// Works once, and only while no account exists. Audited as done by the setup token from
+    /// `address`.
     pub async fn setup(
         &self,
         setup_token: &str,
         email: &str,
         password: String,
+        address: std::net::SocketAddr,
     ) -> Result<UserInfo, AccountError> {
         let store = self.store.clone();
         let digest = sha256(setup_token).to_vec();
@@ -611,7 +642,19 @@ impl Auth {
         if !valid {
             return Err(AccountError::InvalidSetupToken);
         }
-        let user = self.create_user(email, password, &[ROLE_ADMIN]).await?;
+        let by = Actor {
+            who: "setup-token".into(),
+            address: Some(address.ip().to_string()),
+        };
+        let user = self
+            .create_user_with(
+                email,
+                password,
+                &[ROLE_ADMIN],
+                Vec::new(),
+                Some((&by, "auth.setup")),
+            )
+            .await?;
         let store = self.store.clone();
         blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, b"")?)).await?;
         tracing::info!(
@@ -651,7 +694,10 @@ impl Auth {
             }
         };
         let invited = !consume.is_empty();
-        match self.create_user_with(email, password, &[], consume).await {
+        match self
+            .create_user_with(email, password, &[], consume, None)
+            .await
+        {
             // With an invite, a failed commit is either a taken email or a used invitation.
             Err(AccountError::EmailTaken) if invited => {
                 let store = self.store.clone();
@@ -673,12 +719,14 @@ impl Auth {
         &self,
         email: Option<String>,
         ttl: Duration,
+        by: &Actor,
     ) -> Result<NewInvite, AccountError> {
         let email = email.map(|e| accounts::normalize_email(&e)).transpose()?;
         let store = self.store.clone();
         let ttl_ms = ttl.as_millis() as u64;
+        let by = by.clone();
         let (code, invite) =
-            blocking(move || Ok(invites::create(&*store, email, ttl_ms, now_ms())?)).await?;
+            blocking(move || Ok(invites::create(&*store, email, ttl_ms, now_ms(), &by)?)).await?;
         Ok(NewInvite {
             invite: code,
             id: invite.id,
@@ -786,7 +834,7 @@ impl Auth {
         let store = self.store.clone();
         let (previous, candidate) = (user.clone(), next.clone());
         let applied =
-            blocking(move || Ok(accounts::update(&*store, &previous, &candidate)?)).await?;
+            blocking(move || Ok(accounts::update(&*store, &previous, &candidate, &[])?)).await?;
         Ok(if applied { next } else { user })
     }
 
@@ -824,6 +872,7 @@ impl Auth {
         name: String,
         role: String,
         ttl: Option<Duration>,
+        by: &Actor,
     ) -> Result<NewApiKey, AccountError> {
         if !valid_role(&role) {
             return Err(AccountError::InvalidRole(role));
@@ -832,8 +881,9 @@ impl Auth {
         let now = now_ms();
         let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
         let hasher = self.api_keys.clone();
+        let by = by.clone();
         let (key, record) =
-            blocking(move || Ok(hasher.create(&*store, &name, &role, expires, now)?)).await?;
+            blocking(move || Ok(hasher.create(&*store, &name, &role, expires, now, &by)?)).await?;
         Ok(NewApiKey {
             key,
             info: ApiKeyInfo::from(&record),
@@ -842,11 +892,12 @@ impl Auth {
 
     /// Rotates the JWT signing key; returns the ids of the keys that now verify, the new
     /// (signing) one first.
-    pub async fn rotate_signing_key(&self) -> Result<Vec<String>, AccountError> {
+    pub async fn rotate_signing_key(&self, by: &Actor) -> Result<Vec<String>, AccountError> {
         let store = self.store.clone();
         let tokens = self.tokens.clone();
+        let by = by.clone();
         blocking(move || {
-            tokens.rotate(&*store)?;
+            tokens.rotate(&*store, Some(&by))?;
             Ok(tokens.key_ids())
         })
         .await
@@ -865,10 +916,11 @@ impl Auth {
     }
 
     /// Revokes an API key at once.
-    pub async fn revoke_api_key(&self, id: String) -> Result<(), AccountError> {
+    pub async fn revoke_api_key(&self, id: String, by: &Actor) -> Result<(), AccountError> {
         let store = self.store.clone();
         let owned = id.clone();
-        if blocking(move || Ok(api_keys::revoke(&*store, &owned)?)).await? {
+        let by = by.clone();
+        if blocking(move || Ok(api_keys::revoke(&*store, &owned, &by)?)).await? {
             Ok(())
         } else {
             Err(AccountError::ApiKeyNotFound(id))
@@ -890,6 +942,7 @@ impl Auth {
                 })
             },
             true,
+            None,
         )
         .await
         .map(drop)
@@ -932,7 +985,7 @@ impl Auth {
         let store = self.store.clone();
         let previous = user.clone();
         blocking(move || {
-            if !accounts::update(&*store, &previous, &next)? {
+            if !accounts::update(&*store, &previous, &next, &[])? {
                 return Err(AccountError::Internal(
                     "the account changed meanwhile; try again".into(),
                 ));

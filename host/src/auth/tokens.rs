@@ -222,8 +222,13 @@ impl Tokens {
     }
 
     /// Adds a new signing key and makes it current; the previous key keeps verifying until the
-    /// tokens it signed have expired. Returns the new key id. Blocking.
-    pub fn rotate(&self, store: &dyn Store) -> Result<String, StoreError> {
+    /// tokens it signed have expired. Audited when an operator asked (`by`). Returns the new
+    /// key id. Blocking.
+    pub fn rotate(
+        &self,
+        store: &dyn Store,
+        by: Option<&crate::audit::Actor>,
+    ) -> Result<String, StoreError> {
         let mut ops = Vec::new();
         for (id, bytes) in store.scan(Space::SigningKeys, b"", None, usize::MAX)? {
             let (mut stored, _) = decode_stored(&bytes)?;
@@ -242,7 +247,15 @@ impl Tokens {
             key: fresh.kid.clone().into_bytes(),
             value: encode_stored(&fresh)?,
         });
+        let audit =
+            by.map(|by| by.records("signing_key.rotate", &fresh.kid, serde_json::json!({})));
+        if let Some(entry) = &audit {
+            ops.push(entry.op()?);
+        }
         store.commit(&ops)?;
+        if let Some(entry) = audit {
+            entry.committed();
+        }
         self.reload(store)?;
         Ok(fresh.kid)
     }
@@ -493,7 +506,7 @@ mod tests {
         let t = Tokens::load(&store, Duration::from_secs(900)).unwrap();
         let old = t.issue("u", 0).unwrap();
         let first = t.key_ids()[0].clone();
-        let kid = t.rotate(&store).unwrap();
+        let kid = t.rotate(&store, None).unwrap();
         assert_ne!(kid, first);
         assert_eq!(t.key_ids(), vec![kid.clone(), first.clone()]);
         assert_eq!(t.verify(&old).map(|t| t.user_id).as_deref(), Some("u"));

@@ -11,6 +11,7 @@
 pub mod manifest;
 pub mod plugin_config;
 
+use crate::audit::Actor;
 use crate::auth::AuthPolicy;
 use crate::config::LimitSettings;
 use crate::router::{RouteError, RouteTable};
@@ -473,6 +474,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| DeployError::Internal(e.to_string()))
 }
 
+/// The audit entry of a deploy that stored `stored`.
+fn deploy_entry(by: &Actor, stored: &PluginRecord) -> crate::audit::Pending {
+    by.records(
+        "plugin.deploy",
+        &stored.name,
+        serde_json::json!({
+            "version": stored.version,
+            "sha256": stored.sha256,
+            "size": stored.size,
+        }),
+    )
+}
+
 /// Runs store work off the async threads; a task that dies (a bug) is a storage failure, not
 /// the caller's fault.
 async fn store_task<T: Send + 'static>(
@@ -573,8 +587,21 @@ impl Registry {
         &self,
         plugin: &str,
         values: BTreeMap<ConfigKey, NewValue>,
+        by: &Actor,
     ) -> Result<ConfigView, ConfigError> {
         let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
+        // Which keys changed and which were given as secret; never the values.
+        let keys: Vec<&str> = values.keys().map(ConfigKey::as_str).collect();
+        let secrets: Vec<&str> = values
+            .iter()
+            .filter(|(_, v)| v.secret)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let audit = by.records(
+            "config.set",
+            name.as_str(),
+            serde_json::json!({ "keys": keys, "secrets": secrets }),
+        );
         let _guard = self.writes.lock().await;
         let store = self.store.clone();
         let owned = name.to_string();
@@ -584,8 +611,12 @@ impl Registry {
             .get(name.as_str())
             .map(|p| p.declared_secrets())
             .unwrap_or_default();
-        store_task(move || plugin_config::set(&*store, &owned, &values, &declared, now_ms()))
-            .await??;
+        let entry = audit.clone();
+        store_task(move || {
+            plugin_config::set(&*store, &owned, &values, &declared, now_ms(), &entry)
+        })
+        .await??;
+        audit.committed();
         self.refresh_config(name.as_str()).await?;
         let keys: Vec<_> = self.config(name.as_str()).keys.iter().cloned().collect();
         tracing::info!(plugin = %name, ?keys, "plugin config changed");
@@ -594,14 +625,26 @@ impl Registry {
     }
 
     /// Removes one config key of a plugin.
-    pub async fn unset_config(&self, plugin: &str, key: &str) -> Result<(), ConfigError> {
+    pub async fn unset_config(
+        &self,
+        plugin: &str,
+        key: &str,
+        by: &Actor,
+    ) -> Result<(), ConfigError> {
         let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
         let key = ConfigKey::parse(key).map_err(ConfigError::Invalid)?;
+        let audit = by.records(
+            "config.unset",
+            name.as_str(),
+            serde_json::json!({ "keys": [key.as_str()] }),
+        );
         let _guard = self.writes.lock().await;
         let store = self.store.clone();
         let owned = name.to_string();
         let unset = key.clone();
-        store_task(move || plugin_config::unset(&*store, &owned, &unset)).await??;
+        let entry = audit.clone();
+        store_task(move || plugin_config::unset(&*store, &owned, &unset, &entry)).await??;
+        audit.committed();
         self.refresh_config(name.as_str()).await?;
         tracing::info!(plugin = %name, key = %key, "plugin config key removed");
         Ok(())
@@ -764,13 +807,13 @@ impl Registry {
     }
 
     /// Validates, compiles, stores and activates a plugin as its next version. Deploying the
-    /// component and manifest already active changes nothing and says so.
+    /// component and manifest already active changes nothing and says so (and is not audited).
     pub async fn deploy(
         &self,
         url_name: &str,
         manifest_text: String,
         component: Bytes,
-        deployed_by: Option<String>,
+        by: &Actor,
     ) -> Result<Deployed, DeployError> {
         let name = PluginName::parse(url_name).map_err(DeployError::InvalidName)?;
         let manifest = Manifest::parse(&manifest_text)?;
@@ -814,7 +857,7 @@ impl Registry {
             size: component.len() as u64,
             deployed_at_ms: now_ms(),
             version: 0,
-            deployed_by,
+            deployed_by: Some(by.who.clone()),
         };
         let candidate = Arc::new(LoadedPlugin::new(
             &self.runtime,
@@ -840,8 +883,10 @@ impl Registry {
         let saved = code.clone();
         let keep = self.keep_versions;
         let secrets = candidate.declared_secrets();
+        let actor = by.clone();
         let stored = blocking(move || {
-            let stored = store.put_plugin(&record, &component, keep)?;
+            let audit = |stored: &PluginRecord| deploy_entry(&actor, stored).record();
+            let stored = store.put_plugin(&record, &component, keep, &audit)?;
             // Values the manifest declares secret stay secret whatever later manifests say.
             plugin_config::mark_secret(&*store, &stored.name, &secrets)?;
             if compiled {
@@ -850,6 +895,8 @@ impl Registry {
             Ok::<_, StoreError>(stored)
         })
         .await??;
+        // The same facts as the entry stored with the version (whose number the commit gave).
+        deploy_entry(by, &stored).committed();
         let plugin = Arc::new(LoadedPlugin::new(
             &self.runtime,
             stored,
@@ -903,7 +950,12 @@ impl Registry {
 
     /// Makes a kept version active again: `to`, or the newest one before the active one.
     /// Requests in flight finish on the version they started on.
-    pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<Deployed, DeployError> {
+    pub async fn rollback(
+        &self,
+        name: &str,
+        to: Option<u64>,
+        by: &Actor,
+    ) -> Result<Deployed, DeployError> {
         let current = self.active();
         let active = current
             .plugins
@@ -980,12 +1032,23 @@ impl Registry {
         let store = self.store.clone();
         let owned = name.to_string();
         let version = plugin.record.version;
-        blocking(move || store.activate_version(&owned, version))
+        let audit = by.records(
+            "plugin.rollback",
+            name,
+            serde_json::json!({
+                "from": current.plugins[name].record.version,
+                "to": version,
+                "sha256": plugin.record.sha256,
+            }),
+        );
+        let entry = audit.record()?;
+        blocking(move || store.activate_version(&owned, version, &entry))
             .await??
             .ok_or_else(|| DeployError::VersionNotFound {
                 plugin: name.to_string(),
                 what: format!("no version {version} any more"),
             })?;
+        audit.committed();
         let mut plugins = current.plugins.clone();
         plugins.insert(name.to_string(), plugin.clone());
         self.active.store(Arc::new(Active { plugins, routes }));
@@ -999,7 +1062,9 @@ impl Registry {
 
     /// Deactivates and deletes a plugin. Its key-value data and config stay stored (a later
     /// deploy of the same name finds them) unless `purge` is set.
-    pub async fn remove(&self, name: &str, purge: bool) -> Result<(), DeployError> {
+    pub async fn remove(&self, name: &str, purge: bool, by: &Actor) -> Result<(), DeployError> {
+        let audit = by.records("plugin.delete", name, serde_json::json!({ "purge": purge }));
+        let entry = audit.record()?;
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
         let deployed = current.plugins.get(name).cloned();
@@ -1010,7 +1075,7 @@ impl Registry {
                 let routes = build_routes(plugins.values(), None)?;
                 let store = self.store.clone();
                 let owned = name.to_string();
-                blocking(move || store.delete_plugin(&owned)).await??;
+                blocking(move || store.delete_plugin(&owned, &entry)).await??;
                 self.active.store(Arc::new(Active { plugins, routes }));
             }
             // `?purge=true` after a plain delete: the plugin is gone, its data may not be.
@@ -1025,6 +1090,11 @@ impl Registry {
                 if !stored {
                     return Err(DeployError::NotFound(name.to_string()));
                 }
+                // Dropping a plugin's data is not one commit (its kv tree goes whole), so the
+                // entry is written first: an interrupted purge is recorded, and a retry finishes it.
+                let store = self.store.clone();
+                let op = audit.op()?;
+                blocking(move || store.commit(&[op])).await??;
             }
             None => return Err(DeployError::NotFound(name.to_string())),
         }
@@ -1058,6 +1128,7 @@ impl Registry {
             .await??;
             self.refresh_config(name).await?;
         }
+        audit.committed();
         tracing::info!(plugin = name, purge, "plugin deleted");
         Ok(())
     }

@@ -185,6 +185,7 @@ pub fn set(
     values: &BTreeMap<ConfigKey, NewValue>,
     declared_secret: &BTreeSet<String>,
     now_ms: u64,
+    audit: &crate::audit::Pending,
 ) -> Result<(), ConfigError> {
     let current = load(store, plugin)?;
     let mut ops = Vec::with_capacity(values.len());
@@ -207,6 +208,7 @@ pub fn set(
             value: crate::store::to_json("config value", &stored)?,
         });
     }
+    ops.push(audit.op()?);
     store.commit(&ops)?;
     Ok(())
 }
@@ -235,8 +237,13 @@ pub fn mark_secret(
     Ok(())
 }
 
-/// Removes one key of `plugin`.
-pub fn unset(store: &dyn Store, plugin: &str, key: &ConfigKey) -> Result<(), ConfigError> {
+/// Removes one key of `plugin`, with its audit entry.
+pub fn unset(
+    store: &dyn Store,
+    plugin: &str,
+    key: &ConfigKey,
+    audit: &crate::audit::Pending,
+) -> Result<(), ConfigError> {
     let storage = storage_key(plugin, key.as_str());
     let Some(current) = store.get(Space::PluginConfig, &storage)? else {
         return Err(ConfigError::NotSet {
@@ -254,10 +261,11 @@ pub fn unset(store: &dyn Store, plugin: &str, key: &ConfigKey) -> Result<(), Con
             space: Space::PluginConfig,
             key: storage,
         },
+        audit.op()?,
     ])?;
     if !removed {
         // Changed meanwhile: still set, so try again with the new value.
-        return unset(store, plugin, key);
+        return unset(store, plugin, key, audit);
     }
     Ok(())
 }

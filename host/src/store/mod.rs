@@ -152,6 +152,20 @@ impl Space {
 /// Key-value pairs in key order, as [`Store::scan`] returns them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One audit log entry (a [`Space::Audit`] key and value), written in the same commit as the
+/// change it records (see `audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Where it sorts.
+    pub key: Vec<u8>,
+    /// The entry.
+    pub value: Vec<u8>,
+}
+
+/// Makes the audit entry of a change from what the change stored (a deploy's version number is
+/// assigned in its commit).
+pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> Result<AuditRecord, StoreError> + Sync);
+
 /// One step of an atomic [`Store::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -189,28 +203,32 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new version of a plugin (its number assigned here, one past the last ever
     /// given to that name) with its component, and makes it the active one, in one atomic,
     /// durable step. Only the newest `keep` versions stay; older ones go, with any blob nothing
-    /// else uses. Returns the record as stored.
+    /// else uses. `audit` is written in the same commit. Returns the record as stored.
     fn put_plugin(
         &self,
         record: &PluginRecord,
         component: &[u8],
         keep: usize,
+        audit: AuditOf<'_, PluginRecord>,
     ) -> Result<PluginRecord, StoreError>;
     /// The active version of every stored plugin, ordered by name.
     fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
     /// The kept versions of a plugin, newest first (empty if none).
     fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError>;
-    /// Makes a kept version the active one, durably. `None` if the plugin has no such version.
+    /// Makes a kept version the active one, durably, with its audit entry. `None` (and nothing
+    /// written) if the plugin has no such version.
     fn activate_version(
         &self,
         name: &str,
         version: u64,
+        audit: &AuditRecord,
     ) -> Result<Option<PluginRecord>, StoreError>;
     /// The component bytes with this SHA-256, if stored.
     fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes a plugin with all its versions and any blob nothing else uses. Returns whether
-    /// it existed. Version numbers are not reused by a later deploy of the same name.
-    fn delete_plugin(&self, name: &str) -> Result<bool, StoreError>;
+    /// it existed (nothing, the audit entry included, is written if not). Version numbers are
+    /// not reused by a later deploy of the same name.
+    fn delete_plugin(&self, name: &str, audit: &AuditRecord) -> Result<bool, StoreError>;
     /// A compiled artifact stored for the component `sha256` under `fingerprint` (the engine's
     /// compatibility key).
     fn artifact(&self, sha256: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -277,6 +295,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::kv_read_barrier`] without waiting: `None` while a write of `plugin` is being
     /// applied (then ask again with the waiting one, off the async threads).
     fn kv_read_barrier_now(&self, plugin: &str) -> Result<Option<Ticket>, StoreError>;
+    /// Writes `entries` (an operator's import) with their audit entry in one atomic, durable
+    /// commit, under the same checks as [`Store::kv_apply`]. Returns the plugin's usage after.
+    fn kv_import(
+        &self,
+        plugin: &str,
+        entries: Vec<KvEntry>,
+        limits: &KvLimits,
+        audit: &AuditRecord,
+    ) -> Result<u64, KvError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
     fn kv_entries(
         &self,

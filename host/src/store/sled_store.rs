@@ -3,7 +3,7 @@
 
 use super::group_commit::{Durability, GroupCommit, Ticket};
 use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
-use super::{Entries, Op, PluginRecord, Space, Store, StoreError};
+use super::{AuditOf, AuditRecord, Entries, Op, PluginRecord, Space, Store, StoreError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::HashMap;
@@ -376,13 +376,7 @@ impl SledStore {
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError> {
-        let usage = kv_usage_of(tree)?;
-        let plan = kv::plan(change, usage, limits, |bucket, key| {
-            Ok(tree
-                .get(kv_key(bucket, key))
-                .map_err(backend("kv read"))?
-                .map(|v| v.to_vec()))
-        })?;
+        let plan = kv_plan(tree, change, limits)?;
         if plan.writes.is_empty() {
             // Nothing written (a compare-and-swap that lost), but the outcome rests on what
             // was read: it waits for the writes that made it so.
@@ -417,6 +411,36 @@ impl SledStore {
         Ok((plan.outcome, ticket))
     }
 
+    /// Checks `entries` and writes them with `audit` in one sled transaction, durably;
+    /// `writes` is the plugin's write lock, held by the caller.
+    fn kv_import_locked(
+        &self,
+        tree: &sled::Tree,
+        writes: &mut KvWrites,
+        entries: Vec<KvEntry>,
+        limits: &KvLimits,
+        audit: &AuditRecord,
+    ) -> Result<(u64, Ticket), KvError> {
+        let plan = kv_plan(tree, KvChange::Put(entries), limits)?;
+        (tree, self.space(Space::Audit))
+            .transaction(|(data, log)| {
+                for (bucket, key, value) in &plan.writes {
+                    if let Some(value) = value {
+                        data.insert(kv_key(bucket, key), value.as_slice())?;
+                    } else {
+                        data.remove(kv_key(bucket, key))?;
+                    }
+                }
+                data.insert(KV_USAGE, &plan.usage.to_be_bytes())?;
+                log.insert(audit.key.as_slice(), audit.value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<StoreError>| tx_error("kv import", e))?;
+        let ticket = self.group.written();
+        writes.last = writes.last.max(ticket.number());
+        Ok((plan.usage, ticket))
+    }
+
     /// The kv tree of `plugin`, opened on first use.
     fn kv_tree(&self, plugin: &str) -> Result<KvTree, StoreError> {
         if let Some(tree) = self
@@ -446,6 +470,17 @@ impl SledStore {
         trees.insert(plugin.to_string(), tree.clone());
         Ok(tree)
     }
+}
+
+/// Resolves `change` against what `tree` holds now (see [`kv::plan`]).
+fn kv_plan(tree: &sled::Tree, change: KvChange, limits: &KvLimits) -> Result<kv::Plan, KvError> {
+    let usage = kv_usage_of(tree)?;
+    kv::plan(change, usage, limits, |bucket, key| {
+        Ok(tree
+            .get(kv_key(bucket, key))
+            .map_err(backend("kv read"))?
+            .map(|v| v.to_vec()))
+    })
 }
 
 /// The tree key of (bucket, key): `k`, the bucket with NUL escaped as `00 FF`, the terminator
@@ -549,6 +584,7 @@ impl Store for SledStore {
         record: &PluginRecord,
         component: &[u8],
         keep: usize,
+        audit: AuditOf<'_, PluginRecord>,
     ) -> Result<PluginRecord, StoreError> {
         let name = record.name.as_str();
         let trees = (
@@ -557,26 +593,31 @@ impl Store for SledStore {
             &self.history,
             &self.blobs,
             &self.blob_refs,
+            self.space(Space::Audit),
         );
         let (stored, dropped) = trees
-            .transaction(|(plugins, versions, history_tree, blobs, refs)| {
-                let mut history = decode_history(name, history_tree.get(name)?)?;
-                let mut stored = record.clone();
-                stored.version = history.next.max(1);
-                history.next = stored.version + 1;
-                history.kept.push(stored.version);
-                let encoded = encode("plugin record", &stored)?;
-                versions.insert(version_key(name, stored.version), encoded.as_slice())?;
-                plugins.insert(name.as_bytes(), encoded.as_slice())?;
-                if adjust_ref(blobs, refs, &stored.sha256, 1)? == 1 {
-                    blobs.insert(stored.sha256.as_bytes(), component)?;
-                }
-                let excess = history.kept.len().saturating_sub(keep.max(1));
-                let gone: Vec<u64> = history.kept.drain(..excess).collect();
-                let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
-                history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
-                Ok((stored, dropped))
-            })
+            .transaction(
+                |(plugins, versions, history_tree, blobs, refs, audit_tree)| {
+                    let mut history = decode_history(name, history_tree.get(name)?)?;
+                    let mut stored = record.clone();
+                    stored.version = history.next.max(1);
+                    history.next = stored.version + 1;
+                    history.kept.push(stored.version);
+                    let encoded = encode("plugin record", &stored)?;
+                    versions.insert(version_key(name, stored.version), encoded.as_slice())?;
+                    plugins.insert(name.as_bytes(), encoded.as_slice())?;
+                    if adjust_ref(blobs, refs, &stored.sha256, 1)? == 1 {
+                        blobs.insert(stored.sha256.as_bytes(), component)?;
+                    }
+                    let excess = history.kept.len().saturating_sub(keep.max(1));
+                    let gone: Vec<u64> = history.kept.drain(..excess).collect();
+                    let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
+                    history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
+                    let entry = audit(&stored).map_err(ConflictableTransactionError::Abort)?;
+                    audit_tree.insert(entry.key, entry.value)?;
+                    Ok((stored, dropped))
+                },
+            )
             .map_err(|e| tx_error("put plugin", e))?;
         self.drop_artifacts_of(&dropped)?;
         self.flush()?;
@@ -612,9 +653,10 @@ impl Store for SledStore {
         &self,
         name: &str,
         version: u64,
+        audit: &AuditRecord,
     ) -> Result<Option<PluginRecord>, StoreError> {
-        let activated = (&self.plugins, &self.versions)
-            .transaction(|(plugins, versions)| {
+        let activated = (&self.plugins, &self.versions, self.space(Space::Audit))
+            .transaction(|(plugins, versions, audit_tree)| {
                 let Some(bytes) = versions.get(version_key(name, version))? else {
                     return Ok(None);
                 };
@@ -622,6 +664,7 @@ impl Store for SledStore {
                     return Ok(None);
                 }
                 plugins.insert(name.as_bytes(), bytes.clone())?;
+                audit_tree.insert(audit.key.as_slice(), audit.value.as_slice())?;
                 Ok(Some(
                     decode_record(name.as_bytes(), &bytes)
                         .map_err(ConflictableTransactionError::Abort)?,
@@ -642,25 +685,29 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn delete_plugin(&self, name: &str) -> Result<bool, StoreError> {
+    fn delete_plugin(&self, name: &str, audit: &AuditRecord) -> Result<bool, StoreError> {
         let trees = (
             &self.plugins,
             &self.versions,
             &self.history,
             &self.blobs,
             &self.blob_refs,
+            self.space(Space::Audit),
         );
         let (existed, dropped) = trees
-            .transaction(|(plugins, versions, history_tree, blobs, refs)| {
-                if plugins.remove(name.as_bytes())?.is_none() {
-                    return Ok((false, Vec::new()));
-                }
-                let mut history = decode_history(name, history_tree.get(name)?)?;
-                let gone = std::mem::take(&mut history.kept);
-                let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
-                history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
-                Ok((true, dropped))
-            })
+            .transaction(
+                |(plugins, versions, history_tree, blobs, refs, audit_tree)| {
+                    if plugins.remove(name.as_bytes())?.is_none() {
+                        return Ok((false, Vec::new()));
+                    }
+                    audit_tree.insert(audit.key.as_slice(), audit.value.as_slice())?;
+                    let mut history = decode_history(name, history_tree.get(name)?)?;
+                    let gone = std::mem::take(&mut history.kept);
+                    let dropped = drop_versions(name, &gone, versions, blobs, refs)?;
+                    history_tree.insert(name.as_bytes(), encode("version history", &history)?)?;
+                    Ok((true, dropped))
+                },
+            )
             .map_err(|e| tx_error("delete plugin", e))?;
         self.drop_artifacts_of(&dropped)?;
         self.flush()?;
@@ -853,6 +900,25 @@ impl Store for SledStore {
         Ok(self.group.ticket(writes.last))
     }
 
+    fn kv_import(
+        &self,
+        plugin: &str,
+        entries: Vec<KvEntry>,
+        limits: &KvLimits,
+        audit: &AuditRecord,
+    ) -> Result<u64, KvError> {
+        let (usage, ticket) = loop {
+            let KvTree { tree, write } = self.kv_tree(plugin)?;
+            let mut writes = write.lock().unwrap_or_else(PoisonError::into_inner);
+            if writes.purged {
+                continue; // purged while we waited: write to the tree that replaced it
+            }
+            break self.kv_import_locked(&tree, &mut writes, entries, limits, audit)?;
+        };
+        ticket.wait_blocking()?;
+        Ok(usage)
+    }
+
     fn kv_entries(
         &self,
         plugin: &str,
@@ -963,6 +1029,28 @@ mod tests {
         }
     }
 
+    /// The audit entry a test's deploy writes, named by what it stored.
+    fn logged(stored: &PluginRecord) -> Result<AuditRecord, StoreError> {
+        Ok(entry(&format!("deploy {} {}", stored.name, stored.version)))
+    }
+
+    fn entry(name: &str) -> AuditRecord {
+        AuditRecord {
+            key: name.as_bytes().to_vec(),
+            value: b"{}".to_vec(),
+        }
+    }
+
+    /// The audit entries stored, by name.
+    fn audit_keys(store: &SledStore) -> Vec<String> {
+        store
+            .scan(Space::Audit, b"", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| String::from_utf8(key).unwrap())
+            .collect()
+    }
+
     fn temp_dir() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "plinth-store-test-{}-{}",
@@ -978,15 +1066,21 @@ mod tests {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
         assert!(store.was_empty_at_open());
-        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
-        store.put_plugin(&record("b", "s1"), b"one", 1).unwrap();
-        assert!(store.delete_plugin("a").unwrap());
+        store
+            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .unwrap();
+        store
+            .put_plugin(&record("b", "s1"), b"one", 1, &logged)
+            .unwrap();
+        assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
         // Replacing b's component (keeping one version) drops the old blob, unused now.
-        store.put_plugin(&record("b", "s2"), b"two", 1).unwrap();
+        store
+            .put_plugin(&record("b", "s2"), b"two", 1, &logged)
+            .unwrap();
         assert_eq!(store.component("s1").unwrap(), None);
         assert_eq!(store.component("s2").unwrap().as_deref(), Some(&b"two"[..]));
-        assert!(!store.delete_plugin("a").unwrap());
+        assert!(!store.delete_plugin("a", &entry("delete a again")).unwrap());
         drop(store);
 
         let reopened = SledStore::open(&dir).unwrap();
@@ -1034,7 +1128,9 @@ mod tests {
     fn a_partial_snapshot_left_by_a_crash_is_quarantined_and_the_store_opens() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
-        store.put_plugin(&record("a", "s1"), b"one", 10).unwrap();
+        store
+            .put_plugin(&record("a", "s1"), b"one", 10, &logged)
+            .unwrap();
         drop(store);
         // What a kill during sled's snapshot write leaves behind: a newer, unfinished snapshot.
         let partial = dir.join("snap.7FFFFFFFFFFFFFFF.generating");
@@ -1071,6 +1167,40 @@ mod tests {
             .kv_apply(plugin, KvChange::Put(vec![entry]), &LIMITS)
             .unwrap();
         ticket.wait_blocking().unwrap();
+    }
+
+    #[test]
+    fn an_import_is_stored_with_its_audit_entry_or_not_at_all() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        let entries = |value: Vec<u8>| {
+            vec![
+                KvEntry {
+                    bucket: "b".into(),
+                    key: "one".into(),
+                    value: value.clone(),
+                },
+                KvEntry {
+                    bucket: "b".into(),
+                    key: "two".into(),
+                    value,
+                },
+            ]
+        };
+        let usage = store
+            .kv_import("a", entries(b"v".to_vec()), &LIMITS, &entry("import 1"))
+            .unwrap();
+        assert_eq!(usage, store.kv_usage("a").unwrap());
+        assert_eq!(store.kv_get("a", "b", "two").unwrap().unwrap(), b"v");
+        // Over the quota: neither the data nor the entry is written.
+        let big = vec![0; LIMITS.max_value as usize];
+        let refused = store.kv_import("a", entries(big), &LIMITS, &entry("import 2"));
+        assert!(matches!(refused, Err(KvError::QuotaExceeded { .. })));
+        assert_eq!(store.kv_get("a", "b", "one").unwrap().unwrap(), b"v");
+        assert_eq!(store.kv_usage("a").unwrap(), usage);
+        assert_eq!(audit_keys(&store), ["import 1"]);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -1262,10 +1392,14 @@ mod tests {
     fn redeploying_the_same_bytes_keeps_the_blob() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
-        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
-        store.put_plugin(&record("a", "s1"), b"one", 1).unwrap();
+        store
+            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .unwrap();
+        store
+            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .unwrap();
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
-        assert!(store.delete_plugin("a").unwrap());
+        assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
         assert_eq!(store.component("s1").unwrap(), None);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
@@ -1277,7 +1411,7 @@ mod tests {
         let store = SledStore::open(&dir).unwrap();
         for (i, sha) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
             let stored = store
-                .put_plugin(&record("a", sha), sha.as_bytes(), 3)
+                .put_plugin(&record("a", sha), sha.as_bytes(), 3, &logged)
                 .unwrap();
             assert_eq!(stored.version, i as u64 + 1);
         }
@@ -1295,23 +1429,52 @@ mod tests {
         assert_eq!(store.artifact("s1", "fp").unwrap(), None);
         assert_eq!(store.artifact("s4", "fp").unwrap().unwrap(), b"code");
 
-        assert_eq!(store.activate_version("a", 1).unwrap(), None);
-        let active = store.activate_version("a", 2).unwrap().unwrap();
+        assert_eq!(
+            store
+                .activate_version("a", 1, &entry("activate a 1"))
+                .unwrap(),
+            None
+        );
+        let active = store
+            .activate_version("a", 2, &entry("activate a 2"))
+            .unwrap()
+            .unwrap();
         assert_eq!(active.sha256, "s2");
         drop(store);
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s2", 2)]);
 
         // A delete drops every version and blob, and numbers are not reused.
-        assert!(store.delete_plugin("a").unwrap());
+        assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
         assert!(store.plugin_versions("a").unwrap().is_empty());
         for sha in ["s2", "s3", "s4"] {
             assert_eq!(store.component(sha).unwrap(), None);
         }
         assert_eq!(store.artifact("s4", "fp").unwrap(), None);
-        assert_eq!(store.activate_version("a", 2).unwrap(), None);
-        let again = store.put_plugin(&record("a", "s9"), b"nine", 3).unwrap();
+        assert_eq!(
+            store
+                .activate_version("a", 2, &entry("activate a 2 again"))
+                .unwrap(),
+            None
+        );
+        let again = store
+            .put_plugin(&record("a", "s9"), b"nine", 3, &logged)
+            .unwrap();
         assert_eq!(again.version, 5);
+        // Each change that happened wrote its entry in its own commit; those that did not
+        // (no version 1 any more, nothing left to activate) wrote none.
+        assert_eq!(
+            audit_keys(&store),
+            [
+                "activate a 2",
+                "delete a",
+                "deploy a 1",
+                "deploy a 2",
+                "deploy a 3",
+                "deploy a 4",
+                "deploy a 5",
+            ]
+        );
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1329,7 +1492,9 @@ mod tests {
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s1", 1)]);
         assert_eq!(store.plugin_versions("a").unwrap().len(), 1);
-        let next = store.put_plugin(&record("a", "s2"), b"two", 1).unwrap();
+        let next = store
+            .put_plugin(&record("a", "s2"), b"two", 1, &logged)
+            .unwrap();
         assert_eq!(next.version, 2);
         assert_eq!(store.component("s1").unwrap(), None);
         drop(store);
