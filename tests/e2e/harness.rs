@@ -1,6 +1,7 @@
 //! Starts the real `plinth` binary on a free 127.0.0.1 port with its own data directory, waits
 //! for `/readyz`, fails fast if it exits, and kills it on drop. Every request has a timeout.
 
+use crate::memory_cage::MemoryCage;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
@@ -66,6 +67,9 @@ pub struct Options {
     pub no_env_token: bool,
     /// Pass --listen and --data-dir through the environment instead of flags.
     pub settings_in_env: bool,
+    /// Run the server in a memory cgroup of this many bytes where the machine allows one
+    /// (see [`MemoryCage`]).
+    pub memory_limit: Option<u64>,
 }
 
 impl Options {
@@ -89,6 +93,8 @@ pub struct Server {
     client: Client,
     /// Remove the data directory on drop.
     owns_dir: bool,
+    /// The memory cgroup the server runs in, if any (removed after the server exits).
+    cage: Option<MemoryCage>,
 }
 
 /// A plain blocking `GET /readyz` (usable from sync and async tests alike).
@@ -170,7 +176,12 @@ pub fn command(data_dir: &Path, options: &Options) -> Command {
 impl Server {
     /// A server on a fresh data directory.
     pub fn start() -> Server {
-        let mut server = Self::start_with(fresh_data_dir(), Options::default());
+        Self::start_fresh(Options::default())
+    }
+
+    /// A server with `options` on a fresh data directory (removed on drop).
+    pub fn start_fresh(options: Options) -> Server {
+        let mut server = Self::start_with(fresh_data_dir(), options);
         server.owns_dir = true;
         server
     }
@@ -180,6 +191,16 @@ impl Server {
         let mut cmd = command(&data_dir, &options);
         cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("starting plinth");
+        let cage = options.memory_limit.and_then(|limit| {
+            let cage = MemoryCage::create(limit);
+            match &cage {
+                Some(cage) => cage.enter(child.id()).expect("entering the memory cgroup"),
+                None => eprintln!(
+                    "no memory cgroup can be made here: the test bounds peak resident memory only"
+                ),
+            }
+            cage
+        });
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let printed = Arc::new(Mutex::new(Vec::new()));
@@ -240,6 +261,7 @@ impl Server {
                 .build()
                 .unwrap(),
             owns_dir: false,
+            cage,
         };
         server.wait_ready(deadline);
         server
@@ -325,9 +347,18 @@ impl Server {
         self.proc_status_bytes("VmRSS:")
     }
 
-    /// The most resident memory the server process ever had, in bytes (from /proc).
-    pub fn peak_rss_bytes(&self) -> u64 {
-        self.proc_status_bytes("VmHWM:")
+    /// The most memory the server ever held, in bytes: its memory cgroup's peak where it runs
+    /// in one, else the process's peak resident memory (from /proc).
+    pub fn peak_memory_bytes(&self) -> u64 {
+        self.cage
+            .as_ref()
+            .and_then(MemoryCage::peak_bytes)
+            .unwrap_or_else(|| self.proc_status_bytes("VmHWM:"))
+    }
+
+    /// Whether the server process is still running (not killed, for one, by its cgroup).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     fn proc_status_bytes(&self, field: &str) -> u64 {
@@ -446,6 +477,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.cage.take());
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }

@@ -14,6 +14,7 @@ mod hostile;
 mod kv;
 mod lifecycle;
 mod limits;
+mod memory_cage;
 mod operations;
 mod outbound;
 mod plugins;
