@@ -315,3 +315,34 @@ async fn oversized_uploads_get_413() {
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.code(), "payload_too_large");
 }
+
+#[tokio::test]
+async fn uploads_compile_at_most_one_per_core_at_a_time() {
+    let server = Server::start();
+    let guests = [
+        Guest::Hello,
+        Guest::Counter,
+        Guest::Todo,
+        Guest::Shortener,
+        Guest::Webhooks,
+        Guest::Misbehave,
+    ];
+    // Six different components uploaded at once.
+    let deploys = guests.map(|guest| server.deploy_guest(guest));
+    futures::future::join_all(deploys).await;
+    // Each compile is logged when it starts (with its permit) and when it is done (before
+    // giving the permit back), so the log shows how many ran at once.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (mut running, mut most, mut done) = (0usize, 0usize, 0usize);
+    for line in server.logs() {
+        if line.contains("loading or compiling the component") {
+            running += 1;
+            most = most.max(running);
+        } else if line.contains("component ready") {
+            running -= 1;
+            done += 1;
+        }
+    }
+    assert_eq!(done, guests.len());
+    assert!(most <= cores, "{most} compiles at once on {cores} cores");
+}

@@ -59,6 +59,34 @@ async fn key_value_batches_are_bounded_and_the_server_stays_small() {
 }
 
 #[tokio::test]
+async fn a_list_whose_entries_alias_the_same_guest_bytes_is_not_copied_once_per_entry() {
+    let mut server = hostile_server().await;
+    // 1 MiB of guest memory named 1,000 times: lifting it would take 1 GiB of host memory
+    // before the host function (and its batch caps) ever ran. The hostcall fuel stops the copy
+    // early and the guest is ended.
+    let reply = server.get("/hostile/aliased-set-many/1000").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.code(), "plugin_failed");
+    // A small aliased list is lifted as usual (and refused by the batch's own byte cap only
+    // when over it).
+    assert_eq!(answer(&server, "/hostile/aliased-set-many/2").await, "ok 2");
+    assert!(server.is_running(), "the server was killed");
+    let peak = server.peak_memory_bytes();
+    eprintln!("server memory peak: {} MiB", peak >> 20);
+    assert!(
+        peak < MEMORY_PEAK,
+        "server memory peaked at {} MiB",
+        peak >> 20
+    );
+    assert_eq!(server.get("/hello/after").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn plugin_log_lines_are_cut_escaped_and_rate_limited_in_the_server_log() {
     let server = hostile_server().await;
     assert_eq!(answer(&server, "/hostile/log/500").await, "ok 500");

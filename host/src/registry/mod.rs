@@ -848,7 +848,15 @@ impl Registry {
             .acquire()
             .await
             .map_err(|e| DeployError::Internal(e.to_string()))?;
+        let started = std::time::Instant::now();
+        tracing::info!(plugin = %name, sha256, "loading or compiling the component");
         let (code, compiled) = blocking(move || runtime.load_or_compile(&sha, &bytes)).await??;
+        tracing::info!(
+            plugin = %name,
+            compiled,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "component ready"
+        );
         drop(compiling);
         let record = PluginRecord {
             name: name.to_string(),

@@ -5,6 +5,9 @@
 //!   times (the host would copy the value once per key).
 //! - `/hostile/set-many/{n}`: `set-many` of `n` one-byte entries; `/hostile/delete-many/{n}`
 //!   likewise.
+//! - `/hostile/aliased-set-many/{n}`: `set-many` of `n` entries that all point at the same
+//!   1 MiB of guest memory, built by hand at the canonical ABI: 1 MiB for the guest, `n` MiB
+//!   for a host that lifted every entry.
 //! - `/hostile/log/{n}`: `n` log lines that each try to forge a second server log line, then
 //!   one line of 1 MiB.
 //! - `/hostile/outbound/{n}?url=URL`: starts `n` outbound requests without waiting for any and
@@ -67,6 +70,46 @@ fn set_many(n: usize) -> Result<String, String> {
     let entries: Vec<(String, Vec<u8>)> = (0..n).map(|i| (format!("k{i}"), vec![1])).collect();
     batch::set_many(&bucket, &entries).map_err(kv_error)?;
     Ok(format!("ok {n}"))
+}
+
+#[link(wasm_import_module = "wasi:keyvalue/batch@0.2.0-draft")]
+unsafe extern "C" {
+    /// `set-many` as the component model lowers it: the bucket handle, the list as (pointer,
+    /// length), and where to write the result.
+    #[link_name = "set-many"]
+    fn raw_set_many(bucket: i32, entries: *const u32, count: usize, result: *mut u8);
+}
+
+fn aliased_set_many(n: usize) -> Result<String, String> {
+    let bucket = bucket()?;
+    let value = vec![b'v'; 1 << 20];
+    let key = b"aliased";
+    // Each entry is a (string, list<u8>) tuple: four 32-bit words, key then value, and every
+    // entry names the same key bytes and the same value bytes.
+    let mut entries = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        entries.extend([
+            key.as_ptr() as u32,
+            key.len() as u32,
+            value.as_ptr() as u32,
+            value.len() as u32,
+        ]);
+    }
+    let mut result = [0u8; 16];
+    // SAFETY: the list and everything it points at live until the call returns; the result
+    // area is large enough for `result<_, error>`.
+    unsafe {
+        raw_set_many(
+            bucket.handle() as i32,
+            entries.as_ptr(),
+            n,
+            result.as_mut_ptr(),
+        )
+    };
+    Ok(match result[0] {
+        0 => format!("ok {n}"),
+        _ => "error set-many refused".to_string(),
+    })
 }
 
 fn delete_many(n: usize) -> Result<String, String> {
@@ -142,6 +185,7 @@ impl Guest for Hostile {
             Some("get-many") => get_many(n(1)).unwrap_or_else(|e| e),
             Some("set-many") => set_many(n(1)).unwrap_or_else(|e| e),
             Some("delete-many") => delete_many(n(1)).unwrap_or_else(|e| e),
+            Some("aliased-set-many") => aliased_set_many(n(1)).unwrap_or_else(|e| e),
             Some("log") => flood_log(n(1)),
             Some("slow-write") => slow_write(n(1)).unwrap_or_else(|e| e),
             Some("outbound") => match query_param(query, "url") {
