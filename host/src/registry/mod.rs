@@ -894,12 +894,16 @@ impl Registry {
         let actor = by.clone();
         let stored = blocking(move || {
             let audit = |stored: &PluginRecord| deploy_entry(&actor, stored).record();
-            let stored = store.put_plugin(&record, &component, keep, &audit)?;
+            // New code is stored with its component, so a restart (even after a crash) loads it
+            // instead of compiling again.
+            let artifact = if compiled {
+                runtime.artifact(&saved)
+            } else {
+                None
+            };
+            let stored = store.put_plugin(&record, &component, artifact.as_ref(), keep, &audit)?;
             // Values the manifest declares secret stay secret whatever later manifests say.
             plugin_config::mark_secret(&*store, &stored.name, &secrets)?;
-            if compiled {
-                runtime.save_artifact(&stored.sha256, &saved);
-            }
             Ok::<_, StoreError>(stored)
         })
         .await??;

@@ -6,6 +6,7 @@
 //! stored under, and only from our own store; anything else is compiled from the component.
 
 use super::{CompileError, PluginCode, Runtime};
+use crate::store::Artifact;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,8 +68,8 @@ impl Runtime {
     }
 
     /// Like [`Runtime::load`], but a component it had to compile is not stored: the caller
-    /// saves it (see [`Runtime::save_artifact`]) once the component's blob is. Returns whether
-    /// it compiled. Blocking.
+    /// stores it with the component (see [`Runtime::artifact`]). Returns whether it compiled.
+    /// Blocking.
     pub fn load_or_compile(
         &self,
         sha256: &str,
@@ -93,16 +94,29 @@ impl Runtime {
     /// Stores the compiled code of the component `sha256` (whose blob must be stored) for the
     /// next start. Failing only costs a compile later, so it is logged, not returned.
     pub fn save_artifact(&self, sha256: &str, code: &PluginCode) {
+        let Some(artifact) = self.artifact(code) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .put_artifact(sha256, &artifact.fingerprint, &artifact.bytes)
+        {
+            tracing::warn!(sha256, error = %e, "storing the compiled artifact failed");
+        }
+    }
+
+    /// The compiled code as the store keeps it, for a deploy to store with its component.
+    /// `None` (logged) if it cannot be serialised: that only costs a compile at the next start.
+    pub fn artifact(&self, code: &PluginCode) -> Option<Artifact> {
         match code.pre.instance_pre().component().serialize() {
-            Ok(artifact) => {
-                if let Err(e) = self
-                    .store
-                    .put_artifact(sha256, &self.fingerprint, &artifact)
-                {
-                    tracing::warn!(sha256, error = %e, "storing the compiled artifact failed");
-                }
+            Ok(bytes) => Some(Artifact {
+                fingerprint: self.fingerprint.clone(),
+                bytes,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "serialising the compiled code failed");
+                None
             }
-            Err(e) => tracing::warn!(sha256, error = %e, "serialising the compiled code failed"),
         }
     }
 

@@ -162,6 +162,15 @@ pub struct AuditRecord {
     pub value: Vec<u8>,
 }
 
+/// Compiled code of a component, for the engine whose compatibility key is `fingerprint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// The engine's compatibility key.
+    pub fingerprint: String,
+    /// What the engine serialised.
+    pub bytes: Vec<u8>,
+}
+
 /// Makes the audit entry of a change from what the change stored (a deploy's version number is
 /// assigned in its commit).
 pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> Result<AuditRecord, StoreError> + Sync);
@@ -203,11 +212,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new version of a plugin (its number assigned here, one past the last ever
     /// given to that name) with its component, and makes it the active one, in one atomic,
     /// durable step. Only the newest `keep` versions stay; older ones go, with any blob nothing
-    /// else uses. `audit` is written in the same commit. Returns the record as stored.
+    /// else uses. The component's `artifact` (when the deploy compiled it) and `audit` are
+    /// written in the same commit. Returns the record as stored.
     fn put_plugin(
         &self,
         record: &PluginRecord,
         component: &[u8],
+        artifact: Option<&Artifact>,
         keep: usize,
         audit: AuditOf<'_, PluginRecord>,
     ) -> Result<PluginRecord, StoreError>;

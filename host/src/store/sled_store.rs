@@ -3,7 +3,7 @@
 
 use super::group_commit::{Durability, GroupCommit, Ticket};
 use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
-use super::{AuditOf, AuditRecord, Entries, Op, PluginRecord, Space, Store, StoreError};
+use super::{Artifact, AuditOf, AuditRecord, Entries, Op, PluginRecord, Space, Store, StoreError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::HashMap;
@@ -583,6 +583,7 @@ impl Store for SledStore {
         &self,
         record: &PluginRecord,
         component: &[u8],
+        artifact: Option<&Artifact>,
         keep: usize,
         audit: AuditOf<'_, PluginRecord>,
     ) -> Result<PluginRecord, StoreError> {
@@ -593,11 +594,12 @@ impl Store for SledStore {
             &self.history,
             &self.blobs,
             &self.blob_refs,
+            &self.artifacts,
             self.space(Space::Audit),
         );
         let (stored, dropped) = trees
             .transaction(
-                |(plugins, versions, history_tree, blobs, refs, audit_tree)| {
+                |(plugins, versions, history_tree, blobs, refs, artifacts, audit_tree)| {
                     let mut history = decode_history(name, history_tree.get(name)?)?;
                     let mut stored = record.clone();
                     stored.version = history.next.max(1);
@@ -608,6 +610,10 @@ impl Store for SledStore {
                     plugins.insert(name.as_bytes(), encoded.as_slice())?;
                     if adjust_ref(blobs, refs, &stored.sha256, 1)? == 1 {
                         blobs.insert(stored.sha256.as_bytes(), component)?;
+                    }
+                    if let Some(artifact) = artifact {
+                        let key = format!("{}/{}", stored.sha256, artifact.fingerprint);
+                        artifacts.insert(key.as_bytes(), artifact.bytes.as_slice())?;
                     }
                     let excess = history.kept.len().saturating_sub(keep.max(1));
                     let gone: Vec<u64> = history.kept.drain(..excess).collect();
@@ -1067,16 +1073,16 @@ mod tests {
         let store = SledStore::open(&dir).unwrap();
         assert!(store.was_empty_at_open());
         store
-            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .put_plugin(&record("a", "s1"), b"one", None, 1, &logged)
             .unwrap();
         store
-            .put_plugin(&record("b", "s1"), b"one", 1, &logged)
+            .put_plugin(&record("b", "s1"), b"one", None, 1, &logged)
             .unwrap();
         assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
         // Replacing b's component (keeping one version) drops the old blob, unused now.
         store
-            .put_plugin(&record("b", "s2"), b"two", 1, &logged)
+            .put_plugin(&record("b", "s2"), b"two", None, 1, &logged)
             .unwrap();
         assert_eq!(store.component("s1").unwrap(), None);
         assert_eq!(store.component("s2").unwrap().as_deref(), Some(&b"two"[..]));
@@ -1129,7 +1135,7 @@ mod tests {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
         store
-            .put_plugin(&record("a", "s1"), b"one", 10, &logged)
+            .put_plugin(&record("a", "s1"), b"one", None, 10, &logged)
             .unwrap();
         drop(store);
         // What a kill during sled's snapshot write leaves behind: a newer, unfinished snapshot.
@@ -1389,14 +1395,34 @@ mod tests {
     }
 
     #[test]
+    fn a_deploys_artifact_is_stored_with_its_component_and_goes_with_it() {
+        let dir = temp_dir();
+        let store = SledStore::open(&dir).unwrap();
+        let artifact = Artifact {
+            fingerprint: "fp".into(),
+            bytes: b"code".to_vec(),
+        };
+        store
+            .put_plugin(&record("a", "s1"), b"one", Some(&artifact), 1, &logged)
+            .unwrap();
+        drop(store);
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.artifact("s1", "fp").unwrap().unwrap(), b"code");
+        assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
+        assert_eq!(store.artifact("s1", "fp").unwrap(), None);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn redeploying_the_same_bytes_keeps_the_blob() {
         let dir = temp_dir();
         let store = SledStore::open(&dir).unwrap();
         store
-            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .put_plugin(&record("a", "s1"), b"one", None, 1, &logged)
             .unwrap();
         store
-            .put_plugin(&record("a", "s1"), b"one", 1, &logged)
+            .put_plugin(&record("a", "s1"), b"one", None, 1, &logged)
             .unwrap();
         assert_eq!(store.component("s1").unwrap().as_deref(), Some(&b"one"[..]));
         assert!(store.delete_plugin("a", &entry("delete a")).unwrap());
@@ -1411,7 +1437,7 @@ mod tests {
         let store = SledStore::open(&dir).unwrap();
         for (i, sha) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
             let stored = store
-                .put_plugin(&record("a", sha), sha.as_bytes(), 3, &logged)
+                .put_plugin(&record("a", sha), sha.as_bytes(), None, 3, &logged)
                 .unwrap();
             assert_eq!(stored.version, i as u64 + 1);
         }
@@ -1458,7 +1484,7 @@ mod tests {
             None
         );
         let again = store
-            .put_plugin(&record("a", "s9"), b"nine", 3, &logged)
+            .put_plugin(&record("a", "s9"), b"nine", None, 3, &logged)
             .unwrap();
         assert_eq!(again.version, 5);
         // Each change that happened wrote its entry in its own commit; those that did not
@@ -1493,7 +1519,7 @@ mod tests {
         assert_eq!(store.plugins().unwrap(), vec![versioned("a", "s1", 1)]);
         assert_eq!(store.plugin_versions("a").unwrap().len(), 1);
         let next = store
-            .put_plugin(&record("a", "s2"), b"two", 1, &logged)
+            .put_plugin(&record("a", "s2"), b"two", None, 1, &logged)
             .unwrap();
         assert_eq!(next.version, 2);
         assert_eq!(store.component("s1").unwrap(), None);
