@@ -1,4 +1,4 @@
-//! libFuzzer target: `plinth::fuzz::bearer` (see fuzz/Cargo.toml for how to run it).
+//! libFuzzer target: `plinth_host::fuzz::bearer` (see fuzz/Cargo.toml for how to run it).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth::fuzz::bearer(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth_host::fuzz::bearer(data));

@@ -1,4 +1,4 @@
-//! libFuzzer target: `plinth::fuzz::jwt` (see fuzz/Cargo.toml for how to run it).
+//! libFuzzer target: `plinth_host::fuzz::jwt` (see fuzz/Cargo.toml for how to run it).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth::fuzz::jwt(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth_host::fuzz::jwt(data));

@@ -1,4 +1,4 @@
-//! libFuzzer target: `plinth::fuzz::origin` (see fuzz/Cargo.toml for how to run it).
+//! libFuzzer target: `plinth_host::fuzz::origin` (see fuzz/Cargo.toml for how to run it).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth::fuzz::origin(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| plinth_host::fuzz::origin(data));

@@ -504,8 +504,10 @@ pub enum Guest {
 }
 
 pub fn repo_root() -> PathBuf {
+    // The binary's crate is host/cli.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

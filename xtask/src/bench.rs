@@ -9,7 +9,7 @@
 //! at 64. Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
 //! the cold paths: upload to serving, restart to ready with 100 plugins, and resident memory
 //! with 1,000 (100 with `--quick`); last, what each stage of a request costs in process
-//! (`host/benches/request_path.rs`).
+//! (`host/cli/benches/request_path.rs`).
 //!
 //! Options: `--duration SECS` (default 10), `--connections N` for native and hello (default
 //! 32), `--reps N` (default 3), `--quick` (2-second runs, one rep: a smoke test, figures only),
@@ -292,7 +292,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("PLINTH_ADMIN_TOKEN", &token)
-            .env("RUST_LOG", "warn,plinth::server=info");
+            .env("RUST_LOG", "warn,plinth_host::server=info");
         cmd
     };
     let plinth_cmd = |pin: bool| {
@@ -559,7 +559,7 @@ pub fn measure(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The in-process table of what each stage of a request costs (`host/benches/request_path.rs`),
+/// The in-process table of what each stage of a request costs (`host/cli/benches/request_path.rs`),
 /// on one core like the servers: route lookup, auth checks, metrics, access line, and the wasm
 /// part with a fresh and with a reused instance.
 fn request_stages(root: &Path, guest_dir: &Path, options: &Options) -> Result<String> {

@@ -126,7 +126,7 @@ pub async fn dev(dir: &Path, listen: &str) -> Result<(), ClientError> {
     }
 
     build_and_deploy(&mut api, dir).await;
-    let stop = crate::server::shutdown_signal();
+    let stop = plinth_host::server::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -2,6 +2,7 @@
 //! SIGTERM or Ctrl-C, letting in-flight requests finish.
 
 use crate::api::{self, AppState, Services};
+use crate::apply::Desired;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::registry::Registry;
@@ -36,8 +37,14 @@ pub enum ServeError {
     Startup(String),
 }
 
-/// Runs the server with `config` until a shutdown signal.
-pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
+/// The plugins `plinth serve --apply` deploys at start, as the caller reads (and builds) them.
+/// Called on a blocking thread once the stored plugins are loaded; an error is logged and
+/// nothing is applied.
+pub type PluginSource = Box<dyn FnOnce() -> Result<Vec<Desired>, String> + Send>;
+
+/// Runs the server with `config` until a shutdown signal, first deploying what `apply` gives
+/// (if anything) that the store does not already run.
+pub async fn serve(config: ServerConfig, apply: Option<PluginSource>) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(
         tokio::task::spawn_blocking({
@@ -144,7 +151,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
     // Listen first so /healthz answers during a long load; /readyz turns 200 when it is done.
     let loader = {
         let registry = registry.clone();
-        let apply_dir = config.apply.clone();
+        let shown = config.apply.as_ref().map(|dir| dir.display().to_string());
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             match registry.load().await {
@@ -155,8 +162,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
                 ),
                 Err(e) => tracing::error!(error = %e, "loading stored plugins failed"),
             }
-            if let Some(dir) = apply_dir {
-                apply_at_start(&registry, dir).await;
+            if let Some(source) = apply {
+                apply_at_start(&registry, source, shown.unwrap_or_default()).await;
             }
             registry.mark_ready();
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
@@ -177,7 +184,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServeError> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -202,10 +209,9 @@ pub(crate) async fn shutdown_signal() {
 
 /// `plinth serve --apply DIR`: deploys what the folder holds and the store does not (new
 /// plugins, changed components or manifests) before the server reports ready. A plugin that
-/// fails to build or deploy is logged and skipped; the others still deploy.
-async fn apply_at_start(registry: &Registry, dir: std::path::PathBuf) {
-    let shown = dir.display().to_string();
-    let desired = match tokio::task::spawn_blocking(move || crate::apply::desired(&dir)).await {
+/// fails to deploy is logged and skipped; the others still deploy.
+async fn apply_at_start(registry: &Registry, source: PluginSource, shown: String) {
+    let desired = match tokio::task::spawn_blocking(source).await {
         Ok(Ok(desired)) => desired,
         Ok(Err(e)) => {
             tracing::error!(dir = shown, error = %e, "--apply: folder not applied");

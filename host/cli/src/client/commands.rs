@@ -743,7 +743,7 @@ async fn logout(client: &ClientArgs) -> Result<(), ClientError> {
 async fn current_state(
     api: &mut Api,
     names: &[String],
-) -> Result<std::collections::BTreeMap<String, crate::apply::Current>, ClientError> {
+) -> Result<std::collections::BTreeMap<String, plinth_host::apply::Current>, ClientError> {
     let listed = api.get("/admin/plugins").await?;
     let mut current = std::collections::BTreeMap::new();
     for plugin in listed["plugins"].as_array().cloned().unwrap_or_default() {
@@ -763,7 +763,7 @@ async fn current_state(
         } else {
             String::new()
         };
-        let state = crate::apply::Current {
+        let state = plinth_host::apply::Current {
             version,
             sha256: cell(&plugin["sha256"]),
             manifest,
@@ -781,13 +781,13 @@ async fn apply(
 ) -> Result<(), ClientError> {
     let mut api = Api::new(client)?;
     let owned = dir.to_path_buf();
-    let desired = tokio::task::spawn_blocking(move || crate::apply::desired(&owned))
+    let desired = tokio::task::spawn_blocking(move || crate::folder::desired(&owned))
         .await
         .map_err(|e| ClientError::Local(e.to_string()))?
         .map_err(|e| ClientError::Local(e.to_string()))?;
     let names: Vec<String> = desired.iter().map(|d| d.name.clone()).collect();
     let current = current_state(&mut api, &names).await?;
-    let steps = crate::apply::plan(&desired, &current, prune);
+    let steps = plinth_host::apply::plan(&desired, &current, prune);
     if !client.json {
         println!("plan for {} ({}):", api.server(), dir.display());
         for step in &steps {
@@ -808,7 +808,8 @@ async fn apply(
     }
     for step in &steps {
         match step {
-            crate::apply::Step::Add { plugin } | crate::apply::Step::Replace { plugin, .. } => {
+            plinth_host::apply::Step::Add { plugin }
+            | plinth_host::apply::Step::Replace { plugin, .. } => {
                 let Some(wanted) = desired.iter().find(|d| &d.name == plugin) else {
                     continue;
                 };
@@ -818,7 +819,7 @@ async fn apply(
                     println!("{}", deployed_text(&deployed));
                 }
             }
-            crate::apply::Step::Remove { plugin } => {
+            plinth_host::apply::Step::Remove { plugin } => {
                 api.call(
                     Method::DELETE,
                     &format!("/admin/plugins/{}", seg(plugin)),
@@ -829,7 +830,7 @@ async fn apply(
                     println!("deleted {plugin}");
                 }
             }
-            crate::apply::Step::Unchanged { .. } => {}
+            plinth_host::apply::Step::Unchanged { .. } => {}
         }
     }
     let done = json!({ "plan": steps, "applied": true });

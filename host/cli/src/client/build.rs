@@ -38,12 +38,8 @@ pub struct PluginFiles {
     pub name: String,
     /// The manifest text.
     pub manifest: String,
-    /// The manifest's path.
-    pub manifest_path: PathBuf,
     /// The component.
     pub wasm: PathBuf,
-    /// The crate, when the plugin was built from one.
-    pub crate_dir: Option<PathBuf>,
 }
 
 fn missing(what: impl Into<String>) -> BuildError {
@@ -53,7 +49,7 @@ fn missing(what: impl Into<String>) -> BuildError {
 /// The plugin at `path` (a crate folder, a folder with `plinth.toml` and one `.wasm`, or a
 /// `.wasm`), building a crate first. `manifest` overrides the `plinth.toml` found beside it.
 pub fn plugin_files(path: &Path, manifest: Option<&Path>) -> Result<PluginFiles, BuildError> {
-    let (wasm, beside, crate_dir) = if path.is_file() {
+    let (wasm, beside) = if path.is_file() {
         if path.extension().is_none_or(|e| e != "wasm") {
             return Err(missing(format!(
                 "{} is not a .wasm file or a folder",
@@ -61,13 +57,11 @@ pub fn plugin_files(path: &Path, manifest: Option<&Path>) -> Result<PluginFiles,
             )));
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (path.to_path_buf(), dir, None)
+        (path.to_path_buf(), dir)
     } else if path.join("Cargo.toml").is_file() {
-        let wasm = build_crate(path)?;
-        (wasm, path.to_path_buf(), Some(path.to_path_buf()))
+        (build_crate(path)?, path.to_path_buf())
     } else if path.is_dir() {
-        let wasm = only_wasm_in(path)?;
-        (wasm, path.to_path_buf(), None)
+        (only_wasm_in(path)?, path.to_path_buf())
     } else {
         return Err(missing(format!("{} does not exist", path.display())));
     };
@@ -85,9 +79,7 @@ pub fn plugin_files(path: &Path, manifest: Option<&Path>) -> Result<PluginFiles,
     Ok(PluginFiles {
         name,
         manifest: text,
-        manifest_path,
         wasm,
-        crate_dir,
     })
 }
 

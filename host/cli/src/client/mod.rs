@@ -7,7 +7,7 @@ mod credentials;
 mod dev;
 mod output;
 
-pub use build::{BuildError, PluginFiles, plugin_files};
+pub use build::{BuildError, plugin_files};
 pub use commands::run;
 pub use credentials::Credentials;
 

@@ -3,7 +3,7 @@
 //! `wasmtime-wasi-config`, which ship their own bindings.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "plinth:host/host-imports",
     imports: {
         // Writes wait for the group commit; a bad resource handle traps.

@@ -1,9 +1,16 @@
-//! The `plinth` binary: parses the command line, sets up logging, runs the command.
+//! The `plinth` binary: the server (`plinth serve`, from the `plinth-host` library) and the
+//! operator's commands (deploy, apply, dev, new, accounts, ...). Parses the command line, sets up
+//! logging, runs the command.
 
+mod cli;
+mod client;
+mod folder;
+mod scaffold;
+
+use crate::cli::{Cli, Command};
 use anyhow::Context;
 use clap::Parser;
-use plinth::cli::{Cli, Command};
-use plinth::config::{LogFormat, RawConfig};
+use plinth_host::config::{LogFormat, RawConfig};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +43,12 @@ fn main() -> anyhow::Result<()> {
             init_logging(config.log_format);
             tracing::debug!(?config, "configuration");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(plinth::server::serve(config))?;
+            // The folder is read and built here: the server never runs a build.
+            let apply = config.apply.clone().map(|dir| {
+                Box::new(move || folder::desired(&dir).map_err(|e| e.to_string()))
+                    as plinth_host::server::PluginSource
+            });
+            runtime.block_on(plinth_host::server::serve(config, apply))?;
             Ok(())
         }
         Command::New {
@@ -46,8 +58,8 @@ fn main() -> anyhow::Result<()> {
             sdk_path,
         } => {
             let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
-            let sdk = sdk_path.unwrap_or_else(plinth::scaffold::default_sdk_path);
-            match plinth::scaffold::create(&name, template, &dir, &sdk) {
+            let sdk = sdk_path.unwrap_or_else(crate::scaffold::default_sdk_path);
+            match crate::scaffold::create(&name, template, &dir, &sdk) {
                 Ok(files) => {
                     for file in files {
                         println!("created {}", file.display());
@@ -69,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         command => {
             // Client commands: one line on failure, non-zero exit.
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            if let Err(e) = runtime.block_on(plinth::client::run(command)) {
+            if let Err(e) = runtime.block_on(crate::client::run(command)) {
                 eprintln!("error: {e}");
                 std::process::exit(1);
             }

@@ -11,14 +11,14 @@
 
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
-use plinth::auth::{Auth, AuthPolicy};
-use plinth::config::RawConfig;
-use plinth::metrics::Metrics;
-use plinth::plugin_logs::{Access, Level, PluginLogs, Source};
-use plinth::router::{Lookup, RouteTable};
-use plinth::runtime::route::RouteCtx;
-use plinth::runtime::{InstancePool, PluginCode, RequestContext, Runtime};
-use plinth::store::{SledStore, Store};
+use plinth_host::auth::{Auth, AuthPolicy};
+use plinth_host::config::RawConfig;
+use plinth_host::metrics::Metrics;
+use plinth_host::plugin_logs::{Access, Level, PluginLogs, Source};
+use plinth_host::router::{Lookup, RouteTable};
+use plinth_host::runtime::route::RouteCtx;
+use plinth_host::runtime::{InstancePool, PluginCode, RequestContext, Runtime};
+use plinth_host::store::{SledStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ fn time_async<F: std::future::Future<Output = Result<()>>>(
 async fn serve_hello(
     runtime: &Runtime,
     code: &PluginCode,
-    limits: plinth::runtime::limits::Limits,
+    limits: plinth_host::runtime::limits::Limits,
     reuse: Option<Arc<InstancePool>>,
 ) -> Result<()> {
     // The headers every request reaches a plugin with: the client's Host and the request id
@@ -118,7 +118,7 @@ async fn serve_hello(
 
 fn guest_dir() -> PathBuf {
     std::env::var_os("PLINTH_GUEST_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"),
         PathBuf::from,
     )
 }
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
         config.kv_limits,
         config.limits.pool_size(),
         logs.clone(),
-        Arc::new(plinth::runtime::outgoing_http::Sender::new(None)?),
+        Arc::new(plinth_host::runtime::outgoing_http::Sender::new(None)?),
     )?;
     let wasm_path = guest_dir().join("hello.wasm");
     let component = std::fs::read(&wasm_path).with_context(|| {
@@ -238,8 +238,8 @@ fn main() -> Result<()> {
         "hello, fresh instance (create, handle, read the body, drop)",
         time_async(&rt, wasm, || serve_hello(&runtime, &code, limits, None))?,
     );
-    let reuse = plinth::runtime::limits::Limits {
-        instance_reuse: plinth::runtime::limits::InstanceReuse::Public,
+    let reuse = plinth_host::runtime::limits::Limits {
+        instance_reuse: plinth_host::runtime::limits::InstanceReuse::Public,
         ..limits
     };
     stage!(

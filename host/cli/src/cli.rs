@@ -1,9 +1,9 @@
 //! The `plinth` command line (clap): today `plinth serve`; operator commands join it here.
 
-use crate::auth::Registration;
-use crate::config::{ByteSize, LogFormat, RawConfig};
-use crate::store::Durability;
 use clap::{Args, Parser, Subcommand};
+use plinth_host::auth::Registration;
+use plinth_host::config::{ByteSize, LogFormat, RawConfig};
+use plinth_host::store::Durability;
 use std::path::PathBuf;
 
 /// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.
@@ -420,7 +420,7 @@ pub struct ServeArgs {
     /// requests: off, public (on public routes only) or all. Faster, but a request can see
     /// what an earlier one (maybe another user's) left in the instance [default: off]
     #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
-    pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
+    pub instance_reuse: Option<plinth_host::runtime::limits::InstanceReuse>,
     /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client,
     /// for rate limits and the audit log; trust none unless they front Plinth
     /// [default: none]

@@ -1,7 +1,7 @@
 //! `plinth new`: writes a plugin crate that builds and deploys as it is, from one of three
 //! templates (`http`, `kv`, `webhook`) kept as files under `host/templates/`.
 
-use crate::registry::manifest::PluginName;
+use plinth_host::registry::manifest::PluginName;
 use std::path::{Path, PathBuf};
 
 /// What the new plugin starts as.
@@ -104,7 +104,7 @@ pub enum ScaffoldError {
 
 /// The SDK this binary was built with, when its source is still there.
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
 /// Writes the crate for plugin `name` into `dir`; returns the files written.
@@ -173,7 +173,7 @@ mod tests {
                 );
             }
             let manifest = std::fs::read_to_string(dir.join("plinth.toml")).unwrap();
-            crate::registry::manifest::Manifest::parse(&manifest).unwrap();
+            plinth_host::registry::manifest::Manifest::parse(&manifest).unwrap();
             assert!(manifest.contains("name = \"my-plugin\""));
             assert!(matches!(
                 create("my-plugin", template, &dir, &default_sdk_path()),

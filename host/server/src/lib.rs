@@ -1,12 +1,11 @@
-//! Plinth: a WebAssembly plugin host. See ARCHITECTURE.md for the map of this crate.
+//! The Plinth server as a library: the plugin host that `plinth serve` runs. See
+//! ARCHITECTURE.md for the map of this crate.
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod apply;
 pub mod audit;
 pub mod auth;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod front_door;
 #[doc(hidden)]
@@ -17,6 +16,5 @@ pub mod registry;
 pub mod retention;
 pub mod router;
 pub mod runtime;
-pub mod scaffold;
 pub mod server;
 pub mod store;
