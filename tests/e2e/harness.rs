@@ -194,7 +194,13 @@ impl Server {
         let cage = options.memory_limit.and_then(|limit| {
             let cage = MemoryCage::create(limit);
             match &cage {
-                Some(cage) => cage.enter(child.id()).expect("entering the memory cgroup"),
+                Some(cage) => {
+                    if let Err(e) = cage.enter(child.id()) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("entering the memory cgroup: {e}");
+                    }
+                }
                 None => eprintln!(
                     "no memory cgroup can be made here: the test bounds peak resident memory only"
                 ),

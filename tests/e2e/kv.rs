@@ -424,4 +424,28 @@ async fn a_purge_after_a_plain_delete_removes_the_data_and_no_write_in_flight_ou
         .admin(Method::DELETE, "/admin/plugins/hostile?purge=true")
         .await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
+    // Each delete is recorded with its delete, each finished purge with its last step; the
+    // refused purge recorded nothing.
+    let audit = server
+        .admin(Method::GET, "/admin/audit?target=hostile")
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plugin.purge",
+            "plugin.delete",
+            "plugin.deploy",
+            "plugin.purge",
+            "plugin.delete",
+            "plugin.deploy"
+        ],
+        "{audit}"
+    );
 }

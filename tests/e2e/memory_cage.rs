@@ -15,17 +15,33 @@ pub struct MemoryCage {
     peak_file: &'static str,
 }
 
-/// (Mount point, limit file, peak file) of a controller that `/proc/self/cgroup` lists as
-/// `controllers` (empty for cgroup v2).
-fn layout(controllers: &str) -> Option<(&'static str, &'static str, &'static str)> {
+/// Where a cgroup hierarchy keeps its memory files.
+struct Layout {
+    mount: &'static str,
+    limit: &'static str,
+    /// Memory plus swap (v1) or swap alone (v2): held at the limit or zero, so the server is
+    /// killed at the limit rather than swapped out.
+    swap: &'static str,
+    peak: &'static str,
+}
+
+/// The layout of a hierarchy that `/proc/self/cgroup` lists with `controllers` (empty for
+/// cgroup v2).
+fn layout(controllers: &str) -> Option<Layout> {
     if controllers.is_empty() {
-        Some(("/sys/fs/cgroup", "memory.max", "memory.peak"))
+        Some(Layout {
+            mount: "/sys/fs/cgroup",
+            limit: "memory.max",
+            swap: "memory.swap.max",
+            peak: "memory.peak",
+        })
     } else if controllers.split(',').any(|c| c == "memory") {
-        Some((
-            "/sys/fs/cgroup/memory",
-            "memory.limit_in_bytes",
-            "memory.max_usage_in_bytes",
-        ))
+        Some(Layout {
+            mount: "/sys/fs/cgroup/memory",
+            limit: "memory.limit_in_bytes",
+            swap: "memory.memsw.limit_in_bytes",
+            peak: "memory.max_usage_in_bytes",
+        })
     } else {
         None
     }
@@ -47,23 +63,29 @@ impl MemoryCage {
             else {
                 continue;
             };
-            let Some((mount, limit_file, peak_file)) = layout(controllers) else {
+            let Some(layout) = layout(controllers) else {
                 continue;
             };
             // Only a real cgroup mount: a plain directory there would take any file we write.
-            if !Path::new(mount).join("cgroup.procs").exists() {
+            if !Path::new(layout.mount).join("cgroup.procs").exists() {
                 continue;
             }
-            let dir = Path::new(mount)
+            let dir = Path::new(layout.mount)
                 .join(path.trim_start_matches('/'))
                 .join(&name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;
             }
-            let cage = MemoryCage { dir, peak_file };
-            if cage.dir.join(limit_file).exists()
-                && std::fs::write(cage.dir.join(limit_file), limit.to_string()).is_ok()
+            let cage = MemoryCage {
+                dir,
+                peak_file: layout.peak,
+            };
+            if cage.dir.join(layout.limit).exists()
+                && std::fs::write(cage.dir.join(layout.limit), limit.to_string()).is_ok()
             {
+                // Where swap is accounted, none beyond the limit (v1 counts memory plus swap).
+                let swap = if controllers.is_empty() { 0 } else { limit };
+                let _ = std::fs::write(cage.dir.join(layout.swap), swap.to_string());
                 return Some(cage);
             }
         }

@@ -214,6 +214,74 @@ async fn the_audit_log_records_who_changed_what_from_where() {
     );
 }
 
+/// How many audit entries record `action`.
+async fn audited(server: &Server, action: &str) -> usize {
+    let page = server
+        .admin(Method::GET, &format!("/admin/audit?action={action}"))
+        .await
+        .json();
+    page["entries"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn changes_racing_each_other_are_made_and_recorded_once() {
+    let server = Server::start();
+    let hello = Guest::Hello.component();
+    for revision in 1..=3 {
+        server
+            .deploy("hello", &hello_manifest(revision), &hello)
+            .await;
+    }
+    // Eight rollbacks to version 1 at once: one makes the change, the others find it made.
+    let rollbacks = (0..8).map(|_| rollback(&server, "hello", Some(json!({ "version": 1 }))));
+    let replies = futures::future::join_all(rollbacks).await;
+    assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    let changed = replies
+        .iter()
+        .filter(|r| r.json()["unchanged"] != true)
+        .count();
+    assert_eq!(changed, 1);
+    assert_eq!(audited(&server, "plugin.rollback").await, 1);
+
+    // Eight deletes of one account at once: one deletes it, the others find it gone.
+    let user = server
+        .send_json(
+            Method::POST,
+            "/admin/users",
+            json!({ "email": "gone@example.com", "password": "password-1234" }),
+            Some(TOKEN),
+        )
+        .await;
+    let path = format!("/admin/users/{}", user.json()["id"].as_str().unwrap());
+    let deletes = (0..8).map(|_| server.admin(Method::DELETE, &path));
+    let statuses: Vec<StatusCode> = futures::future::join_all(deletes)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    let deleted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NO_CONTENT)
+        .count();
+    assert_eq!(deleted, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::NO_CONTENT || *s == StatusCode::NOT_FOUND)
+    );
+    assert_eq!(audited(&server, "user.delete").await, 1);
+    // The email is free again, and taken by exactly one new account.
+    let again = server
+        .send_json(
+            Method::POST,
+            "/admin/users",
+            json!({ "email": "gone@example.com", "password": "password-1234" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn every_account_and_key_change_is_audited_and_a_refused_one_is_not() {
     let server = Server::start();
@@ -238,7 +306,8 @@ async fn every_account_and_key_change_is_audited_and_a_refused_one_is_not() {
     )
     .await;
     assert_eq!(roles.status, StatusCode::OK);
-    for step in ["disable", "enable"] {
+    // The second "enable" changes nothing, and records nothing.
+    for step in ["disable", "enable", "enable"] {
         let reply = send(Method::POST, &format!("{users}/{step}"), json!({})).await;
         assert_eq!(reply.status, StatusCode::OK, "{step}: {}", reply.text());
     }

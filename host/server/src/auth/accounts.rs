@@ -116,7 +116,7 @@ impl User {
         self.roles.iter().any(|r| r == role || r == ROLE_ADMIN)
     }
 
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn encode(&self) -> Result<Vec<u8>, StoreError> {
         to_json("user", self)
     }
 }

@@ -107,6 +107,11 @@ impl Auth {
         for _ in 0..5 {
             let current = self.load(id).await?;
             let next = change(&current)?;
+            if next == current {
+                // Nothing to change (enabling an enabled account, the same roles): no commit,
+                // no audit entry.
+                return Ok(UserInfo::from(&next));
+            }
             // A change that moved the token cut-off ends the refresh sessions too.
             let end_sessions = end_sessions || next.token_generation != current.token_generation;
             let entry = audit.map(|(by, action)| {
@@ -242,8 +247,20 @@ impl Auth {
         );
         let entry = audit.op()?;
         let store = self.store.clone();
-        blocking(move || {
-            store.commit(&[
+        let deleted = blocking(move || {
+            // Only the account read above, and only its own email entry: a concurrent delete
+            // (or a new account that took the email since) makes this one refuse.
+            let deleted = store.commit(&[
+                Op::Expect {
+                    space: Space::Users,
+                    key: user.id.as_bytes().to_vec(),
+                    value: Some(user.encode()?),
+                },
+                Op::Expect {
+                    space: Space::Emails,
+                    key: user.email.as_bytes().to_vec(),
+                    value: Some(user.id.as_bytes().to_vec()),
+                },
                 Op::Delete {
                     space: Space::Users,
                     key: user.id.as_bytes().to_vec(),
@@ -254,10 +271,15 @@ impl Auth {
                 },
                 entry,
             ])?;
-            sessions::end_all(&*store, &user.id)?;
-            Ok(())
+            if deleted {
+                sessions::end_all(&*store, &user.id)?;
+            }
+            Ok(deleted)
         })
         .await?;
+        if !deleted {
+            return Err(AccountError::UserNotFound(id.to_string()));
+        }
         audit.committed();
         Ok(())
     }

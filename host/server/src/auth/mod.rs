@@ -399,6 +399,8 @@ pub struct Auth {
     /// The accounts behind access tokens, parsed once per stored version.
     parsed_accounts: accounts::ParsedAccounts,
     throttle: Throttle,
+    /// Held through a `POST /auth/setup`, so two cannot both spend the one setup token.
+    setup: tokio::sync::Mutex<()>,
     settings: AuthSettings,
 }
 
@@ -460,6 +462,7 @@ impl Auth {
             tokens,
             parsed_accounts: accounts::ParsedAccounts::default(),
             throttle: Throttle::new(settings.rate_limit),
+            setup: tokio::sync::Mutex::new(()),
             settings,
         };
         let mut setup_token = None;
@@ -627,6 +630,9 @@ impl Auth {
         password: String,
         address: std::net::SocketAddr,
     ) -> Result<UserInfo, AccountError> {
+        // One setup at a time: the token is checked, the account made and the token spent
+        // before another request may check it.
+        let _setup = self.setup.lock().await;
         let store = self.store.clone();
         let digest = sha256(setup_token).to_vec();
         let valid = blocking(move || {

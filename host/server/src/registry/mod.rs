@@ -597,12 +597,10 @@ impl Registry {
             .filter(|(_, v)| v.secret)
             .map(|(k, _)| k.as_str())
             .collect();
-        let audit = by.records(
-            "config.set",
-            name.as_str(),
-            serde_json::json!({ "keys": keys, "secrets": secrets }),
-        );
+        let details = serde_json::json!({ "keys": keys, "secrets": secrets });
+        // Stamped under the lock, so entries sort in the order their changes commit.
         let _guard = self.writes.lock().await;
+        let audit = by.records("config.set", name.as_str(), details);
         let store = self.store.clone();
         let owned = name.to_string();
         let declared = self
@@ -633,12 +631,12 @@ impl Registry {
     ) -> Result<(), ConfigError> {
         let name = PluginName::parse(plugin).map_err(ConfigError::Invalid)?;
         let key = ConfigKey::parse(key).map_err(ConfigError::Invalid)?;
+        let _guard = self.writes.lock().await;
         let audit = by.records(
             "config.unset",
             name.as_str(),
             serde_json::json!({ "keys": [key.as_str()] }),
         );
-        let _guard = self.writes.lock().await;
         let store = self.store.clone();
         let owned = name.to_string();
         let unset = key.clone();
@@ -1024,9 +1022,19 @@ impl Registry {
 
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
-        if !current.plugins.contains_key(name) {
+        let Some(active) = current.plugins.get(name) else {
             return Err(DeployError::NotFound(name.to_string()));
+        };
+        // A rollback that finished while this one waited for the lock may have made the target
+        // active already: then nothing changes, and nothing is recorded.
+        if active.record.version == target.version {
+            return Ok(Deployed {
+                info: self.info(active),
+                created: false,
+                unchanged: true,
+            });
         }
+        let from = active.record.version;
         let plugin = Arc::new(LoadedPlugin::new(
             &self.runtime,
             target,
@@ -1048,7 +1056,7 @@ impl Registry {
             "plugin.rollback",
             name,
             serde_json::json!({
-                "from": current.plugins[name].record.version,
+                "from": from,
                 "to": version,
                 "sha256": plugin.record.sha256,
             }),
@@ -1075,8 +1083,6 @@ impl Registry {
     /// Deactivates and deletes a plugin. Its key-value data and config stay stored (a later
     /// deploy of the same name finds them) unless `purge` is set.
     pub async fn remove(&self, name: &str, purge: bool, by: &Actor) -> Result<(), DeployError> {
-        let audit = by.records("plugin.delete", name, serde_json::json!({ "purge": purge }));
-        let entry = audit.record()?;
         let _guard = self.writes.lock().await;
         let current = self.active.load_full();
         let deployed = current.plugins.get(name).cloned();
@@ -1085,9 +1091,15 @@ impl Registry {
                 let mut plugins = current.plugins.clone();
                 plugins.remove(name);
                 let routes = build_routes(plugins.values(), None)?;
+                let audit =
+                    by.records("plugin.delete", name, serde_json::json!({ "purge": purge }));
+                let entry = audit.record()?;
                 let store = self.store.clone();
                 let owned = name.to_string();
-                blocking(move || store.delete_plugin(&owned, &entry)).await??;
+                if !blocking(move || store.delete_plugin(&owned, &entry)).await?? {
+                    return Err(DeployError::NotFound(name.to_string()));
+                }
+                audit.committed();
                 self.active.store(Arc::new(Active { plugins, routes }));
             }
             // `?purge=true` after a plain delete: the plugin is gone, its data may not be.
@@ -1102,11 +1114,6 @@ impl Registry {
                 if !stored {
                     return Err(DeployError::NotFound(name.to_string()));
                 }
-                // Dropping a plugin's data is not one commit (its kv tree goes whole), so the
-                // entry is written first: an interrupted purge is recorded, and a retry finishes it.
-                let store = self.store.clone();
-                let op = audit.op()?;
-                blocking(move || store.commit(&[op])).await??;
             }
             None => return Err(DeployError::NotFound(name.to_string())),
         }
@@ -1131,16 +1138,20 @@ impl Registry {
             }
         }
         if purge {
+            // Recorded with its last step: the entry says the data is gone, and an interrupted
+            // purge (its kv tree is dropped whole, not in one commit with the rest) has none.
+            let audit = by.records("plugin.purge", name, serde_json::json!({}));
+            let entry = audit.clone();
             let store = self.store.clone();
             let owned = name.to_string();
             blocking(move || {
                 store.kv_purge(&owned)?;
-                plugin_config::purge(&*store, &owned)
+                plugin_config::purge(&*store, &owned, &entry)
             })
             .await??;
+            audit.committed();
             self.refresh_config(name).await?;
         }
-        audit.committed();
         tracing::info!(plugin = name, purge, "plugin deleted");
         Ok(())
     }

@@ -270,18 +270,22 @@ pub fn unset(
     Ok(())
 }
 
-/// Removes every key of `plugin` (when its data is purged).
-pub fn purge(store: &dyn Store, plugin: &str) -> Result<(), StoreError> {
-    let keys: Vec<Op> = load(store, plugin)?
+/// Removes every key of `plugin` (the last step of a purge of its data), with the purge's
+/// audit entry.
+pub fn purge(
+    store: &dyn Store,
+    plugin: &str,
+    audit: &crate::audit::Pending,
+) -> Result<(), StoreError> {
+    let mut ops: Vec<Op> = load(store, plugin)?
         .into_keys()
         .map(|key| Op::Delete {
             space: Space::PluginConfig,
             key: storage_key(plugin, &key),
         })
         .collect();
-    if !keys.is_empty() {
-        store.commit(&keys)?;
-    }
+    ops.push(audit.op()?);
+    store.commit(&ops)?;
     Ok(())
 }
 

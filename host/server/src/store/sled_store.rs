@@ -336,6 +336,21 @@ impl SledStore {
         Ok(())
     }
 
+    /// Drops the artifacts of `sha256` made by other engines than `fingerprint`'s: they are never
+    /// loaded again.
+    fn drop_other_artifacts(&self, sha256: &str, fingerprint: &str) -> Result<(), StoreError> {
+        let kept = format!("{sha256}/{fingerprint}");
+        for key in self.artifacts.scan_prefix(format!("{sha256}/")).keys() {
+            let key = key.map_err(backend("list artifacts"))?;
+            if key != kept.as_bytes() {
+                self.artifacts
+                    .remove(&key)
+                    .map_err(backend("drop artifact"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the compiled artifacts of components whose blobs are gone.
     fn drop_artifacts_of(&self, dropped: &[String]) -> Result<(), StoreError> {
         for sha in dropped {
@@ -626,6 +641,9 @@ impl Store for SledStore {
             )
             .map_err(|e| tx_error("put plugin", e))?;
         self.drop_artifacts_of(&dropped)?;
+        if let Some(artifact) = artifact {
+            self.drop_other_artifacts(&stored.sha256, &artifact.fingerprint)?;
+        }
         self.flush()?;
         Ok(stored)
     }
@@ -742,17 +760,10 @@ impl Store for SledStore {
         {
             return Ok(());
         }
-        // Artifacts of an older engine are never loaded again: replace them.
-        for key in self.artifacts.scan_prefix(format!("{sha256}/")).keys() {
-            let key = key.map_err(backend("list artifacts"))?;
-            self.artifacts
-                .remove(&key)
-                .map_err(backend("drop artifact"))?;
-        }
         self.artifacts
             .insert(format!("{sha256}/{fingerprint}"), bytes)
             .map_err(backend("write artifact"))?;
-        Ok(())
+        self.drop_other_artifacts(sha256, fingerprint)
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -77,7 +77,7 @@ unsafe extern "C" {
     /// `set-many` as the component model lowers it: the bucket handle, the list as (pointer,
     /// length), and where to write the result.
     #[link_name = "set-many"]
-    fn raw_set_many(bucket: i32, entries: *const u32, count: usize, result: *mut u8);
+    fn raw_set_many(bucket: i32, entries: *const u32, count: usize, result: *mut u32);
 }
 
 fn aliased_set_many(n: usize) -> Result<String, String> {
@@ -95,9 +95,10 @@ fn aliased_set_many(n: usize) -> Result<String, String> {
             value.len() as u32,
         ]);
     }
-    let mut result = [0u8; 16];
+    // Words, so the area has the 4-byte alignment the canonical ABI checks.
+    let mut result = [0u32; 4];
     // SAFETY: the list and everything it points at live until the call returns; the result
-    // area is large enough for `result<_, error>`.
+    // area is large enough for `result<_, error>` and aligned for it.
     unsafe {
         raw_set_many(
             bucket.handle() as i32,
@@ -106,7 +107,8 @@ fn aliased_set_many(n: usize) -> Result<String, String> {
             result.as_mut_ptr(),
         )
     };
-    Ok(match result[0] {
+    // The discriminant is the area's first byte (little-endian).
+    Ok(match result[0] & 0xff {
         0 => format!("ok {n}"),
         _ => "error set-many refused".to_string(),
     })
