@@ -1,5 +1,5 @@
 //! The storage examples (`examples/counter`, `examples/todo`, `examples/shortener`) doing what
-//! their READMEs promise, through the SDK's `kv` module.
+//! the README promises, through the SDK's `kv` module.
 
 use crate::auth::signed_in;
 use crate::harness::{Guest, Options, Server, TempDir};

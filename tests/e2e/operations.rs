@@ -594,7 +594,7 @@ async fn the_openapi_document_lists_every_operator_route_and_each_exists() {
                 .map(move |method| (method.to_uppercase(), path.clone()))
         })
         .collect();
-    // The operator and auth API as the README describes it: all of it is documented.
+    // The operator and auth API as docs/http-api.md describes it: all of it is documented.
     let expected = [
         ("GET", "/admin/plugins"),
         ("GET", "/admin/plugins/{name}"),

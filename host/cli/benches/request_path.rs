@@ -18,7 +18,7 @@ use plinth_host::plugin_logs::{Access, Level, PluginLogs, Source};
 use plinth_host::router::{Lookup, RouteTable};
 use plinth_host::runtime::route::RouteCtx;
 use plinth_host::runtime::{InstancePool, PluginCode, RequestContext, Runtime};
-use plinth_host::store::{SledStore, Store};
+use plinth_host::store::{Durability, SledStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,7 +142,8 @@ fn main() -> Result<()> {
         ..RawConfig::default()
     };
     let config = raw.resolve()?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.0)?);
+    let store: Arc<dyn Store> =
+        Arc::new(rt.block_on(SledStore::open(&data.0, Durability::Durable))?);
     let auth = rt
         .block_on(Auth::bootstrap(store.clone(), config.auth.clone()))?
         .auth;
@@ -192,20 +193,22 @@ fn main() -> Result<()> {
     );
     stage!(
         "auth check, public route without a credential",
-        time_sync(cheap, || {
+        time_async(&rt, cheap, || async {
             assert!(matches!(
-                auth.authorize(&AuthPolicy::Public, None),
+                auth.authorize(&AuthPolicy::Public, None).await,
                 Ok(None)
             ));
+            Ok(())
         })?,
     );
     stage!(
         "auth check, user route with a JWT (remembered token, account read from the store)",
-        time_sync(cheap, || {
+        time_async(&rt, cheap, || async {
             assert!(matches!(
-                auth.authorize(&AuthPolicy::User, Some(&bearer)),
+                auth.authorize(&AuthPolicy::User, Some(&bearer)).await,
                 Ok(Some(_))
             ));
+            Ok(())
         })?,
     );
     stage!(

@@ -2,8 +2,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use plinth_host::auth::Registration;
-use plinth_host::config::{ByteSize, LogFormat, RawConfig};
+use plinth_host::config::{LogFormat, RawConfig};
 use plinth_host::store::Durability;
+use plinth_host::units::ByteSize;
 use std::path::PathBuf;
 
 /// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.

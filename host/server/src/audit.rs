@@ -31,11 +31,11 @@ impl Actor {
     /// The entry recording that this actor did `action` to `target`, stamped now, to be written
     /// in the change's own commit.
     pub fn records(&self, action: &str, target: &str, details: serde_json::Value) -> Pending {
-        let at_ms = crate::registry::now_ms();
+        let at_ms = crate::units::now_ms();
         Pending {
             key: entry_key(at_ms, SEQUENCE.fetch_add(1, Ordering::Relaxed)),
             entry: AuditEntry {
-                at: crate::registry::rfc3339(at_ms),
+                at: crate::units::rfc3339(at_ms),
                 actor: self.who.clone(),
                 address: self.address.clone(),
                 action: action.to_string(),
@@ -138,13 +138,13 @@ fn entry_key(at_ms: u64, sequence: u32) -> Vec<u8> {
 
 impl AuditLog {
     /// Deletes entries written before `before_ms` (the retention period's start), page by
-    /// page; returns how many. Blocking.
-    pub fn prune(store: &dyn Store, before_ms: u64) -> Result<usize, crate::store::StoreError> {
+    /// page; returns how many.
+    pub async fn prune(store: &dyn Store, before_ms: u64) -> Result<usize, StoreError> {
         // Keys sort newest first: everything from the cut-off's key on is older.
         let start = entry_key(before_ms.saturating_sub(1), u32::MAX);
         let mut removed = 0;
         loop {
-            let page = store.scan(Space::Audit, b"", Some(&start), 512)?;
+            let page = store.scan(Space::Audit, b"", Some(&start), 512).await?;
             if page.is_empty() {
                 return Ok(removed);
             }
@@ -156,7 +156,7 @@ impl AuditLog {
                 })
                 .collect();
             removed += ops.len();
-            store.commit(&ops)?;
+            store.commit(ops).await?;
         }
     }
 
@@ -182,42 +182,37 @@ impl AuditLog {
             return Err(AuditError::InvalidCursor);
         }
         let limit = limit.clamp(1, 1000);
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut entries = Vec::new();
-            // Filters may skip entries: keep reading pages until the page is full or the log
-            // ends, so a filtered listing never returns an empty page with more to come.
-            loop {
-                let page = store.scan(Space::Audit, b"", after.as_deref(), limit)?;
-                let exhausted = page.len() < limit;
-                for (key, value) in page {
-                    after = Some(key);
-                    let entry: AuditEntry = crate::store::from_json("audit entry", &value)?;
-                    let wanted = action.as_ref().is_none_or(|a| *a == entry.action)
-                        && target.as_ref().is_none_or(|t| *t == entry.target);
-                    if wanted {
-                        entries.push(entry);
-                        if entries.len() == limit {
-                            return Ok(AuditPage {
-                                entries,
-                                next_cursor: after.map(hex::encode),
-                            });
-                        }
+        let mut entries = Vec::new();
+        // Filters may skip entries: keep reading pages until the page is full or the log
+        // ends, so a filtered listing never returns an empty page with more to come.
+        loop {
+            let page = self
+                .store
+                .scan(Space::Audit, b"", after.as_deref(), limit)
+                .await?;
+            let exhausted = page.len() < limit;
+            for (key, value) in page {
+                after = Some(key);
+                let entry: AuditEntry = crate::store::from_json("audit entry", &value)?;
+                let wanted = action.as_ref().is_none_or(|a| *a == entry.action)
+                    && target.as_ref().is_none_or(|t| *t == entry.target);
+                if wanted {
+                    entries.push(entry);
+                    if entries.len() == limit {
+                        return Ok(AuditPage {
+                            entries,
+                            next_cursor: after.map(hex::encode),
+                        });
                     }
                 }
-                if exhausted {
-                    return Ok(AuditPage {
-                        entries,
-                        next_cursor: None,
-                    });
-                }
             }
-        })
-        .await
-        .map_err(|e| StoreError::Backend {
-            op: "background task",
-            message: e.to_string(),
-        })?
+            if exhausted {
+                return Ok(AuditPage {
+                    entries,
+                    next_cursor: None,
+                });
+            }
+        }
     }
 }
 
@@ -232,21 +227,27 @@ mod tests {
         assert!(same_ms_later < newer);
     }
 
-    #[test]
-    fn entries_older_than_the_retention_are_pruned_and_newer_ones_kept() {
-        use crate::store::{Op, SledStore, Space, Store};
+    #[tokio::test]
+    async fn entries_older_than_the_retention_are_pruned_and_newer_ones_kept() {
+        use crate::store::{Durability, Op, SledStore, Space, Store};
         let dir = std::env::temp_dir().join(format!("plinth-audit-{}", rand::random::<u64>()));
-        let store = SledStore::open(&dir).unwrap();
+        let store = SledStore::open(&dir, Durability::Durable).await.unwrap();
         let put = |at_ms, sequence| Op::Put {
             space: Space::Audit,
             key: super::entry_key(at_ms, sequence),
             value: b"{}".to_vec(),
         };
         store
-            .commit(&[put(1_000, 0), put(1_999, 7), put(2_000, 0), put(3_000, 1)])
+            .commit(vec![
+                put(1_000, 0),
+                put(1_999, 7),
+                put(2_000, 0),
+                put(3_000, 1),
+            ])
+            .await
             .unwrap();
-        assert_eq!(super::AuditLog::prune(&store, 2_000).unwrap(), 2);
-        let left = store.scan(Space::Audit, b"", None, 10).unwrap();
+        assert_eq!(super::AuditLog::prune(&store, 2_000).await.unwrap(), 2);
+        let left = store.scan(Space::Audit, b"", None, 10).await.unwrap();
         let keys: Vec<_> = left.into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,

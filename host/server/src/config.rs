@@ -5,6 +5,7 @@ use crate::auth::throttle::RateLimit;
 use crate::auth::{AuthSettings, PasswordParams, Registration};
 use crate::runtime::limits::{DEFAULT_CAPS, DEFAULT_LIMITS, Limits};
 use crate::store::{Durability, KvLimits};
+use crate::units::ByteSize;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -93,62 +94,6 @@ impl FromStr for LogFormat {
             "human" => Ok(Self::Human),
             "json" => Ok(Self::Json),
             other => Err(format!("expected `human` or `json`, got `{other}`")),
-        }
-    }
-}
-
-/// A size in bytes, written as a number or with a unit: `64MiB`, `512KiB`, `1GiB`, `100KB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size (e.g. 64MiB)"))?;
-        let mul: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KB" => 1000,
-            "KiB" => 1 << 10,
-            "MB" => 1_000_000,
-            "MiB" => 1 << 20,
-            "GB" => 1_000_000_000,
-            "GiB" => 1 << 30,
-            other => return Err(format!("unknown unit `{other}` in `{s}`")),
-        };
-        n.checked_mul(mul)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is too large"))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-        for (unit, size) in UNITS {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{}{unit}", self.0 / size);
-            }
-        }
-        write!(f, "{}B", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -660,17 +605,6 @@ impl fmt::Debug for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes_parse_with_units() {
-        assert_eq!("64MiB".parse::<ByteSize>(), Ok(ByteSize(64 << 20)));
-        assert_eq!("100KB".parse::<ByteSize>(), Ok(ByteSize(100_000)));
-        assert_eq!("42".parse::<ByteSize>(), Ok(ByteSize(42)));
-        assert!("12XB".parse::<ByteSize>().is_err());
-        assert!("MiB".parse::<ByteSize>().is_err());
-        assert!("99999999999999GiB".parse::<ByteSize>().is_err());
-        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
-    }
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_the_rest() {

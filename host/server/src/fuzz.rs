@@ -60,7 +60,7 @@ pub fn multipart(data: &[u8]) {
             .body(axum::body::Body::from(data.to_vec()));
         let Ok(request) = request else { return };
         if let Ok(multipart) = axum::extract::Multipart::from_request(request, &()).await {
-            let limit = crate::config::ByteSize(1 << 20);
+            let limit = crate::units::ByteSize(1 << 20);
             let _ = crate::api::admin::read_upload(multipart, limit).await;
         }
     });

@@ -155,7 +155,7 @@ pub struct LogLine {
 }
 
 fn rfc3339<S: serde::Serializer>(at: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*at))
+    s.serialize_str(&crate::units::rfc3339_at(*at))
 }
 
 struct Buffer {

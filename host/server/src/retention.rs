@@ -17,24 +17,23 @@ pub fn spawn(store: Arc<dyn Store>, audit_retention: Duration) -> tokio::task::J
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_AFTER).await;
         loop {
-            let store = store.clone();
-            let pruned = tokio::task::spawn_blocking(move || prune(&*store, audit_retention)).await;
-            match pruned {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "pruning expired records failed"),
-                Err(e) => tracing::error!(error = %e, "pruning expired records failed"),
+            if let Err(e) = prune(&*store, audit_retention).await {
+                tracing::error!(error = %e, "pruning expired records failed");
             }
             tokio::time::sleep(EVERY).await;
         }
     })
 }
 
-/// One pruning pass. Blocking.
-fn prune(store: &dyn Store, audit_retention: Duration) -> Result<(), crate::store::StoreError> {
-    let now = crate::registry::now_ms();
-    let sessions = crate::auth::sessions::prune(store, now)?;
+/// One pruning pass.
+async fn prune(
+    store: &dyn Store,
+    audit_retention: Duration,
+) -> Result<(), crate::store::StoreError> {
+    let now = crate::units::now_ms();
+    let sessions = crate::auth::sessions::prune(store, now).await?;
     let cut_off = now.saturating_sub(audit_retention.as_millis() as u64);
-    let audit = crate::audit::AuditLog::prune(store, cut_off)?;
+    let audit = crate::audit::AuditLog::prune(store, cut_off).await?;
     if sessions.tokens + sessions.families + audit > 0 {
         tracing::info!(
             refresh_tokens = sessions.tokens,

@@ -46,18 +46,12 @@ pub type PluginSource = Box<dyn FnOnce() -> Result<Vec<Desired>, String> + Send>
 /// (if anything) that the store does not already run.
 pub async fn serve(config: ServerConfig, apply: Option<PluginSource>) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking({
-            let durability = config.durability;
-            move || SledStore::open_with(&dir, durability)
-        })
-        .await
-        .map_err(|e| ServeError::Startup(e.to_string()))?
-        .map_err(|source| ServeError::Store {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir, config.durability).await.map_err(
+        |source| ServeError::Store {
             dir: config.data_dir.display().to_string(),
             source,
-        })?,
-    );
+        },
+    )?);
     let bootstrap = Auth::bootstrap(store.clone(), config.auth.clone())
         .await
         .map_err(|e| ServeError::Startup(format!("setting up auth: {e}")))?;

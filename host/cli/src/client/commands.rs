@@ -1,22 +1,16 @@
 //! What each CLI command does: the requests it makes and what it prints (tables for people,
 //! the server's JSON with `--json`).
 
+use super::deploy::{deploy, deployed_text, upload};
 use super::output::{cell, routes, short_sha, table};
-use super::{Api, ClientError, Credentials, credentials::Session, plugin_files};
+use super::{Api, ClientError, Credentials, credentials::Session, seg};
 use crate::cli::{
     ApiKeysCommand, ClientArgs, Command, ConfigCommand, KeysCommand, PluginsCommand, UsersCommand,
 };
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::Duration;
-
-/// A path segment, escaped.
-fn seg(text: &str) -> String {
-    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
-}
 
 /// Prints `json` with `--json`, else the human text.
 fn print(args: &ClientArgs, json: &Value, human: impl FnOnce() -> String) {
@@ -154,70 +148,6 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
             Ok(())
         }
     }
-}
-
-/// Uploads the plugin at `path`; returns the server's answer.
-pub async fn deploy(
-    api: &mut Api,
-    path: &std::path::Path,
-    manifest: Option<&std::path::Path>,
-) -> Result<Value, ClientError> {
-    let files = plugin_files(path, manifest)?;
-    let component = std::fs::read(&files.wasm)
-        .map_err(|e| ClientError::Local(format!("reading {}: {e}", files.wasm.display())))?;
-    upload(api, &files.name, &files.manifest, &component).await
-}
-
-/// `PUT /admin/plugins/{name}` with the multipart parts `manifest` and `component`.
-pub(super) async fn upload(
-    api: &mut Api,
-    name: &str,
-    manifest: &str,
-    component: &[u8],
-) -> Result<Value, ClientError> {
-    api.send(|api| {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "manifest",
-                reqwest::multipart::Part::text(manifest.to_string()),
-            )
-            .part(
-                "component",
-                reqwest::multipart::Part::bytes(component.to_vec()).file_name("plugin.wasm"),
-            );
-        // Compiling a large component takes a while; the server answers when it is active.
-        api.request(Method::PUT, &format!("/admin/plugins/{}", seg(name)))
-            .timeout(Duration::from_secs(300))
-            .multipart(form)
-    })
-    .await
-}
-
-/// What a deploy did, for people.
-pub fn deployed_text(deployed: &Value) -> String {
-    let name = cell(&deployed["name"]);
-    let mut lines = vec![if deployed["unchanged"] == true {
-        format!(
-            "{name} unchanged: version {} already has these bytes and manifest",
-            deployed["version"]
-        )
-    } else {
-        format!(
-            "deployed {name} version {} (sha256 {})",
-            deployed["version"],
-            short_sha(&deployed["sha256"])
-        )
-    }];
-    lines.extend(routes(deployed).into_iter().map(|r| format!("  {r}")));
-    if let Some(missing) = deployed["missing_config"].as_array()
-        && !missing.is_empty()
-    {
-        lines.push(format!(
-            "  waiting for config: {} (plinth config set {name} KEY VALUE)",
-            cell(&deployed["missing_config"])
-        ));
-    }
-    lines.join("\n")
 }
 
 async fn plugins(command: PluginsCommand, client: &ClientArgs) -> Result<(), ClientError> {

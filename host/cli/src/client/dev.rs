@@ -2,7 +2,7 @@
 //! built and deployed to it, and again whenever its sources change.
 
 use super::build::{build_crate, plugin_files};
-use super::commands::{deployed_text, upload};
+use super::deploy::{deployed_text, upload};
 use super::{Api, ClientError};
 use crate::cli::ClientArgs;
 use notify::{RecursiveMode, Watcher};

@@ -4,6 +4,7 @@
 mod build;
 mod commands;
 mod credentials;
+mod deploy;
 mod dev;
 mod output;
 
@@ -12,9 +13,15 @@ pub use commands::run;
 pub use credentials::Credentials;
 
 use crate::cli::ClientArgs;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
+
+/// A path segment, escaped.
+fn seg(text: &str) -> String {
+    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+}
 
 /// A CLI command failed.
 #[derive(Debug, thiserror::Error)]

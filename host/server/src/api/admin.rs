@@ -5,9 +5,9 @@ use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::audit::Actor;
 use crate::auth::{Principal, ROLE_ADMIN, ROLE_OPERATOR};
-use crate::config::ByteSize;
 use crate::registry::PluginInfo;
 use crate::registry::{Deployed, VersionInfo};
+use crate::units::ByteSize;
 use axum::Json;
 use axum::extract::{
     ConnectInfo, DefaultBodyLimit, FromRequestParts, Multipart, Path, Query, State,
@@ -65,7 +65,10 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let principal = state.auth.require(ROLE_OPERATOR, authorization(parts))?;
+        let principal = state
+            .auth
+            .require(ROLE_OPERATOR, authorization(parts))
+            .await?;
         Ok(Operator(actor(parts, &principal)))
     }
 }
@@ -78,7 +81,7 @@ impl FromRequestParts<AppState> for AdminOnly {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let principal = state.auth.require(ROLE_ADMIN, authorization(parts))?;
+        let principal = state.auth.require(ROLE_ADMIN, authorization(parts)).await?;
         let actor = actor(parts, &principal);
         Ok(AdminOnly(principal, actor))
     }

@@ -54,7 +54,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(Caller(state.auth.authenticate(header)?))
+        Ok(Caller(state.auth.authenticate(header).await?))
     }
 }
 

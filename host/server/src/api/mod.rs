@@ -18,10 +18,10 @@ mod users;
 pub use error::ApiError;
 
 use crate::auth::Auth;
-use crate::config::ByteSize;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::store::{KvLimits, Store};
+use crate::units::ByteSize;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -215,21 +215,17 @@ async fn readyz(State(state): State<AppState>) -> axum::response::Response {
 
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text). Public like `/healthz`, as
 /// Prometheus scrapes expect; it names plugins and routes, so keep it off the public internet
-/// (see the README's reverse-proxy section).
+/// (see docs/operating.md, HTTPS and reverse proxies).
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let active = state.registry.active();
-    let store = state.store.clone();
-    let names: Vec<String> = active.plugins.keys().cloned().collect();
-    let kv_bytes = tokio::task::spawn_blocking(move || {
-        names
-            .into_iter()
-            .filter_map(|name| store.kv_usage(&name).ok().map(|bytes| (name, bytes)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let mut kv_bytes = Vec::with_capacity(active.plugins.len());
+    for name in active.plugins.keys() {
+        if let Ok(bytes) = state.store.kv_usage(name).await {
+            kv_bytes.push((name.clone(), bytes));
+        }
+    }
     let snapshot = crate::metrics::HostSnapshot {
         active_instances: (state.max_in_flight - state.in_flight.available_permits()) as i64,
         plugins: active.plugins.len() as i64,

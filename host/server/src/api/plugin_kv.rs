@@ -6,7 +6,7 @@ use super::admin::Operator;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::registry::manifest::PluginName;
-use crate::store::{KvEntry, Store, StoreError};
+use crate::store::{KvEntry, Store};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -42,17 +42,6 @@ fn plugin_name(name: &str) -> Result<String, ApiError> {
     PluginName::parse(name)
         .map(|n| n.to_string())
         .map_err(|e| ApiError::InvalidBody(e.to_string()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::Storage(StoreError::Backend {
-            op: "kv task",
-            message: e.to_string(),
-        })
-    })?
 }
 
 /// One entry in a listing and in an export line.
@@ -132,8 +121,8 @@ async fn browse(
     let plugin = plugin_name(&name)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let store = state.store.clone();
-    let page = blocking(move || {
+    let store = &*state.store;
+    let page = {
         let mut entries = Vec::new();
         let mut more = false;
         match &query.bucket {
@@ -142,10 +131,12 @@ async fn browse(
                     .as_ref()
                     .filter(|(b, _)| b == bucket)
                     .map(|(_, k)| k.as_str());
-                let keys = store.kv_keys(&plugin, bucket, &query.prefix, after_key, limit + 1)?;
+                let keys = store
+                    .kv_keys(&plugin, bucket, &query.prefix, after_key, limit + 1)
+                    .await?;
                 more = keys.len() > limit;
                 for key in keys.into_iter().take(limit) {
-                    if let Some(value) = store.kv_get(&plugin, bucket, &key)? {
+                    if let Some(value) = store.kv_get(&plugin, bucket, &key).await? {
                         entries.push(KvEntry {
                             bucket: bucket.clone(),
                             key,
@@ -157,11 +148,13 @@ async fn browse(
             None => {
                 let mut position = after.clone();
                 'scan: loop {
-                    let chunk = store.kv_entries(
-                        &plugin,
-                        position.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-                        EXPORT_CHUNK,
-                    )?;
+                    let chunk = store
+                        .kv_entries(
+                            &plugin,
+                            position.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
+                            EXPORT_CHUNK,
+                        )
+                        .await?;
                     let Some(last) = chunk.last() else {
                         break;
                     };
@@ -187,17 +180,16 @@ async fn browse(
             Some(last) if more => Some(encode_cursor(&last.bucket, &last.key)),
             _ => None,
         };
-        Ok(Page {
-            usage_bytes: store.kv_usage(&plugin)?,
+        Page {
+            usage_bytes: store.kv_usage(&plugin).await?,
             plugin,
             entries: entries
                 .into_iter()
                 .map(|e| EntryJson::new(e, true))
                 .collect(),
             cursor,
-        })
-    })
-    .await?;
+        }
+    };
     Ok(Json(page))
 }
 
@@ -213,19 +205,16 @@ async fn export(
     let plugin = plugin_name(&name)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let store: Arc<dyn Store> = state.store.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
         let mut after: Option<(String, String)> = None;
         loop {
-            let chunk = match store.kv_entries(
-                &plugin,
-                after.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-                EXPORT_CHUNK,
-            ) {
+            let position = after.as_ref().map(|(b, k)| (b.as_str(), k.as_str()));
+            let chunk = match store.kv_entries(&plugin, position, EXPORT_CHUNK).await {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     // The client sees the body end with an error; the operator sees why.
                     tracing::error!(plugin, error = %e, "kv export failed");
-                    let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;
                 }
             };
@@ -241,7 +230,7 @@ async fn export(
                 }
                 lines.push(b'\n');
             }
-            if sender.blocking_send(Ok(Bytes::from(lines))).is_err() || exhausted {
+            if sender.send(Ok(Bytes::from(lines))).await.is_err() || exhausted {
                 return; // client gone, or done
             }
         }
@@ -304,10 +293,10 @@ async fn import(
         &name,
         serde_json::json!({ "entries": count, "bytes": bytes }),
     );
-    let entry = audit.record()?;
-    let store = state.store.clone();
-    let limits = state.kv_limits;
-    let usage = blocking(move || Ok(store.kv_import(&plugin, entries, &limits, &entry)?)).await?;
+    let usage = state
+        .store
+        .kv_import(&plugin, entries, state.kv_limits, audit.record()?)
+        .await?;
     audit.committed();
     tracing::info!(plugin = name, entries = count, "kv data imported");
     Ok(Json(Imported {

@@ -120,7 +120,7 @@ async fn serve(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authorize(&target.auth, authorization) {
+    let principal = match state.auth.authorize(&target.auth, authorization).await {
         Ok(principal) => principal,
         Err(e) => return (ApiError::from(e).into_response(), None),
     };
@@ -313,7 +313,7 @@ fn principal_id(principal: &Principal) -> String {
 
 fn too_large(limit: u64) -> Response {
     ApiError::PayloadTooLarge {
-        limit: crate::config::ByteSize(limit).to_string(),
+        limit: crate::units::ByteSize(limit).to_string(),
     }
     .into_response()
 }

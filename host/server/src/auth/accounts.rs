@@ -122,9 +122,10 @@ impl User {
 }
 
 /// Reads a user by id.
-pub fn get(store: &dyn Store, id: &str) -> Result<Option<User>, StoreError> {
+pub async fn get(store: &dyn Store, id: &str) -> Result<Option<User>, StoreError> {
     store
-        .get(Space::Users, id.as_bytes())?
+        .get(Space::Users, id.as_bytes())
+        .await?
         .map(|bytes| from_json("user", &bytes))
         .transpose()
 }
@@ -148,10 +149,11 @@ const PARSED_ACCOUNTS: usize = 10_000;
 
 impl ParsedAccounts {
     /// Reads a user by id, as [`get`] does.
-    pub fn get(&self, store: &dyn Store, id: &str) -> Result<Option<Arc<User>>, StoreError> {
-        let Some(bytes) = store.get(Space::Users, id.as_bytes())? else {
+    pub async fn get(&self, store: &dyn Store, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        let Some(bytes) = store.get(Space::Users, id.as_bytes()).await? else {
             return Ok(None);
         };
+        // Locked only once the read is done: the guard never lives across an await.
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(parsed) = seen.get(id)
             && parsed.stored == bytes
@@ -174,16 +176,16 @@ impl ParsedAccounts {
 }
 
 /// Reads a user by normalised email.
-pub fn by_email(store: &dyn Store, email: &str) -> Result<Option<User>, StoreError> {
-    match store.get(Space::Emails, email.as_bytes())? {
-        Some(id) => get(store, &String::from_utf8_lossy(&id)),
+pub async fn by_email(store: &dyn Store, email: &str) -> Result<Option<User>, StoreError> {
+    match store.get(Space::Emails, email.as_bytes()).await? {
+        Some(id) => get(store, &String::from_utf8_lossy(&id)).await,
         None => Ok(None),
     }
 }
 
 /// Stores a new account, applying `extra` ops in the same atomic commit. Returns `false` when
 /// the email is already taken or an `extra` precondition fails.
-pub fn insert(store: &dyn Store, user: &User, extra: &[Op]) -> Result<bool, StoreError> {
+pub async fn insert(store: &dyn Store, user: &User, extra: Vec<Op>) -> Result<bool, StoreError> {
     let mut ops = vec![
         Op::Expect {
             space: Space::Emails,
@@ -201,17 +203,17 @@ pub fn insert(store: &dyn Store, user: &User, extra: &[Op]) -> Result<bool, Stor
             value: user.encode()?,
         },
     ];
-    ops.extend_from_slice(extra);
-    store.commit(&ops)
+    ops.extend(extra);
+    store.commit(ops).await
 }
 
 /// Replaces an account record if it still equals `previous` (no lost updates), applying `extra`
 /// ops (its audit entry) in the same commit.
-pub fn update(
+pub async fn update(
     store: &dyn Store,
     previous: &User,
     next: &User,
-    extra: &[Op],
+    extra: Vec<Op>,
 ) -> Result<bool, StoreError> {
     let mut ops = vec![
         Op::Expect {
@@ -225,13 +227,13 @@ pub fn update(
             value: next.encode()?,
         },
     ];
-    ops.extend_from_slice(extra);
-    store.commit(&ops)
+    ops.extend(extra);
+    store.commit(ops).await
 }
 
 /// Whether any account exists.
-pub fn any(store: &dyn Store) -> Result<bool, StoreError> {
-    Ok(!store.scan(Space::Users, b"", None, 1)?.is_empty())
+pub async fn any(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(!store.scan(Space::Users, b"", None, 1).await?.is_empty())
 }
 
 #[cfg(test)]
@@ -276,16 +278,18 @@ mod tests {
         assert!(admin.has_role("anything"));
     }
 
-    #[test]
-    fn a_parsed_account_is_reused_only_while_its_stored_record_is_unchanged() {
+    #[tokio::test]
+    async fn a_parsed_account_is_reused_only_while_its_stored_record_is_unchanged() {
         let dir = std::env::temp_dir().join(format!("plinth-accounts-{}", rand::random::<u64>()));
-        let store = crate::store::SledStore::open(&dir).unwrap();
+        let store = crate::store::SledStore::open(&dir, crate::store::Durability::Durable)
+            .await
+            .unwrap();
         let parsed = ParsedAccounts::default();
         let user = User::new("a@b.io".into(), "h".into(), &[], 0);
-        assert!(insert(&store, &user, &[]).unwrap());
+        assert!(insert(&store, &user, Vec::new()).await.unwrap());
 
-        let first = parsed.get(&store, &user.id).unwrap().unwrap();
-        let again = parsed.get(&store, &user.id).unwrap().unwrap();
+        let first = parsed.get(&store, &user.id).await.unwrap().unwrap();
+        let again = parsed.get(&store, &user.id).await.unwrap().unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "an unchanged record is not parsed again"
@@ -297,19 +301,20 @@ mod tests {
             roles: vec![ROLE_USER.into(), ROLE_OPERATOR.into()],
             ..user.clone()
         };
-        assert!(update(&store, &user, &disabled, &[]).unwrap());
-        let now = parsed.get(&store, &user.id).unwrap().unwrap();
+        assert!(update(&store, &user, &disabled, Vec::new()).await.unwrap());
+        let now = parsed.get(&store, &user.id).await.unwrap().unwrap();
         assert_eq!(*now, disabled);
 
         // A deleted account is gone at once, whatever was parsed before.
         store
-            .commit(&[Op::Delete {
+            .commit(vec![Op::Delete {
                 space: Space::Users,
                 key: user.id.as_bytes().to_vec(),
             }])
+            .await
             .unwrap();
-        assert_eq!(parsed.get(&store, &user.id).unwrap(), None);
-        assert_eq!(parsed.get(&store, "no-such-id").unwrap(), None);
+        assert_eq!(parsed.get(&store, &user.id).await.unwrap(), None);
+        assert_eq!(parsed.get(&store, "no-such-id").await.unwrap(), None);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -20,22 +20,22 @@ pub struct AdminToken {
 impl AdminToken {
     /// Decides the admin token: `env_token` when given; otherwise the one whose hash is stored;
     /// otherwise a new random one, whose hash is stored and which is returned for printing once.
-    /// Blocking (it may write to the store).
-    pub fn bootstrap(
+    pub async fn bootstrap(
         store: &dyn Store,
         env_token: Option<&str>,
     ) -> Result<(Self, Option<String>), StoreError> {
         if let Some(token) = env_token {
             return Ok((Self::from_token(token), None));
         }
-        if let Some(stored) = store.meta(ADMIN_TOKEN_HASH_KEY)?
+        if let Some(stored) = store.meta(ADMIN_TOKEN_HASH_KEY).await?
             && let Ok(sha256) = <[u8; 32]>::try_from(stored.as_slice())
         {
             return Ok((Self { sha256 }, None));
         }
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
         let digest = sha256(&token);
-        store.set_meta(ADMIN_TOKEN_HASH_KEY, &digest)?;
+        let stored = digest.to_vec();
+        store.set_meta(ADMIN_TOKEN_HASH_KEY, stored).await?;
         Ok((Self { sha256: digest }, Some(token)))
     }
 

@@ -42,15 +42,15 @@ pub struct KeyHasher {
 const WHAT: &str = "api key";
 
 impl KeyHasher {
-    /// Loads the server's HMAC secret, creating it on first start. Blocking.
-    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
-        if let Some(secret) = store.meta(SECRET_META_KEY)?
+    /// Loads the server's HMAC secret, creating it on first start.
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        if let Some(secret) = store.meta(SECRET_META_KEY).await?
             && secret.len() == 32
         {
             return Ok(Self { secret });
         }
         let secret = rand::random::<[u8; 32]>().to_vec();
-        store.set_meta(SECRET_META_KEY, &secret)?;
+        store.set_meta(SECRET_META_KEY, secret.clone()).await?;
         Ok(Self { secret })
     }
 
@@ -63,8 +63,7 @@ impl KeyHasher {
     }
 
     /// Creates a key, audited as made `by`; returns the key text (shown once) and its record.
-    /// Blocking.
-    pub fn create(
+    pub async fn create(
         &self,
         store: &dyn Store,
         name: &str,
@@ -91,34 +90,37 @@ impl KeyHasher {
             &record.id,
             serde_json::json!({ "name": record.name, "role": record.role }),
         );
-        store.commit(&[
-            Op::Put {
-                space: Space::ApiKeys,
-                key: digest.clone(),
-                value: to_json(WHAT, &record)?,
-            },
-            Op::Put {
-                space: Space::ApiKeyIds,
-                key: record.id.as_bytes().to_vec(),
-                value: digest,
-            },
-            audit.op()?,
-        ])?;
+        store
+            .commit(vec![
+                Op::Put {
+                    space: Space::ApiKeys,
+                    key: digest.clone(),
+                    value: to_json(WHAT, &record)?,
+                },
+                Op::Put {
+                    space: Space::ApiKeyIds,
+                    key: record.id.as_bytes().to_vec(),
+                    value: digest,
+                },
+                audit.op()?,
+            ])
+            .await?;
         audit.committed();
         Ok((key, record))
     }
 
     /// Finds a valid (known, unexpired) key; with it, when its last use is older than
     /// `TOUCH_INTERVAL_MS`, the commit that records this use. That commit waits for the disk:
-    /// run it off the request's thread (it is best effort: a concurrent revoke wins).
-    pub fn check(
+    /// run it apart from the request (e.g. a spawned task) so it does not hold the request up
+    /// (it is best effort: a concurrent revoke wins).
+    pub async fn check(
         &self,
         store: &dyn Store,
         key: &str,
         now_ms: u64,
     ) -> Result<Option<(ApiKey, Option<Touch>)>, StoreError> {
         let digest = self.digest(key);
-        let Some(bytes) = store.get(Space::ApiKeys, &digest)? else {
+        let Some(bytes) = store.get(Space::ApiKeys, &digest).await? else {
             return Ok(None);
         };
         let record: ApiKey = from_json(WHAT, &bytes)?;
@@ -155,40 +157,43 @@ impl KeyHasher {
 /// The commit that records a key's use (see [`KeyHasher::check`]).
 pub type Touch = Vec<Op>;
 
-/// Every key's record, by id. Blocking.
-pub fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
+/// Every key's record, by id.
+pub async fn list(store: &dyn Store) -> Result<Vec<ApiKey>, StoreError> {
     let mut out = Vec::new();
-    for (_, digest) in store.scan(Space::ApiKeyIds, b"", None, usize::MAX)? {
-        if let Some(bytes) = store.get(Space::ApiKeys, &digest)? {
+    let ids = store.scan(Space::ApiKeyIds, b"", None, usize::MAX).await?;
+    for (_, digest) in ids {
+        if let Some(bytes) = store.get(Space::ApiKeys, &digest).await? {
             out.push(from_json(WHAT, &bytes)?);
         }
     }
     Ok(out)
 }
 
-/// Revokes a key by id, audited as done `by`. Returns whether it existed. Blocking.
-pub fn revoke(store: &dyn Store, id: &str, by: &Actor) -> Result<bool, StoreError> {
-    let Some(digest) = store.get(Space::ApiKeyIds, id.as_bytes())? else {
+/// Revokes a key by id, audited as done `by`. Returns whether it existed.
+pub async fn revoke(store: &dyn Store, id: &str, by: &Actor) -> Result<bool, StoreError> {
+    let Some(digest) = store.get(Space::ApiKeyIds, id.as_bytes()).await? else {
         return Ok(false);
     };
     let audit = by.records("api_key.revoke", id, serde_json::json!({}));
     // Only if the key is still there: two revokes of one key record one revocation.
-    let revoked = store.commit(&[
-        Op::Expect {
-            space: Space::ApiKeyIds,
-            key: id.as_bytes().to_vec(),
-            value: Some(digest.clone()),
-        },
-        Op::Delete {
-            space: Space::ApiKeys,
-            key: digest,
-        },
-        Op::Delete {
-            space: Space::ApiKeyIds,
-            key: id.as_bytes().to_vec(),
-        },
-        audit.op()?,
-    ])?;
+    let revoked = store
+        .commit(vec![
+            Op::Expect {
+                space: Space::ApiKeyIds,
+                key: id.as_bytes().to_vec(),
+                value: Some(digest.clone()),
+            },
+            Op::Delete {
+                space: Space::ApiKeys,
+                key: digest,
+            },
+            Op::Delete {
+                space: Space::ApiKeyIds,
+                key: id.as_bytes().to_vec(),
+            },
+            audit.op()?,
+        ])
+        .await?;
     if revoked {
         audit.committed();
     }
@@ -198,39 +203,44 @@ pub fn revoke(store: &dyn Store, id: &str, by: &Actor) -> Result<bool, StoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::{Durability, SledStore};
 
-    #[test]
-    fn keys_are_checked_expire_and_revoke_and_never_stored_in_clear() {
+    #[tokio::test]
+    async fn keys_are_checked_expire_and_revoke_and_never_stored_in_clear() {
         let dir = std::env::temp_dir().join(format!("plinth-keys-{}", rand::random::<u64>()));
-        let store = SledStore::open(&dir).unwrap();
-        let hasher = KeyHasher::load(&store).unwrap();
+        let store = SledStore::open(&dir, Durability::Durable).await.unwrap();
+        let hasher = KeyHasher::load(&store).await.unwrap();
         let by = Actor {
             who: "admin-token".into(),
             address: None,
         };
         let (key, record) = hasher
             .create(&store, "ci", "operator", None, 1, &by)
+            .await
             .unwrap();
         assert!(key.starts_with(PREFIX));
-        let (checked, touch) = hasher.check(&store, &key, 2).unwrap().unwrap();
+        let (checked, touch) = hasher.check(&store, &key, 2).await.unwrap().unwrap();
         assert_eq!(checked.id, record.id);
         // Its first use is recorded; the next within the interval writes nothing.
-        assert!(store.commit(&touch.unwrap()).unwrap());
-        assert!(hasher.check(&store, &key, 3).unwrap().unwrap().1.is_none());
-        assert_eq!(hasher.check(&store, "plinth_key_wrong", 2).unwrap(), None);
+        assert!(store.commit(touch.unwrap()).await.unwrap());
+        let second = hasher.check(&store, &key, 3).await.unwrap();
+        assert!(second.unwrap().1.is_none());
+        let wrong = hasher.check(&store, "plinth_key_wrong", 2).await.unwrap();
+        assert_eq!(wrong, None);
         let (short, _) = hasher
             .create(&store, "tmp", "user", Some(10), 1, &by)
+            .await
             .unwrap();
-        assert!(hasher.check(&store, &short, 5).unwrap().is_some());
-        assert_eq!(hasher.check(&store, &short, 10).unwrap(), None);
-        assert_eq!(list(&store).unwrap().len(), 2);
-        assert!(revoke(&store, &record.id, &by).unwrap());
-        assert_eq!(hasher.check(&store, &key, 4).unwrap(), None);
-        assert!(!revoke(&store, &record.id, &by).unwrap());
+        assert!(hasher.check(&store, &short, 5).await.unwrap().is_some());
+        assert_eq!(hasher.check(&store, &short, 10).await.unwrap(), None);
+        assert_eq!(list(&store).await.unwrap().len(), 2);
+        assert!(revoke(&store, &record.id, &by).await.unwrap());
+        assert_eq!(hasher.check(&store, &key, 4).await.unwrap(), None);
+        assert!(!revoke(&store, &record.id, &by).await.unwrap());
         // Each change was stored with its audit entry; the second revoke changed nothing.
         let actions: Vec<String> = store
             .scan(Space::Audit, b"", None, 10)
+            .await
             .unwrap()
             .iter()
             .map(|(_, v)| from_json::<serde_json::Value>("entry", v).unwrap()["action"].to_string())
@@ -245,8 +255,8 @@ mod tests {
         );
         // The same secret is reloaded, so surviving keys still verify after a restart.
         drop(hasher);
-        let again = KeyHasher::load(&store).unwrap();
-        assert!(again.check(&store, &short, 5).unwrap().is_some());
+        let again = KeyHasher::load(&store).await.unwrap();
+        assert!(again.check(&store, &short, 5).await.unwrap().is_some());
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }

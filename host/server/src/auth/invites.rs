@@ -39,8 +39,7 @@ fn digest(code: &str) -> Vec<u8> {
 const WHAT: &str = "invitation";
 
 /// Creates an invitation, audited as made `by`; returns the code (shown once) and its record.
-/// Blocking.
-pub fn create(
+pub async fn create(
     store: &dyn Store,
     email: Option<String>,
     ttl_ms: u64,
@@ -62,25 +61,27 @@ pub fn create(
         &invite.id,
         serde_json::json!({
             "email": invite.email,
-            "expires_at": super::rfc3339_ms(invite.expires_at_ms),
+            "expires_at": crate::units::rfc3339(invite.expires_at_ms),
         }),
     );
-    store.commit(&[
-        Op::Put {
-            space: Space::Invites,
-            key: digest(&code),
-            value: to_json(WHAT, &invite)?,
-        },
-        audit.op()?,
-    ])?;
+    store
+        .commit(vec![
+            Op::Put {
+                space: Space::Invites,
+                key: digest(&code),
+                value: to_json(WHAT, &invite)?,
+            },
+            audit.op()?,
+        ])
+        .await?;
     audit.committed();
     Ok((code, invite))
 }
 
-/// Finds an unexpired invitation by its code. Blocking.
-pub fn find(store: &dyn Store, code: &str, now_ms: u64) -> Result<Option<Found>, StoreError> {
+/// Finds an unexpired invitation by its code.
+pub async fn find(store: &dyn Store, code: &str, now_ms: u64) -> Result<Option<Found>, StoreError> {
     let key = digest(code);
-    let Some(bytes) = store.get(Space::Invites, &key)? else {
+    let Some(bytes) = store.get(Space::Invites, &key).await? else {
         return Ok(None);
     };
     let invite: Invite = from_json(WHAT, &bytes)?;

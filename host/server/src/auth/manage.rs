@@ -5,9 +5,7 @@
 //! refuses tokens of an earlier session generation.
 
 use super::accounts::{self, ROLE_ADMIN, ROLE_USER, User};
-use super::{
-    AccountError, Auth, Principal, UserInfo, blocking, next_generation, sessions, valid_role,
-};
+use super::{AccountError, Auth, Principal, UserInfo, next_generation, sessions, valid_role};
 use crate::audit::Actor;
 use crate::store::{Op, Space, from_json};
 
@@ -35,26 +33,25 @@ impl Auth {
         limit: usize,
     ) -> Result<UserPage, AccountError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let store = self.store.clone();
-        blocking(move || {
-            // Fetch one extra to know whether there is a next page.
-            let entries = store.scan(
+        // Fetch one extra to know whether there is a next page.
+        let entries = self
+            .store
+            .scan(
                 Space::Users,
                 b"",
                 after.as_deref().map(str::as_bytes),
                 limit + 1,
-            )?;
-            let mut users = Vec::new();
-            for (_, bytes) in entries.iter().take(limit) {
-                let user: User = from_json("user", bytes)?;
-                users.push(UserInfo::from(&user));
-            }
-            let next = (entries.len() > limit)
-                .then(|| users.last().map(|u| u.id.clone()))
-                .flatten();
-            Ok(UserPage { users, next })
-        })
-        .await
+            )
+            .await?;
+        let mut users = Vec::new();
+        for (_, bytes) in entries.iter().take(limit) {
+            let user: User = from_json("user", bytes)?;
+            users.push(UserInfo::from(&user));
+        }
+        let next = (entries.len() > limit)
+            .then(|| users.last().map(|u| u.id.clone()))
+            .flatten();
+        Ok(UserPage { users, next })
     }
 
     /// Creates an account with `roles` (plus `user`), regardless of the registration mode.
@@ -82,9 +79,7 @@ impl Auth {
     }
 
     async fn load(&self, id: &str) -> Result<User, AccountError> {
-        let store = self.store.clone();
-        let owned = id.to_string();
-        blocking(move || Ok(accounts::get(&*store, &owned)?))
+        accounts::get(&*self.store, id)
             .await?
             .ok_or_else(|| AccountError::UserNotFound(id.to_string()))
     }
@@ -129,17 +124,10 @@ impl Auth {
                 Some(entry) => vec![entry.op()?],
                 None => Vec::new(),
             };
-            let store = self.store.clone();
-            let (previous, candidate) = (current.clone(), next.clone());
-            let applied = blocking(move || {
-                let applied = accounts::update(&*store, &previous, &candidate, &extra)?;
-                if applied && end_sessions {
-                    sessions::end_all(&*store, &candidate.id)?;
+            if accounts::update(&*self.store, &current, &next, extra).await? {
+                if end_sessions {
+                    sessions::end_all(&*self.store, &next.id).await?;
                 }
-                Ok(applied)
-            })
-            .await?;
-            if applied {
                 if let Some(entry) = entry {
                     entry.committed();
                 }
@@ -246,11 +234,11 @@ impl Auth {
             serde_json::json!({ "email": user.email }),
         );
         let entry = audit.op()?;
-        let store = self.store.clone();
-        let deleted = blocking(move || {
-            // Only the account read above, and only its own email entry: a concurrent delete
-            // (or a new account that took the email since) makes this one refuse.
-            let deleted = store.commit(&[
+        // Only the account read above, and only its own email entry: a concurrent delete (or a
+        // new account that took the email since) makes this one refuse.
+        let deleted = self
+            .store
+            .commit(vec![
                 Op::Expect {
                     space: Space::Users,
                     key: user.id.as_bytes().to_vec(),
@@ -270,16 +258,12 @@ impl Auth {
                     key: user.email.as_bytes().to_vec(),
                 },
                 entry,
-            ])?;
-            if deleted {
-                sessions::end_all(&*store, &user.id)?;
-            }
-            Ok(deleted)
-        })
-        .await?;
+            ])
+            .await?;
         if !deleted {
             return Err(AccountError::UserNotFound(id.to_string()));
         }
+        sessions::end_all(&*self.store, &user.id).await?;
         audit.committed();
         Ok(())
     }

@@ -22,6 +22,7 @@ pub use passwords::PasswordParams;
 
 use crate::audit::Actor;
 use crate::store::{Op, Store, StoreError};
+use crate::units::{now_ms, rfc3339};
 pub use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
 use admin_token::AdminToken;
 use api_keys::{ApiKey, KeyHasher};
@@ -31,7 +32,7 @@ use sessions::Refreshed;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use throttle::{RateLimit, Throttle};
 use tokens::Tokens;
 
@@ -286,13 +287,12 @@ pub struct UserInfo {
 
 impl From<&User> for UserInfo {
     fn from(user: &User) -> Self {
-        let created = UNIX_EPOCH + Duration::from_millis(user.created_at_ms);
         Self {
             id: user.id.clone(),
             email: user.email.clone(),
             roles: user.roles.clone(),
             disabled: user.disabled,
-            created_at: humantime::format_rfc3339_millis(created).to_string(),
+            created_at: rfc3339(user.created_at_ms),
         }
     }
 }
@@ -314,19 +314,15 @@ pub struct ApiKeyInfo {
     pub last_used_at: Option<String>,
 }
 
-fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
 impl From<&ApiKey> for ApiKeyInfo {
     fn from(key: &ApiKey) -> Self {
         Self {
             id: key.id.clone(),
             name: key.name.clone(),
             role: key.role.clone(),
-            created_at: rfc3339_ms(key.created_at_ms),
-            expires_at: key.expires_at_ms.map(rfc3339_ms),
-            last_used_at: key.last_used_at_ms.map(rfc3339_ms),
+            created_at: rfc3339(key.created_at_ms),
+            expires_at: key.expires_at_ms.map(rfc3339),
+            last_used_at: key.last_used_at_ms.map(rfc3339),
         }
     }
 }
@@ -410,12 +406,6 @@ fn next_generation(current: u64) -> u64 {
     current.wrapping_add(1)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Extracts the token from an `Authorization` header value of the form `Bearer <token>`.
 pub(crate) fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let value = header.ok_or(AuthError::Missing)?;
@@ -426,14 +416,6 @@ pub(crate) fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AccountError> + Send + 'static,
-) -> Result<T, AccountError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AccountError::Internal(e.to_string()))?
-}
-
 impl Auth {
     /// Loads or creates everything auth needs: the admin token, the signing keys, and (on a
     /// store without accounts) the first admin account from the settings.
@@ -441,19 +423,15 @@ impl Auth {
         store: Arc<dyn Store>,
         settings: AuthSettings,
     ) -> Result<Bootstrap, AccountError> {
-        let (admin_token, generated_token, tokens, passwords, api_keys) = {
-            let store = store.clone();
-            let settings = settings.clone();
-            blocking(move || {
-                let (admin_token, generated) =
-                    AdminToken::bootstrap(&*store, settings.admin_token.as_deref())?;
-                let tokens = Arc::new(Tokens::load(&*store, settings.access_ttl)?);
-                let passwords = Passwords::new(settings.password_params)?;
-                let api_keys = Arc::new(KeyHasher::load(&*store)?);
-                Ok((admin_token, generated, tokens, passwords, api_keys))
-            })
-            .await?
-        };
+        let (admin_token, generated_token) =
+            AdminToken::bootstrap(&*store, settings.admin_token.as_deref()).await?;
+        let tokens = Arc::new(Tokens::load(&*store, settings.access_ttl).await?);
+        // CPU work (it computes the dummy hash), so on the blocking pool.
+        let params = settings.password_params;
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(params))
+            .await
+            .map_err(|e| AccountError::Internal(e.to_string()))??;
+        let api_keys = Arc::new(KeyHasher::load(&*store).await?);
         let auth = Auth {
             store,
             admin_token,
@@ -467,8 +445,7 @@ impl Auth {
         };
         let mut setup_token = None;
         if let Some((email, password)) = auth.settings.admin_account.clone() {
-            let store = auth.store.clone();
-            if !blocking(move || Ok(accounts::any(&*store)?)).await? {
+            if !accounts::any(&*auth.store).await? {
                 let user = auth.create_user(&email, password, &[ROLE_ADMIN]).await?;
                 tracing::info!(email = user.email, "created the first admin account");
             }
@@ -476,9 +453,8 @@ impl Auth {
             // No admin account configured on a fresh data dir: hand out a one-time token that
             // `POST /auth/setup` exchanges for the first admin account.
             let token = format!("plinth_setup_{}", hex::encode(rand::random::<[u8; 24]>()));
-            let store = auth.store.clone();
             let digest = sha256(&token).to_vec();
-            blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, &digest)?)).await?;
+            auth.store.set_meta(SETUP_TOKEN_KEY, digest).await?;
             setup_token = Some(token);
         }
         Ok(Bootstrap {
@@ -490,10 +466,11 @@ impl Auth {
 
     /// Authenticates a caller from its `Authorization` header value: an API key, an access
     /// JWT of an enabled account, or the admin token.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer(authorization)?;
+        let store = &*self.store;
         if token.starts_with(api_keys::PREFIX) {
-            return match self.api_keys.check(&*self.store, token, now_ms()) {
+            return match self.api_keys.check(store, token, now_ms()).await {
                 Ok(Some((key, touch))) => {
                     if let Some(ops) = touch {
                         self.record_key_use(ops);
@@ -510,7 +487,7 @@ impl Auth {
         if let Some(access) = self.tokens.verify(token) {
             // Read the account on every request: disabling or deleting it, changing its roles,
             // or ending its sessions takes effect at once rather than when the token expires.
-            return match self.parsed_accounts.get(&*self.store, &access.user_id) {
+            return match self.parsed_accounts.get(store, &access.user_id).await {
                 Ok(Some(user)) if !user.disabled && access.generation == user.token_generation => {
                     Ok(Principal::User(user))
                 }
@@ -528,24 +505,25 @@ impl Auth {
     }
 
     /// Records an API key's use without holding up the request: the commit waits for the disk,
-    /// so it runs on the blocking pool (inline only outside a runtime, as in tests).
+    /// so it runs in a task of its own. Must be called within a tokio runtime (as every caller
+    /// of [`Auth::authenticate`] is).
     fn record_key_use(&self, ops: Vec<Op>) {
         let store = self.store.clone();
-        let record = move || {
-            if let Err(e) = store.commit(&ops) {
+        tokio::spawn(async move {
+            if let Err(e) = store.commit(ops).await {
                 tracing::warn!(error = %e, "recording an API key's use failed");
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(record)),
-            Err(_) => record(),
-        }
+        });
     }
 
     /// Admits callers holding `role` (admins hold every role). The `/admin/*` API uses
     /// `operator` for plugins and `admin` for users and keys.
-    pub fn require(&self, role: &str, authorization: Option<&str>) -> Result<Principal, AuthError> {
-        let principal = self.authenticate(authorization)?;
+    pub async fn require(
+        &self,
+        role: &str,
+        authorization: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let principal = self.authenticate(authorization).await?;
         if principal.has_role(role) {
             Ok(principal)
         } else {
@@ -555,16 +533,16 @@ impl Auth {
 
     /// Admits a caller to a plugin route under its policy. On a public route a valid credential
     /// still identifies the caller, and a missing or bad one just means anonymous.
-    pub fn authorize(
+    pub async fn authorize(
         &self,
         policy: &AuthPolicy,
         authorization: Option<&str>,
     ) -> Result<Option<Principal>, AuthError> {
         match policy {
-            AuthPolicy::Public => Ok(self.authenticate(authorization).ok()),
-            AuthPolicy::User => self.authenticate(authorization).map(Some),
+            AuthPolicy::Public => Ok(self.authenticate(authorization).await.ok()),
+            AuthPolicy::User => self.authenticate(authorization).await.map(Some),
             AuthPolicy::Role(role) => {
-                let principal = self.authenticate(authorization)?;
+                let principal = self.authenticate(authorization).await?;
                 if principal.has_role(role) {
                     Ok(Some(principal))
                 } else {
@@ -608,9 +586,7 @@ impl Auth {
         if let Some(entry) = &audit {
             extra.push(entry.op()?);
         }
-        let store = self.store.clone();
-        let stored = user.clone();
-        if blocking(move || Ok(accounts::insert(&*store, &stored, &extra)?)).await? {
+        if accounts::insert(&*self.store, &user, extra).await? {
             if let Some(entry) = audit {
                 entry.committed();
             }
@@ -633,18 +609,14 @@ impl Auth {
         // One setup at a time: the token is checked, the account made and the token spent
         // before another request may check it.
         let _setup = self.setup.lock().await;
-        let store = self.store.clone();
-        let digest = sha256(setup_token).to_vec();
-        let valid = blocking(move || {
-            let stored = store.meta(SETUP_TOKEN_KEY)?.unwrap_or_default();
-            let matches = !stored.is_empty()
-                && bool::from(subtle::ConstantTimeEq::ct_eq(
-                    stored.as_slice(),
-                    digest.as_slice(),
-                ));
-            Ok(matches && !accounts::any(&*store)?)
-        })
-        .await?;
+        let digest = sha256(setup_token);
+        let stored = self.store.meta(SETUP_TOKEN_KEY).await?.unwrap_or_default();
+        let matches = !stored.is_empty()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                stored.as_slice(),
+                digest.as_slice(),
+            ));
+        let valid = matches && !accounts::any(&*self.store).await?;
         if !valid {
             return Err(AccountError::InvalidSetupToken);
         }
@@ -661,8 +633,7 @@ impl Auth {
                 Some((&by, "auth.setup")),
             )
             .await?;
-        let store = self.store.clone();
-        blocking(move || Ok(store.set_meta(SETUP_TOKEN_KEY, b"")?)).await?;
+        self.store.set_meta(SETUP_TOKEN_KEY, Vec::new()).await?;
         tracing::info!(
             email = user.email,
             "created the first admin account with the setup token"
@@ -684,8 +655,7 @@ impl Auth {
             Registration::Invite => {
                 let code = invite.ok_or(AccountError::InviteRequired)?;
                 let normalized = accounts::normalize_email(email)?;
-                let store = self.store.clone();
-                let found = blocking(move || Ok(invites::find(&*store, &code, now_ms())?))
+                let found = invites::find(&*self.store, &code, now_ms())
                     .await?
                     .ok_or(AccountError::InvalidInvite)?;
                 if found
@@ -706,10 +676,8 @@ impl Auth {
         {
             // With an invite, a failed commit is either a taken email or a used invitation.
             Err(AccountError::EmailTaken) if invited => {
-                let store = self.store.clone();
                 let email = accounts::normalize_email(email)?;
-                let taken =
-                    blocking(move || Ok(accounts::by_email(&*store, &email)?.is_some())).await?;
+                let taken = accounts::by_email(&*self.store, &email).await?.is_some();
                 Err(if taken {
                     AccountError::EmailTaken
                 } else {
@@ -728,36 +696,23 @@ impl Auth {
         by: &Actor,
     ) -> Result<NewInvite, AccountError> {
         let email = email.map(|e| accounts::normalize_email(&e)).transpose()?;
-        let store = self.store.clone();
         let ttl_ms = ttl.as_millis() as u64;
-        let by = by.clone();
-        let (code, invite) =
-            blocking(move || Ok(invites::create(&*store, email, ttl_ms, now_ms(), &by)?)).await?;
+        let (code, invite) = invites::create(&*self.store, email, ttl_ms, now_ms(), by).await?;
         Ok(NewInvite {
             invite: code,
             id: invite.id,
             email: invite.email,
-            expires_at: rfc3339_ms(invite.expires_at_ms),
+            expires_at: rfc3339(invite.expires_at_ms),
         })
     }
 
     async fn start_session(&self, user: &User) -> Result<Session, AccountError> {
-        let store = self.store.clone();
-        let user_id = user.id.clone();
         let generation = user.token_generation;
         let ttl = self.settings.refresh_ttl.as_millis() as u64;
         // The family carries the generation the account had when the password was checked: if
         // a password change or logout everywhere came in meanwhile, it is born ended.
-        let refresh_token = blocking(move || {
-            Ok(sessions::start(
-                &*store,
-                &user_id,
-                generation,
-                ttl,
-                now_ms(),
-            )?)
-        })
-        .await?;
+        let refresh_token =
+            sessions::start(&*self.store, &user.id, generation, ttl, now_ms()).await?;
         self.session(user, refresh_token)
     }
 
@@ -800,10 +755,7 @@ impl Auth {
 
     async fn login_checked(&self, email: &str, password: String) -> Result<Session, AccountError> {
         let user = match accounts::normalize_email(email) {
-            Ok(email) => {
-                let store = self.store.clone();
-                blocking(move || Ok(accounts::by_email(&*store, &email)?)).await?
-            }
+            Ok(email) => accounts::by_email(&*self.store, &email).await?,
             Err(_) => None,
         };
         let verified = self
@@ -837,29 +789,21 @@ impl Auth {
             password_hash: hash,
             ..user.clone()
         };
-        let store = self.store.clone();
-        let (previous, candidate) = (user.clone(), next.clone());
-        let applied =
-            blocking(move || Ok(accounts::update(&*store, &previous, &candidate, &[])?)).await?;
+        let applied = accounts::update(&*self.store, &user, &next, Vec::new()).await?;
         Ok(if applied { next } else { user })
     }
 
     /// `POST /auth/refresh`: exchanges a refresh token for a new pair.
     pub async fn refresh(&self, refresh_token: String) -> Result<Session, AccountError> {
-        let store = self.store.clone();
         let ttl = self.settings.refresh_ttl.as_millis() as u64;
-        let (refreshed, user) = blocking(move || {
-            // The account is read once: to check it may still refresh, and to answer with it.
-            let mut account = None;
-            let refreshed =
-                sessions::rotate(&*store, &refresh_token, ttl, now_ms(), |id, generation| {
-                    account = accounts::get(&*store, id)?
-                        .filter(|u| !u.disabled && u.token_generation == generation);
-                    Ok(account.is_some())
-                })?;
-            Ok((refreshed, account))
-        })
-        .await?;
+        // The account is read once (by `rotate`): to check it may still refresh, and to answer
+        // with it.
+        let mut user = None;
+        let ok = |account: Option<User>, generation: u64| {
+            user = account.filter(|u| !u.disabled && u.token_generation == generation);
+            user.is_some()
+        };
+        let refreshed = sessions::rotate(&*self.store, &refresh_token, ttl, now_ms(), ok).await?;
         match (refreshed, user) {
             (Refreshed::Rotated { token, .. }, Some(user)) => self.session(&user, token),
             _ => Err(AccountError::InvalidRefreshToken),
@@ -868,8 +812,7 @@ impl Auth {
 
     /// `POST /auth/logout`: ends the refresh token's family. Unknown tokens are ignored.
     pub async fn logout(&self, refresh_token: String) -> Result<(), AccountError> {
-        let store = self.store.clone();
-        blocking(move || Ok(sessions::end(&*store, &refresh_token)?)).await
+        Ok(sessions::end(&*self.store, &refresh_token).await?)
     }
 
     /// Creates an API key carrying `role`, optionally expiring after `ttl`.
@@ -883,13 +826,12 @@ impl Auth {
         if !valid_role(&role) {
             return Err(AccountError::InvalidRole(role));
         }
-        let store = self.store.clone();
         let now = now_ms();
         let expires = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
-        let hasher = self.api_keys.clone();
-        let by = by.clone();
-        let (key, record) =
-            blocking(move || Ok(hasher.create(&*store, &name, &role, expires, now, &by)?)).await?;
+        let (key, record) = self
+            .api_keys
+            .create(&*self.store, &name, &role, expires, now, by)
+            .await?;
         Ok(NewApiKey {
             key,
             info: ApiKeyInfo::from(&record),
@@ -899,14 +841,8 @@ impl Auth {
     /// Rotates the JWT signing key; returns the ids of the keys that now verify, the new
     /// (signing) one first.
     pub async fn rotate_signing_key(&self, by: &Actor) -> Result<Vec<String>, AccountError> {
-        let store = self.store.clone();
-        let tokens = self.tokens.clone();
-        let by = by.clone();
-        blocking(move || {
-            tokens.rotate(&*store, Some(&by))?;
-            Ok(tokens.key_ids())
-        })
-        .await
+        self.tokens.rotate(&*self.store, Some(by)).await?;
+        Ok(self.tokens.key_ids())
     }
 
     /// The ids of the signing keys that verify, the signing one first.
@@ -916,17 +852,13 @@ impl Auth {
 
     /// Every API key (without the keys).
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, AccountError> {
-        let store = self.store.clone();
-        let keys = blocking(move || Ok(api_keys::list(&*store)?)).await?;
+        let keys = api_keys::list(&*self.store).await?;
         Ok(keys.iter().map(ApiKeyInfo::from).collect())
     }
 
     /// Revokes an API key at once.
     pub async fn revoke_api_key(&self, id: String, by: &Actor) -> Result<(), AccountError> {
-        let store = self.store.clone();
-        let owned = id.clone();
-        let by = by.clone();
-        if blocking(move || Ok(api_keys::revoke(&*store, &owned, &by)?)).await? {
+        if api_keys::revoke(&*self.store, &id, by).await? {
             Ok(())
         } else {
             Err(AccountError::ApiKeyNotFound(id))
@@ -988,18 +920,13 @@ impl Auth {
             token_generation: next_generation(user.token_generation),
             ..User::clone(user)
         };
-        let store = self.store.clone();
-        let previous = user.clone();
-        blocking(move || {
-            if !accounts::update(&*store, &previous, &next, &[])? {
-                return Err(AccountError::Internal(
-                    "the account changed meanwhile; try again".into(),
-                ));
-            }
-            sessions::end_all(&*store, &next.id)?;
-            Ok(())
-        })
-        .await
+        if !accounts::update(&*self.store, user, &next, Vec::new()).await? {
+            return Err(AccountError::Internal(
+                "the account changed meanwhile; try again".into(),
+            ));
+        }
+        sessions::end_all(&*self.store, &next.id).await?;
+        Ok(())
     }
 }
 

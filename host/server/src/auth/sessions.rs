@@ -4,6 +4,7 @@
 //! family. Presenting a token that was already rotated means it leaked (or was stolen), so the
 //! whole family is revoked: both the thief's and the owner's next refresh fail.
 
+use super::accounts::{self, User};
 use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -73,8 +74,8 @@ fn user_family_key(user_id: &str, family: &str) -> Vec<u8> {
 }
 
 /// Starts a new family for `user_id`, of the account's session `generation`, and returns its
-/// first token. Blocking.
-pub fn start(
+/// first token.
+pub async fn start(
     store: &dyn Store,
     user_id: &str,
     generation: u64,
@@ -89,61 +90,68 @@ pub fn start(
         expires_at_ms: now_ms.saturating_add(ttl_ms),
         rotated: false,
     };
-    store.commit(&[
-        Op::Put {
-            space: Space::Families,
-            key: family.clone().into_bytes(),
-            value: encode(&FamilyRecord {
-                user_id: user_id.into(),
-                revoked: false,
-                generation,
-                expires_at_ms: record.expires_at_ms,
-            })?,
-        },
-        Op::Put {
-            space: Space::UserFamilies,
-            key: user_family_key(user_id, &family),
-            value: Vec::new(),
-        },
-        Op::Put {
-            space: Space::RefreshTokens,
-            key: digest(&token),
-            value: encode(&record)?,
-        },
-    ])?;
+    store
+        .commit(vec![
+            Op::Put {
+                space: Space::Families,
+                key: family.clone().into_bytes(),
+                value: encode(&FamilyRecord {
+                    user_id: user_id.into(),
+                    revoked: false,
+                    generation,
+                    expires_at_ms: record.expires_at_ms,
+                })?,
+            },
+            Op::Put {
+                space: Space::UserFamilies,
+                key: user_family_key(user_id, &family),
+                value: Vec::new(),
+            },
+            Op::Put {
+                space: Space::RefreshTokens,
+                key: digest(&token),
+                value: encode(&record)?,
+            },
+        ])
+        .await?;
     Ok(token)
 }
 
-fn revoke_family(store: &dyn Store, family: &str) -> Result<(), StoreError> {
-    if let Some(bytes) = store.get(Space::Families, family.as_bytes())? {
+async fn revoke_family(store: &dyn Store, family: &str) -> Result<(), StoreError> {
+    if let Some(bytes) = store.get(Space::Families, family.as_bytes()).await? {
         let mut record: FamilyRecord = decode(&bytes)?;
         record.revoked = true;
-        store.commit(&[Op::Put {
-            space: Space::Families,
-            key: family.as_bytes().to_vec(),
-            value: encode(&record)?,
-        }])?;
+        store
+            .commit(vec![Op::Put {
+                space: Space::Families,
+                key: family.as_bytes().to_vec(),
+                value: encode(&record)?,
+            }])
+            .await?;
     }
     Ok(())
 }
 
-/// Exchanges a refresh token for a new one of the same family. `user_ok(user id, family
-/// generation)` says whether the account may still hold that session (exists, is enabled, and
-/// is still in that generation). Blocking.
-pub fn rotate(
+/// Exchanges a refresh token for a new one of the same family. The token's account is read
+/// here, and `user_ok(account, family generation)` says whether it may still hold that session
+/// (exists, is enabled, and is still in that generation). `user_ok` is called at most once,
+/// and only for a live token that is neither spent nor expired; it takes the account, so a
+/// caller can answer with the very record that was checked.
+pub async fn rotate(
     store: &dyn Store,
     token: &str,
     ttl_ms: u64,
     now_ms: u64,
-    mut user_ok: impl FnMut(&str, u64) -> Result<bool, StoreError>,
+    user_ok: impl FnOnce(Option<User>, u64) -> bool,
 ) -> Result<Refreshed, StoreError> {
     let key = digest(token);
-    let Some(bytes) = store.get(Space::RefreshTokens, &key)? else {
+    let Some(bytes) = store.get(Space::RefreshTokens, &key).await? else {
         return Ok(Refreshed::Refused);
     };
     let record: TokenRecord = decode(&bytes)?;
     let family: Option<FamilyRecord> = store
-        .get(Space::Families, record.family.as_bytes())?
+        .get(Space::Families, record.family.as_bytes())
+        .await?
         .map(|b| decode(&b))
         .transpose()?;
     let Some(family) = family.filter(|f| !f.revoked) else {
@@ -154,10 +162,14 @@ pub fn rotate(
             user_id = record.user_id,
             "refresh token reused; revoking its family"
         );
-        revoke_family(store, &record.family)?;
+        revoke_family(store, &record.family).await?;
         return Ok(Refreshed::Refused);
     }
-    if record.expires_at_ms <= now_ms || !user_ok(&record.user_id, family.generation)? {
+    if record.expires_at_ms <= now_ms {
+        return Ok(Refreshed::Refused);
+    }
+    let account = accounts::get(store, &record.user_id).await?;
+    if !user_ok(account, family.generation) {
         return Ok(Refreshed::Refused);
     }
     let next = new_token();
@@ -170,35 +182,37 @@ pub fn rotate(
         rotated: false,
         ..record.clone()
     };
-    let applied = store.commit(&[
-        // Two concurrent refreshes with one token: only one wins; the other is reuse.
-        Op::Expect {
-            space: Space::RefreshTokens,
-            key: key.clone(),
-            value: Some(bytes),
-        },
-        Op::Put {
-            space: Space::RefreshTokens,
-            key,
-            value: encode(&spent)?,
-        },
-        Op::Put {
-            space: Space::RefreshTokens,
-            key: digest(&next),
-            value: encode(&fresh)?,
-        },
-        // The family lives as long as its newest token.
-        Op::Put {
-            space: Space::Families,
-            key: record.family.clone().into_bytes(),
-            value: encode(&FamilyRecord {
-                expires_at_ms: fresh.expires_at_ms,
-                ..family
-            })?,
-        },
-    ])?;
+    let applied = store
+        .commit(vec![
+            // Two concurrent refreshes with one token: only one wins; the other is reuse.
+            Op::Expect {
+                space: Space::RefreshTokens,
+                key: key.clone(),
+                value: Some(bytes),
+            },
+            Op::Put {
+                space: Space::RefreshTokens,
+                key,
+                value: encode(&spent)?,
+            },
+            Op::Put {
+                space: Space::RefreshTokens,
+                key: digest(&next),
+                value: encode(&fresh)?,
+            },
+            // The family lives as long as its newest token.
+            Op::Put {
+                space: Space::Families,
+                key: record.family.clone().into_bytes(),
+                value: encode(&FamilyRecord {
+                    expires_at_ms: fresh.expires_at_ms,
+                    ..family
+                })?,
+            },
+        ])
+        .await?;
     if !applied {
-        revoke_family(store, &record.family)?;
+        revoke_family(store, &record.family).await?;
         return Ok(Refreshed::Refused);
     }
     Ok(Refreshed::Rotated {
@@ -207,28 +221,30 @@ pub fn rotate(
     })
 }
 
-/// Revokes the family of `token` (logout). Unknown tokens are ignored. Blocking.
-pub fn end(store: &dyn Store, token: &str) -> Result<(), StoreError> {
-    if let Some(bytes) = store.get(Space::RefreshTokens, &digest(token))? {
+/// Revokes the family of `token` (logout). Unknown tokens are ignored.
+pub async fn end(store: &dyn Store, token: &str) -> Result<(), StoreError> {
+    if let Some(bytes) = store.get(Space::RefreshTokens, &digest(token)).await? {
         let record: TokenRecord = decode(&bytes)?;
-        revoke_family(store, &record.family)?;
+        revoke_family(store, &record.family).await?;
     }
     Ok(())
 }
 
-/// Revokes every family of a user (password change, disable, delete). Blocking.
-pub fn end_all(store: &dyn Store, user_id: &str) -> Result<(), StoreError> {
+/// Revokes every family of a user (password change, disable, delete).
+pub async fn end_all(store: &dyn Store, user_id: &str) -> Result<(), StoreError> {
     let prefix = format!("{user_id}/").into_bytes();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(Space::UserFamilies, &prefix, after.as_deref(), 256)?;
+        let page = store
+            .scan(Space::UserFamilies, &prefix, after.as_deref(), 256)
+            .await?;
         let Some((last, _)) = page.last() else {
             return Ok(());
         };
         after = Some(last.clone());
         for (key, _) in &page {
             let family = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            revoke_family(store, &family)?;
+            revoke_family(store, &family).await?;
         }
     }
 }
@@ -245,13 +261,15 @@ pub struct Pruned {
 /// Deletes refresh tokens that expired before `now_ms` and the families whose newest token
 /// has expired, page by page. A spent token is kept until it expires, so its reuse is still
 /// caught. A login or refresh during the pass is safe: a family's expiry is written in the
-/// same commit as its newest token. Blocking.
-pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
+/// same commit as its newest token.
+pub async fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
     let mut pruned = Pruned::default();
     let mut live = std::collections::HashSet::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(Space::RefreshTokens, b"", after.as_deref(), 512)?;
+        let page = store
+            .scan(Space::RefreshTokens, b"", after.as_deref(), 512)
+            .await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         let mut expired = Vec::new();
@@ -268,12 +286,14 @@ pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
         }
         pruned.tokens += expired.len();
         if !expired.is_empty() {
-            store.commit(&expired)?;
+            store.commit(expired).await?;
         }
     }
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(Space::Families, b"", after.as_deref(), 512)?;
+        let page = store
+            .scan(Space::Families, b"", after.as_deref(), 512)
+            .await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         let mut ended = Vec::new();
@@ -301,7 +321,7 @@ pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
         }
         pruned.families += ended.len() / 2;
         if !ended.is_empty() {
-            store.commit(&ended)?;
+            store.commit(ended).await?;
         }
     }
     Ok(pruned)
@@ -310,11 +330,12 @@ pub fn prune(store: &dyn Store, now_ms: u64) -> Result<Pruned, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::{Durability, SledStore};
 
-    fn store() -> (SledStore, std::path::PathBuf) {
+    async fn store() -> (SledStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("plinth-sessions-{}", rand::random::<u64>()));
-        (SledStore::open(&dir).unwrap(), dir)
+        let store = SledStore::open(&dir, Durability::Durable).await.unwrap();
+        (store, dir)
     }
 
     fn rotated(r: Refreshed) -> String {
@@ -324,67 +345,109 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rotation_reuse_logout_and_revoke_all() {
-        let (s, dir) = store();
-        let ok = |_: &str, _: u64| Ok(true);
-        let t1 = start(&s, "u1", 0, 1000, 0).unwrap();
+    #[tokio::test]
+    async fn rotation_reuse_logout_and_revoke_all() {
+        let (s, dir) = store().await;
+        let ok = |_: Option<User>, _: u64| true;
+        let t1 = start(&s, "u1", 0, 1000, 0).await.unwrap();
         assert!(t1.starts_with(PREFIX));
-        let t2 = rotated(rotate(&s, &t1, 1000, 1, ok).unwrap());
-        let t3 = rotated(rotate(&s, &t2, 1000, 2, ok).unwrap());
+        let t2 = rotated(rotate(&s, &t1, 1000, 1, ok).await.unwrap());
+        let t3 = rotated(rotate(&s, &t2, 1000, 2, ok).await.unwrap());
         // Reusing t1 revokes the family: t3 stops working too.
-        assert_eq!(rotate(&s, &t1, 1000, 3, ok).unwrap(), Refreshed::Refused);
-        assert_eq!(rotate(&s, &t3, 1000, 4, ok).unwrap(), Refreshed::Refused);
+        assert_eq!(
+            rotate(&s, &t1, 1000, 3, ok).await.unwrap(),
+            Refreshed::Refused
+        );
+        assert_eq!(
+            rotate(&s, &t3, 1000, 4, ok).await.unwrap(),
+            Refreshed::Refused
+        );
 
         // Expiry and disabled users.
-        let t = start(&s, "u1", 0, 10, 0).unwrap();
-        assert_eq!(rotate(&s, &t, 10, 10, ok).unwrap(), Refreshed::Refused);
-        let t = start(&s, "u1", 0, 10, 0).unwrap();
+        let t = start(&s, "u1", 0, 10, 0).await.unwrap();
         assert_eq!(
-            rotate(&s, &t, 10, 1, |_, _| Ok(false)).unwrap(),
+            rotate(&s, &t, 10, 10, ok).await.unwrap(),
+            Refreshed::Refused
+        );
+        let t = start(&s, "u1", 0, 10, 0).await.unwrap();
+        assert_eq!(
+            rotate(&s, &t, 10, 1, |_, _| false).await.unwrap(),
             Refreshed::Refused
         );
 
         // A family of an earlier session generation than the account's is over.
-        let stale = start(&s, "u1", 0, 1000, 0).unwrap();
+        let stale = start(&s, "u1", 0, 1000, 0).await.unwrap();
         assert_eq!(
-            rotate(&s, &stale, 1000, 1, |_, generation| Ok(generation == 1)).unwrap(),
+            rotate(&s, &stale, 1000, 1, |_, generation| generation == 1)
+                .await
+                .unwrap(),
             Refreshed::Refused
         );
 
         // Logout ends one family; end_all ends every family of the user, and only theirs.
-        let a = start(&s, "u1", 0, 1000, 0).unwrap();
-        let b = start(&s, "u1", 0, 1000, 0).unwrap();
-        let other = start(&s, "u2", 0, 1000, 0).unwrap();
-        end(&s, &a).unwrap();
-        assert_eq!(rotate(&s, &a, 1000, 1, ok).unwrap(), Refreshed::Refused);
-        let b = rotated(rotate(&s, &b, 1000, 1, ok).unwrap());
-        end_all(&s, "u1").unwrap();
-        assert_eq!(rotate(&s, &b, 1000, 2, ok).unwrap(), Refreshed::Refused);
-        rotated(rotate(&s, &other, 1000, 2, ok).unwrap());
+        let a = start(&s, "u1", 0, 1000, 0).await.unwrap();
+        let b = start(&s, "u1", 0, 1000, 0).await.unwrap();
+        let other = start(&s, "u2", 0, 1000, 0).await.unwrap();
+        end(&s, &a).await.unwrap();
         assert_eq!(
-            rotate(&s, "plinth_rt_unknown", 1000, 2, ok).unwrap(),
+            rotate(&s, &a, 1000, 1, ok).await.unwrap(),
+            Refreshed::Refused
+        );
+        let b = rotated(rotate(&s, &b, 1000, 1, ok).await.unwrap());
+        end_all(&s, "u1").await.unwrap();
+        assert_eq!(
+            rotate(&s, &b, 1000, 2, ok).await.unwrap(),
+            Refreshed::Refused
+        );
+        rotated(rotate(&s, &other, 1000, 2, ok).await.unwrap());
+        assert_eq!(
+            rotate(&s, "plinth_rt_unknown", 1000, 2, ok).await.unwrap(),
             Refreshed::Refused
         );
         drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn expired_tokens_and_the_families_they_leave_empty_are_pruned() {
-        let (s, dir) = store();
-        let ok = |_: &str, _: u64| Ok(true);
+    #[tokio::test]
+    async fn the_check_is_handed_the_token_s_account() {
+        let (s, dir) = store().await;
+        let user = User::new("a@b.io".into(), "h".into(), &[], 0);
+        assert!(accounts::insert(&s, &user, Vec::new()).await.unwrap());
+        let t = start(&s, &user.id, 0, 1000, 0).await.unwrap();
+        let mut seen = None;
+        let refreshed = rotate(&s, &t, 1000, 1, |account, generation| {
+            seen = account.map(|u| (u.id, generation));
+            true
+        })
+        .await
+        .unwrap();
+        rotated(refreshed);
+        assert_eq!(seen, Some((user.id, 0)));
+        // A token whose account is gone is handed `None`.
+        let orphan = start(&s, "gone", 0, 1000, 0).await.unwrap();
+        let refreshed = rotate(&s, &orphan, 1000, 1, |account, _| account.is_some()).await;
+        assert_eq!(refreshed.unwrap(), Refreshed::Refused);
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn count(s: &SledStore, space: Space) -> usize {
+        s.scan(space, b"", None, 100).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_and_the_families_they_leave_empty_are_pruned() {
+        let (s, dir) = store().await;
+        let ok = |_: Option<User>, _: u64| true;
         // A family rotated once (a spent token and a live one), and a short one that expires.
-        let first = start(&s, "u1", 0, 1000, 0).unwrap();
-        let second = rotated(rotate(&s, &first, 1000, 10, ok).unwrap());
-        let short = start(&s, "u2", 0, 100, 0).unwrap();
-        let count = |space| s.scan(space, b"", None, 100).unwrap().len();
-        assert_eq!(
-            (count(Space::RefreshTokens), count(Space::Families)),
-            (3, 2)
-        );
+        let first = start(&s, "u1", 0, 1000, 0).await.unwrap();
+        let second = rotated(rotate(&s, &first, 1000, 10, ok).await.unwrap());
+        let short = start(&s, "u2", 0, 100, 0).await.unwrap();
+        let tokens = count(&s, Space::RefreshTokens).await;
+        let families = count(&s, Space::Families).await;
+        assert_eq!((tokens, families), (3, 2));
         // At 500 only the short family's token has expired: it goes, with its family.
-        let pruned = prune(&s, 500).unwrap();
+        let pruned = prune(&s, 500).await.unwrap();
         assert_eq!(
             pruned,
             Pruned {
@@ -392,20 +455,20 @@ mod tests {
                 families: 1
             }
         );
-        assert_eq!(count(Space::UserFamilies), 1);
+        assert_eq!(count(&s, Space::UserFamilies).await, 1);
         // The spent token is still there, so its reuse is still caught (and revokes).
         assert_eq!(
-            rotate(&s, &first, 1000, 600, ok).unwrap(),
+            rotate(&s, &first, 1000, 600, ok).await.unwrap(),
             Refreshed::Refused
         );
         assert_eq!(
-            rotate(&s, &second, 1000, 601, ok).unwrap(),
+            rotate(&s, &second, 1000, 601, ok).await.unwrap(),
             Refreshed::Refused
         );
         // Once everything expired, nothing is left.
-        prune(&s, 5000).unwrap();
+        prune(&s, 5000).await.unwrap();
         for space in [Space::RefreshTokens, Space::Families, Space::UserFamilies] {
-            assert_eq!(count(space), 0, "{}", space.name());
+            assert_eq!(count(&s, space).await, 0, "{}", space.name());
         }
         drop((s, short));
         std::fs::remove_dir_all(dir).unwrap();

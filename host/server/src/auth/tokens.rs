@@ -4,7 +4,8 @@
 //! `jku`, `x5u` and `jwk` headers are never looked at, let alone fetched. Signing keys are
 //! generated on first start and kept in the store; old keys keep verifying after a rotation.
 
-use crate::store::{Op, Space, Store, StoreError, from_json, to_json};
+use crate::store::{Entries, Op, Space, Store, StoreError, from_json, to_json};
+use crate::units::now_secs;
 
 /// Names signing-key records in storage errors.
 const WHAT: &str = "signing key";
@@ -14,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Issuer and audience of every token this server signs and accepts.
 pub const ISSUER: &str = "plinth";
@@ -106,12 +107,6 @@ pub struct AccessToken {
     pub generation: u64,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn key_from_seed(seed: &[u8; 32]) -> Result<Key, StoreError> {
     let signing = SigningKey::from_bytes(seed);
     let der = signing
@@ -129,13 +124,18 @@ fn new_stored_key() -> StoredKey {
     StoredKey {
         kid: hex::encode(rand::random::<[u8; 8]>()),
         seed: hex::encode(rand::random::<[u8; 32]>()),
-        created_at: now(),
+        created_at: now_secs(),
         retired_at: None,
     }
 }
 
 fn encode_stored(stored: &StoredKey) -> Result<Vec<u8>, StoreError> {
     to_json(WHAT, stored)
+}
+
+/// Every stored signing key, by key id.
+async fn stored_keys(store: &dyn Store) -> Result<Entries, StoreError> {
+    store.scan(Space::SigningKeys, b"", None, usize::MAX).await
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<(StoredKey, Key), StoreError> {
@@ -168,8 +168,8 @@ impl Tokens {
     }
 
     /// Loads the signing keys, creating the first one on a fresh store and dropping retired
-    /// keys whose tokens have all expired. Blocking.
-    pub fn load(store: &dyn Store, access_ttl: Duration) -> Result<Self, StoreError> {
+    /// keys whose tokens have all expired.
+    pub async fn load(store: &dyn Store, access_ttl: Duration) -> Result<Self, StoreError> {
         let tokens = Self {
             ring: RwLock::new(KeyRing {
                 current: String::new(),
@@ -178,31 +178,40 @@ impl Tokens {
             access_ttl,
             verified: Mutex::new(HashMap::new()),
         };
-        if store.scan(Space::SigningKeys, b"", None, 1)?.is_empty() {
+        if store
+            .scan(Space::SigningKeys, b"", None, 1)
+            .await?
+            .is_empty()
+        {
             let stored = new_stored_key();
-            store.commit(&[Op::Put {
-                space: Space::SigningKeys,
-                key: stored.kid.clone().into_bytes(),
-                value: encode_stored(&stored)?,
-            }])?;
+            store
+                .commit(vec![Op::Put {
+                    space: Space::SigningKeys,
+                    key: stored.kid.clone().into_bytes(),
+                    value: encode_stored(&stored)?,
+                }])
+                .await?;
         }
-        tokens.reload(store)?;
+        tokens.reload(store).await?;
         Ok(tokens)
     }
 
     /// Rebuilds the key ring from the store, deleting keys retired for longer than a token
-    /// lives. Blocking.
-    fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+    /// lives. The store is read (and pruned) first; only then is the ring locked, to swap the
+    /// new one in whole, so no lock is held across an await and no reader sees half a ring.
+    async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
         let horizon = self.access_ttl.as_secs() + LEEWAY_SECS;
         let mut keys = HashMap::new();
         let mut newest: Option<(u64, String)> = None;
-        for (id, bytes) in store.scan(Space::SigningKeys, b"", None, usize::MAX)? {
+        for (id, bytes) in stored_keys(store).await? {
             let (stored, key) = decode_stored(&bytes)?;
-            if stored.retired_at.is_some_and(|t| t + horizon < now()) {
-                store.commit(&[Op::Delete {
-                    space: Space::SigningKeys,
-                    key: id,
-                }])?;
+            if stored.retired_at.is_some_and(|t| t + horizon < now_secs()) {
+                store
+                    .commit(vec![Op::Delete {
+                        space: Space::SigningKeys,
+                        key: id,
+                    }])
+                    .await?;
                 continue;
             }
             if stored.retired_at.is_none()
@@ -223,17 +232,17 @@ impl Tokens {
 
     /// Adds a new signing key and makes it current; the previous key keeps verifying until the
     /// tokens it signed have expired. Audited when an operator asked (`by`). Returns the new
-    /// key id. Blocking.
-    pub fn rotate(
+    /// key id.
+    pub async fn rotate(
         &self,
         store: &dyn Store,
         by: Option<&crate::audit::Actor>,
     ) -> Result<String, StoreError> {
         let mut ops = Vec::new();
-        for (id, bytes) in store.scan(Space::SigningKeys, b"", None, usize::MAX)? {
+        for (id, bytes) in stored_keys(store).await? {
             let (mut stored, _) = decode_stored(&bytes)?;
             if stored.retired_at.is_none() {
-                stored.retired_at = Some(now());
+                stored.retired_at = Some(now_secs());
                 ops.push(Op::Put {
                     space: Space::SigningKeys,
                     key: id,
@@ -252,11 +261,11 @@ impl Tokens {
         if let Some(entry) = &audit {
             ops.push(entry.op()?);
         }
-        store.commit(&ops)?;
+        store.commit(ops).await?;
         if let Some(entry) = audit {
             entry.committed();
         }
-        self.reload(store)?;
+        self.reload(store).await?;
         Ok(fresh.kid)
     }
 
@@ -292,7 +301,7 @@ impl Tokens {
             .keys
             .get(&ring.current)
             .ok_or("no current signing key")?;
-        let iat = now();
+        let iat = now_secs();
         let claims = AccessClaims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -316,7 +325,7 @@ impl Tokens {
             let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(hit) = verified.get(signature)
                 && *hit.token == *token
-                && now() <= hit.exp + LEEWAY_SECS
+                && now_secs() <= hit.exp + LEEWAY_SECS
                 && self
                     .ring
                     .read()
@@ -331,7 +340,7 @@ impl Tokens {
         let (sub, exp, generation, kid) = self.verify_signed(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.len() >= VERIFIED_CACHE {
-            let now = now();
+            let now = now_secs();
             verified.retain(|_, v| now <= v.exp + LEEWAY_SECS);
             if verified.len() >= VERIFIED_CACHE {
                 verified.clear();
@@ -378,6 +387,7 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Durability, SledStore};
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
@@ -499,21 +509,22 @@ mod tests {
         assert_eq!(t.verify("garbage"), None);
     }
 
-    #[test]
-    fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+    #[tokio::test]
+    async fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         let dir = std::env::temp_dir().join(format!("plinth-tokens-{}", rand::random::<u64>()));
-        let store = crate::store::SledStore::open(&dir).unwrap();
-        let t = Tokens::load(&store, Duration::from_secs(900)).unwrap();
+        let store = SledStore::open(&dir, Durability::Durable).await.unwrap();
+        let ttl = Duration::from_secs(900);
+        let t = Tokens::load(&store, ttl).await.unwrap();
         let old = t.issue("u", 0).unwrap();
         let first = t.key_ids()[0].clone();
-        let kid = t.rotate(&store, None).unwrap();
+        let kid = t.rotate(&store, None).await.unwrap();
         assert_ne!(kid, first);
         assert_eq!(t.key_ids(), vec![kid.clone(), first.clone()]);
         assert_eq!(t.verify(&old).map(|t| t.user_id).as_deref(), Some("u"));
         let new = t.issue("u", 0).unwrap();
         assert_eq!(parts(&new).0["kid"], kid.as_str());
         // A restart sees the same keys, with the new one current.
-        let reloaded = Tokens::load(&store, Duration::from_secs(900)).unwrap();
+        let reloaded = Tokens::load(&store, ttl).await.unwrap();
         assert_eq!(reloaded.key_ids(), vec![kid, first]);
         assert_eq!(
             reloaded.verify(&old).map(|t| t.user_id).as_deref(),
@@ -530,7 +541,7 @@ mod tests {
         // exp = now; with the leeway it is still valid, so forge an older exp and re-sign.
         let ring = t.ring.read().unwrap();
         let key = ring.keys.get(&ring.current).unwrap();
-        let old = now() - 3600;
+        let old = now_secs() - 3600;
         let claims = AccessClaims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -547,7 +558,7 @@ mod tests {
         drop(ring);
         assert_eq!(t.verify(&token), None);
         // Not yet valid.
-        let future = now() + 3600;
+        let future = now_secs() + 3600;
         let ring = t.ring.read().unwrap();
         let key = ring.keys.get(&ring.current).unwrap();
         let claims = AccessClaims {

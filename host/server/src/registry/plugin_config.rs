@@ -123,12 +123,17 @@ fn prefix(plugin: &str) -> Vec<u8> {
 }
 
 /// Every stored value of `plugin`, by key.
-pub fn load(store: &dyn Store, plugin: &str) -> Result<BTreeMap<String, StoredValue>, StoreError> {
+pub async fn load(
+    store: &dyn Store,
+    plugin: &str,
+) -> Result<BTreeMap<String, StoredValue>, StoreError> {
     let prefix = prefix(plugin);
     let mut out = BTreeMap::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(Space::PluginConfig, &prefix, after.as_deref(), 500)?;
+        let page = store
+            .scan(Space::PluginConfig, &prefix, after.as_deref(), 500)
+            .await?;
         let Some((last, _)) = page.last() else {
             break;
         };
@@ -143,11 +148,13 @@ pub fn load(store: &dyn Store, plugin: &str) -> Result<BTreeMap<String, StoredVa
 }
 
 /// The plugins with any stored config.
-pub fn plugins_with_config(store: &dyn Store) -> Result<BTreeSet<String>, StoreError> {
+pub async fn plugins_with_config(store: &dyn Store) -> Result<BTreeSet<String>, StoreError> {
     let mut plugins = BTreeSet::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(Space::PluginConfig, b"", after.as_deref(), 500)?;
+        let page = store
+            .scan(Space::PluginConfig, b"", after.as_deref(), 500)
+            .await?;
         let Some((last, _)) = page.last() else {
             break;
         };
@@ -179,7 +186,7 @@ pub fn snapshot(values: &BTreeMap<String, StoredValue>) -> ConfigSnapshot {
 /// value and only grows: a key stored as secret, or declared secret by the manifest now
 /// (`declared_secret`), stays secret whatever a later write or manifest says, until the key is
 /// removed.
-pub fn set(
+pub async fn set(
     store: &dyn Store,
     plugin: &str,
     values: &BTreeMap<ConfigKey, NewValue>,
@@ -187,7 +194,7 @@ pub fn set(
     now_ms: u64,
     audit: &crate::audit::Pending,
 ) -> Result<(), ConfigError> {
-    let current = load(store, plugin)?;
+    let current = load(store, plugin).await?;
     let mut ops = Vec::with_capacity(values.len());
     for (key, new) in values {
         if new.value.len() > MAX_VALUE_BYTES {
@@ -209,19 +216,19 @@ pub fn set(
         });
     }
     ops.push(audit.op()?);
-    store.commit(&ops)?;
+    store.commit(ops).await?;
     Ok(())
 }
 
 /// Marks the stored values of `keys` secret (a manifest declaring them secret was deployed), so
 /// they stay masked after a redeploy, rollback or delete that drops the declaration.
-pub fn mark_secret(
+pub async fn mark_secret(
     store: &dyn Store,
     plugin: &str,
     keys: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
     let mut ops = Vec::new();
-    for (key, mut value) in load(store, plugin)? {
+    for (key, mut value) in load(store, plugin).await? {
         if keys.contains(&key) && !value.secret {
             value.secret = true;
             ops.push(Op::Put {
@@ -232,52 +239,54 @@ pub fn mark_secret(
         }
     }
     if !ops.is_empty() {
-        store.commit(&ops)?;
+        store.commit(ops).await?;
     }
     Ok(())
 }
 
 /// Removes one key of `plugin`, with its audit entry.
-pub fn unset(
+pub async fn unset(
     store: &dyn Store,
     plugin: &str,
     key: &ConfigKey,
     audit: &crate::audit::Pending,
 ) -> Result<(), ConfigError> {
     let storage = storage_key(plugin, key.as_str());
-    let Some(current) = store.get(Space::PluginConfig, &storage)? else {
-        return Err(ConfigError::NotSet {
-            plugin: plugin.to_string(),
-            key: key.to_string(),
-        });
-    };
-    let removed = store.commit(&[
-        Op::Expect {
-            space: Space::PluginConfig,
-            key: storage.clone(),
-            value: Some(current),
-        },
-        Op::Delete {
-            space: Space::PluginConfig,
-            key: storage,
-        },
-        audit.op()?,
-    ])?;
-    if !removed {
-        // Changed meanwhile: still set, so try again with the new value.
-        return unset(store, plugin, key, audit);
+    // Changed meanwhile (the precondition failed): still set, so try again with the new value.
+    loop {
+        let Some(current) = store.get(Space::PluginConfig, &storage).await? else {
+            return Err(ConfigError::NotSet {
+                plugin: plugin.to_string(),
+                key: key.to_string(),
+            });
+        };
+        let ops = vec![
+            Op::Expect {
+                space: Space::PluginConfig,
+                key: storage.clone(),
+                value: Some(current),
+            },
+            Op::Delete {
+                space: Space::PluginConfig,
+                key: storage.clone(),
+            },
+            audit.op()?,
+        ];
+        if store.commit(ops).await? {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Removes every key of `plugin` (the last step of a purge of its data), with the purge's
 /// audit entry.
-pub fn purge(
+pub async fn purge(
     store: &dyn Store,
     plugin: &str,
     audit: &crate::audit::Pending,
 ) -> Result<(), StoreError> {
-    let mut ops: Vec<Op> = load(store, plugin)?
+    let mut ops: Vec<Op> = load(store, plugin)
+        .await?
         .into_keys()
         .map(|key| Op::Delete {
             space: Space::PluginConfig,
@@ -285,7 +294,7 @@ pub fn purge(
         })
         .collect();
     ops.push(audit.op()?);
-    store.commit(&ops)?;
+    store.commit(ops).await?;
     Ok(())
 }
 
@@ -312,8 +321,6 @@ pub fn shown(
         .iter()
         .map(|(key, stored)| {
             let secret = stored.secret || declared_secret.contains(key);
-            let when =
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(stored.updated_at_ms);
             ShownValue {
                 key: key.clone(),
                 value: if secret {
@@ -322,7 +329,7 @@ pub fn shown(
                     stored.value.clone()
                 },
                 secret,
-                updated_at: humantime::format_rfc3339_millis(when).to_string(),
+                updated_at: crate::units::rfc3339(stored.updated_at_ms),
             }
         })
         .collect()

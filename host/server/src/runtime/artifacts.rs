@@ -57,26 +57,29 @@ pub fn fingerprint(engine: &Engine) -> String {
 }
 
 impl Runtime {
-    /// The code of the component `sha256` (whose bytes are `bytes`): loaded from its stored
-    /// artifact when one matches this engine, else compiled and its artifact stored. Blocking.
-    pub fn load(&self, sha256: &str, bytes: &[u8]) -> Result<PluginCode, CompileError> {
-        let (code, compiled) = self.load_or_compile(sha256, bytes)?;
-        if compiled {
-            self.save_artifact(sha256, &code);
+    /// The compiled code stored for the component `sha256` under this engine's fingerprint, if
+    /// any. A failed read only costs a compile, so it is logged, not returned.
+    pub async fn stored_artifact(&self, sha256: &str) -> Option<Vec<u8>> {
+        match self.store.artifact(sha256, &self.fingerprint).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "reading a stored artifact failed");
+                None
+            }
         }
-        Ok(code)
     }
 
-    /// Like [`Runtime::load`], but a component it had to compile is not stored: the caller
-    /// stores it with the component (see [`Runtime::artifact`]). Returns whether it compiled.
-    /// Blocking.
+    /// The code of a component: loaded from `artifact` (what [`Runtime::stored_artifact`]
+    /// found) when it is usable, else compiled from `bytes`. Returns whether it compiled.
+    /// CPU-heavy and blocking: call it from `spawn_blocking`, never on an async worker.
     pub fn load_or_compile(
         &self,
         sha256: &str,
+        artifact: Option<Vec<u8>>,
         bytes: &[u8],
     ) -> Result<(PluginCode, bool), CompileError> {
-        match self.store.artifact(sha256, &self.fingerprint) {
-            Ok(Some(artifact)) => match self.deserialize(&artifact) {
+        if let Some(artifact) = artifact {
+            match self.deserialize(&artifact) {
                 Ok(component) => {
                     self.code_stats.loaded.fetch_add(1, Ordering::Relaxed);
                     return Ok((self.link(&component)?, false));
@@ -84,23 +87,18 @@ impl Runtime {
                 Err(e) => {
                     tracing::warn!(sha256, error = %e, "stored artifact unusable; compiling");
                 }
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(sha256, error = %e, "reading a stored artifact failed"),
+            }
         }
         Ok((self.compile(bytes)?, true))
     }
 
     /// Stores the compiled code of the component `sha256` (whose blob must be stored) for the
     /// next start. Failing only costs a compile later, so it is logged, not returned.
-    pub fn save_artifact(&self, sha256: &str, code: &PluginCode) {
+    pub async fn save_artifact(&self, sha256: &str, code: &PluginCode) {
         let Some(artifact) = self.artifact(code) else {
             return;
         };
-        if let Err(e) = self
-            .store
-            .put_artifact(sha256, &artifact.fingerprint, &artifact.bytes)
-        {
+        if let Err(e) = self.store.put_artifact(sha256, artifact).await {
             tracing::warn!(sha256, error = %e, "storing the compiled artifact failed");
         }
     }
@@ -140,7 +138,7 @@ impl Runtime {
     #[allow(unsafe_code)]
     fn deserialize(&self, artifact: &[u8]) -> wasmtime::Result<Component> {
         // SAFETY: `Component::deserialize` trusts its input to be code wasmtime produced. The
-        // artifact comes from our own store, written only by `load` from `Component::serialize`
+        // artifact comes from our own store, written only from `Component::serialize`
         // under this engine's fingerprint, in the data directory only Plinth writes; wasmtime
         // still checks its header and engine compatibility and refuses a mismatch.
         unsafe { Component::deserialize(&self.engine, artifact) }

@@ -142,7 +142,7 @@ fn budget_spent() -> store::Error {
     store::Error::Other(format!(
         "request_budget_exceeded: this request has already moved {} of key-value data; \
          split the work across requests",
-        crate::config::ByteSize(MAX_REQUEST_KV_BYTES)
+        crate::units::ByteSize(MAX_REQUEST_KV_BYTES)
     ))
 }
 
@@ -162,36 +162,29 @@ impl KeyValue<'_> {
     }
 }
 
-/// Runs a blocking store call on tokio's blocking pool, counted in `running` until it ends.
-async fn blocking<T: Send + 'static>(
+/// Runs a store write to its end even if the request is dropped meanwhile, counted in
+/// `running` until then, so a purge that waits for the plugin's calls sees no write land after
+/// it. A write the store finishes at once costs no task; one that waits (for a lock, a flush)
+/// finishes in its own task.
+async fn to_completion<T: Send + 'static>(
     running: &Arc<super::Running>,
-    call: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
-) -> Result<T, store::Error> {
+    call: impl Future<Output = T> + Send + 'static,
+) -> T {
     let counted = running.enter();
-    tokio::task::spawn_blocking(move || {
+    let mut call = Box::pin(call);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(done) = first {
+        return done;
+    }
+    match tokio::spawn(async move {
         let _counted = counted;
-        call()
+        call.await
     })
     .await
-    .unwrap_or_else(|e| Err(store::Error::Other(format!("storage_failed: {e}"))))
-}
-
-/// The ticket a read must wait on before it is answered (see `Store::kv_read_barrier`).
-fn barrier(store: &dyn Store, plugin: &str) -> Result<crate::store::Ticket, store::Error> {
-    store
-        .kv_read_barrier(plugin)
-        .map_err(|e| to_wit(KvError::Store(e)))
-}
-
-/// What a read found, once every write it may have seen is durable: a plugin never answers
-/// from data a crash could still take back.
-fn durable<T>(
-    (found, ticket): (T, crate::store::Ticket),
-) -> Result<impl Future<Output = Result<T, store::Error>>, store::Error> {
-    Ok(async move {
-        ticket.wait().await.map_err(|e| to_wit(e.into()))?;
-        Ok(found)
-    })
+    {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 impl KeyValueCtx {
@@ -209,48 +202,21 @@ impl KeyValueCtx {
             KvChange::Delete(_) | KvChange::Increment { .. } => 0,
         };
         self.spend(written)?;
-        // A one-key change is applied here when the plugin's write lock is free: a lookup and
-        // two in-memory writes, far cheaper than a thread hop. A batch, or a wait for the lock,
-        // goes to the blocking pool.
-        let change = if change.keys() == 1 {
-            match self.store.kv_try_apply(&self.plugin, change, &self.limits) {
-                Ok(Ok((outcome, ticket))) => {
-                    ticket.wait().await.map_err(|e| to_wit(e.into()))?;
-                    return Ok(outcome);
-                }
-                Ok(Err(change)) => change,
-                Err(e) => return Err(to_wit(e)),
-            }
-        } else {
-            change
-        };
         let (store, plugin, limits) = (self.store.clone(), self.plugin.clone(), self.limits);
-        let (outcome, ticket) = blocking(&self.running, move || {
-            store.kv_apply(&plugin, change, &limits).map_err(to_wit)
+        to_completion(&self.running, async move {
+            store.kv_apply(&plugin, change, limits).await
         })
-        .await?;
-        ticket.wait().await.map_err(|e| to_wit(e.into()))?;
-        Ok(outcome)
+        .await
+        .map_err(to_wit)
     }
 
-    /// One value. Read here, on the async thread: one key's value (at most the operator's
-    /// value limit) comes from sled's cache, the cost of a lookup, and a thread hop would cost
-    /// several times that. Only if a write of the plugin is being applied right now does the
-    /// wait for its lock go to the blocking pool.
+    /// One value, once every write it may have seen is durable.
     async fn get(&mut self, bucket: String, key: String) -> Result<Option<Vec<u8>>, store::Error> {
         let value = self
             .store
             .kv_get(&self.plugin, &bucket, &key)
+            .await
             .map_err(to_wit)?;
-        let ticket = match self.store.kv_read_barrier_now(&self.plugin) {
-            Ok(Some(ticket)) => ticket,
-            Ok(None) => {
-                let (store, plugin) = (self.store.clone(), self.plugin.clone());
-                blocking(&self.running, move || barrier(&*store, &plugin)).await?
-            }
-            Err(e) => return Err(to_wit(KvError::Store(e))),
-        };
-        let value = durable((value, ticket))?.await?;
         self.spend(value.as_ref().map_or(0, |v| v.len() as u64))?;
         Ok(value)
     }
@@ -264,32 +230,28 @@ impl KeyValueCtx {
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
         check_batch_len(keys.len())?;
         let allowed = (MAX_BATCH_BYTES as u64).min(self.budget);
-        let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let (values, read) = blocking(&self.running, move || {
-            let mut out = Vec::with_capacity(keys.len());
-            let mut read = 0u64;
-            for key in keys {
-                let value = store.kv_get(&plugin, &bucket, &key).map_err(to_wit)?;
-                read += value.as_ref().map_or(0, |v| v.len() as u64);
-                if read > allowed {
-                    return Err(if allowed < MAX_BATCH_BYTES as u64 {
-                        budget_spent()
-                    } else {
-                        batch_too_large(format!(
-                            "the values come to more than {} in one call",
-                            crate::config::ByteSize(MAX_BATCH_BYTES as u64)
-                        ))
-                    });
+        let values = self
+            .store
+            .kv_get_many(&self.plugin, &bucket, keys.clone(), allowed)
+            .await
+            .map_err(to_wit)?
+            .ok_or_else(|| {
+                if allowed < MAX_BATCH_BYTES as u64 {
+                    budget_spent()
+                } else {
+                    batch_too_large(format!(
+                        "the values come to more than {} in one call",
+                        crate::units::ByteSize(MAX_BATCH_BYTES as u64)
+                    ))
                 }
-                out.push(value.map(|v| (key, v)));
-            }
-            Ok(((out, read), barrier(&*store, &plugin)?))
-        })
-        .await
-        .and_then(durable)?
-        .await?;
+            })?;
+        let read = values.iter().flatten().map(|v| v.len() as u64).sum();
         self.spend(read)?;
-        Ok(values)
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|v| (key, v)))
+            .collect())
     }
 
     async fn keys(
@@ -299,16 +261,11 @@ impl KeyValueCtx {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<String>, store::Error> {
-        let (store, plugin) = (self.store.clone(), self.plugin.clone());
-        let keys = blocking(&self.running, move || {
-            let keys = store
-                .kv_keys(&plugin, &bucket, &prefix, after.as_deref(), limit)
-                .map_err(to_wit)?;
-            Ok((keys, barrier(&*store, &plugin)?))
-        })
-        .await
-        .and_then(durable)?
-        .await?;
+        let keys = self
+            .store
+            .kv_keys(&self.plugin, &bucket, &prefix, after.as_deref(), limit)
+            .await
+            .map_err(to_wit)?;
         self.spend(keys.iter().map(|k| k.len() as u64).sum())?;
         Ok(keys)
     }
@@ -452,8 +409,8 @@ impl batch::Host for KeyValue<'_> {
         if bytes > MAX_BATCH_BYTES {
             return Ok(Err(batch_too_large(format!(
                 "{} in one call, over the limit of {}",
-                crate::config::ByteSize(bytes as u64),
-                crate::config::ByteSize(MAX_BATCH_BYTES as u64)
+                crate::units::ByteSize(bytes as u64),
+                crate::units::ByteSize(MAX_BATCH_BYTES as u64)
             ))));
         }
         let entries = key_values

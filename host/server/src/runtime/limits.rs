@@ -1,6 +1,6 @@
 //! Engine settings and the pooling allocator's sizing, with the reasoning for each.
 //!
-//! Measured on this kind of machine (README, Performance): with memories and tables kept
+//! Measured on this kind of machine (docs/performance.md): with memories and tables kept
 //! resident and `PAGEMAP_SCAN` resetting only the pages a guest dirtied, a fresh instance per
 //! request costs ~12 µs instead of ~30 µs, with isolation unchanged.
 //!
@@ -177,16 +177,16 @@ pub const DEFAULT_CAPS: Limits = Limits {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     /// e.g. `"128MiB"`.
-    pub memory: Option<crate::config::ByteSize>,
+    pub memory: Option<crate::units::ByteSize>,
     /// e.g. `"2s"`.
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
     /// e.g. `32`.
     pub max_concurrency: Option<u32>,
     /// e.g. `"1MiB"`.
-    pub max_request_body: Option<crate::config::ByteSize>,
+    pub max_request_body: Option<crate::units::ByteSize>,
     /// e.g. `"256MiB"`.
-    pub max_response_body: Option<crate::config::ByteSize>,
+    pub max_response_body: Option<crate::units::ByteSize>,
     /// `true` asks to keep instances between requests, as far as the operator allows (see
     /// [`InstanceReuse`]).
     pub instance_reuse: Option<bool>,
@@ -242,7 +242,7 @@ impl Limits {
             }
             Ok(value)
         }
-        let bytes = |n: u64| crate::config::ByteSize(n).to_string();
+        let bytes = |n: u64| crate::units::ByteSize(n).to_string();
         Ok(Limits {
             memory: pick(
                 "memory",

@@ -1,16 +1,23 @@
-//! Durable state behind one trait: plugin records, component blobs and host metadata.
+//! Durable state behind one async trait: plugin records, component blobs, host metadata,
+//! generic keyspaces for the domain modules, and plugins' key-value data.
 //!
 //! **Boundary:** no module but `store` names sled. Everything else talks to [`Store`], so another
-//! backend can replace sled without touching the registry or the API.
+//! backend (a networked one included) can replace sled without touching the registry or the API.
 //!
 //! **Invariant:** a method that changes data returns only once the change is on disk, so an
-//! acknowledged deploy survives `kill -9` of the host.
+//! acknowledged deploy survives `kill -9` of the host (plugin kv writes under
+//! `durability = "periodic"` excepted), and a read answers only with data that is durable.
+//!
+//! **Invariant:** no method blocks the async thread that awaits it. A backend runs what may wait
+//! (a lock, a flush, a scan, a transaction) off the async threads; see `sled_store` for the
+//! point reads sled answers inline.
 
 mod group_commit;
 pub mod kv;
+mod sled_db;
 mod sled_store;
 
-pub use group_commit::{Durability, Ticket};
+pub use group_commit::Durability;
 pub use kv::{KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 pub use sled_store::SledStore;
 
@@ -173,7 +180,7 @@ pub struct Artifact {
 
 /// Makes the audit entry of a change from what the change stored (a deploy's version number is
 /// assigned in its commit).
-pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> Result<AuditRecord, StoreError> + Sync);
+pub type AuditOf<T> = Box<dyn Fn(&T) -> Result<AuditRecord, StoreError> + Send + Sync>;
 
 /// One step of an atomic [`Store::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,58 +213,63 @@ pub enum Op {
     },
 }
 
-/// The storage seam. Methods block: call them from a blocking context
-/// (`tokio::task::spawn_blocking`), never directly on an async worker.
+/// The storage seam. Every method is async and never blocks the thread that awaits it; a
+/// change is durable when its method returns.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new version of a plugin (its number assigned here, one past the last ever
     /// given to that name) with its component, and makes it the active one, in one atomic,
     /// durable step. Only the newest `keep` versions stay; older ones go, with any blob nothing
     /// else uses. The component's `artifact` (when the deploy compiled it) and `audit` are
     /// written in the same commit. Returns the record as stored.
-    fn put_plugin(
+    async fn put_plugin(
         &self,
-        record: &PluginRecord,
-        component: &[u8],
-        artifact: Option<&Artifact>,
+        record: PluginRecord,
+        component: bytes::Bytes,
+        artifact: Option<Artifact>,
         keep: usize,
-        audit: AuditOf<'_, PluginRecord>,
+        audit: AuditOf<PluginRecord>,
     ) -> Result<PluginRecord, StoreError>;
     /// The active version of every stored plugin, ordered by name.
-    fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
+    async fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
     /// The kept versions of a plugin, newest first (empty if none).
-    fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError>;
+    async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError>;
     /// Makes a kept version the active one, durably, with its audit entry. `None` (and nothing
     /// written) if the plugin has no such version.
-    fn activate_version(
+    async fn activate_version(
         &self,
         name: &str,
         version: u64,
-        audit: &AuditRecord,
+        audit: AuditRecord,
     ) -> Result<Option<PluginRecord>, StoreError>;
     /// The component bytes with this SHA-256, if stored.
-    fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes a plugin with all its versions and any blob nothing else uses. Returns whether
     /// it existed (nothing, the audit entry included, is written if not). Version numbers are
     /// not reused by a later deploy of the same name.
-    fn delete_plugin(&self, name: &str, audit: &AuditRecord) -> Result<bool, StoreError>;
+    async fn delete_plugin(&self, name: &str, audit: AuditRecord) -> Result<bool, StoreError>;
     /// A compiled artifact stored for the component `sha256` under `fingerprint` (the engine's
     /// compatibility key).
-    fn artifact(&self, sha256: &str, fingerprint: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Stores a compiled artifact; it is dropped with its component's blob.
-    fn put_artifact(&self, sha256: &str, fingerprint: &str, bytes: &[u8])
-    -> Result<(), StoreError>;
+    async fn artifact(
+        &self,
+        sha256: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a compiled artifact if the component is stored; it is dropped with the
+    /// component's blob. Not durable on its own: an artifact lost in a crash is compiled again.
+    async fn put_artifact(&self, sha256: &str, artifact: Artifact) -> Result<(), StoreError>;
     /// A host metadata value (admin token hash, ...).
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a host metadata value durably.
-    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    async fn set_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
     /// Whether the store held no data at all when it was opened (a first start).
     fn was_empty_at_open(&self) -> bool;
 
     /// The value of `key` in `space`.
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Up to `limit` entries of `space` whose keys start with `prefix`, in key order, starting
     /// after `after` when given (for cursor pagination).
-    fn scan(
+    async fn scan(
         &self,
         space: Space,
         prefix: &[u8],
@@ -266,14 +278,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Entries, StoreError>;
     /// Applies `ops` atomically and durably. Returns `false` (and changes nothing) when an
     /// [`Op::Expect`] precondition does not hold.
-    fn commit(&self, ops: &[Op]) -> Result<bool, StoreError>;
+    async fn commit(&self, ops: Vec<Op>) -> Result<bool, StoreError>;
 
-    // Plugin key-value data (see [`kv`]). Each plugin's data is apart from every other's.
+    // Plugin key-value data (see [`kv`]). Each plugin's data is apart from every other's, and
+    // a read answers only once every write of the plugin it may have seen is durable.
 
     /// The value at (bucket, key) of `plugin`.
-    fn kv_get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn kv_get(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, KvError>;
+    /// The values of `keys` in one bucket, in order; `None` (and nothing more read) as soon as
+    /// they come to more than `max_bytes`.
+    async fn kv_get_many(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        keys: Vec<String>,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, KvError>;
     /// Up to `limit` keys of one bucket that start with `prefix`, in key order, after `after`.
-    fn kv_keys(
+    async fn kv_keys(
         &self,
         plugin: &str,
         bucket: &str,
@@ -281,42 +308,26 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, KvError>;
-    /// Checks and applies one change atomically (nothing is written if any check fails). The
-    /// change is visible at once; wait on the [`Ticket`] before acknowledging it as durable. A
-    /// change that writes nothing (a lost compare-and-swap) still has a ticket: its outcome
-    /// rests on data that must be durable before it is answered.
-    fn kv_apply(
+    /// Checks and applies one change atomically (nothing is written if any check fails) and
+    /// returns once it is durable. A change that writes nothing (a lost compare-and-swap) is
+    /// answered only once the data its outcome rests on is durable.
+    async fn kv_apply(
         &self,
         plugin: &str,
         change: KvChange,
-        limits: &KvLimits,
-    ) -> Result<(KvOutcome, Ticket), KvError>;
-    /// [`Store::kv_apply`] only if it need not wait for another write of `plugin`: the change
-    /// comes back when one is being applied (apply it with the waiting one, off the async
-    /// threads).
-    fn kv_try_apply(
-        &self,
-        plugin: &str,
-        change: KvChange,
-        limits: &KvLimits,
-    ) -> Result<Result<(KvOutcome, Ticket), KvChange>, KvError>;
-    /// A ticket ready once every write of `plugin` a read just made could have seen is
-    /// durable: a plugin's answer must not rest on a write a crash could still lose.
-    fn kv_read_barrier(&self, plugin: &str) -> Result<Ticket, StoreError>;
-    /// [`Store::kv_read_barrier`] without waiting: `None` while a write of `plugin` is being
-    /// applied (then ask again with the waiting one, off the async threads).
-    fn kv_read_barrier_now(&self, plugin: &str) -> Result<Option<Ticket>, StoreError>;
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvError>;
     /// Writes `entries` (an operator's import) with their audit entry in one atomic, durable
     /// commit, under the same checks as [`Store::kv_apply`]. Returns the plugin's usage after.
-    fn kv_import(
+    async fn kv_import(
         &self,
         plugin: &str,
         entries: Vec<KvEntry>,
-        limits: &KvLimits,
-        audit: &AuditRecord,
+        limits: KvLimits,
+        audit: AuditRecord,
     ) -> Result<u64, KvError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
-    fn kv_entries(
+    async fn kv_entries(
         &self,
         plugin: &str,
         after: Option<(&str, &str)>,
@@ -324,9 +335,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<KvEntry>, StoreError>;
     /// The bytes `plugin` stores (bucket + key + value of every entry), kept up to date by
     /// every write rather than counted.
-    fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError>;
+    async fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError>;
     /// Deletes all of `plugin`'s data, durably.
-    fn kv_purge(&self, plugin: &str) -> Result<(), StoreError>;
+    async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
