@@ -12,12 +12,12 @@
 use anyhow::{Context, Result};
 use http_body_util::BodyExt;
 use plinth_host::auth::{Auth, AuthPolicy};
-use plinth_host::config::RawConfig;
 use plinth_host::metrics::Metrics;
 use plinth_host::plugin_logs::{Access, Level, PluginLogs, Source};
 use plinth_host::router::{Lookup, RouteTable};
 use plinth_host::runtime::route::RouteCtx;
 use plinth_host::runtime::{InstancePool, PluginCode, RequestContext, Runtime};
+use plinth_host::settings::Settings;
 use plinth_host::store::{Durability, SledStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -135,11 +135,11 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let data = tempdir()?;
-    let raw = RawConfig {
+    let raw = Settings {
         data_dir: Some(data.0.clone()),
         admin_email: Some("bench@example.com".into()),
         admin_password: Some(PASSWORD.into()),
-        ..RawConfig::default()
+        ..Settings::default()
     };
     let config = raw.resolve()?;
     let store: Arc<dyn Store> =

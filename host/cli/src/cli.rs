@@ -1,10 +1,8 @@
 //! The `plinth` command line (clap): today `plinth serve`; operator commands join it here.
 
+use clap::CommandFactory;
 use clap::{Args, Parser, Subcommand};
-use plinth_host::auth::Registration;
-use plinth_host::config::{LogFormat, RawConfig};
-use plinth_host::store::Durability;
-use plinth_host::units::ByteSize;
+use plinth_host::settings::{Settings, SettingsError};
 use std::path::PathBuf;
 
 /// Plinth: run other people's WebAssembly safely, with auth, storage and operations built in.
@@ -338,149 +336,113 @@ pub struct ClientArgs {
 /// variable, and both win over the config file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080; port 0 picks a free port]
-    #[arg(long, env = "PLINTH_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Directory for the embedded database [default: ./plinth-data]
-    #[arg(long, env = "PLINTH_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Server config file (TOML with the same keys in snake_case, e.g. `listen = "0.0.0.0:80"`)
+    /// Settings file (TOML with the flags' names in snake_case, e.g. `listen = "0.0.0.0:80"`);
+    /// flags and environment variables win over it
     #[arg(long, env = "PLINTH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log format on stderr: human or json [default: human]
-    #[arg(long, env = "PLINTH_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Largest component a deploy may upload, e.g. 64MiB [default: 64MiB]
-    #[arg(long, env = "PLINTH_MAX_COMPONENT_SIZE", value_name = "SIZE")]
-    pub max_component_size: Option<ByteSize>,
-    /// Who may create accounts with POST /auth/register: open, closed or invite [default: open]
-    #[arg(long, env = "PLINTH_REGISTRATION", value_name = "MODE")]
-    pub registration: Option<Registration>,
-    /// When a plugin's key-value write returns: durable (once on disk, shared flushes) or
-    /// periodic (at once; flushed every 200 ms, so a crash may lose the last moments)
-    /// [default: durable]
-    #[arg(long, env = "PLINTH_DURABILITY", value_name = "MODE")]
-    pub durability: Option<Durability>,
-    /// Largest value a plugin may store under one key [default: 1MiB]
-    #[arg(long, env = "PLINTH_KV_MAX_VALUE_SIZE", value_name = "SIZE")]
-    pub kv_max_value_size: Option<ByteSize>,
-    /// Most bytes (keys + values) one plugin may store [default: 256MiB]
-    #[arg(long, env = "PLINTH_KV_QUOTA", value_name = "SIZE")]
-    pub kv_quota: Option<ByteSize>,
-    /// Deadline of a plugin request, e.g. 10s; over it the client gets 504 [default: 10s]
-    #[arg(long, env = "PLINTH_REQUEST_TIMEOUT", value_name = "DURATION")]
-    pub request_timeout: Option<String>,
-    /// Linear memory limit of a plugin instance [default: 64MiB]
-    #[arg(long, env = "PLINTH_MEMORY_LIMIT", value_name = "SIZE")]
-    pub memory_limit: Option<ByteSize>,
-    /// Instances of one plugin at once; more requests wait, then get 503 [default: 16]
-    #[arg(long, env = "PLINTH_MAX_CONCURRENCY", value_name = "N")]
-    pub max_concurrency: Option<u32>,
-    /// Largest request body a plugin route accepts (413 beyond) [default: 10MiB]
-    #[arg(long, env = "PLINTH_MAX_REQUEST_BODY", value_name = "SIZE")]
-    pub max_request_body: Option<ByteSize>,
-    /// Plugin requests served at once across all plugins; more get 503 [default: 256]
-    #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
-    pub max_in_flight: Option<u32>,
-    /// Plugin instances alive at once, in flight or kept idle for reuse; the engine reserves
-    /// address space for each at start (lower it where overcommit is tight); idle ones keep only
-    /// the slots beyond --max-in-flight [default: 1000, or --max-in-flight if higher]
-    #[arg(long, env = "PLINTH_MAX_INSTANCES", value_name = "N")]
-    pub max_instances: Option<u32>,
-    /// How long a request waits for a busy plugin before 503 [default: 1s]
-    #[arg(long, env = "PLINTH_QUEUE_TIMEOUT", value_name = "DURATION")]
-    pub queue_timeout: Option<String>,
-    /// Time a client has to send a request's headers; also the most a keep-alive connection
-    /// may sit idle [default: 10s]
-    #[arg(long, env = "PLINTH_HEADER_TIMEOUT", value_name = "DURATION")]
-    pub header_timeout: Option<String>,
-    /// Open connections at once; more are closed at once [default: 1024]
-    #[arg(long, env = "PLINTH_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Versions kept per plugin for `plinth rollback` [default: 10]
-    #[arg(long, env = "PLINTH_KEEP_VERSIONS", value_name = "N")]
-    pub keep_versions: Option<usize>,
-    /// Deploy the plugins in this folder at start (new or changed ones; like `plinth apply`
-    /// without --prune) before reporting ready
-    #[arg(long, env = "PLINTH_APPLY", value_name = "DIR")]
-    pub apply: Option<PathBuf>,
-    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
-    #[arg(long, env = "PLINTH_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert
-    #[arg(long, env = "PLINTH_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM certificates plugins' outbound HTTPS trusts besides the public web roots (an
-    /// internal CA) [default: none]
-    #[arg(long, env = "PLINTH_OUTBOUND_CA_CERT", value_name = "FILE")]
-    pub outbound_ca_cert: Option<PathBuf>,
-    /// Log lines kept per plugin for `plinth logs` [default: 1000]
-    #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
-    pub log_buffer_lines: Option<usize>,
-    /// Let plugins whose manifest sets `[limits] instance_reuse = true` keep instances between
-    /// requests: off, public (on public routes only) or all. Faster, but a request can see
-    /// what an earlier one (maybe another user's) left in the instance [default: off]
-    #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
-    pub instance_reuse: Option<plinth_host::runtime::limits::InstanceReuse>,
-    /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client,
-    /// for rate limits and the audit log; trust none unless they front Plinth
-    /// [default: none]
-    #[arg(
-        long,
-        env = "PLINTH_TRUSTED_PROXIES",
-        value_name = "CIDRS",
-        value_delimiter = ','
-    )]
-    pub trusted_proxies: Option<Vec<String>>,
-    /// Plugins (comma-separated) that may receive operator and admin credentials on their
-    /// `forward_authorization` routes [default: none]
-    #[arg(
-        long,
-        env = "PLINTH_FORWARD_PRIVILEGED_CREDENTIALS",
-        value_name = "PLUGINS",
-        value_delimiter = ','
-    )]
-    pub forward_privileged_credentials: Option<Vec<String>>,
-}
-
-fn env_secret(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    /// Every server setting.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 impl ServeArgs {
-    /// The settings given on the command line and in the environment (the file comes after).
-    pub fn raw(&self) -> RawConfig {
-        RawConfig {
-            listen: self.listen.clone(),
-            data_dir: self.data_dir.clone(),
-            log_format: self.log_format,
-            max_component_size: self.max_component_size,
-            registration: self.registration,
-            durability: self.durability,
-            kv_max_value_size: self.kv_max_value_size,
-            kv_quota: self.kv_quota,
-            request_timeout: self.request_timeout.clone(),
-            memory_limit: self.memory_limit,
-            max_concurrency: self.max_concurrency,
-            max_request_body: self.max_request_body,
-            max_in_flight: self.max_in_flight,
-            max_instances: self.max_instances,
-            queue_timeout: self.queue_timeout.clone(),
-            header_timeout: self.header_timeout.clone(),
-            max_connections: self.max_connections,
-            keep_versions: self.keep_versions,
-            apply: self.apply.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            outbound_ca_cert: self.outbound_ca_cert.clone(),
-            log_buffer_lines: self.log_buffer_lines,
-            instance_reuse: self.instance_reuse,
-            trusted_proxies: self.trusted_proxies.clone(),
-            forward_privileged_credentials: self.forward_privileged_credentials.clone(),
-            admin_token: env_secret("PLINTH_ADMIN_TOKEN"),
-            admin_email: env_secret("PLINTH_ADMIN_EMAIL"),
-            admin_password: env_secret("PLINTH_ADMIN_PASSWORD"),
-            ..RawConfig::default()
+    /// The settings in force: flags and environment, then the file, then the secrets only the
+    /// environment may give.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let settings = match &self.config {
+            Some(path) => self.settings.clone().over(Settings::from_file(path)?),
+            None => self.settings.clone(),
+        };
+        Ok(settings.with_secrets_from_env())
+    }
+}
+
+/// The command line, with each server setting's default in its `--help` line, taken from the
+/// constants the server applies.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", |mut serve| {
+        for (id, default) in Settings::defaults() {
+            serve = serve.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            });
         }
+        serve
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings table of docs/operating.md, as the flags define it.
+    fn settings_table() -> String {
+        let defaults: std::collections::BTreeMap<_, _> = Settings::defaults().into_iter().collect();
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("a serve command");
+        let mut table = String::from(
+            "| flag | environment | default | what it sets |\n| --- | --- | --- | --- |\n",
+        );
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let value = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map(|name| format!(" {name}"))
+                .unwrap_or_default();
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let default = defaults
+                .get(arg.get_id().as_str())
+                .map_or("none".to_string(), |d| format!("`{d}`"));
+            let help = arg
+                .get_help()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .replace('|', "\\|");
+            table.push_str(&format!(
+                "| `--{long}{value}` | `{env}` | {default} | {help} |\n"
+            ));
+        }
+        table
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed_and_shows_every_default() {
+        command().debug_assert();
+        let mut serve = command();
+        let help = serve
+            .find_subcommand_mut("serve")
+            .expect("a serve command")
+            .render_long_help()
+            .to_string();
+        for (id, default) in Settings::defaults() {
+            let flag = format!("--{} <", id.replace('_', "-"));
+            let at = help
+                .find(&flag)
+                .unwrap_or_else(|| panic!("{flag} is not in --help"));
+            let line_end = help[at..].find("[env:").map_or(help.len(), |i| at + i);
+            assert!(
+                help[at..line_end].contains(&format!("[default: {default}]")),
+                "{flag} does not show its default {default}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_docs_list_every_setting_with_its_default() {
+        const START: &str = "<!-- settings table: generated from the flags; a test checks it -->\n";
+        const END: &str = "<!-- end of settings table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operating.md");
+        let docs = std::fs::read_to_string(path).expect("docs/operating.md");
+        let start = docs.find(START).expect("the settings table's start marker") + START.len();
+        let end = docs.find(END).expect("the settings table's end marker");
+        let expected = settings_table();
+        assert!(
+            docs[start..end] == expected,
+            "docs/operating.md's settings table is out of date; it should be:\n\n{expected}"
+        );
     }
 }

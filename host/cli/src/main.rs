@@ -9,8 +9,8 @@ mod scaffold;
 
 use crate::cli::{Cli, Command};
 use anyhow::Context;
-use clap::Parser;
-use plinth_host::config::{LogFormat, RawConfig};
+use clap::FromArgMatches;
+use plinth_host::settings::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
@@ -32,14 +32,10 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
-            let file = match &args.config {
-                Some(path) => RawConfig::from_file(path)?,
-                None => RawConfig::default(),
-            };
-            let config = args.raw().or(file).resolve()?;
+            let config = args.settings()?.resolve()?;
             init_logging(config.log_format);
             tracing::debug!(?config, "configuration");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

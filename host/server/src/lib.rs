@@ -6,7 +6,6 @@ pub mod api;
 pub mod apply;
 pub mod audit;
 pub mod auth;
-pub mod config;
 pub mod front_door;
 #[doc(hidden)]
 pub mod fuzz;
@@ -17,5 +16,6 @@ pub mod retention;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod units;

@@ -4,9 +4,9 @@
 use crate::api::{self, AppState, Services};
 use crate::apply::Desired;
 use crate::auth::Auth;
-use crate::config::ServerConfig;
 use crate::registry::Registry;
 use crate::runtime::{EngineError, Runtime};
+use crate::settings::ServerSettings;
 use crate::store::{SledStore, Store, StoreError};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ pub type PluginSource = Box<dyn FnOnce() -> Result<Vec<Desired>, String> + Send>
 
 /// Runs the server with `config` until a shutdown signal, first deploying what `apply` gives
 /// (if anything) that the store does not already run.
-pub async fn serve(config: ServerConfig, apply: Option<PluginSource>) -> Result<(), ServeError> {
+pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Result<(), ServeError> {
     let dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir, config.durability).await.map_err(
         |source| ServeError::Store {

@@ -1,4 +1,4 @@
-//! Units and time shared by every layer: byte sizes as operators write them, and the clock
+//! Units and time shared by every layer: sizes and durations as operators write them, and the clock
 //! as the store records it (milliseconds since the Unix epoch) and the API shows it (RFC 3339).
 //! A leaf: it imports nothing from this crate.
 
@@ -63,6 +63,40 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A length of time, written as operators do: `10s`, `15m`, `30days`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim())
+            .map(Span)
+            .map_err(|e| format!("`{s}` is not a duration (e.g. 10s, 15m, 30days): {e}"))
+    }
+}
+
+impl fmt::Display for Span {
+    /// Whole days as days (humantime would write 365 days as months and hours).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAY: u64 = 24 * 3600;
+        let secs = self.0.as_secs();
+        if secs >= DAY && secs.is_multiple_of(DAY) && self.0.subsec_nanos() == 0 {
+            write!(f, "{}days", secs / DAY)
+        } else {
+            write!(f, "{}", humantime::format_duration(self.0))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -112,6 +146,29 @@ mod tests {
         let t: Holder = toml::from_str("size = \"2KiB\"").unwrap();
         assert_eq!(t.size, ByteSize(2048));
         assert!(toml::from_str::<Holder>("size = \"2XB\"").is_err());
+    }
+
+    #[test]
+    fn spans_parse_and_show_as_operators_write_them() {
+        assert_eq!("10s".parse::<Span>(), Ok(Span(Duration::from_secs(10))));
+        assert_eq!(
+            "1h 30m".parse::<Span>(),
+            Ok(Span(Duration::from_secs(5400)))
+        );
+        assert!("soon".parse::<Span>().is_err());
+        assert_eq!(
+            Span(Duration::from_secs(365 * 24 * 3600)).to_string(),
+            "365days"
+        );
+        assert_eq!(Span(Duration::from_secs(900)).to_string(), "15m");
+        let round_trip: Span = Span(Duration::from_secs(90)).to_string().parse().unwrap();
+        assert_eq!(round_trip, Span(Duration::from_secs(90)));
+        #[derive(Deserialize)]
+        struct Holder {
+            span: Span,
+        }
+        let held: Holder = toml::from_str("span = \"30days\"").unwrap();
+        assert_eq!(held.span, Span(Duration::from_secs(30 * 24 * 3600)));
     }
 
     #[test]

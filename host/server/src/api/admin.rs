@@ -161,11 +161,14 @@ async fn remove(
     query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
-    state.registry.remove(&name, query.purge, &actor).await?;
-    if query.purge {
-        state.logs.forget(&name);
-    }
-    Ok(StatusCode::NO_CONTENT)
+    super::to_completion(async move {
+        state.registry.remove(&name, query.purge, &actor).await?;
+        if query.purge {
+            state.logs.forget(&name);
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// The kept versions of a plugin, newest first.
@@ -207,11 +210,14 @@ async fn rollback(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
     };
-    let done = state.registry.rollback(&name, body.version, &actor).await?;
-    if !done.unchanged {
-        state.metrics.rolled_back();
-    }
-    Ok(Json(done))
+    super::to_completion(async move {
+        let done = state.registry.rollback(&name, body.version, &actor).await?;
+        if !done.unchanged {
+            state.metrics.rolled_back();
+        }
+        Ok(Json(done))
+    })
+    .await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -338,13 +344,20 @@ async fn deploy(
         ))
     })?;
     let (manifest, component) = read_upload(multipart, state.max_component_size).await?;
-    let deployed = state
-        .registry
-        .deploy(&name, manifest, component, &actor)
-        .await?;
-    if !deployed.unchanged {
-        state.metrics.deployed();
-    }
+    let deployed = super::to_completion({
+        let state = state.clone();
+        async move {
+            let deployed = state
+                .registry
+                .deploy(&name, manifest, component, &actor)
+                .await?;
+            if !deployed.unchanged {
+                state.metrics.deployed();
+            }
+            Ok(deployed)
+        }
+    })
+    .await?;
     let status = if deployed.created {
         StatusCode::CREATED
     } else {

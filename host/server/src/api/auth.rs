@@ -144,7 +144,10 @@ async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<Json<Session>, ApiError> {
-    Ok(Json(state.auth.refresh(body.refresh_token).await?))
+    // A rotation that lost a race revokes the family: that must happen even if this client
+    // has gone away.
+    super::to_completion(async move { Ok(Json(state.auth.refresh(body.refresh_token).await?)) })
+        .await
 }
 
 /// Ends the session of a refresh token.

@@ -111,6 +111,10 @@ async fn rotate(
     AdminOnly(_principal, actor): AdminOnly,
     State(state): State<AppState>,
 ) -> Result<Json<SigningKeys>, ApiError> {
-    let ids = state.auth.rotate_signing_key(&actor).await?;
-    Ok(Json(SigningKeys::new(ids)))
+    // Stored, then loaded into the key ring: both, even if the client goes away.
+    super::to_completion(async move {
+        let ids = state.auth.rotate_signing_key(&actor).await?;
+        Ok(Json(SigningKeys::new(ids)))
+    })
+    .await
 }

@@ -213,6 +213,22 @@ async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     }
 }
 
+/// Runs a change to its end even if its client goes away: a change of several steps (the
+/// store, then what the server holds in memory) must not stop between them because its request
+/// was dropped. A panic is raised again; only a runtime shutting down stops it.
+pub(crate) async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ApiError::Storage(crate::store::StoreError::Backend {
+            op: "change",
+            message: e.to_string(),
+        })),
+    }
+}
+
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text). Public like `/healthz`, as
 /// Prometheus scrapes expect; it names plugins and routes, so keep it off the public internet
 /// (see docs/operating.md, HTTPS and reverse proxies).

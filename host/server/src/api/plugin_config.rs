@@ -95,7 +95,13 @@ async fn set(
     name: &str,
     values: BTreeMap<ConfigKey, NewValue>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    Ok(Json(state.registry.set_config(name, values, actor).await?))
+    let (state, actor, name) = (state.clone(), actor.clone(), name.to_string());
+    super::to_completion(async move {
+        Ok(Json(
+            state.registry.set_config(&name, values, &actor).await?,
+        ))
+    })
+    .await
 }
 
 /// `PUT .../config/{key}` with `{"value": "...", "secret": false}`.
@@ -123,6 +129,9 @@ async fn unset(
     State(state): State<AppState>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.unset_config(&name, &key, &actor).await?;
-    Ok(StatusCode::NO_CONTENT)
+    super::to_completion(async move {
+        state.registry.unset_config(&name, &key, &actor).await?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }

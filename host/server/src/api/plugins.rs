@@ -64,8 +64,17 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
     let plugin = target.plugin.clone();
-    let (response, user) =
-        serve(&state, target, pattern, params, request, request_id.clone()).await;
+    // Counted from the moment the route is found (before the auth step may wait on the store),
+    // queued or not, so a purge of the plugin waits for this request.
+    let running = plugin.running.enter();
+    let routed = Routed {
+        target,
+        pattern,
+        params,
+        request_id: request_id.clone(),
+        running,
+    };
+    let (response, user) = serve(&state, routed, request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state
@@ -106,16 +115,23 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
     response
 }
 
+/// A request matched to a route, counted in its plugin's requests in flight.
+struct Routed<'a> {
+    target: &'a RouteTarget,
+    pattern: &'a str,
+    params: Vec<(String, String)>,
+    request_id: Option<Arc<str>>,
+    running: crate::runtime::RunningGuard,
+}
+
 /// Serves a routed request: auth, required config, admission, body limits, then a fresh
 /// instance. Returns the response and the caller's id (for the access line).
 async fn serve(
     state: &AppState,
-    target: &RouteTarget,
-    pattern: &str,
-    params: Vec<(String, String)>,
+    routed: Routed<'_>,
     request: Request,
-    request_id: Option<Arc<str>>,
 ) -> (Response, Option<String>) {
+    let target = routed.target;
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -125,23 +141,24 @@ async fn serve(
         Err(e) => return (ApiError::from(e).into_response(), None),
     };
     let user = principal.as_ref().map(principal_id);
-    let response = run(
-        state, target, pattern, params, request, request_id, principal,
-    )
-    .await;
+    let response = run(state, routed, request, principal).await;
     (response, user)
 }
 
 /// Runs an authorised request on a fresh instance, within the plugin's limits.
 async fn run(
     state: &AppState,
-    target: &RouteTarget,
-    pattern: &str,
-    params: Vec<(String, String)>,
+    routed: Routed<'_>,
     mut request: Request,
-    request_id: Option<Arc<str>>,
     principal: Option<Principal>,
 ) -> Response {
+    let Routed {
+        target,
+        pattern,
+        params,
+        request_id,
+        running,
+    } = routed;
     let headers = request.headers_mut();
     // Credentials stay with the host; the plugin learns the caller through `identity`. A
     // route may ask for the header, but an operator's or admin's credential (the admin token,
@@ -185,8 +202,6 @@ async fn run(
     if declared.is_some_and(|len| len > limits.max_request_body) {
         return too_large(limits.max_request_body);
     }
-    // Counted from here, queued or not, so a purge of the plugin waits for this request.
-    let running = plugin.running.enter();
     // Admission: the plugin's own slots first, waited for briefly (a free slot is taken at
     // once, without arming a timer), then the host-wide cap, answered at once. In this order a
     // request queued on a slow plugin holds nothing any other plugin's requests need.

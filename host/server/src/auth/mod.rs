@@ -207,7 +207,7 @@ impl Principal {
 }
 
 /// Who may register.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {
     /// Anyone may `POST /auth/register`.
@@ -217,20 +217,6 @@ pub enum Registration {
     Closed,
     /// Registration needs an invitation code from an admin.
     Invite,
-}
-
-impl FromStr for Registration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(Self::Open),
-            "closed" => Ok(Self::Closed),
-            "invite" => Ok(Self::Invite),
-            other => Err(format!(
-                "expected `open`, `closed` or `invite`, got `{other}`"
-            )),
-        }
-    }
 }
 
 /// Auth settings from the server config.

@@ -149,11 +149,8 @@ pub async fn rotate(
         return Ok(Refreshed::Refused);
     };
     let record: TokenRecord = decode(&bytes)?;
-    let family: Option<FamilyRecord> = store
-        .get(Space::Families, record.family.as_bytes())
-        .await?
-        .map(|b| decode(&b))
-        .transpose()?;
+    let family_bytes = store.get(Space::Families, record.family.as_bytes()).await?;
+    let family: Option<FamilyRecord> = family_bytes.as_deref().map(decode).transpose()?;
     let Some(family) = family.filter(|f| !f.revoked) else {
         return Ok(Refreshed::Refused);
     };
@@ -189,6 +186,12 @@ pub async fn rotate(
                 space: Space::RefreshTokens,
                 key: key.clone(),
                 value: Some(bytes),
+            },
+            // A family revoked meanwhile (a reuse of another of its tokens) stays revoked.
+            Op::Expect {
+                space: Space::Families,
+                key: record.family.clone().into_bytes(),
+                value: family_bytes,
             },
             Op::Put {
                 space: Space::RefreshTokens,

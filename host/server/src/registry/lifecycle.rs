@@ -445,10 +445,10 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LimitSettings;
     use crate::router::Lookup;
     use crate::runtime::Runtime;
     use crate::runtime::limits::PoolSize;
+    use crate::settings::LimitSettings;
     use crate::store::{Durability, KvLimits, SledStore, Store};
     use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};

@@ -21,10 +21,10 @@ pub use views::{
 };
 
 use crate::audit::Actor;
-use crate::config::LimitSettings;
 use crate::router::RouteError;
 use crate::runtime::limits::LimitError;
 use crate::runtime::{CompileError, Runtime};
+use crate::settings::LimitSettings;
 use crate::store::{Store, StoreError};
 use crate::units::now_ms;
 use arc_swap::ArcSwap;

@@ -168,8 +168,8 @@ impl KeyValue<'_> {
 /// finishes in its own task.
 async fn to_completion<T: Send + 'static>(
     running: &Arc<super::Running>,
-    call: impl Future<Output = T> + Send + 'static,
-) -> T {
+    call: impl Future<Output = Result<T, KvError>> + Send + 'static,
+) -> Result<T, KvError> {
     let counted = running.enter();
     let mut call = Box::pin(call);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
@@ -183,7 +183,12 @@ async fn to_completion<T: Send + 'static>(
     .await
     {
         Ok(done) => done,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is stopping.
+        Err(e) => Err(KvError::Store(crate::store::StoreError::Backend {
+            op: "kv write",
+            message: e.to_string(),
+        })),
     }
 }
 

@@ -108,7 +108,7 @@ pub struct Limits {
 /// user. So it is off unless the manifest asks (`[limits] instance_reuse = true`) and the
 /// operator allows it (`plinth serve --instance-reuse`); as a cap, `public` allows it on
 /// `auth = "public"` routes only, `all` on every route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceReuse {
     /// A fresh instance for every request (the default).
@@ -137,16 +137,6 @@ impl InstanceReuse {
             Self::Public => public_route,
             Self::All => true,
         }
-    }
-}
-
-impl std::str::FromStr for InstanceReuse {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Off, Self::Public, Self::All]
-            .into_iter()
-            .find(|mode| mode.as_str() == s)
-            .ok_or_else(|| format!("{s:?} is not off, public or all"))
     }
 }
 
@@ -835,7 +825,16 @@ mod tests {
         assert!(InstanceReuse::Public.allows(true));
         assert!(!InstanceReuse::Public.allows(false));
         assert!(InstanceReuse::All.allows(false));
-        assert_eq!("public".parse(), Ok(InstanceReuse::Public));
-        assert!("sometimes".parse::<InstanceReuse>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(
+            InstanceReuse::from_str("public", false),
+            Ok(InstanceReuse::Public)
+        );
+        assert!(InstanceReuse::from_str("sometimes", false).is_err());
+        // Flags and manifests spell a mode the way operators see it.
+        for mode in InstanceReuse::value_variants() {
+            let flag = mode.to_possible_value().unwrap();
+            assert_eq!(flag.get_name(), mode.as_str());
+        }
     }
 }

@@ -13,7 +13,7 @@ pub type FlushFn = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
 
 /// How quickly plugin key-value writes reach the disk. Host records (deploys, users, keys) are
 /// always durable before they are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// A write returns only once it is on disk (group commit). The default.
@@ -22,17 +22,6 @@ pub enum Durability {
     /// A write returns at once and is flushed within [`PERIODIC_FLUSH`]; a crash may lose the
     /// writes of that last interval.
     Periodic,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "durable" => Ok(Self::Durable),
-            "periodic" => Ok(Self::Periodic),
-            other => Err(format!("expected `durable` or `periodic`, got `{other}`")),
-        }
-    }
 }
 
 /// How often the flusher runs in [`Durability::Periodic`] mode.

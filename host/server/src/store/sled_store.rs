@@ -304,10 +304,9 @@ impl Store for SledStore {
         .await
     }
 
+    /// Inline: a point read of the plugin's usage counter.
     async fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError> {
-        let plugin = plugin.to_string();
-        self.offload("kv usage", move |db| db.kv_usage(&plugin))
-            .await
+        self.db.kv_usage(plugin)
     }
 
     async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {

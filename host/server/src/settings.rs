@@ -1,16 +1,19 @@
-//! Server settings: merged from flags, environment and an optional TOML file (the raw stage),
-//! then checked and given defaults (the resolved stage), so `plinth serve` runs with no setup.
+//! Server settings, defined once: [`Settings`] is at the same time the `plinth serve` flags
+//! with their environment variables (clap), the keys of the optional TOML file (serde), and the
+//! layer merge of the two ([`merge::Merge`]: a flag or variable wins over the file). Defaults
+//! live in the constants below and in `DEFAULT_LIMITS`/`DEFAULT_CAPS`; [`Settings::defaults`]
+//! shows them, for `--help` and the docs, and [`Settings::resolve`] applies them.
 
 use crate::auth::throttle::RateLimit;
 use crate::auth::{AuthSettings, PasswordParams, Registration};
-use crate::runtime::limits::{DEFAULT_CAPS, DEFAULT_LIMITS, Limits};
+use crate::runtime::limits::{DEFAULT_CAPS, DEFAULT_LIMITS, InstanceReuse, Limits};
 use crate::store::{Durability, KvLimits};
-use crate::units::ByteSize;
+use crate::units::{ByteSize, Span};
+use clap::ValueEnum;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Default listen address: loopback only, so a fresh install is not exposed by accident.
@@ -45,26 +48,26 @@ pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default `audit_retention`: a year of audit entries.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Errors in the server configuration, naming the offending source and value.
+/// A setting that cannot be used, naming its source and value.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+pub enum SettingsError {
+    /// The settings file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML or has unknown keys.
-    #[error("invalid config file {path}: {message}")]
+    /// The settings file is not valid TOML or has unknown keys.
+    #[error("invalid settings file {path}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// The parser's message, pointing at the key.
         message: String,
     },
-    /// A value could not be parsed.
+    /// A value is out of range or inconsistent with another.
     #[error("invalid {key} {value:?}: {reason}")]
     Value {
         /// The setting.
@@ -77,134 +80,190 @@ pub enum ConfigError {
 }
 
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Human-readable lines (the default).
+    /// Human-readable lines.
     #[default]
     Human,
-    /// One JSON object per line, for log shippers.
+    /// One JSON object per line.
     Json,
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "human" => Ok(Self::Human),
-            "json" => Ok(Self::Json),
-            other => Err(format!("expected `human` or `json`, got `{other}`")),
-        }
-    }
-}
-
-/// Settings as given, before defaults: each source fills what the ones above it left unset.
-/// Precedence: command-line flag, then environment variable (both handled by clap), then file.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct RawConfig {
-    /// Address to listen on.
+/// Every server setting as given, before defaults: each field is a flag with its environment
+/// variable and a key of the settings file, all optional. Precedence: flag, then environment
+/// variable (both clap's), then file ([`merge::Merge`] fills what is unset).
+#[derive(Debug, Default, Clone, Deserialize, clap::Args, merge::Merge)]
+#[serde(deny_unknown_fields)]
+#[merge(strategy = merge::option::overwrite_none)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port; the log says which)
+    #[arg(long, env = "PLINTH_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Where sled keeps its data.
+    /// Directory of the embedded database
+    #[arg(long, env = "PLINTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `human` or `json`.
+    /// Log format on stderr (`RUST_LOG` filters)
+    #[arg(long, env = "PLINTH_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Largest accepted deploy upload.
+    /// Largest component a deploy may upload (413 beyond)
+    #[arg(long, env = "PLINTH_MAX_COMPONENT_SIZE", value_name = "SIZE")]
     pub max_component_size: Option<ByteSize>,
-    /// Who may register: `open`, `closed` or `invite`.
+    /// Who may create accounts with POST /auth/register
+    #[arg(long, env = "PLINTH_REGISTRATION", value_name = "MODE")]
     pub registration: Option<Registration>,
-    /// When plugin kv writes return: `durable` (on disk) or `periodic` (flushed every 200 ms).
+    /// When a plugin's key-value write returns: durable (once on disk, shared flushes) or
+    /// periodic (at once; flushed every 200 ms, so a crash may lose the last moments)
+    #[arg(long, env = "PLINTH_DURABILITY", value_name = "MODE")]
     pub durability: Option<Durability>,
-    /// Largest value a plugin may store under one key.
+    /// Largest value a plugin may store under one key
+    #[arg(long, env = "PLINTH_KV_MAX_VALUE_SIZE", value_name = "SIZE")]
     pub kv_max_value_size: Option<ByteSize>,
-    /// Most bytes one plugin may keep in its key-value store.
+    /// Most bytes (keys + values) one plugin may store
+    #[arg(long, env = "PLINTH_KV_QUOTA", value_name = "SIZE")]
     pub kv_quota: Option<ByteSize>,
-    /// Default wall-clock deadline of a plugin request, e.g. `10s`.
-    pub request_timeout: Option<String>,
-    /// Most a manifest may set `timeout` to.
-    pub request_timeout_cap: Option<String>,
-    /// Default linear memory limit of an instance.
+    /// Deadline of a plugin request; past it the client gets 504
+    #[arg(long, env = "PLINTH_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<Span>,
+    /// Most a manifest may set `[limits] timeout` to
+    #[arg(long, env = "PLINTH_REQUEST_TIMEOUT_CAP", value_name = "DURATION")]
+    pub request_timeout_cap: Option<Span>,
+    /// Linear memory limit of a plugin instance
+    #[arg(long, env = "PLINTH_MEMORY_LIMIT", value_name = "SIZE")]
     pub memory_limit: Option<ByteSize>,
-    /// Most a manifest may set `memory` to (also sizes the instance pool's slots).
+    /// Most a manifest may set `[limits] memory` to (also the size of each instance slot)
+    #[arg(long, env = "PLINTH_MEMORY_LIMIT_CAP", value_name = "SIZE")]
     pub memory_limit_cap: Option<ByteSize>,
-    /// Default instances of one plugin at once.
+    /// Instances of one plugin at once; more requests wait, then get 503
+    #[arg(long, env = "PLINTH_MAX_CONCURRENCY", value_name = "N")]
     pub max_concurrency: Option<u32>,
-    /// Most a manifest may set `max_concurrency` to.
+    /// Most a manifest may set `[limits] max_concurrency` to
+    #[arg(long, env = "PLINTH_MAX_CONCURRENCY_CAP", value_name = "N")]
     pub max_concurrency_cap: Option<u32>,
-    /// Default largest request body of a plugin route.
+    /// Largest request body a plugin route accepts (413 beyond)
+    #[arg(long, env = "PLINTH_MAX_REQUEST_BODY", value_name = "SIZE")]
     pub max_request_body: Option<ByteSize>,
-    /// Most a manifest may set `max_request_body` to.
+    /// Most a manifest may set `[limits] max_request_body` to
+    #[arg(long, env = "PLINTH_MAX_REQUEST_BODY_CAP", value_name = "SIZE")]
     pub max_request_body_cap: Option<ByteSize>,
-    /// Default largest response body of a plugin route.
+    /// Largest response body a plugin may send (the response is cut off beyond)
+    #[arg(long, env = "PLINTH_MAX_RESPONSE_BODY", value_name = "SIZE")]
     pub max_response_body: Option<ByteSize>,
-    /// Most a manifest may set `max_response_body` to.
+    /// Most a manifest may set `[limits] max_response_body` to
+    #[arg(long, env = "PLINTH_MAX_RESPONSE_BODY_CAP", value_name = "SIZE")]
     pub max_response_body_cap: Option<ByteSize>,
-    /// Plugin requests served at once across all plugins; more get 503 at once.
+    /// Plugin requests served at once across all plugins; more get 503
+    #[arg(long, env = "PLINTH_MAX_IN_FLIGHT", value_name = "N")]
     pub max_in_flight: Option<u32>,
-    /// Plugin instances alive at once (in flight or idle for reuse): sizes the engine's pool.
+    /// Plugin instances alive at once, in flight or kept idle for reuse; the engine reserves
+    /// address space for each at start (lower it where overcommit is tight); idle ones keep
+    /// only the slots beyond --max-in-flight
+    #[arg(long, env = "PLINTH_MAX_INSTANCES", value_name = "N")]
     pub max_instances: Option<u32>,
-    /// How long a request waits for a busy plugin before 503, e.g. `1s`.
-    pub queue_timeout: Option<String>,
-    /// Time to send a request's headers, and most idle keep-alive time, e.g. `10s`.
-    pub header_timeout: Option<String>,
-    /// Open connections at once; more are closed at once.
+    /// How long a request waits for a busy plugin before 503
+    #[arg(long, env = "PLINTH_QUEUE_TIMEOUT", value_name = "DURATION")]
+    pub queue_timeout: Option<Span>,
+    /// Time a client has to send a request's headers; also the most a keep-alive connection
+    /// may sit idle
+    #[arg(long, env = "PLINTH_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<Span>,
+    /// Open connections at once; more are closed at once
+    #[arg(long, env = "PLINTH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Which routes may keep plugin instances between requests when a manifest asks.
-    pub instance_reuse: Option<crate::runtime::limits::InstanceReuse>,
-    /// Addresses (CIDRs or IPs) of reverse proxies whose `X-Forwarded-For` is believed; none
-    /// by default.
+    /// Let plugins whose manifest sets `[limits] instance_reuse = true` keep instances between
+    /// requests: off, public (on public routes only) or all. Faster, but a request can see
+    /// what an earlier one (maybe another user's) left in the instance
+    #[arg(long, env = "PLINTH_INSTANCE_REUSE", value_name = "MODE")]
+    pub instance_reuse: Option<InstanceReuse>,
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client,
+    /// for rate limits and the audit log; trust none unless they front Plinth
+    #[arg(
+        long,
+        env = "PLINTH_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
-    /// Plugins the operator lets receive operator and admin credentials on their
-    /// `forward_authorization` routes; none by default.
+    /// Plugins (comma-separated) that may receive operator and admin credentials on their
+    /// `forward_authorization` routes
+    #[arg(
+        long,
+        env = "PLINTH_FORWARD_PRIVILEGED_CREDENTIALS",
+        value_name = "PLUGINS",
+        value_delimiter = ','
+    )]
     pub forward_privileged_credentials: Option<Vec<String>>,
-    /// Versions kept per plugin for rollback (the active one included).
+    /// Versions kept per plugin for `plinth rollback` (the active one included)
+    #[arg(long, env = "PLINTH_KEEP_VERSIONS", value_name = "N")]
     pub keep_versions: Option<usize>,
-    /// A folder of plugins to deploy at start (see `plinth apply`).
+    /// Deploy the plugins in this folder at start (new or changed ones; like `plinth apply`
+    /// without --prune) before reporting ready
+    #[arg(long, env = "PLINTH_APPLY", value_name = "DIR")]
     pub apply: Option<PathBuf>,
-    /// PEM certificate chain to serve HTTPS with (needs `tls_key`).
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "PLINTH_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "PLINTH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// PEM certificates trusted for plugins' outbound HTTPS besides the public web roots.
+    /// PEM certificates plugins' outbound HTTPS trusts besides the public web roots (an
+    /// internal CA)
+    #[arg(long, env = "PLINTH_OUTBOUND_CA_CERT", value_name = "FILE")]
     pub outbound_ca_cert: Option<PathBuf>,
-    /// Lines kept in each plugin's log buffer.
+    /// Log lines kept per plugin for `plinth logs`
+    #[arg(long, env = "PLINTH_LOG_BUFFER_LINES", value_name = "N")]
     pub log_buffer_lines: Option<usize>,
-    /// Access token lifetime, e.g. `15m`.
-    pub access_token_ttl: Option<String>,
-    /// Refresh token lifetime, e.g. `30days`.
-    pub refresh_token_ttl: Option<String>,
-    /// How long audit entries are kept, e.g. `365days` (default).
-    pub audit_retention: Option<String>,
-    /// argon2id memory cost in KiB.
+    /// Lifetime of an access token (a JWT)
+    #[arg(long, env = "PLINTH_ACCESS_TOKEN_TTL", value_name = "DURATION")]
+    pub access_token_ttl: Option<Span>,
+    /// Lifetime of a refresh token
+    #[arg(long, env = "PLINTH_REFRESH_TOKEN_TTL", value_name = "DURATION")]
+    pub refresh_token_ttl: Option<Span>,
+    /// How long audit entries are kept (older ones are pruned hourly, with expired refresh
+    /// tokens and the login families they leave empty)
+    #[arg(long, env = "PLINTH_AUDIT_RETENTION", value_name = "DURATION")]
+    pub audit_retention: Option<Span>,
+    /// argon2id memory cost of password hashes, in KiB (stored hashes are upgraded at the next
+    /// login when raised)
+    #[arg(long, env = "PLINTH_ARGON2_MEMORY_KIB", value_name = "KIB")]
     pub argon2_memory_kib: Option<u32>,
-    /// argon2id iterations.
+    /// argon2id iterations
+    #[arg(long, env = "PLINTH_ARGON2_ITERATIONS", value_name = "N")]
     pub argon2_iterations: Option<u32>,
-    /// argon2id parallelism.
+    /// argon2id parallelism
+    #[arg(long, env = "PLINTH_ARGON2_PARALLELISM", value_name = "N")]
     pub argon2_parallelism: Option<u32>,
-    /// Requests per IP to login/register/refresh/setup per `auth_rate_window` (default 20).
+    /// Requests per client address to login, register, refresh and setup per
+    /// --auth-rate-window
+    #[arg(long, env = "PLINTH_AUTH_RATE_LIMIT", value_name = "N")]
     pub auth_rate_limit: Option<u32>,
-    /// The window of `auth_rate_limit`, e.g. `1m` (default).
-    pub auth_rate_window: Option<String>,
-    /// The admin token (only from the environment: a secret never belongs in a file).
+    /// The window of --auth-rate-limit
+    #[arg(long, env = "PLINTH_AUTH_RATE_WINDOW", value_name = "DURATION")]
+    pub auth_rate_window: Option<Span>,
+    /// The admin token: only from `PLINTH_ADMIN_TOKEN` (a secret never belongs in a file or
+    /// on a command line, where `ps` shows it).
+    #[arg(skip)]
     #[serde(skip)]
     pub admin_token: Option<String>,
-    /// First admin account's email (environment only).
+    /// The first admin account's email (`PLINTH_ADMIN_EMAIL` only).
+    #[arg(skip)]
     #[serde(skip)]
     pub admin_email: Option<String>,
-    /// First admin account's password (environment only).
+    /// The first admin account's password (`PLINTH_ADMIN_PASSWORD` only).
+    #[arg(skip)]
     #[serde(skip)]
     pub admin_password: Option<String>,
 }
 
 /// Parses `trusted_proxies`: CIDRs (`10.0.0.0/8`) or single addresses (`127.0.0.1`).
-fn parse_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+fn parse_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, SettingsError> {
     entries
         .into_iter()
         .map(|entry| {
             let text = entry.trim();
             text.parse::<ipnet::IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| ConfigError::Value {
+                .map_err(|_| SettingsError::Value {
                     key: "trusted_proxies",
                     value: entry.clone(),
                     reason: "expected an IP address or a CIDR such as 10.0.0.0/8".into(),
@@ -213,106 +272,145 @@ fn parse_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError>
         .collect()
 }
 
-fn parse_ttl(
+/// A duration setting, or its default; durations under a second are refused (a typo such as
+/// `10ms` for `10s` would make every request time out).
+fn at_least_a_second(
     key: &'static str,
-    value: Option<String>,
+    value: Option<Span>,
     default: Duration,
-) -> Result<Duration, ConfigError> {
+) -> Result<Duration, SettingsError> {
     match value {
         None => Ok(default),
-        Some(text) => match humantime::parse_duration(&text) {
-            Ok(d) if d.as_secs() >= 1 => Ok(d),
-            Ok(_) => Err(ConfigError::Value {
-                key,
-                value: text,
-                reason: "must be at least one second".into(),
-            }),
-            Err(e) => Err(ConfigError::Value {
-                key,
-                value: text,
-                reason: e.to_string(),
-            }),
-        },
+        Some(span) if span.0.as_secs() >= 1 => Ok(span.0),
+        Some(span) => Err(SettingsError::Value {
+            key,
+            value: span.to_string(),
+            reason: "must be at least one second".into(),
+        }),
     }
 }
 
-impl RawConfig {
-    /// Reads a server config file (TOML, same keys as the flags, in snake_case).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// The name a flag, variable or file gives an enum value.
+fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+impl Settings {
+    /// Reads a settings file (TOML, the flags' names in snake_case).
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
     }
 
-    /// Fills every field still unset from `lower`.
-    pub fn or(self, lower: RawConfig) -> RawConfig {
-        RawConfig {
-            listen: self.listen.or(lower.listen),
-            data_dir: self.data_dir.or(lower.data_dir),
-            log_format: self.log_format.or(lower.log_format),
-            max_component_size: self.max_component_size.or(lower.max_component_size),
-            registration: self.registration.or(lower.registration),
-            durability: self.durability.or(lower.durability),
-            kv_max_value_size: self.kv_max_value_size.or(lower.kv_max_value_size),
-            kv_quota: self.kv_quota.or(lower.kv_quota),
-            request_timeout: self.request_timeout.or(lower.request_timeout),
-            request_timeout_cap: self.request_timeout_cap.or(lower.request_timeout_cap),
-            memory_limit: self.memory_limit.or(lower.memory_limit),
-            memory_limit_cap: self.memory_limit_cap.or(lower.memory_limit_cap),
-            max_concurrency: self.max_concurrency.or(lower.max_concurrency),
-            max_concurrency_cap: self.max_concurrency_cap.or(lower.max_concurrency_cap),
-            max_request_body: self.max_request_body.or(lower.max_request_body),
-            max_request_body_cap: self.max_request_body_cap.or(lower.max_request_body_cap),
-            max_response_body: self.max_response_body.or(lower.max_response_body),
-            max_response_body_cap: self.max_response_body_cap.or(lower.max_response_body_cap),
-            max_in_flight: self.max_in_flight.or(lower.max_in_flight),
-            max_instances: self.max_instances.or(lower.max_instances),
-            queue_timeout: self.queue_timeout.or(lower.queue_timeout),
-            header_timeout: self.header_timeout.or(lower.header_timeout),
-            max_connections: self.max_connections.or(lower.max_connections),
-            keep_versions: self.keep_versions.or(lower.keep_versions),
-            apply: self.apply.or(lower.apply),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            outbound_ca_cert: self.outbound_ca_cert.or(lower.outbound_ca_cert),
-            log_buffer_lines: self.log_buffer_lines.or(lower.log_buffer_lines),
-            instance_reuse: self.instance_reuse.or(lower.instance_reuse),
-            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
-            forward_privileged_credentials: self
-                .forward_privileged_credentials
-                .or(lower.forward_privileged_credentials),
-            access_token_ttl: self.access_token_ttl.or(lower.access_token_ttl),
-            refresh_token_ttl: self.refresh_token_ttl.or(lower.refresh_token_ttl),
-            audit_retention: self.audit_retention.or(lower.audit_retention),
-            argon2_memory_kib: self.argon2_memory_kib.or(lower.argon2_memory_kib),
-            argon2_iterations: self.argon2_iterations.or(lower.argon2_iterations),
-            argon2_parallelism: self.argon2_parallelism.or(lower.argon2_parallelism),
-            auth_rate_limit: self.auth_rate_limit.or(lower.auth_rate_limit),
-            auth_rate_window: self.auth_rate_window.or(lower.auth_rate_window),
-            admin_token: self.admin_token.or(lower.admin_token),
-            admin_email: self.admin_email.or(lower.admin_email),
-            admin_password: self.admin_password.or(lower.admin_password),
+    /// These settings, with what they leave unset taken from `lower` (a file under flags).
+    pub fn over(mut self, lower: Settings) -> Settings {
+        merge::Merge::merge(&mut self, lower);
+        self
+    }
+
+    /// With the secrets that come only from the environment: `PLINTH_ADMIN_TOKEN`,
+    /// `PLINTH_ADMIN_EMAIL` and `PLINTH_ADMIN_PASSWORD` (empty counts as unset).
+    pub fn with_secrets_from_env(self) -> Self {
+        let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            admin_token: secret("PLINTH_ADMIN_TOKEN"),
+            admin_email: secret("PLINTH_ADMIN_EMAIL"),
+            admin_password: secret("PLINTH_ADMIN_PASSWORD"),
+            ..self
         }
     }
 
+    /// What each setting is when nothing sets it, by field name (the flag is the name in
+    /// kebab-case), as `--help` and the docs show it. Settings with no default (files, lists)
+    /// are absent. [`Settings::resolve`] applies the same constants.
+    pub fn defaults() -> Vec<(&'static str, String)> {
+        let passwords = PasswordParams::default();
+        let rate = RateLimit::default();
+        let span = |d: Duration| Span(d).to_string();
+        vec![
+            ("listen", DEFAULT_LISTEN.to_string()),
+            ("data_dir", DEFAULT_DATA_DIR.to_string()),
+            ("log_format", value_name(LogFormat::default())),
+            ("max_component_size", DEFAULT_MAX_COMPONENT_SIZE.to_string()),
+            ("registration", value_name(Registration::default())),
+            ("durability", value_name(Durability::default())),
+            ("kv_max_value_size", DEFAULT_KV_MAX_VALUE_SIZE.to_string()),
+            ("kv_quota", DEFAULT_KV_QUOTA.to_string()),
+            ("request_timeout", span(DEFAULT_LIMITS.timeout)),
+            ("request_timeout_cap", span(DEFAULT_CAPS.timeout)),
+            ("memory_limit", ByteSize(DEFAULT_LIMITS.memory).to_string()),
+            (
+                "memory_limit_cap",
+                ByteSize(DEFAULT_CAPS.memory).to_string(),
+            ),
+            (
+                "max_concurrency",
+                DEFAULT_LIMITS.max_concurrency.to_string(),
+            ),
+            (
+                "max_concurrency_cap",
+                DEFAULT_CAPS.max_concurrency.to_string(),
+            ),
+            (
+                "max_request_body",
+                ByteSize(DEFAULT_LIMITS.max_request_body).to_string(),
+            ),
+            (
+                "max_request_body_cap",
+                ByteSize(DEFAULT_CAPS.max_request_body).to_string(),
+            ),
+            (
+                "max_response_body",
+                ByteSize(DEFAULT_LIMITS.max_response_body).to_string(),
+            ),
+            (
+                "max_response_body_cap",
+                ByteSize(DEFAULT_CAPS.max_response_body).to_string(),
+            ),
+            ("max_in_flight", DEFAULT_MAX_IN_FLIGHT.to_string()),
+            (
+                "max_instances",
+                format!("{DEFAULT_MAX_INSTANCES}, or --max-in-flight if higher"),
+            ),
+            ("queue_timeout", span(DEFAULT_QUEUE_TIMEOUT)),
+            ("header_timeout", span(DEFAULT_HEADER_TIMEOUT)),
+            ("max_connections", DEFAULT_MAX_CONNECTIONS.to_string()),
+            ("instance_reuse", value_name(InstanceReuse::default())),
+            ("keep_versions", DEFAULT_KEEP_VERSIONS.to_string()),
+            ("log_buffer_lines", DEFAULT_LOG_BUFFER_LINES.to_string()),
+            ("access_token_ttl", span(DEFAULT_ACCESS_TTL)),
+            ("refresh_token_ttl", span(DEFAULT_REFRESH_TTL)),
+            ("audit_retention", span(DEFAULT_AUDIT_RETENTION)),
+            ("argon2_memory_kib", passwords.memory_kib.to_string()),
+            ("argon2_iterations", passwords.iterations.to_string()),
+            ("argon2_parallelism", passwords.parallelism.to_string()),
+            ("auth_rate_limit", rate.requests.to_string()),
+            ("auth_rate_window", span(rate.window)),
+        ]
+    }
+
     /// Applies defaults and checks values.
-    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+    pub fn resolve(self) -> Result<ServerSettings, SettingsError> {
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text
             .parse::<SocketAddr>()
-            .map_err(|e| ConfigError::Value {
+            .map_err(|e| SettingsError::Value {
                 key: "listen",
                 value: listen_text.clone(),
                 reason: e.to_string(),
             })?;
         let admin_token = match self.admin_token {
             Some(t) if t.trim().len() < 16 => {
-                return Err(ConfigError::Value {
+                return Err(SettingsError::Value {
                     key: "PLINTH_ADMIN_TOKEN",
                     value: "(hidden)".into(),
                     reason: "an admin token must be at least 16 characters".into(),
@@ -325,7 +423,7 @@ impl RawConfig {
             (Some(email), Some(password)) => Some((email, password)),
             (None, None) => None,
             _ => {
-                return Err(ConfigError::Value {
+                return Err(SettingsError::Value {
                     key: "PLINTH_ADMIN_EMAIL/PLINTH_ADMIN_PASSWORD",
                     value: "(hidden)".into(),
                     reason: "set both or neither".into(),
@@ -334,7 +432,7 @@ impl RawConfig {
         };
         let caps = Limits {
             memory: self.memory_limit_cap.map_or(DEFAULT_CAPS.memory, |b| b.0),
-            timeout: parse_ttl(
+            timeout: at_least_a_second(
                 "request_timeout_cap",
                 self.request_timeout_cap,
                 DEFAULT_CAPS.timeout,
@@ -352,7 +450,7 @@ impl RawConfig {
         };
         let limit_defaults = Limits {
             memory: self.memory_limit.map_or(DEFAULT_LIMITS.memory, |b| b.0),
-            timeout: parse_ttl(
+            timeout: at_least_a_second(
                 "request_timeout",
                 self.request_timeout,
                 DEFAULT_LIMITS.timeout,
@@ -371,7 +469,7 @@ impl RawConfig {
         // A default above its cap would make every manifest without [limits] undeployable.
         let limit_defaults = limit_defaults
             .for_manifest(&caps, &Default::default())
-            .map_err(|e| ConfigError::Value {
+            .map_err(|e| SettingsError::Value {
                 key: e.name,
                 value: e.value,
                 reason: e.reason,
@@ -381,7 +479,7 @@ impl RawConfig {
             None => DEFAULT_MAX_INSTANCES.max(max_in_flight),
             Some(n) if n >= max_in_flight => n,
             Some(n) => {
-                return Err(ConfigError::Value {
+                return Err(SettingsError::Value {
                     key: "max_instances",
                     value: n.to_string(),
                     reason: format!(
@@ -396,17 +494,21 @@ impl RawConfig {
             caps,
             max_in_flight,
             max_instances,
-            queue_timeout: parse_ttl("queue_timeout", self.queue_timeout, DEFAULT_QUEUE_TIMEOUT)?,
+            queue_timeout: at_least_a_second(
+                "queue_timeout",
+                self.queue_timeout,
+                DEFAULT_QUEUE_TIMEOUT,
+            )?,
         };
         let defaults = PasswordParams::default();
         let auth = AuthSettings {
             registration: self.registration.unwrap_or_default(),
-            access_ttl: parse_ttl(
+            access_ttl: at_least_a_second(
                 "access_token_ttl",
                 self.access_token_ttl,
                 DEFAULT_ACCESS_TTL,
             )?,
-            refresh_ttl: parse_ttl(
+            refresh_ttl: at_least_a_second(
                 "refresh_token_ttl",
                 self.refresh_token_ttl,
                 DEFAULT_REFRESH_TTL,
@@ -423,14 +525,14 @@ impl RawConfig {
                     .auth_rate_limit
                     .unwrap_or(RateLimit::default().requests)
                     .max(1),
-                window: parse_ttl(
+                window: at_least_a_second(
                     "auth_rate_window",
                     self.auth_rate_window,
                     RateLimit::default().window,
                 )?,
             },
         };
-        Ok(ServerConfig {
+        Ok(ServerSettings {
             listen,
             data_dir: self
                 .data_dir
@@ -443,7 +545,7 @@ impl RawConfig {
             keep_versions: self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS).max(1),
             apply: self.apply,
             outbound_ca_cert: self.outbound_ca_cert,
-            audit_retention: parse_ttl(
+            audit_retention: at_least_a_second(
                 "audit_retention",
                 self.audit_retention,
                 DEFAULT_AUDIT_RETENTION,
@@ -452,7 +554,7 @@ impl RawConfig {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
                 (cert, _) => {
-                    return Err(ConfigError::Value {
+                    return Err(SettingsError::Value {
                         key: if cert.is_some() {
                             "tls_key"
                         } else {
@@ -469,7 +571,7 @@ impl RawConfig {
                 .max(1),
             limits,
             front_door: crate::front_door::FrontDoor {
-                header_timeout: parse_ttl(
+                header_timeout: at_least_a_second(
                     "header_timeout",
                     self.header_timeout,
                     DEFAULT_HEADER_TIMEOUT,
@@ -540,7 +642,7 @@ impl Default for LimitSettings {
 
 /// Settings in force, every field resolved.
 #[derive(Clone)]
-pub struct ServerConfig {
+pub struct ServerSettings {
     /// Address to listen on (port 0 picks a free port; the chosen one is logged).
     pub listen: SocketAddr,
     /// Where sled keeps its data.
@@ -575,10 +677,10 @@ pub struct ServerConfig {
     pub auth: AuthSettings,
 }
 
-impl fmt::Debug for ServerConfig {
+impl fmt::Debug for ServerSettings {
     // Hand-written so secrets never reach a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerConfig")
+        f.debug_struct("ServerSettings")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("log_format", &self.log_format)
@@ -608,67 +710,113 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_the_rest() {
-        let flags = RawConfig {
+        let flags = Settings {
             listen: Some("127.0.0.1:9999".into()),
-            ..RawConfig::default()
+            ..Settings::default()
         };
-        let file: RawConfig =
+        let file: Settings =
             toml::from_str("listen = \"127.0.0.1:1\"\ndata_dir = \"/srv/plinth\"").unwrap();
-        let cfg = flags.or(file).resolve().unwrap();
+        let cfg = flags.over(file).resolve().unwrap();
         assert_eq!(cfg.listen.port(), 9999);
         assert_eq!(cfg.data_dir, PathBuf::from("/srv/plinth"));
         assert_eq!(cfg.max_component_size, DEFAULT_MAX_COMPONENT_SIZE);
     }
 
     #[test]
+    fn every_setting_is_a_flag_a_variable_and_a_file_key_and_shows_its_default() {
+        use clap::Args;
+        let command = Settings::augment_args(clap::Command::new("serve"));
+        let defaults: std::collections::BTreeMap<_, _> = Settings::defaults().into_iter().collect();
+        // Settings that are off or empty unless given: no default to show.
+        let optional = [
+            "apply",
+            "tls_cert",
+            "tls_key",
+            "outbound_ca_cert",
+            "trusted_proxies",
+            "forward_privileged_credentials",
+        ];
+        let mut flags = 0;
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            flags += 1;
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()));
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert_eq!(env, format!("PLINTH_{}", id.to_uppercase()), "{id}");
+            assert!(
+                defaults.contains_key(id) != optional.contains(&id),
+                "{id}: give it a default in Settings::defaults or list it as optional"
+            );
+            // The file takes the same name (an unknown key would be refused).
+            let file = format!("{id} = []");
+            if let Err(e) = toml::from_str::<Settings>(&file) {
+                assert!(!e.to_string().contains("unknown field"), "{id}: {e}");
+            }
+        }
+        assert_eq!(flags, defaults.len() + optional.len());
+        // What `defaults` shows is what `resolve` applies.
+        let resolved = Settings::default().resolve().unwrap();
+        assert_eq!(
+            defaults["kv_quota"],
+            ByteSize(resolved.kv_limits.quota).to_string()
+        );
+        assert_eq!(
+            defaults["request_timeout"],
+            Span(resolved.limits.defaults.timeout).to_string()
+        );
+        assert_eq!(defaults["audit_retention"], "365days");
+        assert_eq!(defaults["listen"], resolved.listen.to_string());
+    }
+
+    #[test]
     fn storage_settings_have_defaults_and_parse() {
-        let cfg = RawConfig::default().resolve().unwrap();
+        let cfg = Settings::default().resolve().unwrap();
         assert_eq!(cfg.durability, Durability::Durable);
         assert_eq!(cfg.kv_limits.max_value, 1 << 20);
         assert_eq!(cfg.kv_limits.quota, 256 << 20);
-        let file: RawConfig =
+        let file: Settings =
             toml::from_str("durability = \"periodic\"\nkv_quota = \"1GiB\"").unwrap();
         let cfg = file.resolve().unwrap();
         assert_eq!(cfg.durability, Durability::Periodic);
         assert_eq!(cfg.kv_limits.quota, 1 << 30);
-        assert!(toml::from_str::<RawConfig>("durability = \"sometimes\"").is_err());
+        assert!(toml::from_str::<Settings>("durability = \"sometimes\"").is_err());
     }
 
     #[test]
     fn unknown_file_keys_and_bad_values_are_rejected() {
-        assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
-        let bad = RawConfig {
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+        let bad = Settings {
             listen: Some("nowhere".into()),
-            ..RawConfig::default()
+            ..Settings::default()
         };
         assert!(matches!(
             bad.resolve(),
-            Err(ConfigError::Value { key: "listen", .. })
+            Err(SettingsError::Value { key: "listen", .. })
         ));
-        let short = RawConfig {
+        let short = Settings {
             admin_token: Some("short".into()),
-            ..RawConfig::default()
+            ..Settings::default()
         };
         assert!(short.resolve().is_err());
     }
 
     #[test]
     fn the_instance_pool_covers_every_request_in_flight() {
-        let cfg = RawConfig::default().resolve().unwrap();
+        let cfg = Settings::default().resolve().unwrap();
         assert_eq!(cfg.limits.max_instances, DEFAULT_MAX_INSTANCES);
         assert_eq!(cfg.limits.pool_size().max_memory, cfg.limits.caps.memory);
         // Unset, it grows with max_in_flight rather than refusing a busy server's settings.
-        let busy: RawConfig = toml::from_str("max_in_flight = 4000").unwrap();
+        let busy: Settings = toml::from_str("max_in_flight = 4000").unwrap();
         assert_eq!(busy.resolve().unwrap().limits.max_instances, 4000);
-        let small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 8").unwrap();
+        let small: Settings = toml::from_str("max_in_flight = 8\nmax_instances = 8").unwrap();
         let small = small.resolve().unwrap().limits.pool_size();
         assert_eq!((small.instances, small.idle), (8, 0));
-        let spare: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 10").unwrap();
+        let spare: Settings = toml::from_str("max_in_flight = 8\nmax_instances = 10").unwrap();
         assert_eq!(spare.resolve().unwrap().limits.pool_size().idle, 2);
-        let too_small: RawConfig = toml::from_str("max_in_flight = 8\nmax_instances = 4").unwrap();
+        let too_small: Settings = toml::from_str("max_in_flight = 8\nmax_instances = 4").unwrap();
         assert!(matches!(
             too_small.resolve(),
-            Err(ConfigError::Value {
+            Err(SettingsError::Value {
                 key: "max_instances",
                 ..
             })
