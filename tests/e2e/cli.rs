@@ -537,3 +537,56 @@ async fn dev_serves_the_crate_and_redeploys_when_a_source_changes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn account_commands_read_the_servers_answers_as_its_types() {
+    let server = Server::start();
+    let home = TempDir::new();
+    let cli = Cli::new(&server, &home.path());
+    let registered = server
+        .post_json(
+            "/auth/register",
+            serde_json::json!({ "email": "ops@example.com", "password": "a long passphrase" }),
+            None,
+        )
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.body);
+
+    let listed = cli.ok(&["users", "list"]);
+    let row = listed
+        .lines()
+        .find(|l| l.contains("ops@example.com"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let id = row.split_whitespace().next().unwrap().to_string();
+    let disabled = cli.ok(&["users", "disable", &id]);
+    assert!(disabled.starts_with("ID"), "{disabled}");
+    assert!(
+        disabled.lines().nth(1).unwrap().trim_end().ends_with("yes"),
+        "{disabled}"
+    );
+    let roles = cli.ok(&["users", "roles", &id, "operator", "user"]);
+    let row = roles.lines().nth(1).unwrap();
+    assert!(row.contains("operator") && row.contains("user"), "{roles}");
+
+    let created = cli.ok(&["api-keys", "create", "ci deploys", "--role", "operator"]);
+    let key = created.lines().next().unwrap();
+    assert!(key.starts_with("plinth_"), "{created}");
+    assert!(
+        created.contains("role operator; the key is shown only now"),
+        "{created}"
+    );
+    let keys = cli.ok(&["api-keys", "list"]);
+    assert!(keys.starts_with("ID"), "{keys}");
+    assert!(keys.contains("ci deploys") && !keys.contains(key), "{keys}");
+
+    let signing = cli.ok(&["keys", "list"]);
+    assert!(signing.starts_with("signing key: "), "{signing}");
+
+    let audit = cli.ok(&["audit"]);
+    assert!(audit.starts_with("AT"), "{audit}");
+    for action in ["user.disable", "user.roles", "api_key.create"] {
+        assert!(audit.contains(action), "{action} missing from:\n{audit}");
+    }
+    let only = cli.ok(&["audit", "--action", "api_key.create"]);
+    assert_eq!(only.lines().count(), 2, "{only}");
+}

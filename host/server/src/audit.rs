@@ -105,7 +105,7 @@ pub struct AuditEntry {
 }
 
 /// A page of entries, newest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The entries.
     pub entries: Vec<AuditEntry>,

@@ -5,7 +5,7 @@
 //! **Invariant:** memory is bounded: at most `capacity` lines per plugin, each at most
 //! [`MAX_MESSAGE`] bytes; a follower that falls behind skips lines rather than holding them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::broadcast;
@@ -16,7 +16,7 @@ pub const MAX_MESSAGE: usize = 4 * 1024;
 const FOLLOW_BACKLOG: usize = 1024;
 
 /// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `wasi:cli/stdout`.
@@ -42,7 +42,9 @@ impl Source {
 }
 
 /// Severity, as `plinth:host/log` and tracing know it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Very detailed.
@@ -55,6 +57,19 @@ pub enum Level {
     Warn,
     /// Something failed.
     Error,
+}
+
+impl Level {
+    /// The name in JSON and in `plinth logs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
 }
 
 /// The text of a line: as written, or a request's access line kept as its parts and written
@@ -117,6 +132,13 @@ impl Serialize for Message {
     }
 }
 
+/// Read back (by the CLI) as the text it was written as.
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Message::Text)
+    }
+}
+
 impl From<Access> for Message {
     fn from(mut access: Access) -> Self {
         // The rest of the line is short: a bounded path keeps it within MAX_MESSAGE.
@@ -132,14 +154,14 @@ impl From<String> for Message {
 }
 
 /// One line of a plugin's log.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LogLine {
     /// Position in the plugin's log since the server started (1, 2, ...); pass the last one
     /// seen as `since` to read only newer lines.
     pub seq: u64,
     /// When (RFC 3339, UTC). Kept as a time and formatted only when the line is read: most
     /// lines (one access line per request) are never read.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     #[schema(value_type = String, example = "2026-12-01T12:00:00.123Z")]
     pub at: std::time::SystemTime,
     /// Where it came from.
@@ -156,6 +178,11 @@ pub struct LogLine {
 
 fn rfc3339<S: serde::Serializer>(at: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::units::rfc3339_at(*at))
+}
+
+fn from_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::SystemTime, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
 }
 
 struct Buffer {
@@ -191,7 +218,7 @@ struct Ring {
 }
 
 /// A page of lines, oldest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// The plugin.
     pub plugin: String,

@@ -2,12 +2,19 @@
 //! the server's JSON with `--json`).
 
 use super::deploy::{deploy, deployed_text, upload};
-use super::output::{cell, routes, short_sha, table};
-use super::{Api, ClientError, Credentials, credentials::Session, seg};
+use super::output::{list, or_dash, routes, rows};
+use super::{Api, ClientError, Credentials, credentials::Session, seg, typed};
 use crate::cli::{
     ApiKeysCommand, ClientArgs, Command, ConfigCommand, KeysCommand, PluginsCommand, UsersCommand,
 };
+use plinth_host::api::{ApiKeyList, PluginList, SigningKeys, VersionList};
+use plinth_host::audit::AuditPage;
+use plinth_host::auth::manage::UserPage;
+use plinth_host::auth::{NewApiKey, UserInfo};
+use plinth_host::plugin_logs::{LogLine, LogPage};
+use plinth_host::registry::{ConfigView, Deployed, PluginInfo};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -19,6 +26,24 @@ fn print(args: &ClientArgs, json: &Value, human: impl FnOnce() -> String) {
     } else {
         println!("{}", human());
     }
+}
+
+/// Prints the server's `answer` as it came with `--json`, else read as the server's type `T`
+/// and shown for people.
+fn show<T: DeserializeOwned>(
+    args: &ClientArgs,
+    answer: &Value,
+    human: impl FnOnce(T) -> String,
+) -> Result<(), ClientError> {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
+    } else {
+        println!("{}", human(typed(answer)?));
+    }
+    Ok(())
 }
 
 /// Runs a client command (every command but `serve`).
@@ -42,8 +67,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
             let path = path.unwrap_or_else(|| PathBuf::from("."));
             let mut api = Api::new(&client)?;
             let deployed = deploy(&mut api, &path, manifest.as_deref()).await?;
-            print(&client, &deployed, || deployed_text(&deployed));
-            Ok(())
+            show(&client, &deployed, |d: Deployed| deployed_text(&d))
         }
         Command::Plugins { command, client } => plugins(command, &client).await,
         Command::Dev { dir, listen } => {
@@ -69,14 +93,14 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                     body,
                 )
                 .await?;
-            print(&client, &done, || {
-                if done["unchanged"] == true {
-                    format!("{name}: version {} is already active", done["version"])
+            show(&client, &done, |done: Deployed| {
+                let version = done.info.version;
+                if done.unchanged {
+                    format!("{name}: version {version} is already active")
                 } else {
-                    format!("{name}: version {} is active", done["version"])
+                    format!("{name}: version {version} is active")
                 }
-            });
-            Ok(())
+            })
         }
         Command::Logs {
             name,
@@ -97,14 +121,13 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 }
                 KeysCommand::List => api.get("/admin/signing-keys").await?,
             };
-            print(&client, &body, || {
+            show(&client, &body, |keys: SigningKeys| {
                 format!(
                     "signing key: {}\nverifying:   {}",
-                    body["current"].as_str().unwrap_or("?"),
-                    cell(&body["verifying"])
+                    keys.current.as_deref().unwrap_or("?"),
+                    list(&keys.verifying)
                 )
-            });
-            Ok(())
+            })
         }
         Command::Audit {
             action,
@@ -121,31 +144,7 @@ pub async fn run(command: Command) -> Result<(), ClientError> {
                 query.push_str(&format!("&target={}", seg(&target)));
             }
             let page = api.get(&query).await?;
-            print(&client, &page, || {
-                let rows = page["entries"]
-                    .as_array()
-                    .map(|entries| {
-                        entries
-                            .iter()
-                            .map(|e| {
-                                vec![
-                                    cell(&e["at"]),
-                                    cell(&e["actor"]),
-                                    cell(&e["address"]),
-                                    cell(&e["action"]),
-                                    cell(&e["target"]),
-                                    e["details"].to_string(),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                table(
-                    &["at", "actor", "from", "action", "target", "details"],
-                    rows,
-                )
-            });
-            Ok(())
+            show(&client, &page, |page: AuditPage| rows(&page.entries))
         }
     }
 }
@@ -155,41 +154,11 @@ async fn plugins(command: PluginsCommand, client: &ClientArgs) -> Result<(), Cli
     match command {
         PluginsCommand::List => {
             let listed = api.get("/admin/plugins").await?;
-            print(client, &listed, || {
-                let rows = listed["plugins"]
-                    .as_array()
-                    .map(|plugins| {
-                        plugins
-                            .iter()
-                            .map(|p| {
-                                vec![
-                                    cell(&p["name"]),
-                                    cell(&p["version"]),
-                                    p["routes"]
-                                        .as_array()
-                                        .map(|r| {
-                                            r.iter()
-                                                .map(|r| cell(&r["path"]))
-                                                .collect::<Vec<_>>()
-                                                .join(" ")
-                                        })
-                                        .unwrap_or_default(),
-                                    cell(&p["deployed_at"]),
-                                    cell(&p["missing_config"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                table(
-                    &["name", "version", "routes", "deployed", "missing config"],
-                    rows,
-                )
-            });
+            show(client, &listed, |listed: PluginList| rows(&listed.plugins))?;
         }
         PluginsCommand::Show { name } => {
             let plugin = api.get(&format!("/admin/plugins/{}", seg(&name))).await?;
-            print(client, &plugin, || show_text(&plugin));
+            show(client, &plugin, |plugin: PluginInfo| show_text(&plugin))?;
         }
         PluginsCommand::Delete { name, purge } => {
             api.call(
@@ -211,89 +180,61 @@ async fn plugins(command: PluginsCommand, client: &ClientArgs) -> Result<(), Cli
             let listed = api
                 .get(&format!("/admin/plugins/{}/versions", seg(&name)))
                 .await?;
-            print(client, &listed, || {
-                let rows = listed["versions"]
-                    .as_array()
-                    .map(|versions| {
-                        versions
-                            .iter()
-                            .map(|v| {
-                                vec![
-                                    cell(&v["version"]),
-                                    if v["active"] == true { "*" } else { "" }.to_string(),
-                                    short_sha(&v["sha256"]),
-                                    cell(&v["size"]),
-                                    cell(&v["deployed_at"]),
-                                    cell(&v["deployed_by"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                table(
-                    &["version", "active", "sha256", "bytes", "deployed", "by"],
-                    rows,
-                )
-            });
+            show(client, &listed, |listed: VersionList| {
+                rows(&listed.versions)
+            })?;
         }
     }
     Ok(())
 }
 
-fn show_text(plugin: &Value) -> String {
+fn show_text(plugin: &PluginInfo) -> String {
+    let limits = &plugin.limits;
+    let failures = &plugin.failures;
     let mut lines = vec![
-        format!("name:        {}", cell(&plugin["name"])),
-        format!("version:     {}", cell(&plugin["version"])),
+        format!("name:        {}", plugin.name),
+        format!("version:     {}", plugin.version),
         format!(
             "component:   sha256 {} ({} bytes)",
-            cell(&plugin["sha256"]),
-            cell(&plugin["size"])
+            plugin.sha256, plugin.size
         ),
         format!(
             "deployed:    {} by {}",
-            cell(&plugin["deployed_at"]),
-            cell(&plugin["deployed_by"])
+            plugin.deployed_at,
+            or_dash(plugin.deployed_by.as_deref())
         ),
-        format!("outbound:    {}", cell(&plugin["outbound"])),
-        format!("missing:     {}", cell(&plugin["missing_config"])),
+        format!("outbound:    {}", list(&plugin.outbound)),
+        format!("missing:     {}", list(&plugin.missing_config)),
         format!(
             "limits:      memory {}, timeout {}, {} at once, request body {}, response body {}",
-            cell(&plugin["limits"]["memory"]),
-            cell(&plugin["limits"]["timeout"]),
-            cell(&plugin["limits"]["max_concurrency"]),
-            cell(&plugin["limits"]["max_request_body"]),
-            cell(&plugin["limits"]["max_response_body"]),
+            limits.memory,
+            limits.timeout,
+            limits.max_concurrency,
+            limits.max_request_body,
+            limits.max_response_body,
         ),
         format!(
             "failures:    {} traps, {} timeouts, {} over memory",
-            cell(&plugin["failures"]["traps"]),
-            cell(&plugin["failures"]["timeouts"]),
-            cell(&plugin["failures"]["memory_limit"]),
+            failures.traps, failures.timeouts, failures.memory_limit,
         ),
         "routes:".to_string(),
     ];
-    lines.extend(routes(plugin).into_iter().map(|r| format!("  {r}")));
+    lines.extend(routes(&plugin.routes).into_iter().map(|r| format!("  {r}")));
     lines.push("imports:".to_string());
-    if let Some(grants) = plugin["grants"].as_array() {
-        for grant in grants {
-            lines.push(format!(
-                "  {}: {}",
-                cell(&grant["interface"]),
-                cell(&grant["access"])
-            ));
-        }
+    for grant in &plugin.grants {
+        lines.push(format!("  {}: {}", grant.interface, grant.access));
     }
     lines.join("\n")
 }
 
 /// One log line for people: time, level, source, message.
-fn log_line(line: &Value) -> String {
+fn log_line(line: &LogLine) -> String {
     format!(
         "{} {:<5} {:<6} {}",
-        cell(&line["at"]),
-        cell(&line["level"]),
-        cell(&line["source"]),
-        cell(&line["message"])
+        plinth_host::units::rfc3339_at(line.at),
+        line.level.as_str(),
+        line.source.as_str(),
+        line.message
     )
 }
 
@@ -311,13 +252,10 @@ async fn logs(
     }
     if !follow {
         let page = api.get(&path).await?;
-        print(client, &page, || {
-            page["lines"]
-                .as_array()
-                .map(|lines| lines.iter().map(log_line).collect::<Vec<_>>().join("\n"))
-                .unwrap_or_default()
+        return show(client, &page, |page: LogPage| {
+            let lines: Vec<String> = page.lines.iter().map(|line| log_line(line)).collect();
+            lines.join("\n")
         });
-        return Ok(());
     }
     path.push_str("&follow=true");
     let mut response = api
@@ -340,8 +278,8 @@ async fn logs(
                 let data = data.trim_start();
                 if client.json {
                     println!("{data}");
-                } else if let Ok(value) = serde_json::from_str::<Value>(data) {
-                    println!("{}", log_line(&value));
+                } else if let Ok(line) = serde_json::from_str::<LogLine>(data) {
+                    println!("{}", log_line(&line));
                 } else {
                     eprintln!("(skipped {data} lines the terminal could not keep up with)");
                 }
@@ -367,43 +305,32 @@ async fn config(command: ConfigCommand, client: &ClientArgs) -> Result<(), Clien
                     json!({ "value": value, "secret": secret }),
                 )
                 .await?;
-            print(client, &view, || {
+            show(client, &view, |_: ConfigView| {
                 let kind = if secret { "secret" } else { "config key" };
                 format!("set {kind} {key} of {name}")
-            });
+            })?;
         }
         ConfigCommand::Get { name, key } => {
             let view = api
                 .get(&format!("/admin/plugins/{}/config", seg(&name)))
                 .await?;
-            let values = view["config"].as_array().cloned().unwrap_or_default();
+            let shown: ConfigView = typed(&view)?;
             match key {
                 Some(key) => {
-                    let found = values
-                        .iter()
-                        .find(|v| v["key"] == key.as_str())
-                        .ok_or_else(|| ClientError::Refused {
+                    let found = shown.config.iter().find(|v| v.key == key).ok_or_else(|| {
+                        ClientError::Refused {
                             status: 404,
                             code: "config_key_not_found".into(),
                             message: format!("{name} has no config key {key:?}"),
-                        })?;
-                    print(client, found, || cell(&found["value"]));
+                        }
+                    })?;
+                    let json = serde_json::to_value(found).unwrap_or_default();
+                    print(client, &json, || found.value.clone());
                 }
                 None => print(client, &view, || {
-                    let rows = values
-                        .iter()
-                        .map(|v| {
-                            vec![
-                                cell(&v["key"]),
-                                cell(&v["value"]),
-                                if v["secret"] == true { "yes" } else { "" }.to_string(),
-                                cell(&v["updated_at"]),
-                            ]
-                        })
-                        .collect();
-                    let mut text = table(&["key", "value", "secret", "updated"], rows);
-                    if view["missing"].as_array().is_some_and(|m| !m.is_empty()) {
-                        text.push_str(&format!("\nmissing: {}", cell(&view["missing"])));
+                    let mut text = rows(&shown.config);
+                    if !shown.missing.is_empty() {
+                        text.push_str(&format!("\nmissing: {}", list(&shown.missing)));
                     }
                     text
                 }),
@@ -443,20 +370,6 @@ fn read_password(from_stdin: bool, prompt: &str) -> Result<String, ClientError> 
     Ok(password)
 }
 
-fn user_rows(users: &[Value]) -> Vec<Vec<String>> {
-    users
-        .iter()
-        .map(|u| {
-            vec![
-                cell(&u["id"]),
-                cell(&u["email"]),
-                cell(&u["roles"]),
-                if u["disabled"] == true { "yes" } else { "" }.to_string(),
-            ]
-        })
-        .collect()
-}
-
 async fn users(command: UsersCommand, client: &ClientArgs) -> Result<(), ClientError> {
     let mut api = Api::new(client)?;
     let user = |id: &str, action: &str| format!("/admin/users/{}{action}", seg(id));
@@ -469,17 +382,15 @@ async fn users(command: UsersCommand, client: &ClientArgs) -> Result<(), ClientE
                     Some(a) => format!("/admin/users?limit=500&after={}", seg(a)),
                     None => "/admin/users?limit=500".to_string(),
                 };
-                let page = api.get(&path).await?;
-                all.extend(page["users"].as_array().cloned().unwrap_or_default());
-                match page["next"].as_str() {
-                    Some(next) => after = Some(next.to_string()),
+                let page: UserPage = typed(&api.get(&path).await?)?;
+                all.extend(page.users);
+                match page.next {
+                    Some(next) => after = Some(next),
                     None => break,
                 }
             }
             let listed = json!({ "users": all });
-            print(client, &listed, || {
-                table(&["id", "email", "roles", "disabled"], user_rows(&all))
-            });
+            print(client, &listed, || rows(&all));
             return Ok(());
         }
         UsersCommand::Create { email, roles } => {
@@ -511,13 +422,7 @@ async fn users(command: UsersCommand, client: &ClientArgs) -> Result<(), ClientE
             return Ok(());
         }
     };
-    print(client, &answer, || {
-        table(
-            &["id", "email", "roles", "disabled"],
-            user_rows(std::slice::from_ref(&answer)),
-        )
-    });
-    Ok(())
+    show(client, &answer, |user: UserInfo| rows(&[user]))
 }
 
 async fn api_keys(command: ApiKeysCommand, client: &ClientArgs) -> Result<(), ClientError> {
@@ -525,25 +430,7 @@ async fn api_keys(command: ApiKeysCommand, client: &ClientArgs) -> Result<(), Cl
     match command {
         ApiKeysCommand::List => {
             let listed = api.get("/admin/api-keys").await?;
-            print(client, &listed, || {
-                let rows = listed["api_keys"]
-                    .as_array()
-                    .map(|keys| {
-                        keys.iter()
-                            .map(|k| {
-                                vec![
-                                    cell(&k["id"]),
-                                    cell(&k["name"]),
-                                    cell(&k["role"]),
-                                    cell(&k["expires_at"]),
-                                    cell(&k["last_used_at"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                table(&["id", "name", "role", "expires", "last used"], rows)
-            });
+            show(client, &listed, |listed: ApiKeyList| rows(&listed.api_keys))?;
         }
         ApiKeysCommand::Create {
             name,
@@ -557,14 +444,12 @@ async fn api_keys(command: ApiKeysCommand, client: &ClientArgs) -> Result<(), Cl
                     json!({ "name": name, "role": role, "expires_in": expires_in }),
                 )
                 .await?;
-            print(client, &created, || {
+            show(client, &created, |created: NewApiKey| {
                 format!(
                     "{}\n(id {}, role {}; the key is shown only now)",
-                    cell(&created["key"]),
-                    cell(&created["id"]),
-                    cell(&created["role"])
+                    created.key, created.info.id, created.info.role
                 )
-            });
+            })?;
         }
         ApiKeysCommand::Revoke { id } => {
             api.call(
@@ -627,9 +512,7 @@ async fn login(
                         .json(&json!({ "email": email, "password": password }))
                 })
                 .await?;
-            Session::from_login(&body).ok_or_else(|| {
-                ClientError::Local("the server's login answer is malformed".into())
-            })?
+            Session::from_login(typed(&body)?)
         }
     };
     let mut credentials = Credentials::load()?;
@@ -674,31 +557,28 @@ async fn current_state(
     api: &mut Api,
     names: &[String],
 ) -> Result<std::collections::BTreeMap<String, plinth_host::apply::Current>, ClientError> {
-    let listed = api.get("/admin/plugins").await?;
+    let listed: PluginList = typed(&api.get("/admin/plugins").await?)?;
     let mut current = std::collections::BTreeMap::new();
-    for plugin in listed["plugins"].as_array().cloned().unwrap_or_default() {
-        let name = cell(&plugin["name"]);
-        let version = plugin["version"].as_u64().unwrap_or(0);
+    for plugin in listed.plugins {
         // Only plugins in the folder need their manifest compared.
-        let manifest = if names.contains(&name) {
-            let versions = api
-                .get(&format!("/admin/plugins/{}/versions", seg(&name)))
-                .await?;
-            versions["versions"]
-                .as_array()
-                .and_then(|all| all.iter().find(|v| v["active"] == true))
-                .and_then(|v| v["manifest"].as_str())
+        let manifest = if names.contains(&plugin.name) {
+            let path = format!("/admin/plugins/{}/versions", seg(&plugin.name));
+            let versions: VersionList = typed(&api.get(&path).await?)?;
+            versions
+                .versions
+                .into_iter()
+                .find(|v| v.active)
+                .map(|v| v.manifest)
                 .unwrap_or_default()
-                .to_string()
         } else {
             String::new()
         };
         let state = plinth_host::apply::Current {
-            version,
-            sha256: cell(&plugin["sha256"]),
+            version: plugin.version,
+            sha256: plugin.sha256,
             manifest,
         };
-        current.insert(name, state);
+        current.insert(plugin.name, state);
     }
     Ok(current)
 }
@@ -746,7 +626,7 @@ async fn apply(
                 let deployed =
                     upload(&mut api, plugin, &wanted.manifest, &wanted.component).await?;
                 if !client.json {
-                    println!("{}", deployed_text(&deployed));
+                    println!("{}", deployed_text(&typed(&deployed)?));
                 }
             }
             plinth_host::apply::Step::Remove { plugin } => {

@@ -3,7 +3,6 @@
 
 use super::ClientError;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -19,13 +18,13 @@ pub struct Session {
 }
 
 impl Session {
-    /// The session in a `/auth/login` or `/auth/refresh` answer.
-    pub fn from_login(body: &Value) -> Option<Self> {
-        Some(Self {
-            access_token: body["access_token"].as_str()?.to_string(),
-            refresh_token: body["refresh_token"].as_str().map(str::to_string),
-            email: body["user"]["email"].as_str().map(str::to_string),
-        })
+    /// What to keep of a `/auth/login` or `/auth/refresh` answer.
+    pub fn from_login(answer: plinth_host::auth::Session) -> Self {
+        Self {
+            access_token: answer.access_token,
+            refresh_token: Some(answer.refresh_token),
+            email: Some(answer.user.email),
+        }
     }
 }
 

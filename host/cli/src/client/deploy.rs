@@ -1,8 +1,9 @@
 //! Deploying a plugin: the multipart upload the server expects and what a deploy did, for
 //! people. Shared by `plinth deploy`, `plinth apply` and `plinth dev`.
 
-use super::output::{cell, routes, short_sha};
+use super::output::{list, routes, short_sha};
 use super::{Api, ClientError, plugin_files, seg};
+use plinth_host::registry::Deployed;
 use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
@@ -45,27 +46,26 @@ pub(super) async fn upload(
 }
 
 /// What a deploy did, for people.
-pub(super) fn deployed_text(deployed: &Value) -> String {
-    let name = cell(&deployed["name"]);
-    let mut lines = vec![if deployed["unchanged"] == true {
+pub(super) fn deployed_text(deployed: &Deployed) -> String {
+    let info = &deployed.info;
+    let name = &info.name;
+    let mut lines = vec![if deployed.unchanged {
         format!(
             "{name} unchanged: version {} already has these bytes and manifest",
-            deployed["version"]
+            info.version
         )
     } else {
         format!(
             "deployed {name} version {} (sha256 {})",
-            deployed["version"],
-            short_sha(&deployed["sha256"])
+            info.version,
+            short_sha(&info.sha256)
         )
     }];
-    lines.extend(routes(deployed).into_iter().map(|r| format!("  {r}")));
-    if let Some(missing) = deployed["missing_config"].as_array()
-        && !missing.is_empty()
-    {
+    lines.extend(routes(&info.routes).into_iter().map(|r| format!("  {r}")));
+    if !info.missing_config.is_empty() {
         lines.push(format!(
             "  waiting for config: {} (plinth config set {name} KEY VALUE)",
-            cell(&deployed["missing_config"])
+            list(&info.missing_config)
         ));
     }
     lines.join("\n")

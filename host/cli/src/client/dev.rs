@@ -84,7 +84,10 @@ async fn build_and_deploy(api: &mut Api, dir: &Path) {
     }
     .await;
     match deployed {
-        Ok(answer) => println!("{}", deployed_text(&answer)),
+        Ok(answer) => match super::typed(&answer) {
+            Ok(deployed) => println!("{}", deployed_text(&deployed)),
+            Err(e) => eprintln!("{e}"),
+        },
         Err(e) => eprintln!("plinth dev: {e}; fix it and save again"),
     }
 }

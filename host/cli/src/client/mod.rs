@@ -55,6 +55,15 @@ pub enum ClientError {
     Local(String),
 }
 
+/// The server's answer read as the type the server answers with (`plinth_host`'s own).
+fn typed<T: serde::de::DeserializeOwned>(answer: &Value) -> Result<T, ClientError> {
+    T::deserialize(answer).map_err(|e| {
+        ClientError::Local(format!(
+            "the server's answer is not what this plinth expects ({e}); is it the same version?"
+        ))
+    })
+}
+
 /// One line: some messages (build output, server text) span several.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -184,8 +193,7 @@ impl Api {
             return Ok(false);
         }
         let body = read_json(response).await?;
-        let stored = credentials::Session::from_login(&body)
-            .ok_or_else(|| ClientError::Local("the server's refresh answer is malformed".into()))?;
+        let stored = credentials::Session::from_login(typed(&body)?);
         self.token = Some(stored.access_token.clone());
         credentials.set(&self.server, stored);
         credentials.save()?;

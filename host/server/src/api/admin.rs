@@ -88,16 +88,19 @@ impl FromRequestParts<AppState> for AdminOnly {
 }
 
 /// Deployed plugins.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct PluginList {
-    plugins: Vec<PluginInfo>,
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PluginList {
+    /// Every active plugin, by name.
+    pub plugins: Vec<PluginInfo>,
 }
 
 /// A plugin's kept versions, newest first.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct VersionList {
-    plugin: String,
-    versions: Vec<VersionInfo>,
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct VersionList {
+    /// The plugin.
+    pub plugin: String,
+    /// Its kept versions, newest first.
+    pub versions: Vec<VersionInfo>,
 }
 
 /// The deploy upload (documentation of the multipart parts).

@@ -20,16 +20,19 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Every API key (never the key itself).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct ApiKeyList {
-    api_keys: Vec<ApiKeyInfo>,
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyList {
+    /// Every key, by id.
+    pub api_keys: Vec<ApiKeyInfo>,
 }
 
 /// Which key signs new tokens, and every key still verifying them.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct SigningKeys {
-    current: Option<String>,
-    verifying: Vec<String>,
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SigningKeys {
+    /// The key that signs new tokens.
+    pub current: Option<String>,
+    /// Every key still verifying tokens, the current one first.
+    pub verifying: Vec<String>,
 }
 
 impl SigningKeys {

@@ -15,7 +15,9 @@ mod plugin_logs;
 mod plugins;
 mod users;
 
+pub use admin::{PluginList, VersionList};
 pub use error::ApiError;
+pub use keys::{ApiKeyList, SigningKeys};
 
 use crate::auth::Auth;
 use crate::registry::Registry;

@@ -10,7 +10,7 @@ use crate::audit::Actor;
 use crate::store::{Op, Space, from_json};
 
 /// One page of accounts.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserPage {
     /// Accounts in id order.
     pub users: Vec<UserInfo>,

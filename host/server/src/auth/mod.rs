@@ -27,7 +27,7 @@ pub use accounts::{ROLE_ADMIN, ROLE_OPERATOR};
 use admin_token::AdminToken;
 use api_keys::{ApiKey, KeyHasher};
 use passwords::{HashError, Passwords};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sessions::Refreshed;
 use std::fmt;
 use std::str::FromStr;
@@ -257,7 +257,7 @@ impl fmt::Debug for AuthSettings {
 }
 
 /// An account as its owner and admins see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserInfo {
     /// Id.
     pub id: String,
@@ -284,7 +284,7 @@ impl From<&User> for UserInfo {
 }
 
 /// An API key as admins see it (never the key itself, except once at creation).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     /// Id.
     pub id: String,
@@ -314,7 +314,7 @@ impl From<&ApiKey> for ApiKeyInfo {
 }
 
 /// A newly created API key: the key text appears here and nowhere else, ever.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewApiKey {
     /// The key, to be sent as `Authorization: Bearer <key>`.
     pub key: String,
@@ -324,7 +324,7 @@ pub struct NewApiKey {
 }
 
 /// A newly created invitation: the code appears here and nowhere else, ever.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewInvite {
     /// The code to pass as `invite` to `POST /auth/register`.
     pub invite: String,
@@ -337,13 +337,13 @@ pub struct NewInvite {
 }
 
 /// What login and refresh return.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     /// The access JWT.
     pub access_token: String,
     /// Always `Bearer`.
     #[schema(value_type = String)]
-    pub token_type: &'static str,
+    pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
     /// The opaque refresh token (single use).
@@ -708,7 +708,7 @@ impl Auth {
                 .tokens
                 .issue(&user.id, user.token_generation)
                 .map_err(AccountError::Internal)?,
-            token_type: "Bearer",
+            token_type: "Bearer".into(),
             expires_in: self.tokens.access_ttl().as_secs(),
             refresh_token,
             user: UserInfo::from(user),

@@ -299,7 +299,7 @@ pub async fn purge(
 }
 
 /// One key as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ShownValue {
     /// The key.
     pub key: String,

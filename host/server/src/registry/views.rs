@@ -4,10 +4,10 @@
 use super::LoadedPlugin;
 use super::plugin_config::{ConfigSnapshot, ShownValue};
 use crate::units::{ByteSize, rfc3339};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A route as shown to operators.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RouteInfo {
     /// The pattern.
     pub path: String,
@@ -21,7 +21,7 @@ pub struct RouteInfo {
 }
 
 /// A plugin as shown to operators: the JSON of the admin API.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// Name.
     pub name: String,
@@ -53,7 +53,7 @@ pub struct PluginInfo {
 }
 
 /// A plugin's limits as shown to operators.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct LimitsInfo {
     /// e.g. `64MiB`.
     pub memory: String,
@@ -66,11 +66,11 @@ pub struct LimitsInfo {
     /// e.g. `64MiB`.
     pub max_response_body: String,
     /// Which routes keep instances between requests: `off`, `public` or `all`.
-    pub instance_reuse: &'static str,
+    pub instance_reuse: String,
 }
 
 /// One imported interface and what the host gives it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Grant {
     /// The interface, e.g. `wasi:filesystem/preopens@0.2.0`.
     pub interface: String,
@@ -80,7 +80,7 @@ pub struct Grant {
 
 /// Counts of failed requests, so a plugin that keeps crashing shows it (it is never restarted
 /// in a loop: every request gets a fresh instance anyway).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FailureCounts {
     /// Traps and panics.
     pub traps: u64,
@@ -119,7 +119,7 @@ fn access(interface: &str, outbound: &[crate::runtime::outgoing_http::OutboundOr
 }
 
 /// A plugin's config as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConfigView {
     /// The plugin.
     pub plugin: String,
@@ -170,7 +170,7 @@ impl LoadedPlugin {
                 max_concurrency: self.limits.max_concurrency,
                 max_request_body: ByteSize(self.limits.max_request_body).to_string(),
                 max_response_body: ByteSize(self.limits.max_response_body).to_string(),
-                instance_reuse: self.limits.instance_reuse.as_str(),
+                instance_reuse: self.limits.instance_reuse.as_str().to_string(),
             },
             outbound: self.outbound.iter().map(ToString::to_string).collect(),
             grants: self
@@ -188,7 +188,7 @@ impl LoadedPlugin {
 }
 
 /// The result of a successful deploy or rollback.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deployed {
     /// The plugin as now active.
     #[serde(flatten)]
@@ -198,12 +198,12 @@ pub struct Deployed {
     pub created: bool,
     /// True when nothing changed: the same component and manifest were already active (or the
     /// rollback target already was). Only shown when true.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
 }
 
 /// One kept version of a plugin, as operators see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VersionInfo {
     /// Its number.
     pub version: u64,
@@ -222,7 +222,7 @@ pub struct VersionInfo {
 }
 
 /// A stored plugin that could not be activated at start (it stays stored).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NotLoaded {
     /// The plugin.
     pub plugin: String,
