@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `plinth` binary, real components, real HTTP on 127.0.0.1.
 //! Guest components come from `cargo xtask build-guests` (run by `cargo xtask test`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test that cannot go on should stop with the reason"
+)]
 
 mod auth;
 mod cli;

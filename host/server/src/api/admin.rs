@@ -105,7 +105,10 @@ pub struct VersionList {
 
 /// The deploy upload (documentation of the multipart parts).
 #[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "only its schema is used: it documents the multipart parts"
+)]
 struct DeployUpload {
     /// The plinth.toml text.
     manifest: String,

@@ -8,14 +8,20 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 /// Plinth's error shape: `{"error": {"code", "message", "details"?}}`.
 #[derive(ToSchema)]
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "only its schema is used: the fields document the JSON"
+)]
 pub struct ErrorBody {
     error: ErrorDetail,
 }
 
 /// The error itself.
 #[derive(ToSchema)]
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "only its schema is used: the fields document the JSON"
+)]
 pub struct ErrorDetail {
     /// Stable code, e.g. `plugin_not_found`.
     code: String,

@@ -135,7 +135,10 @@ impl Runtime {
     }
 
     /// Loads machine code this engine produced earlier.
-    #[allow(unsafe_code)]
+    #[expect(
+        unsafe_code,
+        reason = "loads only artifacts this engine wrote (see SAFETY)"
+    )]
     fn deserialize(&self, artifact: &[u8]) -> wasmtime::Result<Component> {
         // SAFETY: `Component::deserialize` trusts its input to be code wasmtime produced. The
         // artifact comes from our own store, written only from `Component::serialize`

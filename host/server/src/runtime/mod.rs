@@ -388,7 +388,10 @@ impl Runtime {
     /// if the request finishes cleanly. The guest runs in its own task so it can keep streaming
     /// the body after the response head has been returned; `hold` (e.g. concurrency permits)
     /// lives exactly as long as that task.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one part of a request; a struct would only rename them"
+    )]
     pub async fn handle<B>(
         &self,
         code: &PluginCode,

@@ -36,7 +36,7 @@ fn respond(out: ResponseOutparam, write: impl FnOnce(&wasip2::io::streams::Outpu
     let _ = OutgoingBody::finish(body, None);
 }
 
-#[allow(unconditional_recursion)] // recursing without bound is the point
+#[expect(unconditional_recursion, reason = "recursing without bound is the point")]
 fn recurse(depth: u64) -> u64 {
     let local = black_box([depth; 16]);
     recurse(black_box(depth + 1)) + local[3]
