@@ -13,20 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The admin token test servers run with.
-pub const TOKEN: &str = "e2e-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "e2e-admin-token-0123456789";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response, fully read.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub async fn read(resp: reqwest::Response) -> Reply {
+    pub(crate) async fn read(resp: reqwest::Response) -> Reply {
         Reply {
             status: resp.status(),
             headers: resp.headers().clone(),
@@ -34,7 +34,7 @@ impl Reply {
         }
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "response is not JSON ({e}): {}",
@@ -43,12 +43,12 @@ impl Reply {
         })
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// The stable error code of a JSON error response.
-    pub fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
             .unwrap_or_else(|| panic!("not a JSON error: {}", self.text()))
@@ -58,7 +58,7 @@ impl Reply {
 
 /// How to start a server.
 #[derive(Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Extra command-line arguments after `serve`.
     pub args: Vec<String>,
     /// Extra environment variables.
@@ -74,7 +74,7 @@ pub struct Options {
 
 impl Options {
     /// Default options plus these command-line arguments after `serve`.
-    pub fn with_args(args: &[&str]) -> Self {
+    pub(crate) fn with_args(args: &[&str]) -> Self {
         Self {
             args: args.iter().map(|a| a.to_string()).collect(),
             ..Self::default()
@@ -83,7 +83,7 @@ impl Options {
 }
 
 /// A running `plinth serve`.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
@@ -117,14 +117,14 @@ fn readyz_ok(addr: std::net::SocketAddr) -> bool {
 
 /// A temporary directory removed on drop. Declare it before the server using it, so the server
 /// is dropped (killed) first.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(fresh_data_dir())
     }
 
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.0.clone()
     }
 }
@@ -147,7 +147,7 @@ fn fresh_data_dir() -> PathBuf {
 
 /// The command line of `plinth serve` on `data_dir` with `options`; its output is discarded
 /// unless the caller redirects it.
-pub fn command(data_dir: &Path, options: &Options) -> Command {
+pub(crate) fn command(data_dir: &Path, options: &Options) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
     cmd.arg("serve");
     if options.settings_in_env {
@@ -175,19 +175,19 @@ pub fn command(data_dir: &Path, options: &Options) -> Command {
 
 impl Server {
     /// A server on a fresh data directory.
-    pub fn start() -> Server {
+    pub(crate) fn start() -> Server {
         Self::start_fresh(Options::default())
     }
 
     /// A server with `options` on a fresh data directory (removed on drop).
-    pub fn start_fresh(options: Options) -> Server {
+    pub(crate) fn start_fresh(options: Options) -> Server {
         let mut server = Self::start_with(fresh_data_dir(), options);
         server.owns_dir = true;
         server
     }
 
     /// A server on `data_dir` with `options`. The caller owns (and removes) `data_dir`.
-    pub fn start_with(data_dir: PathBuf, options: Options) -> Server {
+    pub(crate) fn start_with(data_dir: PathBuf, options: Options) -> Server {
         let mut cmd = command(&data_dir, &options);
         cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("starting plinth");
@@ -282,7 +282,7 @@ impl Server {
     }
 
     /// Stops this server (SIGKILL) and starts a new one on the same data directory.
-    pub fn restart(mut self) -> Server {
+    pub(crate) fn restart(mut self) -> Server {
         let owns_dir = std::mem::take(&mut self.owns_dir);
         let dir = self.data_dir.clone();
         drop(self);
@@ -292,7 +292,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -306,12 +306,12 @@ impl Server {
     }
 
     /// Every stderr line so far.
-    pub fn logs(&self) -> Vec<String> {
+    pub(crate) fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
 
     /// Waits (bounded) until some log line contains every one of `needles`.
-    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+    pub(crate) fn wait_for_log(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(line) = self
@@ -331,7 +331,7 @@ impl Server {
     }
 
     /// Waits (bounded) until the server prints a line on standard output containing `needle`.
-    pub fn wait_for_printed(&self, needle: &str) -> String {
+    pub(crate) fn wait_for_printed(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(line) = self
@@ -349,13 +349,13 @@ impl Server {
     }
 
     /// Resident memory of the server process, in bytes (from /proc).
-    pub fn rss_bytes(&self) -> u64 {
+    pub(crate) fn rss_bytes(&self) -> u64 {
         self.proc_status_bytes("VmRSS:")
     }
 
     /// The most memory the server ever held, in bytes: its memory cgroup's peak where it runs
     /// in one, else the process's peak resident memory (from /proc).
-    pub fn peak_memory_bytes(&self) -> u64 {
+    pub(crate) fn peak_memory_bytes(&self) -> u64 {
         self.cage
             .as_ref()
             .and_then(MemoryCage::peak_bytes)
@@ -363,7 +363,7 @@ impl Server {
     }
 
     /// Whether the server process is still running (not killed, for one, by its cgroup).
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
@@ -377,11 +377,11 @@ impl Server {
         kib * 1024
     }
 
-    pub fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -399,7 +399,7 @@ impl Server {
     }
 
     /// Sends a JSON body with `method`, optionally with a bearer token.
-    pub async fn send_json(
+    pub(crate) async fn send_json(
         &self,
         method: Method,
         path: &str,
@@ -417,30 +417,30 @@ impl Server {
     }
 
     /// `POST` a JSON body, optionally with a bearer token.
-    pub async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+    pub(crate) async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
         self.send_json(Method::POST, path, body, token).await
     }
 
     /// `GET` with a bearer token.
-    pub async fn get_as(&self, path: &str, token: &str) -> Reply {
+    pub(crate) async fn get_as(&self, path: &str, token: &str) -> Reply {
         self.request(Method::GET, path, Some(token), None).await
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, None, None).await
     }
 
-    pub async fn admin(&self, method: Method, path: &str) -> Reply {
+    pub(crate) async fn admin(&self, method: Method, path: &str) -> Reply {
         self.request(method, path, Some(TOKEN), None).await
     }
 
     /// `PUT /admin/plugins/{name}` with parts `manifest` and `component`.
-    pub async fn deploy(&self, name: &str, manifest: &str, component: &[u8]) -> Reply {
+    pub(crate) async fn deploy(&self, name: &str, manifest: &str, component: &[u8]) -> Reply {
         self.deploy_with_token(name, manifest, component, Some(TOKEN))
             .await
     }
 
-    pub async fn deploy_with_token(
+    pub(crate) async fn deploy_with_token(
         &self,
         name: &str,
         manifest: &str,
@@ -464,7 +464,7 @@ impl Server {
     }
 
     /// Deploys a guest built from the repository with its own `plinth.toml`, asserting success.
-    pub async fn deploy_guest(&self, guest: Guest) -> Value {
+    pub(crate) async fn deploy_guest(&self, guest: Guest) -> Value {
         let reply = self
             .deploy(guest.name(), &guest.manifest(), &guest.component())
             .await;
@@ -492,7 +492,7 @@ impl Drop for Server {
 
 /// The guest components the tests use, built by `cargo xtask build-guests`.
 #[derive(Clone, Copy, Debug)]
-pub enum Guest {
+pub(crate) enum Guest {
     Hello,
     PlainHttp,
     Trap,
@@ -509,7 +509,7 @@ pub enum Guest {
     Hostile,
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     // The binary's crate is host/cli.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -518,7 +518,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn guest_dir() -> PathBuf {
+pub(crate) fn guest_dir() -> PathBuf {
     std::env::var_os("PLINTH_GUEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/guests"))
@@ -526,7 +526,7 @@ pub fn guest_dir() -> PathBuf {
 
 impl Guest {
     /// The plugin name in its manifest.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Guest::Hello => "hello",
             Guest::PlainHttp => "plain",
@@ -545,7 +545,7 @@ impl Guest {
         }
     }
 
-    pub fn source_dir(self) -> PathBuf {
+    pub(crate) fn source_dir(self) -> PathBuf {
         let root = repo_root();
         match self {
             Guest::Hello => root.join("examples/hello"),
@@ -584,16 +584,16 @@ impl Guest {
         }
     }
 
-    pub fn manifest(self) -> String {
+    pub(crate) fn manifest(self) -> String {
         std::fs::read_to_string(self.source_dir().join("plinth.toml")).unwrap()
     }
 
     /// Where the built component is.
-    pub fn wasm_path(self) -> PathBuf {
+    pub(crate) fn wasm_path(self) -> PathBuf {
         guest_dir().join(self.file())
     }
 
-    pub fn component(self) -> Vec<u8> {
+    pub(crate) fn component(self) -> Vec<u8> {
         let path = guest_dir().join(self.file());
         std::fs::read(&path).unwrap_or_else(|e| {
             panic!(

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 /// A cgroup with a memory limit; removed on drop (after its process has exited).
-pub struct MemoryCage {
+pub(crate) struct MemoryCage {
     dir: PathBuf,
     /// The file holding the most memory the group ever used (v2 `memory.peak`, v1
     /// `memory.max_usage_in_bytes`).
@@ -49,7 +49,7 @@ fn layout(controllers: &str) -> Option<Layout> {
 
 impl MemoryCage {
     /// A new cgroup limited to `limit` bytes, or `None` where none can be made.
-    pub fn create(limit: u64) -> Option<Self> {
+    pub(crate) fn create(limit: u64) -> Option<Self> {
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let name = format!(
             "plinth-e2e-{}-{}",
@@ -93,12 +93,12 @@ impl MemoryCage {
     }
 
     /// Moves process `pid` into the cage.
-    pub fn enter(&self, pid: u32) -> std::io::Result<()> {
+    pub(crate) fn enter(&self, pid: u32) -> std::io::Result<()> {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
     }
 
     /// The most memory the cage's processes used at once, if the kernel reports it.
-    pub fn peak_bytes(&self) -> Option<u64> {
+    pub(crate) fn peak_bytes(&self) -> Option<u64> {
         std::fs::read_to_string(self.dir.join(self.peak_file))
             .ok()?
             .trim()

@@ -231,7 +231,7 @@ impl Drop for Guard {
     }
 }
 
-pub fn measure(root: &Path, args: &[String]) -> Result<()> {
+pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
     let options = parse_options(args)?;
     ensure_wrk()?;
     let guest_dir = guests::build_guests(root)?;

@@ -11,7 +11,7 @@ const GUEST_WORKSPACES: &[&str] = &["examples", "plugins", "tests/programs"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// One example plugin: its manifest, the name of its `.wasm`, and what to try against it.
-pub struct Example {
+pub(crate) struct Example {
     pub manifest: PathBuf,
     pub crate_name: String,
     /// Paths to curl, from `# try: /path` lines in the manifest.
@@ -35,7 +35,7 @@ fn ensure_wasm_target() -> Result<()> {
 
 /// Builds every guest workspace in release mode (small, fast components) into one shared target
 /// dir, then copies the components into `target/guests/`. Returns that directory.
-pub fn build_guests(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_guests(root: &Path) -> Result<PathBuf> {
     ensure_wasm_target()?;
     let target = target_dir(root);
     let wasm_target_dir = target.join("wasm");
@@ -75,7 +75,7 @@ pub fn build_guests(root: &Path) -> Result<PathBuf> {
 }
 
 /// The example plugins, each a directory under `examples/` with a `plinth.toml`.
-pub fn examples(root: &Path) -> Result<Vec<Example>> {
+pub(crate) fn examples(root: &Path) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))

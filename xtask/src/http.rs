@@ -14,7 +14,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// A random admin token for a demo or bench run.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -23,7 +23,7 @@ pub fn random_token() -> String {
 }
 
 /// Waits until `GET /readyz` answers 200, failing if the server exits or 60 s pass.
-pub fn wait_ready(base: &str, server: &mut Child) -> Result<()> {
+pub(crate) fn wait_ready(base: &str, server: &mut Child) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let agent = agent();
     while Instant::now() < deadline {
@@ -41,7 +41,7 @@ pub fn wait_ready(base: &str, server: &mut Child) -> Result<()> {
 }
 
 /// Uploads a plugin with `PUT /admin/plugins/{name}` (multipart parts `manifest`, `component`).
-pub fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<String> {
+pub(crate) fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<String> {
     let manifest_text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
     let component = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
@@ -49,7 +49,7 @@ pub fn deploy(base: &str, token: &str, manifest: &Path, wasm: &Path) -> Result<S
 }
 
 /// Uploads a plugin given as manifest text and component bytes.
-pub fn deploy_bytes(
+pub(crate) fn deploy_bytes(
     base: &str,
     token: &str,
     manifest_text: &str,
@@ -92,13 +92,13 @@ pub fn deploy_bytes(
 }
 
 /// `GET` a path and return status and body.
-pub fn get(base: &str, path: &str) -> Result<(u16, String)> {
+pub(crate) fn get(base: &str, path: &str) -> Result<(u16, String)> {
     let mut resp = agent().get(format!("{base}{path}")).call()?;
     Ok((resp.status().as_u16(), resp.body_mut().read_to_string()?))
 }
 
 /// Signs in with `POST /auth/login`; returns the access token.
-pub fn login(base: &str, email: &str, password: &str) -> Result<String> {
+pub(crate) fn login(base: &str, email: &str, password: &str) -> Result<String> {
     let body = format!(r#"{{"email": "{email}", "password": "{password}"}}"#);
     let mut resp = agent()
         .post(format!("{base}/auth/login"))
@@ -113,7 +113,7 @@ pub fn login(base: &str, email: &str, password: &str) -> Result<String> {
 }
 
 /// `PUT` a body to a path and return the status.
-pub fn put(base: &str, path: &str, body: &[u8]) -> Result<u16> {
+pub(crate) fn put(base: &str, path: &str, body: &[u8]) -> Result<u16> {
     let resp = agent().put(format!("{base}{path}")).send(body)?;
     Ok(resp.status().as_u16())
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// PLINTH_SERVER) and sign in once with `plinth login` (or pass --token / PLINTH_TOKEN).
 #[derive(Debug, Parser)]
 #[command(name = "plinth", version, about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +20,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the server: plugin routes plus the /admin/ API, data kept in --data-dir.
     Serve(Box<ServeArgs>),
     /// Sign in to a server and remember the session for the other commands.
@@ -188,7 +188,7 @@ pub enum Command {
 
 /// `plinth plugins ...`
 #[derive(Debug, Subcommand)]
-pub enum PluginsCommand {
+pub(crate) enum PluginsCommand {
     /// Every deployed plugin with its version and routes.
     List,
     /// One plugin in full: routes, limits, grants, missing config, failures.
@@ -213,7 +213,7 @@ pub enum PluginsCommand {
 
 /// `plinth config ...`
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Set one key (secrets are never shown again, only masked).
     Set {
         /// The plugin.
@@ -244,7 +244,7 @@ pub enum ConfigCommand {
 
 /// `plinth users ...`
 #[derive(Debug, Subcommand)]
-pub enum UsersCommand {
+pub(crate) enum UsersCommand {
     /// Every account.
     List,
     /// Create an account (the password is read from standard input, or prompted for).
@@ -281,7 +281,7 @@ pub enum UsersCommand {
 
 /// `plinth api-keys ...`
 #[derive(Debug, Subcommand)]
-pub enum ApiKeysCommand {
+pub(crate) enum ApiKeysCommand {
     /// Every API key (never the key itself).
     List,
     /// Create a key; it is shown once.
@@ -304,7 +304,7 @@ pub enum ApiKeysCommand {
 
 /// `plinth keys ...`
 #[derive(Debug, Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Add a new signing key and sign with it from now on; tokens signed by older keys keep
     /// working until they expire.
     Rotate,
@@ -314,7 +314,7 @@ pub enum KeysCommand {
 
 /// How the CLI reaches a server.
 #[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Base URL of the Plinth server
     #[arg(
         long,
@@ -335,7 +335,7 @@ pub struct ClientArgs {
 /// Flags of `plinth serve`. Each also reads an environment variable; a flag wins over its
 /// variable, and both win over the config file.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Settings file (TOML with the flags' names in snake_case, e.g. `listen = "0.0.0.0:80"`);
     /// flags and environment variables win over it
     #[arg(long, env = "PLINTH_CONFIG", value_name = "FILE")]
@@ -348,7 +348,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The settings in force: flags and environment, then the file, then the secrets only the
     /// environment may give.
-    pub fn settings(&self) -> Result<Settings, SettingsError> {
+    pub(crate) fn settings(&self) -> Result<Settings, SettingsError> {
         let settings = match &self.config {
             Some(path) => self.settings.clone().over(Settings::from_file(path)?),
             None => self.settings.clone(),
@@ -359,7 +359,7 @@ impl ServeArgs {
 
 /// The command line, with each server setting's default in its `--help` line, taken from the
 /// constants the server applies.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Cli::command().mut_subcommand("serve", |mut serve| {
         for (id, default) in Settings::defaults() {
             serve = serve.mut_arg(id, |arg| {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Why the folder cannot be applied.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub(crate) enum ApplyError {
     /// The folder cannot be read.
     #[error("cannot read {path}: {message}")]
     Read {
@@ -35,7 +35,7 @@ pub enum ApplyError {
 
 /// The plugins in `dir`: each subfolder holding a `plinth.toml` (a crate, built first, or a
 /// `.wasm` beside it), plus `dir` itself when it holds one. Sorted by name.
-pub fn desired(dir: &Path) -> Result<Vec<Desired>, ApplyError> {
+pub(crate) fn desired(dir: &Path) -> Result<Vec<Desired>, ApplyError> {
     let read_error = |e: std::io::Error| ApplyError::Read {
         path: dir.display().to_string(),
         message: e.to_string(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// What the new plugin starts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Template {
+pub(crate) enum Template {
     /// Two public routes: a greeting with a path parameter, and a JSON echo.
     Http,
     /// Notes saved, read, listed and deleted in the plugin's key-value store.
@@ -79,7 +79,7 @@ impl Template {
 
 /// Why a crate could not be created.
 #[derive(Debug, thiserror::Error)]
-pub enum ScaffoldError {
+pub(crate) enum ScaffoldError {
     /// The name is not a valid plugin name.
     #[error("{0}")]
     InvalidName(String),
@@ -103,12 +103,12 @@ pub enum ScaffoldError {
 }
 
 /// The SDK this binary was built with, when its source is still there.
-pub fn default_sdk_path() -> PathBuf {
+pub(crate) fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
 /// Writes the crate for plugin `name` into `dir`; returns the files written.
-pub fn create(
+pub(crate) fn create(
     name: &str,
     template: Template,
     dir: &Path,

@@ -25,7 +25,7 @@ pub struct Desired {
 /// What the server runs for one plugin: the active version's component hash and manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
-    /// Active version.
+    /// The number of its active version.
     pub version: u64,
     /// Hex SHA-256 of its component.
     pub sha256: String,
@@ -39,26 +39,26 @@ pub struct Current {
 pub enum Step {
     /// Deploy a plugin the server does not have.
     Add {
-        /// The plugin.
+        /// The plugin to deploy, new to the server.
         plugin: String,
     },
     /// Deploy a new version of a plugin whose component or manifest differs.
     Replace {
-        /// The plugin.
+        /// The plugin to deploy over its active version.
         plugin: String,
         /// The active version now.
         from_version: u64,
     },
     /// Nothing to do.
     Unchanged {
-        /// The plugin.
+        /// The plugin the folder no longer has.
         plugin: String,
         /// Its active version.
         version: u64,
     },
     /// Delete a plugin the folder does not have (only with `--prune`; data and config stay).
     Remove {
-        /// The plugin.
+        /// The plugin whose bytes and manifest already match.
         plugin: String,
     },
 }

@@ -91,7 +91,7 @@ impl Pending {
 pub struct AuditEntry {
     /// When (RFC 3339, UTC).
     pub at: String,
-    /// Who.
+    /// Who made the change: `user:<id> (<email>)`, `api-key:<id> (<name>)` or `admin-token`.
     pub actor: String,
     /// From which address.
     pub address: Option<String>,
@@ -107,7 +107,7 @@ pub struct AuditEntry {
 /// A page of entries, newest first.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
-    /// The entries.
+    /// Up to `limit` entries, newest first.
     pub entries: Vec<AuditEntry>,
     /// Pass as `cursor` for older entries; absent on the last page.
     pub next_cursor: Option<String>,

@@ -6,13 +6,13 @@ pub mod api;
 pub mod apply;
 pub mod audit;
 pub mod auth;
-pub mod front_door;
+mod front_door;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod metrics;
 pub mod plugin_logs;
 pub mod registry;
-pub mod retention;
+mod retention;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -166,9 +166,9 @@ pub struct LogLine {
     pub at: std::time::SystemTime,
     /// Where it came from.
     pub source: Source,
-    /// How severe.
+    /// How severe: `trace`, `debug`, `info`, `warn` or `error`.
     pub level: Level,
-    /// The text.
+    /// The text, cut at the host's line limit, control characters escaped.
     #[schema(value_type = String)]
     pub message: Message,
     /// The request that produced it, when there was one.
@@ -220,9 +220,9 @@ struct Ring {
 /// A page of lines, oldest first.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
-    /// The plugin.
+    /// The plugin whose log this is.
     pub plugin: String,
-    /// The lines.
+    /// The lines, oldest first; each `seq` is one past the line before it.
     #[schema(value_type = Vec<LogLine>)]
     pub lines: Vec<Arc<LogLine>>,
     /// The `seq` of the last line returned (or the `since` given): pass it as `since` next.

@@ -13,7 +13,10 @@ const FIRST_AFTER: Duration = Duration::from_secs(60);
 
 /// Prunes `store` every hour until the task is aborted, keeping audit entries for
 /// `audit_retention`.
-pub fn spawn(store: Arc<dyn Store>, audit_retention: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    store: Arc<dyn Store>,
+    audit_retention: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_AFTER).await;
         loop {

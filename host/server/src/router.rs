@@ -12,7 +12,7 @@ pub enum RouteError {
     /// The pattern is not valid route syntax.
     #[error("invalid route {pattern:?}: {reason}")]
     InvalidPattern {
-        /// The pattern.
+        /// The pattern as its owner wrote it, e.g. `/hello/{name}`.
         pattern: String,
         /// What is wrong with it.
         reason: String,
@@ -32,7 +32,7 @@ pub enum RouteError {
     /// The same owner lists one method twice for one pattern.
     #[error("route {pattern:?} lists {method} more than once")]
     DuplicateMethod {
-        /// The pattern.
+        /// The pattern as its owner wrote it.
         pattern: String,
         /// The repeated method.
         method: Method,

@@ -18,7 +18,7 @@ pub enum ServeError {
     Store {
         /// The directory.
         dir: String,
-        /// Why.
+        /// What the store reported.
         source: StoreError,
     },
     /// The wasm engine could not be built.
@@ -29,7 +29,7 @@ pub enum ServeError {
     Listen {
         /// The address.
         addr: String,
-        /// Why.
+        /// What the operating system reported.
         source: std::io::Error,
     },
     /// A startup task failed.

@@ -56,7 +56,7 @@ pub enum SettingsError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system reported.
         source: std::io::Error,
     },
     /// The settings file is not valid TOML or has unknown keys.
@@ -70,7 +70,7 @@ pub enum SettingsError {
     /// A value is out of range or inconsistent with another.
     #[error("invalid {key} {value:?}: {reason}")]
     Value {
-        /// The setting.
+        /// The setting's name as the file spells it.
         key: &'static str,
         /// The value given.
         value: String,

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The target plugins are built for.
-pub const TARGET: &str = "wasm32-wasip2";
+pub(super) const TARGET: &str = "wasm32-wasip2";
 
 /// Why the plugin's files could not be found or built.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// A path or file is missing or unreadable.
     #[error("{0}")]
     Missing(String),
@@ -33,7 +33,7 @@ pub enum BuildError {
 
 /// A plugin ready to upload.
 #[derive(Debug, Clone)]
-pub struct PluginFiles {
+pub(crate) struct PluginFiles {
     /// The plugin's name, from its manifest.
     pub name: String,
     /// The manifest text.
@@ -48,7 +48,10 @@ fn missing(what: impl Into<String>) -> BuildError {
 
 /// The plugin at `path` (a crate folder, a folder with `plinth.toml` and one `.wasm`, or a
 /// `.wasm`), building a crate first. `manifest` overrides the `plinth.toml` found beside it.
-pub fn plugin_files(path: &Path, manifest: Option<&Path>) -> Result<PluginFiles, BuildError> {
+pub(crate) fn plugin_files(
+    path: &Path,
+    manifest: Option<&Path>,
+) -> Result<PluginFiles, BuildError> {
     let (wasm, beside) = if path.is_file() {
         if path.extension().is_none_or(|e| e != "wasm") {
             return Err(missing(format!(
@@ -84,7 +87,7 @@ pub fn plugin_files(path: &Path, manifest: Option<&Path>) -> Result<PluginFiles,
 }
 
 /// The `name` of a manifest (the server checks the rest).
-pub fn manifest_name(text: &str) -> Result<String, String> {
+pub(super) fn manifest_name(text: &str) -> Result<String, String> {
     let value: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
     value
         .get("name")
@@ -134,7 +137,7 @@ fn ensure_target() {
 
 /// Builds the crate in `dir` for wasm32-wasip2 in release mode; returns the component.
 /// Cargo's progress and errors go to the terminal (stderr).
-pub fn build_crate(dir: &Path) -> Result<PathBuf, BuildError> {
+pub(super) fn build_crate(dir: &Path) -> Result<PathBuf, BuildError> {
     ensure_target();
     let failed = |message: String| BuildError::Build {
         crate_dir: dir.display().to_string(),

@@ -47,7 +47,7 @@ fn show<T: DeserializeOwned>(
 }
 
 /// Runs a client command (every command but `serve`).
-pub async fn run(command: Command) -> Result<(), ClientError> {
+pub(crate) async fn run(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Serve(_) | Command::New { .. } => Err(ClientError::Local(
             "`serve` and `new` are not client commands".into(),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// One server's stored credential.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Session {
+pub(crate) struct Session {
     /// Sent as the bearer token.
     pub access_token: String,
     /// Renews `access_token` when it expires (absent for a stored API key or admin token).
@@ -19,7 +19,7 @@ pub struct Session {
 
 impl Session {
     /// What to keep of a `/auth/login` or `/auth/refresh` answer.
-    pub fn from_login(answer: plinth_host::auth::Session) -> Self {
+    pub(crate) fn from_login(answer: plinth_host::auth::Session) -> Self {
         Self {
             access_token: answer.access_token,
             refresh_token: Some(answer.refresh_token),
@@ -30,7 +30,7 @@ impl Session {
 
 /// Every stored session, by server URL.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     servers: BTreeMap<String, Session>,
 }
 
@@ -40,7 +40,7 @@ fn local(what: &str, e: impl std::fmt::Display) -> ClientError {
 
 impl Credentials {
     /// Where sessions are kept.
-    pub fn path() -> Result<PathBuf, ClientError> {
+    pub(crate) fn path() -> Result<PathBuf, ClientError> {
         if let Some(path) = std::env::var_os("PLINTH_CREDENTIALS") {
             return Ok(PathBuf::from(path));
         }
@@ -54,7 +54,7 @@ impl Credentials {
     }
 
     /// The stored sessions (none when nothing is stored yet).
-    pub fn load() -> Result<Self, ClientError> {
+    pub(crate) fn load() -> Result<Self, ClientError> {
         let path = Self::path()?;
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -65,23 +65,23 @@ impl Credentials {
     }
 
     /// The session stored for `server`.
-    pub fn session(&self, server: &str) -> Option<&Session> {
+    pub(crate) fn session(&self, server: &str) -> Option<&Session> {
         self.servers.get(server)
     }
 
     /// Stores `session` for `server`.
-    pub fn set(&mut self, server: &str, session: Session) {
+    pub(crate) fn set(&mut self, server: &str, session: Session) {
         self.servers.insert(server.to_string(), session);
     }
 
     /// Forgets `server`'s session, returning it.
-    pub fn remove(&mut self, server: &str) -> Option<Session> {
+    pub(crate) fn remove(&mut self, server: &str) -> Option<Session> {
         self.servers.remove(server)
     }
 
     /// Writes the file with mode 0600 (created that way, never readable by others even briefly),
     /// replacing the old one atomically.
-    pub fn save(&self) -> Result<(), ClientError> {
+    pub(crate) fn save(&self) -> Result<(), ClientError> {
         use std::io::Write;
         let path = Self::path()?;
         if let Some(dir) = path.parent() {

@@ -93,7 +93,7 @@ async fn build_and_deploy(api: &mut Api, dir: &Path) {
 }
 
 /// Runs `plinth dev` in `dir` until Ctrl-C.
-pub async fn dev(dir: &Path, listen: &str) -> Result<(), ClientError> {
+pub(super) async fn dev(dir: &Path, listen: &str) -> Result<(), ClientError> {
     if !dir.join("Cargo.toml").is_file() || !dir.join("plinth.toml").is_file() {
         return Err(ClientError::Local(format!(
             "{} is not a plugin crate (it needs Cargo.toml and plinth.toml; `plinth new NAME` makes one)",

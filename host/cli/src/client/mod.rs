@@ -8,9 +8,9 @@ mod deploy;
 mod dev;
 mod output;
 
-pub use build::{BuildError, plugin_files};
-pub use commands::run;
-pub use credentials::Credentials;
+pub(crate) use build::{BuildError, plugin_files};
+pub(crate) use commands::run;
+pub(crate) use credentials::Credentials;
 
 use crate::cli::ClientArgs;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -25,7 +25,7 @@ fn seg(text: &str) -> String {
 
 /// A CLI command failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The server could not be reached.
     #[error("cannot reach {server}: {message}")]
     Unreachable {
@@ -70,7 +70,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// A connection to one server with one credential.
-pub struct Api {
+pub(crate) struct Api {
     server: String,
     token: Option<String>,
     /// Where the session came from, so an expired one can be refreshed and saved.
@@ -80,7 +80,7 @@ pub struct Api {
 
 impl Api {
     /// The server and credential `args` name (a stored session when no token is given).
-    pub fn new(args: &ClientArgs) -> Result<Self, ClientError> {
+    pub(crate) fn new(args: &ClientArgs) -> Result<Self, ClientError> {
         let server = args.server.trim_end_matches('/').to_string();
         let (token, stored) = match &args.token {
             Some(token) => (Some(token.clone()), false),
@@ -113,7 +113,7 @@ impl Api {
     }
 
     /// The server's base URL.
-    pub fn server(&self) -> &str {
+    pub(crate) fn server(&self) -> &str {
         &self.server
     }
 
@@ -145,7 +145,7 @@ impl Api {
 
     /// Sends a request built by `build` (called again after a refresh) and reads the JSON
     /// answer; an error status becomes [`ClientError::Refused`].
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         build: impl Fn(&Self) -> reqwest::RequestBuilder,
     ) -> Result<Value, ClientError> {
@@ -154,7 +154,7 @@ impl Api {
     }
 
     /// Like [`Api::send`] but returns the response as it is (for streams).
-    pub async fn send_raw(
+    pub(crate) async fn send_raw(
         &mut self,
         build: impl Fn(&Self) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
@@ -201,13 +201,13 @@ impl Api {
     }
 
     /// `GET path`.
-    pub async fn get(&mut self, path: &str) -> Result<Value, ClientError> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<Value, ClientError> {
         self.send(|api| api.request(Method::GET, path).timeout(TIMEOUT))
             .await
     }
 
     /// `method path` with a JSON body (none when `Value::Null`).
-    pub async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: Method,
         path: &str,

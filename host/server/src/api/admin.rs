@@ -97,7 +97,7 @@ pub struct PluginList {
 /// A plugin's kept versions, newest first.
 #[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VersionList {
-    /// The plugin.
+    /// The plugin these versions belong to.
     pub plugin: String,
     /// Its kept versions, newest first.
     pub versions: Vec<VersionInfo>,

@@ -43,9 +43,9 @@ pub enum ApiError {
     /// No route for this path.
     #[error("no route for {method} {path}")]
     NotFound {
-        /// The method.
+        /// The request's method.
         method: Method,
-        /// The path.
+        /// The request's path.
         path: String,
     },
     /// The path exists but not for this method.
@@ -65,7 +65,7 @@ pub enum ApiError {
     /// The plugin needs config keys the operator has not set.
     #[error("plugin {plugin:?} is waiting for its operator to set config: {}", .missing.join(", "))]
     ConfigMissing {
-        /// The plugin.
+        /// The plugin whose config is incomplete.
         plugin: String,
         /// The keys not set.
         missing: Vec<String>,
@@ -96,9 +96,9 @@ pub enum ApiError {
         "plugin {plugin:?} is busy: all {max_concurrency} of its instances are serving; try again"
     )]
     PluginBusy {
-        /// The plugin.
+        /// The plugin whose instances are all busy.
         plugin: String,
-        /// Its limit.
+        /// Its instances allowed at once.
         max_concurrency: u32,
     },
     /// A line of a kv import is malformed; nothing was imported.

@@ -25,7 +25,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code, e.g. `plugin_not_found`.
     code: String,
-    /// For people.
+    /// What went wrong, for people (the `code` is for programs).
     message: String,
     /// Extra facts for some codes (e.g. the route a conflict is with).
     #[schema(value_type = Option<Object>)]

@@ -13,14 +13,14 @@ const ADMIN_TOKEN_HASH_KEY: &str = "admin_token_sha256";
 const TOKEN_PREFIX: &str = "plinth_admin_";
 
 /// The admin token's digest.
-pub struct AdminToken {
+pub(super) struct AdminToken {
     sha256: [u8; 32],
 }
 
 impl AdminToken {
     /// Decides the admin token: `env_token` when given; otherwise the one whose hash is stored;
     /// otherwise a new random one, whose hash is stored and which is returned for printing once.
-    pub async fn bootstrap(
+    pub(super) async fn bootstrap(
         store: &dyn Store,
         env_token: Option<&str>,
     ) -> Result<(Self, Option<String>), StoreError> {
@@ -40,14 +40,14 @@ impl AdminToken {
     }
 
     /// The digest of a known token.
-    pub fn from_token(token: &str) -> Self {
+    pub(super) fn from_token(token: &str) -> Self {
         Self {
             sha256: sha256(token),
         }
     }
 
     /// Whether `token` is the admin token (constant-time).
-    pub fn matches(&self, token: &str) -> bool {
+    pub(super) fn matches(&self, token: &str) -> bool {
         bool::from(sha256(token).ct_eq(&self.sha256))
     }
 }

@@ -8,11 +8,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 /// Every invitation code starts with this.
-pub const PREFIX: &str = "plinth_inv_";
+pub(super) const PREFIX: &str = "plinth_inv_";
 
 /// What is stored about an invitation (never the code).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Invite {
+pub(super) struct Invite {
     /// Public id.
     pub id: String,
     /// The only email that may use it, if bound.
@@ -24,7 +24,7 @@ pub struct Invite {
 }
 
 /// A valid invitation found by its code, with what is needed to consume it atomically.
-pub struct Found {
+pub(super) struct Found {
     /// The invitation.
     pub invite: Invite,
     /// Ops that consume it; they fail the whole commit if it was used meanwhile.
@@ -39,7 +39,7 @@ fn digest(code: &str) -> Vec<u8> {
 const WHAT: &str = "invitation";
 
 /// Creates an invitation, audited as made `by`; returns the code (shown once) and its record.
-pub async fn create(
+pub(super) async fn create(
     store: &dyn Store,
     email: Option<String>,
     ttl_ms: u64,
@@ -79,7 +79,11 @@ pub async fn create(
 }
 
 /// Finds an unexpired invitation by its code.
-pub async fn find(store: &dyn Store, code: &str, now_ms: u64) -> Result<Option<Found>, StoreError> {
+pub(super) async fn find(
+    store: &dyn Store,
+    code: &str,
+    now_ms: u64,
+) -> Result<Option<Found>, StoreError> {
     let key = digest(code);
     let Some(bytes) = store.get(Space::Invites, &key).await? else {
         return Ok(None);

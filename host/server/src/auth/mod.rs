@@ -259,11 +259,11 @@ impl fmt::Debug for AuthSettings {
 /// An account as its owner and admins see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserInfo {
-    /// Id.
+    /// The account's id (32 hex digits), as `/admin/users/{id}` takes it.
     pub id: String,
-    /// Email.
+    /// The sign-in email, normalised (trimmed, lower case).
     pub email: String,
-    /// Roles.
+    /// Every role it holds; `user` always, `operator` and `admin` as granted.
     pub roles: Vec<String>,
     /// Disabled?
     pub disabled: bool,
@@ -286,11 +286,11 @@ impl From<&User> for UserInfo {
 /// An API key as admins see it (never the key itself, except once at creation).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
-    /// Id.
+    /// The key's id (not the key), as `/admin/api-keys/{id}` takes it.
     pub id: String,
-    /// Name.
+    /// The label given at creation, e.g. `ci deploys`.
     pub name: String,
-    /// Role.
+    /// The one role the key carries: `user`, `operator` or `admin`.
     pub role: String,
     /// Creation time (RFC 3339).
     pub created_at: String,
@@ -318,7 +318,7 @@ impl From<&ApiKey> for ApiKeyInfo {
 pub struct NewApiKey {
     /// The key, to be sent as `Authorization: Bearer <key>`.
     pub key: String,
-    /// Its record.
+    /// Everything else about the key, as listings show it.
     #[serde(flatten)]
     pub info: ApiKeyInfo,
 }
@@ -328,7 +328,7 @@ pub struct NewApiKey {
 pub struct NewInvite {
     /// The code to pass as `invite` to `POST /auth/register`.
     pub invite: String,
-    /// Its id.
+    /// The invitation's id, for listing and revoking it (not the code).
     pub id: String,
     /// The only email that may use it, if bound.
     pub email: Option<String>,
@@ -348,7 +348,7 @@ pub struct Session {
     pub expires_in: u64,
     /// The opaque refresh token (single use).
     pub refresh_token: String,
-    /// The account.
+    /// The account signed in.
     pub user: UserInfo,
 }
 

@@ -18,9 +18,9 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PasswordParams {
     /// Memory in KiB.
     pub memory_kib: u32,
-    /// Iterations.
+    /// argon2id iterations (time cost).
     pub iterations: u32,
-    /// Parallelism.
+    /// argon2id lanes (parallelism).
     pub parallelism: u32,
 }
 
@@ -47,7 +47,7 @@ pub enum HashError {
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verified {
+pub(super) struct Verified {
     /// The password matched.
     pub ok: bool,
     /// The stored hash uses weaker parameters than configured: rehash now.
@@ -55,7 +55,7 @@ pub struct Verified {
 }
 
 /// Hashes and verifies passwords.
-pub struct Passwords {
+pub(super) struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
     /// Verified against when the account does not exist, so that path does the same work.
@@ -77,7 +77,7 @@ fn hash_blocking(params: Params, password: &[u8]) -> Result<String, HashError> {
 
 impl Passwords {
     /// A hasher with `params`. Blocking: computes the dummy hash once.
-    pub fn new(params: PasswordParams) -> Result<Self, HashError> {
+    pub(super) fn new(params: PasswordParams) -> Result<Self, HashError> {
         let params = Params::new(
             params.memory_kib,
             params.iterations,
@@ -112,7 +112,7 @@ impl Passwords {
     }
 
     /// Hashes a password with the configured parameters (PHC string format).
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+    pub(super) async fn hash(&self, password: String) -> Result<String, HashError> {
         let params = self.params.clone();
         self.run(move || hash_blocking(params, password.as_bytes()))
             .await?
@@ -120,7 +120,7 @@ impl Passwords {
 
     /// Verifies `password` against `stored`, or against a dummy hash when there is no account,
     /// so both paths cost the same.
-    pub async fn verify(
+    pub(super) async fn verify(
         &self,
         password: String,
         stored: Option<String>,

@@ -31,15 +31,15 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 /// Most headers in one request (hyper answers 431 beyond).
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Most bytes of request line plus headers (431 beyond).
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Longest URL (414 beyond).
-pub const MAX_URL_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URL_BYTES: usize = 8 * 1024;
 /// Requests one HTTP/2 connection may have open at once.
 const MAX_STREAMS: u32 = 100;
 /// The request id header.
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The client's request id when it is 1-128 visible ASCII characters, else a new random one.
 fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {
@@ -111,11 +111,11 @@ fn client_addr(
 /// Why the TLS certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("TLS: {0}")]
-pub struct TlsError(String);
+pub(crate) struct TlsError(String);
 
 /// A TLS acceptor for the PEM certificate chain and private key at `cert` and `key`, offering
 /// HTTP/2 and HTTP/1.1 through ALPN.
-pub fn tls_acceptor(
+pub(crate) fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
@@ -145,7 +145,7 @@ pub fn tls_acceptor(
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
 /// waits for open connections.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     settings: FrontDoor,

@@ -28,7 +28,7 @@ use tokio::time::{Instant, Sleep};
 
 /// What one connection's requests tell its socket.
 #[derive(Debug)]
-pub struct Connection {
+pub(super) struct Connection {
     in_flight: AtomicUsize,
     /// When the connection last had no request in flight (opened, or its last request ended).
     idle_since: Mutex<Instant>,
@@ -42,7 +42,7 @@ pub struct Connection {
 
 impl Connection {
     /// A connection just opened.
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -53,7 +53,7 @@ impl Connection {
     }
 
     /// Marks a request as begun; it ends when the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    pub(super) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
@@ -108,7 +108,7 @@ impl Connection {
 /// A request in flight on its connection; dropped with the response body (or with the
 /// request, if it never got a response).
 #[derive(Debug)]
-pub struct InFlight(Arc<Connection>);
+pub(super) struct InFlight(Arc<Connection>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -128,7 +128,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request in flight until it is finished or dropped, and
 /// tells its connection while a frame it produced waits to be sent.
-pub struct TrackedBody<B> {
+pub(super) struct TrackedBody<B> {
     inner: B,
     id: u64,
     in_flight: InFlight,
@@ -136,7 +136,7 @@ pub struct TrackedBody<B> {
 
 impl<B> TrackedBody<B> {
     /// `inner`, holding `in_flight` as long as it lives.
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
+    pub(super) fn new(inner: B, in_flight: InFlight) -> Self {
         Self {
             inner,
             id: in_flight.0.next_body.fetch_add(1, Ordering::Relaxed),
@@ -178,7 +178,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
 
 /// A socket failing with `TimedOut` when its connection stops making progress (see the
 /// module docs).
-pub struct Watched<S> {
+pub(super) struct Watched<S> {
     inner: S,
     connection: Arc<Connection>,
     idle_timeout: Duration,
@@ -190,7 +190,7 @@ pub struct Watched<S> {
 
 impl<S> Watched<S> {
     /// Watches `inner`, the socket of `connection`.
-    pub fn new(
+    pub(super) fn new(
         inner: S,
         connection: Arc<Connection>,
         idle_timeout: Duration,

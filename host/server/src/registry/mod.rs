@@ -66,7 +66,7 @@ pub enum DeployError {
     /// The plugin has no such kept version (or none before the active one).
     #[error("plugin {plugin:?} has {what}")]
     VersionNotFound {
-        /// The plugin.
+        /// The plugin named in the request.
         plugin: String,
         /// e.g. `no version 3 (kept: 7, 6, 5)`.
         what: String,

@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for ConfigKey {
 /// One stored config value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredValue {
-    /// The value.
+    /// The value as the operator set it (a secret's too: it is masked only when shown).
     pub value: String,
     /// Write-only: never shown back.
     pub secret: bool,
@@ -80,7 +80,7 @@ impl fmt::Debug for StoredValue {
 /// A value to set.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewValue {
-    /// The value.
+    /// The value to store.
     pub value: String,
     /// Whether it is a secret.
     pub secret: bool,
@@ -95,9 +95,9 @@ pub enum ConfigError {
     /// The key is not set.
     #[error("config key {key:?} is not set for plugin {plugin:?}")]
     NotSet {
-        /// Plugin.
+        /// The plugin named in the request.
         plugin: String,
-        /// Key.
+        /// The key it does not have.
         key: String,
     },
     /// Storage failed; nothing changed.
@@ -301,7 +301,7 @@ pub async fn purge(
 /// One key as operators see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ShownValue {
-    /// The key.
+    /// The config key, e.g. `api_base`.
     pub key: String,
     /// The value, or [`MASK`] for a secret.
     pub value: String,

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 /// A route as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RouteInfo {
-    /// The pattern.
+    /// The route pattern, e.g. `/hello/{name}` (`{*rest}` matches the rest of the path).
     pub path: String,
-    /// Accepted methods.
+    /// The methods it answers, e.g. `GET` (`HEAD` is answered by `GET` routes too).
     pub methods: Vec<String>,
-    /// Auth policy.
+    /// Who may call it: `public`, `user` or `role:NAME`.
     pub auth: String,
     /// Whether the plugin sees the caller's `Authorization` header on this route (operator
     /// and admin credentials only with `forward_privileged_credentials`).
@@ -23,9 +23,9 @@ pub struct RouteInfo {
 /// A plugin as shown to operators: the JSON of the admin API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PluginInfo {
-    /// Name.
+    /// The plugin's name, unique on the server.
     pub name: String,
-    /// Routes.
+    /// The routes of the active version, as its manifest declares them.
     pub routes: Vec<RouteInfo>,
     /// Whether the operator lets operator and admin credentials reach this plugin on its
     /// `forward_authorization` routes (`--forward-privileged-credentials`).
@@ -121,7 +121,7 @@ fn access(interface: &str, outbound: &[crate::runtime::outgoing_http::OutboundOr
 /// A plugin's config as operators see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConfigView {
-    /// The plugin.
+    /// The plugin these values belong to.
     pub plugin: String,
     /// Every set key; secrets masked.
     pub config: Vec<ShownValue>,
@@ -205,7 +205,7 @@ pub struct Deployed {
 /// One kept version of a plugin, as operators see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct VersionInfo {
-    /// Its number.
+    /// Its number: 1 for a plugin's first deploy, one more for each later one.
     pub version: u64,
     /// Whether it is the one serving.
     pub active: bool,
@@ -224,8 +224,8 @@ pub struct VersionInfo {
 /// A stored plugin that could not be activated at start (it stays stored).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct NotLoaded {
-    /// The plugin.
+    /// The stored plugin that is not serving.
     pub plugin: String,
-    /// Why.
+    /// Why it could not be loaded (it stays stored; a redeploy replaces it).
     pub reason: String,
 }

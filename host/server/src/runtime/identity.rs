@@ -9,7 +9,7 @@ pub struct Caller {
     pub id: String,
     /// Normalised email (empty for the admin token).
     pub email: String,
-    /// Roles.
+    /// Every role it holds (`user` for every account; `operator`, `admin` and custom ones).
     pub roles: Vec<String>,
 }
 

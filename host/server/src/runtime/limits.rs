@@ -302,7 +302,7 @@ impl Limits {
 pub struct MemoryLimitExceeded {
     /// What the instance would have held.
     pub wanted: usize,
-    /// Its limit.
+    /// The most the manifest may declare.
     pub limit: usize,
 }
 

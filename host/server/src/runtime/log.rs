@@ -40,7 +40,7 @@ fn escape_controls(text: &str) -> Cow<'_, str> {
 /// Where one instance's log lines go.
 #[derive(Clone)]
 pub struct LogCtx {
-    /// The plugin.
+    /// Whose log the lines go to (its name, shared with every line).
     pub plugin: Arc<str>,
     /// The id of the request being handled; shared with the instance's stdout and stderr, and
     /// replaced when a reused instance takes its next request.

@@ -15,7 +15,7 @@ const MAX_LINE: usize = super::limits::MAX_LOG_LINE;
 
 /// Which of the plugin's output streams.
 #[derive(Debug, Clone, Copy)]
-pub enum Stream {
+pub(super) enum Stream {
     /// `wasi:cli/stdout`.
     Stdout,
     /// `wasi:cli/stderr`.
@@ -24,14 +24,14 @@ pub enum Stream {
 
 /// The stdout or stderr handed to one instance.
 #[derive(Clone)]
-pub struct PluginOutput {
+pub(super) struct PluginOutput {
     log: LogCtx,
     stream: Stream,
 }
 
 impl PluginOutput {
     /// Output on `stream`, written to `log`.
-    pub fn new(log: LogCtx, stream: Stream) -> Self {
+    pub(super) fn new(log: LogCtx, stream: Stream) -> Self {
         Self { log, stream }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How a flush is done (for sled: `flush()` then `fdatasync`).
-pub type FlushFn = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
+pub(super) type FlushFn = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
 
 /// How quickly plugin key-value writes reach the disk. Host records (deploys, users, keys) are
 /// always durable before they are acknowledged.
@@ -25,7 +25,7 @@ pub enum Durability {
 }
 
 /// How often the flusher runs in [`Durability::Periodic`] mode.
-pub const PERIODIC_FLUSH: Duration = Duration::from_millis(200);
+pub(super) const PERIODIC_FLUSH: Duration = Duration::from_millis(200);
 
 /// What the flusher has done: every change with a ticket `<= durable` is on disk; tickets
 /// `<= failed` were in a flush that failed.
@@ -62,14 +62,14 @@ impl Shared {
 }
 
 /// The group committer of one store. Dropping it flushes what is pending and stops its thread.
-pub struct GroupCommit {
+pub(super) struct GroupCommit {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// A change waiting to become durable.
 #[must_use = "a write is durable only once its ticket has been waited for"]
-pub struct Ticket {
+pub(super) struct Ticket {
     number: u64,
     shared: Option<Arc<Shared>>,
     /// A reader's ticket (see [`GroupCommit::ticket`]): a failed flush that a later one made
@@ -79,7 +79,7 @@ pub struct Ticket {
 
 impl GroupCommit {
     /// Starts the flusher thread. In [`Durability::Periodic`] mode it also flushes on a timer.
-    pub fn start(mut flush: FlushFn, periodic: bool) -> Result<Self, StoreError> {
+    pub(super) fn start(mut flush: FlushFn, periodic: bool) -> Result<Self, StoreError> {
         let (published, _) = watch::channel(Flushed::default());
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -154,7 +154,7 @@ impl GroupCommit {
 
     /// Records that a change has been applied and asks for a flush. Wait on the ticket before
     /// acknowledging the change.
-    pub fn written(&self) -> Ticket {
+    pub(super) fn written(&self) -> Ticket {
         let number = {
             let mut state = self.shared.lock();
             state.written += 1;
@@ -171,7 +171,7 @@ impl GroupCommit {
     /// A reader's ticket for the change numbered `number` (from [`Ticket::number`]), already
     /// written: ready once that change is durable (at once for 0 or one that already is). Its
     /// own flush may have failed and a retry succeeded since: then it is durable all the same.
-    pub fn ticket(&self, number: u64) -> Ticket {
+    pub(super) fn ticket(&self, number: u64) -> Ticket {
         if number == 0 || number <= self.shared.lock().flushed.durable {
             return Ticket::ready();
         }
@@ -184,7 +184,7 @@ impl GroupCommit {
 
     /// Records a change that need not be waited for ([`Durability::Periodic`]): the timer
     /// flushes it.
-    pub fn written_lazily(&self) -> Ticket {
+    pub(super) fn written_lazily(&self) -> Ticket {
         self.shared.lock().written += 1;
         Ticket::ready()
     }
@@ -202,7 +202,7 @@ impl Drop for GroupCommit {
 
 impl Ticket {
     /// A ticket with nothing to wait for.
-    pub fn ready() -> Self {
+    pub(super) fn ready() -> Self {
         Self {
             number: 0,
             shared: None,
@@ -211,7 +211,7 @@ impl Ticket {
     }
 
     /// The change's number in the store's order of writes (0: nothing to wait for).
-    pub fn number(&self) -> u64 {
+    pub(super) fn number(&self) -> u64 {
         self.number
     }
 
@@ -232,7 +232,7 @@ impl Ticket {
     }
 
     /// Blocks until the change is on disk.
-    pub fn wait_blocking(self) -> Result<(), StoreError> {
+    pub(super) fn wait_blocking(self) -> Result<(), StoreError> {
         let Some(shared) = self.shared else {
             return Ok(());
         };
@@ -249,7 +249,7 @@ impl Ticket {
     }
 
     /// Waits, without blocking a thread, until the change is on disk.
-    pub async fn wait(self) -> Result<(), StoreError> {
+    pub(super) async fn wait(self) -> Result<(), StoreError> {
         let Some(shared) = self.shared else {
             return Ok(());
         };

@@ -26,7 +26,7 @@ pub struct KvLimits {
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvEntry {
-    /// Bucket name.
+    /// The bucket the plugin opened (its own namespace; no other plugin's).
     pub bucket: String,
     /// Key within the bucket.
     pub key: String,
@@ -60,18 +60,18 @@ pub enum KvChange {
     Delete(Vec<(String, String)>),
     /// Add `delta` to the counter at (bucket, key), which holds a decimal `u64` (absent: 0).
     Increment {
-        /// Bucket name.
+        /// The bucket named.
         bucket: String,
-        /// Key.
+        /// The key that is not valid.
         key: String,
         /// Amount to add.
         delta: u64,
     },
     /// Set (bucket, key) to `new` only if it holds exactly `expected` (`None`: absent).
     CompareAndSwap {
-        /// Bucket name.
+        /// The bucket holding the value.
         bucket: String,
-        /// Key.
+        /// The key whose value is not a counter.
         key: String,
         /// The value the caller last saw.
         expected: Option<Vec<u8>>,
@@ -124,7 +124,7 @@ pub enum KvError {
     QuotaExceeded {
         /// Usage after the write.
         would_use: u64,
-        /// The quota.
+        /// The plugin's quota in bytes.
         quota: u64,
     },
     /// `increment` on a value that is not a decimal `u64`.

@@ -37,7 +37,7 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("stored {what} is unreadable: {message}")]
     Corrupt {
-        /// Which record.
+        /// The record that could not be read, e.g. `plugin record hello`.
         what: String,
         /// The decoder's message.
         message: String,
@@ -165,7 +165,7 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct AuditRecord {
     /// Where it sorts.
     pub key: Vec<u8>,
-    /// The entry.
+    /// The entry as JSON.
     pub value: Vec<u8>,
 }
 
@@ -187,28 +187,28 @@ pub type AuditOf<T> = Box<dyn Fn(&T) -> Result<AuditRecord, StoreError> + Send +
 pub enum Op {
     /// Set a key.
     Put {
-        /// Where.
+        /// The keyspace to write in.
         space: Space,
-        /// Key.
+        /// The key to set.
         key: Vec<u8>,
-        /// Value.
+        /// The value to store.
         value: Vec<u8>,
     },
     /// Remove a key.
     Delete {
-        /// Where.
+        /// The keyspace to delete from.
         space: Space,
-        /// Key.
+        /// The key to remove.
         key: Vec<u8>,
     },
     /// Precondition: the key currently holds exactly `value` (`None`: is absent). If any
     /// precondition fails, nothing in the commit is applied.
     Expect {
-        /// Where.
+        /// The keyspace of the precondition.
         space: Space,
-        /// Key.
+        /// The key whose value is checked.
         key: Vec<u8>,
-        /// Expected value.
+        /// The value it must hold, or `None` for absent.
         value: Option<Vec<u8>>,
     },
 }

@@ -69,9 +69,9 @@ pub enum HostPattern {
 /// non-public address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundOrigin {
-    /// Scheme.
+    /// `https` (default) or `http`.
     pub scheme: OutboundScheme,
-    /// Host.
+    /// An exact host name or IP, or `*.example.com` for its subdomains.
     pub host: HostPattern,
     /// Port (the scheme's default when not written).
     pub port: u16,

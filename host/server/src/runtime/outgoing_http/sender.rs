@@ -149,7 +149,7 @@ impl Sender {
 }
 
 /// A response head, and the future that drives its connection until the body is done.
-pub type SentResponse = (
+pub(super) type SentResponse = (
     http::Response<WasiBody>,
     Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
 );
