@@ -6,13 +6,13 @@
 
 pub(crate) mod admin;
 mod auth;
+mod dispatch;
 mod error;
 mod keys;
 pub mod openapi;
 mod plugin_config;
 mod plugin_kv;
 mod plugin_logs;
-mod plugins;
 mod users;
 
 pub use admin::{PluginList, VersionList};
@@ -120,7 +120,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
-        .fallback(plugins::dispatch)
+        .fallback(dispatch::dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

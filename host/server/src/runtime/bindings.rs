@@ -13,6 +13,13 @@ wasmtime::component::bindgen!({
         "plinth:host/kv": async | trappable,
     },
     with: {
-        "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+        "wasi:keyvalue/store.bucket": Bucket,
     },
 });
+
+/// The host side of a `wasi:keyvalue` bucket resource: the name the plugin passed to `open`
+/// (every bucket is within the plugin's own data; see `runtime::keyvalue`).
+#[expect(unreachable_pub, reason = "bindgen re-exports it with `pub use`")]
+pub struct Bucket {
+    pub(crate) name: String,
+}

@@ -12,6 +12,7 @@
 //! operations and stay on the async thread (see `KeyValueCtx::get` and `apply`). What a call may copy is bounded (see
 //! `limits::HOST_ALLOCATIONS`): keys per batch, bytes per call, bytes per request.
 
+use super::bindings::Bucket;
 use super::bindings::plinth::host::kv as plinth_kv;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::limits::{
@@ -27,11 +28,6 @@ use wasmtime::component::{HasData, Resource, ResourceTable};
 pub const PAGE_LIMIT: usize = 1000;
 /// How long a `wasi:keyvalue` list cursor stays valid after it was handed out.
 const CURSOR_TTL: Duration = Duration::from_secs(600);
-
-/// An open bucket: the name a plugin passed to `open`.
-pub struct Bucket {
-    name: String,
-}
 
 /// Where a `wasi:keyvalue` listing stopped. The WIT cursor is a `u64`, too small to carry a key,
 /// so the host remembers the last key under a random id, scoped to the plugin and bucket.

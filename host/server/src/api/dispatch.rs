@@ -74,7 +74,7 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         request_id: request_id.clone(),
         running,
     };
-    let (response, user) = serve(&state, routed, request).await;
+    let (response, user) = authorized(&state, routed, request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state
@@ -124,9 +124,9 @@ struct Routed<'a> {
     running: crate::runtime::RunningGuard,
 }
 
-/// Serves a routed request: auth, required config, admission, body limits, then a fresh
-/// instance. Returns the response and the caller's id (for the access line).
-async fn serve(
+/// The auth step of a routed request: the route's policy, then [`run`]. Returns the response
+/// and the caller's id (for the access line).
+async fn authorized(
     state: &AppState,
     routed: Routed<'_>,
     request: Request,
@@ -145,7 +145,7 @@ async fn serve(
     (response, user)
 }
 
-/// Runs an authorised request on a fresh instance, within the plugin's limits.
+/// Runs an authorised request: required config, admission, body limits, then an instance.
 async fn run(
     state: &AppState,
     routed: Routed<'_>,
