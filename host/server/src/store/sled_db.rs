@@ -468,8 +468,8 @@ impl SledDb {
         {
             return Ok(tree.clone());
         }
-        // Opened under the map's write lock: two first uses share one lock, and no open can slip
-        // between a purge's removal from the map and its drop of the tree.
+        // Opened under the map's write lock, so two first uses share one lock. A purge removes
+        // the entry only after dropping the tree, so no open finds the old one.
         let mut trees = self
             .kv_trees
             .write()
@@ -994,14 +994,17 @@ impl SledDb {
             let KvTree { write, .. } = self.kv_tree(plugin)?;
             let mut writes = write.lock().unwrap_or_else(PoisonError::into_inner);
             writes.purged = true;
-            let mut trees = self
-                .kv_trees
+            // Dropped under this plugin's own lock only, so no other plugin's lookup waits for
+            // it (a big tree takes a while). This plugin's writers wait on the lock, find it
+            // purged, and look again: the map's entry goes only after the drop, so no writer
+            // opens the old tree meanwhile; after it, they open the tree that replaces it.
+            let dropped = self.db.drop_tree(format!("{KV_TREE_PREFIX}{plugin}"));
+            self.kv_trees
                 .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            trees.remove(plugin);
-            self.db
-                .drop_tree(format!("{KV_TREE_PREFIX}{plugin}"))
-                .map_err(backend("purge kv"))?;
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(plugin);
+            drop(writes);
+            dropped.map_err(backend("purge kv"))?;
         }
         self.flush()
     }
