@@ -2,8 +2,10 @@
 //! second server with instance reuse allowed) against a native axum server with the same route,
 //! both release builds, over 127.0.0.1, measured with `wrk` in alternating runs; plinth's
 //! `/healthz` (the HTTP stack with no plugin, to show what the wasm path adds); a plain
-//! `wasi:http` route public and behind `auth = "user"` (a JWT verified per request), and the
-//! same component under `wasmtime serve` when a `wasmtime` binary is on PATH; then plinth
+//! `wasi:http` route public and behind `auth = "user"` (a JWT verified per request), the same
+//! component on `xtask/bare-embedder` (wasmtime-wasi-http and nothing else: the engine's own
+//! cost, the `× bare` column) and under `wasmtime serve` when a `wasmtime` binary is on PATH;
+//! the bare embedder and plinth's plain row again at 256 connections (tail latency); then plinth
 //! routes that do one key-value read and one durable key-value write
 //! (`tests/programs/kv-plain`, acknowledged only once on disk) at 64 connections, beside hello
 //! at 64. Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
@@ -164,6 +166,12 @@ fn parse_latency_ms(text: &str) -> Option<f64> {
 /// Connections for the key-value rows (and the hello row beside them).
 const KV_CONNECTIONS: u32 = 64;
 
+/// Connections for the tail-latency rows.
+const MANY_CONNECTIONS: u32 = 256;
+
+/// The engine yardstick's row: `xtask/bare-embedder` on the plain component.
+const BARE: &str = "bare wasmtime-wasi-http embedder (plain wasi:http, fresh instance)";
+
 /// One measured row: which server, what URL, how many connections, and an optional wrk script.
 struct Row {
     name: &'static str,
@@ -243,10 +251,14 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             "plinth",
             "-p",
             "xtask",
+            "-p",
+            "bare-embedder",
             "--bin",
             "plinth",
             "--bin",
             "native-hello",
+            "--bin",
+            "bare-embedder",
         ]))?;
     } else {
         // The stage bench and, with it, the plinth binary in one build (a benchmark target
@@ -265,8 +277,12 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             "--release",
             "-p",
             "xtask",
+            "-p",
+            "bare-embedder",
             "--bin",
             "native-hello",
+            "--bin",
+            "bare-embedder",
         ]))?;
     }
     let release = target_dir(root).join(if options.debug_build {
@@ -280,6 +296,11 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
 
     let (native, native_addr) = spawn_server(pinned(&release.join("native-hello"), 0))?;
     let native = Guard(native);
+    // The engine alone on the plain component, for the `× bare` column.
+    let mut bare_cmd = pinned(&release.join("bare-embedder"), 0);
+    bare_cmd.arg(guest_dir.join("plain_http.wasm"));
+    let (bare, bare_addr) = spawn_server(bare_cmd)?;
+    let bare = Guard(bare);
     let password = http::random_token();
     // `plinth serve` on `dir`: pinned for the throughput rows; the cold paths use every core,
     // as a real server does.
@@ -413,6 +434,13 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             None,
         ),
         row(
+            BARE,
+            bare.0.id(),
+            format!("http://{bare_addr}/plain/bench"),
+            options.connections,
+            None,
+        ),
+        row(
             "plinth plain wasi:http (public)",
             plinth.0.id(),
             format!("{plinth_base}/plain/bench"),
@@ -449,6 +477,21 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             kv_url.clone(),
             KV_CONNECTIONS,
             Some(&put_script),
+        ),
+        // Tail latency under many connections: the engine alone and Plinth, same component.
+        row(
+            BARE,
+            bare.0.id(),
+            format!("http://{bare_addr}/plain/bench"),
+            MANY_CONNECTIONS,
+            None,
+        ),
+        row(
+            "plinth plain wasi:http (public)",
+            plinth.0.id(),
+            format!("{plinth_base}/plain/bench"),
+            MANY_CONNECTIONS,
+            None,
         ),
     ];
     if let Some((server, addr)) = &wasmtime {
@@ -490,6 +533,7 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     drop(native);
+    drop(bare);
     drop(reuse);
     let _ = std::fs::remove_dir_all(&reuse_dir);
     let measured_wasmtime = wasmtime.is_some();
@@ -508,24 +552,30 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
 
     println!();
     println!(
-        "| server | connections | req/s (median) | p50 ms | p99 ms | server CPU µs/req | × native |"
+        "| server | connections | req/s (median) | p50 ms | p99 ms | server CPU µs/req | × native | × bare |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let native_rps = median(samples[0].iter().map(|s| s.rps).collect());
-    for (row, runs) in servers.iter().zip(&samples) {
-        let rps = median(runs.iter().map(|s| s.rps).collect());
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let rps_of = |i: usize| median(samples[i].iter().map(|s| s.rps).collect());
+    let ratio = |rps: f64, of: f64| if of > 0.0 { rps / of } else { 0.0 };
+    let native_rps = rps_of(0);
+    // Each row against the bare embedder at its own connection count.
+    let bare_rps = |connections: u32| {
+        servers
+            .iter()
+            .position(|r| r.name == BARE && r.connections == connections)
+            .map_or(0.0, rps_of)
+    };
+    for (i, (row, runs)) in servers.iter().zip(&samples).enumerate() {
+        let rps = rps_of(i);
         println!(
-            "| {} | {} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
             row.name,
             row.connections,
             median(runs.iter().map(|s| s.p50_ms).collect()),
             median(runs.iter().map(|s| s.p99_ms).collect()),
             median(runs.iter().map(|s| s.cpu_us_per_req).collect()),
-            if native_rps > 0.0 {
-                rps / native_rps
-            } else {
-                0.0
-            },
+            ratio(rps, native_rps),
+            ratio(rps, bare_rps(row.connections)),
         );
     }
     println!();

@@ -59,6 +59,13 @@ impl Registry {
         bytes: Option<Bytes>,
         uploaded_as: Option<&PluginName>,
     ) -> Result<Code, DeployError> {
+        // The permit first: a load of many plugins reads each one's blob and artifact only
+        // when a core is free for it, so they are never all in memory at once.
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let bytes = match bytes {
             Some(bytes) => bytes,
             None => Bytes::from(self.store.component(sha256).await?.ok_or_else(|| {
@@ -66,11 +73,6 @@ impl Registry {
             })?),
         };
         let artifact = self.runtime.stored_artifact(sha256).await;
-        let _permit = self
-            .compiles
-            .acquire()
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let started = std::time::Instant::now();
         if let Some(plugin) = uploaded_as {
             tracing::info!(%plugin, sha256, "loading or compiling the component");
