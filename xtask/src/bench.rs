@@ -567,15 +567,19 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
     };
     for (i, (row, runs)) in servers.iter().zip(&samples).enumerate() {
         let rps = rps_of(i);
+        // Only rows at a connection count the bare embedder was measured at have a ratio.
+        let bare = match bare_rps(row.connections) {
+            0.0 => "-".to_string(),
+            bare => format!("{:.2}", ratio(rps, bare)),
+        };
         println!(
-            "| {} | {} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {} | {rps:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {bare} |",
             row.name,
             row.connections,
             median(runs.iter().map(|s| s.p50_ms).collect()),
             median(runs.iter().map(|s| s.p99_ms).collect()),
             median(runs.iter().map(|s| s.cpu_us_per_req).collect()),
             ratio(rps, native_rps),
-            ratio(rps, bare_rps(row.connections)),
         );
     }
     println!();
