@@ -116,6 +116,133 @@ async fn serve_hello(
     Ok(())
 }
 
+/// One request to a plain `wasi:http` component through `Runtime::handle`, its body read.
+async fn serve_plain(
+    runtime: &Runtime,
+    code: &PluginCode,
+    limits: plinth_host::runtime::limits::Limits,
+) -> Result<()> {
+    let request = http::Request::get("http://localhost/plain/bench")
+        .header(http::header::HOST, "localhost")
+        .header("x-request-id", "5f0c9a7e2b1d4c3a8e6f0b9d2c4a1e7f")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = runtime
+        .handle(
+            code,
+            Arc::from("plain"),
+            RequestContext::default(),
+            request,
+            limits,
+            None,
+            (),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = response.into_body().collect().await;
+    anyhow::ensure!(body.is_ok(), "the plain component's body failed");
+    Ok(())
+}
+
+/// The engine alone: the same component on an engine configured as Plinth's, in a store
+/// holding only WASI and wasi:http (no limiter, fuel, deadline timer, log or host interfaces),
+/// the guest run in its own task as `Runtime::handle` does. The difference between this stage
+/// and the one through `Runtime::handle` is what Plinth's per-request setup costs in process.
+mod bare {
+    use anyhow::Result;
+    use http_body_util::BodyExt;
+    use wasmtime::component::{Component, Linker, ResourceTable};
+    use wasmtime::{Engine, Store};
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+    use wasmtime_wasi_http::p2::bindings::ProxyPre;
+    use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+    use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+    pub(crate) struct State {
+        wasi: WasiCtx,
+        http: WasiHttpCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for State {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    impl WasiHttpView for State {
+        fn http(&mut self) -> WasiHttpCtxView<'_> {
+            WasiHttpCtxView {
+                ctx: &mut self.http,
+                table: &mut self.table,
+                hooks: Default::default(),
+            }
+        }
+    }
+
+    /// The component pre-linked for WASI and wasi:http only.
+    pub(crate) fn prepare(engine: &Engine, bytes: &[u8]) -> Result<ProxyPre<State>> {
+        let component =
+            Component::from_binary(engine, bytes).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut linker = Linker::<State>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        ProxyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+
+    /// One request on a fresh instance, its body read.
+    pub(crate) async fn serve(pre: &ProxyPre<State>) -> Result<()> {
+        let mut store = Store::new(
+            pre.engine(),
+            State {
+                wasi: WasiCtx::builder().build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+            },
+        );
+        // The engine interrupts at epochs (Plinth's ticker advances them); this store has no
+        // deadline to meet.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let request = http::Request::get("http://localhost/plain/bench")
+            .header(http::header::HOST, "localhost")
+            .body(
+                http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+            )?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let pre = pre.clone();
+        let guest = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        });
+        let response = receiver.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let body = response.into_body().collect().await;
+        anyhow::ensure!(body.is_ok(), "the bare instance's body failed");
+        guest.await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    }
+}
+
 fn guest_dir() -> PathBuf {
     std::env::var_os("PLINTH_GUEST_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guests"),
@@ -170,6 +297,14 @@ fn main() -> Result<()> {
         )
     })?;
     let code = runtime.compile(&component)?;
+    let plain_bytes = std::fs::read(guest_dir().join("plain_http.wasm"))
+        .context("reading plain_http.wasm (run cargo xtask build-guests)")?;
+    let plain = runtime.compile(&plain_bytes)?;
+    let bare_engine = wasmtime::Engine::new(&plinth_host::runtime::limits::engine_config(
+        config.limits.pool_size(),
+    ))
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let bare_plain = bare::prepare(&bare_engine, &plain_bytes)?;
     let limits = config.limits.defaults;
     let pool = Arc::new(runtime.instance_pool(1));
 
@@ -240,6 +375,14 @@ fn main() -> Result<()> {
     stage!(
         "hello, fresh instance (create, handle, read the body, drop)",
         time_async(&rt, wasm, || serve_hello(&runtime, &code, limits, None))?,
+    );
+    stage!(
+        "plain wasi:http, fresh instance through Runtime::handle",
+        time_async(&rt, wasm, || serve_plain(&runtime, &plain, limits))?,
+    );
+    stage!(
+        "plain wasi:http, fresh instance on the bare engine (WASI and wasi:http only)",
+        time_async(&rt, wasm, || bare::serve(&bare_plain))?,
     );
     let reuse = plinth_host::runtime::limits::Limits {
         instance_reuse: plinth_host::runtime::limits::InstanceReuse::Public,
