@@ -5,11 +5,10 @@
 //! two plugins opening `"default"` never see each other's keys. Writes return once durable
 //! (group commit) unless the operator chose periodic durability.
 //!
-//! Store calls that can take long (batches, listings, and any write that would wait for the
-//! plugin's kv lock) run on tokio's blocking pool, never on an async worker: a plugin's huge
-//! batch cannot stall the threads that serve `/healthz` and every other plugin. A single-key
-//! read, and a single-key write while the plugin's lock is free, are a few in-memory
-//! operations and stay on the async thread (see `KeyValueCtx::get` and `apply`). What a call may copy is bounded (see
+//! The store never blocks the async thread that awaits it (its backend sends batches,
+//! listings and writes that would wait for the plugin's lock off the async threads; see
+//! `store::sled_store`), so a plugin's huge batch cannot stall the threads that serve
+//! `/healthz` and every other plugin. What a call may copy is bounded (see
 //! `limits::HOST_ALLOCATIONS`): keys per batch, bytes per call, bytes per request.
 
 use super::bindings::Bucket;
