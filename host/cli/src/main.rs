@@ -38,7 +38,12 @@ fn main() -> anyhow::Result<()> {
             let config = args.settings()?.resolve()?;
             init_logging(config.log_format);
             tracing::debug!(?config, "configuration");
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            // Current-thread: this runtime serves connections on one core and the server starts
+            // a thread with its own runtime for each other core (see `front_door`).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             // The folder is read and built here: the server never runs a build.
             let apply = config.apply.clone().map(|dir| {
                 Box::new(move || folder::desired(&dir).map_err(|e| e.to_string()))

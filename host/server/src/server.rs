@@ -120,8 +120,10 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // Bound by tokio (address reuse, a backlog of 1,024), then handed to the serving threads.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
+        .and_then(tokio::net::TcpListener::into_std)
         .map_err(|source| ServeError::Listen {
             addr: config.listen.to_string(),
             source,
@@ -170,9 +172,10 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         let _ = stopping.send(true);
     };
     let pruning = crate::retention::spawn(store.clone(), config.audit_retention);
-    crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
+    let served = crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
     loader.abort();
     pruning.abort();
+    served.map_err(|e| ServeError::Startup(format!("serving connections: {e}")))?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
