@@ -16,11 +16,11 @@
 //! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
 //!
 //! Connections are served by one thread per core, each with a current-thread tokio runtime
-//! accepting from the same listener (a busy thread does not accept, so the others take the
-//! new connections). A connection, its requests and their guests stay on the thread that
+//! accepting from the same listener (whichever thread is free takes a new connection). A connection, its requests and their guests stay on the thread that
 //! accepted it: no hand-off between threads on the way, the cheapest scheduling tokio offers
 //! (a multi-thread runtime cost ~6 µs more CPU per plugin request here, a sixth of serving
-//! one). A guest yields at every epoch tick, so a busy one shares its thread with the rest.
+//! one). A guest yields at every epoch tick and its thread polls its sockets before it runs
+//! again, so a busy guest shares its thread with the other connections.
 
 mod progress;
 
@@ -167,11 +167,16 @@ pub(crate) async fn serve(
     listener.set_nonblocking(true)?;
     let connections = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Set once every thread has drained its connections: until then each thread keeps its
+    // runtime running, so work its requests left behind (a change finishing for a client that
+    // went away) is not cut off before the others are done.
+    let (drained, all_drained) = tokio::sync::watch::channel(false);
     let mut others = Vec::new();
     for index in 1..serving_threads() {
         let listener = listener.try_clone()?;
         let (app, settings, tls) = (app.clone(), settings.clone(), tls.clone());
         let (connections, mut stopped) = (connections.clone(), stopped.clone());
+        let mut all_drained = all_drained.clone();
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -189,8 +194,9 @@ pub(crate) async fn serve(
                         }
                         Err(e) => tracing::error!(error = %e, "a serving thread cannot listen"),
                     }
+                    let _ = done.send(());
+                    let _ = all_drained.wait_for(|drained| *drained).await;
                 });
-                let _ = done.send(());
             })?;
         others.push(finished);
     }
@@ -204,6 +210,7 @@ pub(crate) async fn serve(
         // Each thread says so once its own connections are done.
         let _ = finished.await;
     }
+    let _ = drained.send(true);
     Ok(())
 }
 

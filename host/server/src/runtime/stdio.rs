@@ -14,15 +14,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// A line longer than this is logged in pieces, so a plugin cannot make the host buffer without
 /// bound by never writing a newline.
 const MAX_LINE: usize = super::limits::MAX_LOG_LINE;
 
-/// Bytes a guest may hand over in one write (`check-write`). Any size is taken at once; this
-/// only keeps one write's copy small.
-const WRITE_BUDGET: usize = 64 * 1024;
+/// Bytes a guest may hand over in one write (`check-write`), as wasmtime-wasi's own adapter
+/// allows. A write is taken in the host call, where no epoch tick can interrupt it, so a larger
+/// one traps: otherwise one call with megabytes of newlines would hold the serving thread.
+const WRITE_BUDGET: usize = 8 * 1024;
 
 /// Which of the plugin's output streams.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +122,13 @@ impl Pollable for LineLogger {
 
 impl OutputStream for LineLogger {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > WRITE_BUDGET {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "a write of {} bytes to stdout or stderr is over the {WRITE_BUDGET} bytes \
+                 check-write allows",
+                bytes.len()
+            )));
+        }
         self.take(&bytes);
         Ok(())
     }
@@ -201,10 +209,16 @@ mod tests {
         let stdout_line =
             |text: &str| ("stdout".to_string(), text.to_string(), Some("req-1".into()));
         assert_eq!(lines(&logs), vec![stdout_line("one"), stdout_line("two")]);
+        // A write over the budget traps (and takes nothing).
+        assert!(matches!(
+            stdout.write(Bytes::from(vec![b'\n'; WRITE_BUDGET + 1])),
+            Err(StreamError::Trap(_))
+        ));
+        assert_eq!(lines(&logs).len(), 2);
         // A line without a newline is logged in pieces of at most MAX_LINE bytes.
-        stdout
-            .write(Bytes::from(vec![b'x'; MAX_LINE + 10]))
-            .unwrap();
+        for piece in vec![b'x'; MAX_LINE + 10].chunks(1000) {
+            stdout.write(Bytes::copy_from_slice(piece)).unwrap();
+        }
         let logged = lines(&logs);
         assert_eq!(logged.len(), 3);
         assert_eq!(logged[2].1.len(), MAX_LINE);
