@@ -1,4 +1,4 @@
-//! Sends a vetted outbound request: names resolved once, without a blocking thread, and the
+//! Sends a vetted outbound request: names resolved once, on a DNS thread of its own, and the
 //! connection made to exactly the addresses the policy checked, for HTTPS too (the certificate
 //! is checked against the name, the socket goes to the vetted address), so a second DNS answer
 //! can never send a plugin somewhere else.
@@ -33,7 +33,49 @@ pub struct SetupError(String);
 /// The resolver and TLS settings every instance's outbound calls share.
 pub struct Sender {
     resolver: TokioResolver,
+    /// Where lookups run (see [`DnsThread`]).
+    dns: DnsThread,
     tls: TlsConnector,
+}
+
+/// A thread of its own for DNS. The resolver keeps its connections to the name servers in
+/// tasks of the runtime that first used them; run on the serving threads, every thread's
+/// lookups would wait on whichever thread that was (busy with a guest, or already stopped at
+/// shutdown). The thread ends when its `Sender` is dropped.
+struct DnsThread {
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl DnsThread {
+    fn start() -> Result<Self, SetupError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SetupError(format!("starting the DNS thread: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("plinth-dns".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(|e| SetupError(format!("starting the DNS thread: {e}")))?;
+        Ok(Self {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
+}
+
+/// Aborts a task when dropped: a lookup whose caller gave up (its deadline, a dropped
+/// request) does not keep running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Sender {
@@ -76,6 +118,7 @@ impl Sender {
                 .with_no_client_auth();
         Ok(Self {
             resolver,
+            dns: DnsThread::start()?,
             tls: TlsConnector::from(Arc::new(config)),
         })
     }
@@ -87,17 +130,37 @@ impl Sender {
         }
         // As written, so search domains apply as they do for the system resolver (a cluster's
         // short service names); every answer is vetted all the same.
-        let lookup = self.resolver.lookup_ip(host);
-        match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+        let resolver = self.resolver.clone();
+        let name = host.to_string();
+        let mut lookup = AbortOnDrop(
+            self.dns
+                .runtime
+                .spawn(async move { resolver.lookup_ip(name).await }),
+        );
+        match tokio::time::timeout(DNS_TIMEOUT, &mut lookup.0).await {
             Err(_) => Err(Error::DnsTimeout),
-            Ok(Err(e)) if e.is_no_records_found() || e.is_nx_domain() => {
+            Ok(Err(join)) => {
+                tracing::warn!(host, error = %join, "outbound lookup task failed");
                 Err(Error::DestinationNotFound)
             }
-            Ok(Err(e)) => {
+            Ok(Ok(found)) => Self::answers(host, found),
+        }
+    }
+
+    /// The addresses a finished lookup found, IPv4 first.
+    fn answers(
+        host: &str,
+        found: Result<hickory_resolver::lookup_ip::LookupIp, hickory_resolver::net::NetError>,
+    ) -> Result<Vec<IpAddr>, Error> {
+        match found {
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                Err(Error::DestinationNotFound)
+            }
+            Err(e) => {
                 tracing::debug!(host, error = %e, "outbound lookup failed");
                 Err(Error::DestinationNotFound)
             }
-            Ok(Ok(found)) => {
+            Ok(found) => {
                 let mut addrs: Vec<IpAddr> = found.iter().collect();
                 addrs.sort_by_key(|ip| ip.is_ipv6());
                 Ok(addrs)
@@ -282,5 +345,26 @@ impl http_body::Body for BetweenBytes {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lookups run on the sender's own DNS thread, so they answer from any serving thread's
+    /// runtime, also once the runtime that made the first lookup is gone.
+    #[test]
+    fn names_resolve_from_any_runtime_even_after_the_first_one_stopped() {
+        let sender = Sender::new(None).unwrap();
+        for _ in 0..2 {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let addrs = runtime.block_on(sender.resolve("localhost")).unwrap();
+            assert!(addrs.iter().all(|ip| ip.is_loopback()), "{addrs:?}");
+            assert!(!addrs.is_empty());
+        }
     }
 }
