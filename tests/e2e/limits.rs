@@ -141,7 +141,11 @@ async fn runaway_requests_end_with_their_error_and_others_keep_serving() {
 async fn spinning_guests_share_their_threads_with_kept_alive_connections() {
     let server = Arc::new(Server::start());
     server.deploy_guest(Guest::Hello).await;
-    server.deploy_guest(Guest::Misbehave).await;
+    // Spinners that run for 2 s: a window long enough to count answers in.
+    let manifest = misbehave_with("timeout = \"2s\"\nmemory = \"16MiB\"");
+    server
+        .deploy("misbehave", &manifest, &Guest::Misbehave.component())
+        .await;
     let clients: Vec<reqwest::Client> = (0..4)
         .map(|_| {
             reqwest::Client::builder()
@@ -156,9 +160,9 @@ async fn spinning_guests_share_their_threads_with_kept_alive_connections() {
     for client in &clients {
         assert_eq!(client.get(&hello).send().await.unwrap().status(), 200);
     }
-    // Spinners on every thread: a thread that is busy with one stops accepting, so the next
-    // connection lands on another. Each runs to the manifest's 1 s deadline.
-    let spinners: Vec<_> = (0..8)
+    // Spinners on every thread: whichever thread is freer accepts the next connection, so
+    // they spread. Each runs to its 2 s deadline.
+    let spinners: Vec<_> = (0..4)
         .map(|_| spawn_get(&server, "/misbehave/loop"))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -193,8 +197,10 @@ async fn spinning_guests_share_their_threads_with_kept_alive_connections() {
         let answered = client.await.unwrap();
         eprintln!("kept-alive connection {i}: {answered} answers while guests spun");
         assert!(
-            answered >= 3,
-            "kept-alive connection {i} was answered {answered} times in ~0.9 s of spinning"
+            // Measured on 2 cores with the whole suite running: 16-28 answers on a thread with
+            // spinners, 3-4 with a plain yield.
+            answered >= 10,
+            "kept-alive connection {i} was answered {answered} times in ~1.9 s of spinning"
         );
     }
 }
