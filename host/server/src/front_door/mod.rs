@@ -16,10 +16,10 @@
 //! - SIGTERM or Ctrl-C stops accepting and lets open requests finish.
 //!
 //! Connections are served by one thread per core, each with a current-thread tokio runtime
-//! accepting from the same listener (whichever thread is free takes a new connection). A connection, its requests and their guests stay on the thread that
-//! accepted it: no hand-off between threads on the way, the cheapest scheduling tokio offers
-//! (a multi-thread runtime cost ~6 µs more CPU per plugin request here, a sixth of serving
-//! one). A guest yields at every epoch tick and its thread polls its sockets before it runs
+//! accepting from the same listener (whichever thread is free takes a new connection). A
+//! connection, its requests and their guests stay on the thread that accepted it: no hand-off
+//! between threads on the way, the cheapest scheduling tokio offers (a multi-thread runtime
+//! cost ~5 µs more CPU per plugin request here, see docs/performance.md). A guest yields at every epoch tick and its thread polls its sockets before it runs
 //! again, so a busy guest shares its thread with the other connections.
 
 mod progress;
