@@ -98,18 +98,29 @@ impl LineLogger {
     }
 
     /// Takes `data`: each complete line is logged, a line reaching [`MAX_LINE`] is logged in
-    /// pieces, and the rest waits for its newline.
-    fn take(&mut self, data: &[u8]) {
-        for &byte in data {
-            if byte == b'\n' {
-                let line = std::mem::take(&mut self.buf);
-                self.emit(&line);
-            } else {
-                self.buf.push(byte);
+    /// pieces, and the rest waits for its newline. A line that arrives whole in one write (the
+    /// common case) is logged straight from `data`, without passing through the buffer.
+    fn take(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            // The buffer is always shorter than MAX_LINE here: a full piece is logged at once.
+            let room = MAX_LINE - self.buf.len();
+            let window = &data[..data.len().min(room)];
+            let Some(end) = window.iter().position(|&byte| byte == b'\n') else {
+                self.buf.extend_from_slice(window);
                 if self.buf.len() >= MAX_LINE {
                     self.emit_rest();
                 }
+                data = &data[window.len()..];
+                continue;
+            };
+            if self.buf.is_empty() {
+                self.emit(&window[..end]);
+            } else {
+                self.buf.extend_from_slice(&window[..end]);
+                let line = std::mem::take(&mut self.buf);
+                self.emit(&line);
             }
+            data = &data[end + 1..];
         }
     }
 }
@@ -231,5 +242,67 @@ mod tests {
         let mut stderr = output(&logs, Stream::Stderr).p2_stream();
         stderr.write(Bytes::from_static(b"oops\n")).unwrap();
         assert_eq!(lines(&logs)[4].0, "stderr");
+    }
+
+    /// The lines a byte-at-a-time reading of `text` gives: the definition `take` must keep,
+    /// however the writes split it.
+    fn reference_lines(text: &[u8]) -> Vec<String> {
+        let (mut lines, mut buf) = (Vec::new(), Vec::new());
+        for &byte in text {
+            if byte == b'\n' {
+                lines.push(String::from_utf8_lossy(&std::mem::take(&mut buf)).into_owned());
+            } else {
+                buf.push(byte);
+                if buf.len() >= MAX_LINE {
+                    lines.push(String::from_utf8_lossy(&std::mem::take(&mut buf)).into_owned());
+                }
+            }
+        }
+        if !buf.is_empty() {
+            lines.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        lines
+    }
+
+    #[test]
+    fn lines_are_the_same_however_the_writes_split_them() {
+        // Lines around MAX_LINE (one short, exact, one over, twice over), empty lines and a
+        // final line without a newline.
+        let mut text = Vec::new();
+        for len in [
+            0,
+            3,
+            MAX_LINE - 1,
+            MAX_LINE,
+            MAX_LINE + 1,
+            2 * MAX_LINE + 5,
+            0,
+            7,
+        ] {
+            text.extend(std::iter::repeat_n(b'a' + (len % 26) as u8, len));
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"tail");
+        let expected = reference_lines(&text);
+        for chunk in [
+            1,
+            2,
+            7,
+            64,
+            1000,
+            MAX_LINE - 1,
+            MAX_LINE,
+            MAX_LINE + 1,
+            WRITE_BUDGET,
+        ] {
+            let logs = Arc::new(PluginLogs::new(100));
+            let mut stdout = output(&logs, Stream::Stdout).p2_stream();
+            for piece in text.chunks(chunk) {
+                stdout.write(Bytes::copy_from_slice(piece)).unwrap();
+            }
+            drop(stdout);
+            let got: Vec<String> = lines(&logs).into_iter().map(|(_, text, _)| text).collect();
+            assert_eq!(got, expected, "writes of {chunk} bytes");
+        }
     }
 }
