@@ -7,6 +7,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod config;
 mod crash;
 mod deploy;

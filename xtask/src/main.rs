@@ -1,12 +1,14 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
-//! Every command installs what it needs (the `wasm32-wasip2` target, `wrk` for the bench), so a
+//! Every command installs what it needs (the `wasm32-wasip2` target, `wrk` for the bench,
+//! PostgreSQL for the tests), so a
 //! fresh machine with rustup is enough. Tests, the demo, CI and the bench all build guest
 //! components through [`build_guests`], so there is one way to build them.
 
 mod bench;
 mod guests;
 mod http;
+mod postgres;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test          install what is needed, build the guest components, check formatting and
-                lints, run every test, and smoke-run the bench (this is what CI runs)
+                lints, start a throwaway PostgreSQL, run every test, and smoke-run the bench
+                (this is what CI runs)
   demo          build the examples, start Plinth on 127.0.0.1:8080 with them deployed, and
                 print curl lines to try (Ctrl-C stops it)
   bench         build release binaries and measure plinth against a native axum hello server
@@ -102,12 +105,18 @@ fn test(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The PostgreSQL store's tests run on every test run, never skipped: a throwaway server
+    // for this run (or the one PLINTH_TEST_DATABASE_URL names), stopped when the tests end.
+    let postgres = postgres::TestPostgres::start()?;
     run(cargo()
         .current_dir(root)
         .args(["test", "--workspace"])
         // Benchmarks and tests must not pay for a backtrace on every store drop.
         .env_remove("RUST_BACKTRACE")
-        .env("PLINTH_GUEST_DIR", &guests))?;
+        .env("PLINTH_GUEST_DIR", &guests)
+        .env("PLINTH_TEST_DATABASE_URL", &postgres.url)
+        .env("PLINTH_TEST_REQUIRE_POSTGRES", "1"))?;
+    drop(postgres);
     // The bench harness end to end, as a 2-second smoke on the dev binaries just tested (no
     // second build in another profile): it fails if a row answers errors, never on speed.
     bench::measure(root, &["--quick".into(), "--debug-build".into()])

@@ -17,5 +17,6 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+mod side_thread;
 pub mod store;
 pub mod units;

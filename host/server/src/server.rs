@@ -6,17 +6,17 @@ use crate::apply::Desired;
 use crate::auth::Auth;
 use crate::registry::Registry;
 use crate::runtime::{EngineError, Runtime};
-use crate::settings::ServerSettings;
-use crate::store::{SledStore, Store, StoreError};
+use crate::settings::{ServerSettings, StoreLocation};
+use crate::store::{PgStore, SledStore, Store, StoreError};
 use std::sync::Arc;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The data directory could not be opened.
-    #[error("cannot open the data directory {dir}: {source}")]
+    /// The store (the data directory, or the database) could not be opened.
+    #[error("cannot open {dir}: {source}")]
     Store {
-        /// The directory.
+        /// The data directory, or the database (its URL without the password).
         dir: String,
         /// What the store reported.
         source: StoreError,
@@ -45,13 +45,23 @@ pub type PluginSource = Box<dyn FnOnce() -> Result<Vec<Desired>, String> + Send>
 /// Runs the server with `config` until a shutdown signal, first deploying what `apply` gives
 /// (if anything) that the store does not already run.
 pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Result<(), ServeError> {
-    let dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir, config.durability).await.map_err(
-        |source| ServeError::Store {
-            dir: config.data_dir.display().to_string(),
-            source,
-        },
-    )?);
+    let store: Arc<dyn Store> =
+        match &config.store {
+            StoreLocation::Embedded => Arc::new(
+                SledStore::open(&config.data_dir, config.durability)
+                    .await
+                    .map_err(|source| ServeError::Store {
+                        dir: format!("the data directory {}", config.data_dir.display()),
+                        source,
+                    })?,
+            ),
+            StoreLocation::Postgres(url) => Arc::new(PgStore::open(url).await.map_err(
+                |source| ServeError::Store {
+                    dir: config.store.to_string(),
+                    source,
+                },
+            )?),
+        };
     let bootstrap = Auth::bootstrap(store.clone(), config.auth.clone())
         .await
         .map_err(|e| ServeError::Startup(format!("setting up auth: {e}")))?;
@@ -132,7 +142,7 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         addr: config.listen.to_string(),
         source,
     })?;
-    tracing::info!(data_dir = %config.data_dir.display(), "listening on {scheme}://{local}");
+    tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "listening on {scheme}://{local}");
     if let Some(token) = &setup_token {
         // Standard output, like the admin token: never the log stream.
         println!(

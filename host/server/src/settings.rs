@@ -103,6 +103,10 @@ pub struct Settings {
     /// Directory of the embedded database
     #[arg(long, env = "PLINTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where state lives: unset, the embedded database in --data-dir (one host); a PostgreSQL
+    /// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE) for several hosts sharing it
+    #[arg(long, env = "PLINTH_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
     /// Log format on stderr (`RUST_LOG` filters)
     #[arg(long, env = "PLINTH_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -534,6 +538,7 @@ impl Settings {
         };
         Ok(ServerSettings {
             listen,
+            store: StoreLocation::parse(self.store)?,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -640,11 +645,67 @@ impl Default for LimitSettings {
     }
 }
 
+/// Where the host's state lives (`--store`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in the data directory: one host.
+    Embedded,
+    /// A PostgreSQL database that several hosts share, by its URL (which may hold a password:
+    /// shown only through [`fmt::Display`], which leaves it out).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    fn parse(value: Option<String>) -> Result<Self, SettingsError> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => Ok(StoreLocation::Embedded),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_string()))
+            }
+            Some(other) => Err(SettingsError::Value {
+                key: "store",
+                value: StoreLocation::Postgres(other.to_string()).to_string(),
+                reason: "expected a postgres:// URL (or nothing, for the embedded database)".into(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    /// The location without its password or query parameters (which may carry one).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Embedded => f.write_str("the embedded database"),
+            StoreLocation::Postgres(url) => {
+                let url = url.split('?').next().unwrap_or_default();
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let host = match authority.rsplit_once('@') {
+                    Some((user, host)) => {
+                        let user = user.split(':').next().unwrap_or_default();
+                        format!("{user}@{host}")
+                    }
+                    None => authority.to_string(),
+                };
+                write!(f, "{scheme}://{host}/{path}")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Settings in force, every field resolved.
 #[derive(Clone)]
 pub struct ServerSettings {
     /// Address to listen on (port 0 picks a free port; the chosen one is logged).
     pub listen: SocketAddr,
+    /// Where state lives: the data directory, or a shared PostgreSQL.
+    pub store: StoreLocation,
     /// Where sled keeps its data.
     pub data_dir: PathBuf,
     /// How logs are written.
@@ -682,6 +743,7 @@ impl fmt::Debug for ServerSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerSettings")
             .field("listen", &self.listen)
+            .field("store", &self.store)
             .field("data_dir", &self.data_dir)
             .field("log_format", &self.log_format)
             .field("max_component_size", &self.max_component_size)
@@ -729,6 +791,7 @@ mod tests {
         let defaults: std::collections::BTreeMap<_, _> = Settings::defaults().into_iter().collect();
         // Settings that are off or empty unless given: no default to show.
         let optional = [
+            "store",
             "apply",
             "tls_cert",
             "tls_key",
@@ -821,5 +884,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_store_is_embedded_unless_a_postgres_url_is_given_and_its_password_never_shows() {
+        let location = |value: Option<&str>| StoreLocation::parse(value.map(String::from));
+        assert_eq!(location(None).unwrap(), StoreLocation::Embedded);
+        assert_eq!(location(Some(" ")).unwrap(), StoreLocation::Embedded);
+        let url =
+            "postgres://plinth:s3cret@db.internal:5432/plinth?sslmode=require&password=s3cret";
+        let given = location(Some(url)).unwrap();
+        assert_eq!(given, StoreLocation::Postgres(url.into()));
+        assert_eq!(
+            given.to_string(),
+            "postgres://plinth@db.internal:5432/plinth"
+        );
+        assert!(!format!("{given:?}").contains("s3cret"));
+        let err = location(Some("mysql://root:s3cret@db/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("postgres://") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 }

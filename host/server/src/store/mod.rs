@@ -12,13 +12,19 @@
 //! (a lock, a flush, a scan, a transaction) off the async threads; see `sled_store` for the
 //! point reads sled answers inline.
 
+#[cfg(test)]
+mod conformance;
 mod group_commit;
 pub mod kv;
+mod postgres;
 mod sled_db;
 mod sled_store;
+#[doc(hidden)]
+pub mod test_database;
 
 pub use group_commit::Durability;
 pub use kv::{KvChange, KvEntry, KvError, KvLimits, KvOutcome};
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 //! can never send a plugin somewhere else.
 
 use super::OutboundScheme;
+use crate::side_thread::SideThread;
 use bytes::Bytes;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{LookupIpStrategy, ResolverConfig};
@@ -33,39 +34,10 @@ pub struct SetupError(String);
 /// The resolver and TLS settings every instance's outbound calls share.
 pub struct Sender {
     resolver: TokioResolver,
-    /// Where lookups run (see [`DnsThread`]).
-    dns: DnsThread,
+    /// Where lookups run: the resolver keeps its connections to the name servers in tasks of
+    /// the runtime that first used them (see [`SideThread`]).
+    dns: SideThread,
     tls: TlsConnector,
-}
-
-/// A thread of its own for DNS. The resolver keeps its connections to the name servers in
-/// tasks of the runtime that first used them; run on the serving threads, every thread's
-/// lookups would wait on whichever thread that was (busy with a guest, or already stopped at
-/// shutdown). The thread ends when its `Sender` is dropped.
-struct DnsThread {
-    runtime: tokio::runtime::Handle,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl DnsThread {
-    fn start() -> Result<Self, SetupError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SetupError(format!("starting the DNS thread: {e}")))?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("plinth-dns".into())
-            .spawn(move || {
-                let _ = runtime.block_on(stopped);
-            })
-            .map_err(|e| SetupError(format!("starting the DNS thread: {e}")))?;
-        Ok(Self {
-            runtime: handle,
-            _stop: stop,
-        })
-    }
 }
 
 /// Aborts a task when dropped: a lookup whose caller gave up (its deadline, a dropped
@@ -118,7 +90,8 @@ impl Sender {
                 .with_no_client_auth();
         Ok(Self {
             resolver,
-            dns: DnsThread::start()?,
+            dns: SideThread::start("plinth-dns")
+                .map_err(|e| SetupError(format!("starting the DNS thread: {e}")))?,
             tls: TlsConnector::from(Arc::new(config)),
         })
     }
@@ -134,7 +107,7 @@ impl Sender {
         let name = host.to_string();
         let mut lookup = AbortOnDrop(
             self.dns
-                .runtime
+                .runtime()
                 .spawn(async move { resolver.lookup_ip(name).await }),
         );
         match tokio::time::timeout(DNS_TIMEOUT, &mut lookup.0).await {

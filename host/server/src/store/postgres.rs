@@ -1,0 +1,980 @@
+//! The PostgreSQL backend of the [`Store`] seam (`--store postgres://...`), for several hosts
+//! sharing one database. The schema lives in `host/server/migrations/`, applied at open under
+//! sqlx's advisory lock, so hosts starting together apply it once.
+//!
+//! How each guarantee of the seam is kept across hosts:
+//! - Durable when a method returns: every change is one transaction, committed with the
+//!   server's `synchronous_commit` (on by default); a committed row is visible only once its
+//!   commit is flushed, so a read never answers with data a crash could take back.
+//! - [`Store::commit`] runs SERIALIZABLE and is retried on a serialization failure, so its
+//!   preconditions hold against every other host's commits (one winner of a token rotation).
+//! - A plugin's kv writes lock its `kv_usage` row first, which orders them across hosts as
+//!   sled's per-plugin lock orders them in one process: quotas, increments and
+//!   compare-and-swap are exact.
+//! - Deploys, rollbacks and deletes take one advisory lock, so version numbers and blob
+//!   references never race (they are rare; nothing on the request path takes it).
+//!
+//! The pool and its connections live on a thread of their own (`plinth-db`): connections are
+//! tied to the runtime that opened them, and the serving threads each run their own.
+
+use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
+use super::{Artifact, AuditOf, AuditRecord, Entries, Op, PluginRecord, Space, Store, StoreError};
+use crate::side_thread::SideThread;
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections one host keeps to the database.
+const POOL_SIZE: u32 = 16;
+/// How long a call waits for a free connection (or for the database to answer a connect)
+/// before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The advisory lock every change to the set of plugins takes.
+const PLUGINS_LOCK: i64 = 0x706c_696e_7468_0001;
+/// Attempts of a SERIALIZABLE commit that keeps meeting concurrent ones.
+const COMMIT_ATTEMPTS: usize = 20;
+
+/// The schema, version by version, embedded in the binary.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "store", include_str!("../../migrations/0001_store.sql"))];
+
+/// [`MIGRATIONS`] as sqlx's migrator reads them.
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// A database failure during `op`.
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Backend {
+        op,
+        message: e.to_string(),
+    }
+}
+
+/// Whether `error` is PostgreSQL asking to run the transaction again (a serialization failure
+/// or a deadlock).
+fn must_retry(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, if any: the
+/// exclusive end of a prefix range (`None` when `prefix` is empty or all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn version_number(version: i64, name: &str) -> Result<u64, StoreError> {
+    u64::try_from(version).map_err(|e| StoreError::corrupt(format!("version of {name}"), e))
+}
+
+/// The PostgreSQL store of one cluster of hosts.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    thread: Arc<SideThread>,
+    was_empty: bool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, with
+    /// libpq's query parameters such as `sslmode`) and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(db("read the database URL"))?;
+        Self::open_with(options).await
+    }
+
+    /// [`PgStore::open`] with options already parsed.
+    pub(crate) async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let thread = Arc::new(
+            SideThread::start("plinth-db").map_err(|e| StoreError::Backend {
+                op: "start the database thread",
+                message: e.to_string(),
+            })?,
+        );
+        let (pool, was_empty) = thread
+            .runtime()
+            .spawn(async move {
+                let pool = PgPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(db("connect to the database"))?;
+                let migrator = Migrator::new(Embedded)
+                    .await
+                    .map_err(|e| StoreError::Backend {
+                        op: "read the schema migrations",
+                        message: e.to_string(),
+                    })?;
+                migrator.run(&pool).await.map_err(|e| StoreError::Backend {
+                    op: "migrate the database schema",
+                    message: e.to_string(),
+                })?;
+                let was_empty: bool = sqlx::query_scalar(
+                    "SELECT NOT EXISTS (SELECT 1 FROM meta) AND NOT EXISTS (SELECT 1 FROM records) \
+                     AND NOT EXISTS (SELECT 1 FROM plugin_names)",
+                )
+                .fetch_one(&pool)
+                .await
+                .map_err(db("read the store"))?;
+                Ok::<_, StoreError>((pool, was_empty))
+            })
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "open the database",
+                message: e.to_string(),
+            })??;
+        Ok(Self {
+            pool,
+            thread,
+            was_empty,
+        })
+    }
+
+    /// Runs `work` with the pool on the database thread. The call runs to its end even if the
+    /// caller stops waiting, so a change is never cut off half-way by a dropped request.
+    async fn run<T, E, F>(&self, work: impl FnOnce(PgPool) -> F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.thread
+            .runtime()
+            .spawn(work(self.pool.clone()))
+            .await
+            .map_err(|e| {
+                E::from(StoreError::Backend {
+                    op: "database task",
+                    message: e.to_string(),
+                })
+            })?
+    }
+}
+
+/// Locks `plugin`'s usage row (creating it at 0) and returns the bytes it stores.
+async fn lock_usage(conn: &mut PgConnection, plugin: &str) -> Result<u64, StoreError> {
+    let bytes: i64 = sqlx::query_scalar(
+        "INSERT INTO kv_usage (plugin, bytes) VALUES ($1, 0) \
+         ON CONFLICT (plugin) DO UPDATE SET bytes = kv_usage.bytes RETURNING bytes",
+    )
+    .bind(plugin)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("lock kv usage"))?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
+/// The current values of the (bucket, key) pairs `change` touches, in one query.
+async fn current_values(
+    conn: &mut PgConnection,
+    plugin: &str,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), Vec<u8>>, StoreError> {
+    let buckets: Vec<&[u8]> = keys.iter().map(|(b, _)| b.as_bytes()).collect();
+    let names: Vec<&[u8]> = keys.iter().map(|(_, k)| k.as_bytes()).collect();
+    let rows = sqlx::query(
+        "SELECT kv.bucket, kv.key, kv.value FROM kv \
+         JOIN unnest($2::bytea[], $3::bytea[]) AS wanted (bucket, key) \
+           ON kv.bucket = wanted.bucket AND kv.key = wanted.key \
+         WHERE kv.plugin = $1",
+    )
+    .bind(plugin)
+    .bind(&buckets)
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("kv read"))?;
+    let mut values = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let bucket: Vec<u8> = row.get(0);
+        let key: Vec<u8> = row.get(1);
+        values.insert(
+            (
+                String::from_utf8_lossy(&bucket).into_owned(),
+                String::from_utf8_lossy(&key).into_owned(),
+            ),
+            row.get::<Vec<u8>, _>(2),
+        );
+    }
+    Ok(values)
+}
+
+/// The (bucket, key) pairs a change reads or writes.
+fn touched(change: &KvChange) -> Vec<(&str, &str)> {
+    match change {
+        KvChange::Put(entries) => entries
+            .iter()
+            .map(|e| (e.bucket.as_str(), e.key.as_str()))
+            .collect(),
+        KvChange::Delete(keys) => keys.iter().map(|(b, k)| (b.as_str(), k.as_str())).collect(),
+        KvChange::Increment { bucket, key, .. } | KvChange::CompareAndSwap { bucket, key, .. } => {
+            vec![(bucket.as_str(), key.as_str())]
+        }
+    }
+}
+
+/// Checks `change` against the current data and applies it in the transaction `conn` holds
+/// (the plugin's usage row locked first). Returns the outcome and the usage after.
+async fn apply_change(
+    conn: &mut PgConnection,
+    plugin: &str,
+    change: KvChange,
+    limits: &KvLimits,
+) -> Result<(KvOutcome, u64), KvError> {
+    for (bucket, key) in touched(&change) {
+        kv::check_key(bucket, key)?;
+    }
+    let usage = lock_usage(conn, plugin).await?;
+    let current = current_values(conn, plugin, &touched(&change)).await?;
+    let plan = kv::plan(change, usage, limits, |bucket, key| {
+        Ok(current.get(&(bucket.to_string(), key.to_string())).cloned())
+    })?;
+    // Later writes to the same key win, as if applied in order.
+    let mut last: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
+    for (bucket, key, value) in &plan.writes {
+        last.insert((bucket, key), value.as_deref());
+    }
+    let (mut put, mut delete) = (Vec::new(), Vec::new());
+    for ((bucket, key), value) in last {
+        match value {
+            Some(value) => put.push((bucket.as_bytes(), key.as_bytes(), value)),
+            None => delete.push((bucket.as_bytes(), key.as_bytes())),
+        }
+    }
+    if !put.is_empty() {
+        let buckets: Vec<&[u8]> = put.iter().map(|p| p.0).collect();
+        let keys: Vec<&[u8]> = put.iter().map(|p| p.1).collect();
+        let values: Vec<&[u8]> = put.iter().map(|p| p.2).collect();
+        sqlx::query(
+            "INSERT INTO kv (plugin, bucket, key, value) \
+             SELECT $1, * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]) \
+             ON CONFLICT (plugin, bucket, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(plugin)
+        .bind(&buckets)
+        .bind(&keys)
+        .bind(&values)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("kv write"))?;
+    }
+    if !delete.is_empty() {
+        let buckets: Vec<&[u8]> = delete.iter().map(|d| d.0).collect();
+        let keys: Vec<&[u8]> = delete.iter().map(|d| d.1).collect();
+        sqlx::query(
+            "DELETE FROM kv USING unnest($2::bytea[], $3::bytea[]) AS gone (bucket, key) \
+             WHERE kv.plugin = $1 AND kv.bucket = gone.bucket AND kv.key = gone.key",
+        )
+        .bind(plugin)
+        .bind(&buckets)
+        .bind(&keys)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("kv delete"))?;
+    }
+    if plan.usage != usage {
+        sqlx::query("UPDATE kv_usage SET bytes = $2 WHERE plugin = $1")
+            .bind(plugin)
+            .bind(i64::try_from(plan.usage).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("kv usage"))?;
+    }
+    Ok((plan.outcome, plan.usage))
+}
+
+/// Writes an audit entry in the transaction `conn` holds.
+async fn insert_audit(conn: &mut PgConnection, audit: &AuditRecord) -> Result<(), StoreError> {
+    put_record(conn, Space::Audit, &audit.key, &audit.value).await
+}
+
+async fn put_record(
+    conn: &mut PgConnection,
+    space: Space,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO records (space, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(space.name())
+    .bind(key)
+    .bind(value)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("write"))?;
+    Ok(())
+}
+
+/// Takes the lock every change to the set of plugins holds until its commit.
+async fn lock_plugins(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PLUGINS_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("lock the plugins"))?;
+    Ok(())
+}
+
+/// Removes the blobs among `candidates` that no kept version uses (their artifacts go with
+/// them).
+async fn drop_unused_blobs(
+    conn: &mut PgConnection,
+    candidates: &[String],
+) -> Result<(), StoreError> {
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM blobs WHERE sha256 = ANY($1) \
+         AND NOT EXISTS (SELECT 1 FROM plugin_versions v WHERE v.sha256 = blobs.sha256)",
+    )
+    .bind(candidates)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("drop unused components"))?;
+    Ok(())
+}
+
+fn decode_record(name: &str, bytes: &[u8]) -> Result<PluginRecord, StoreError> {
+    super::from_json(&format!("plugin record {name}"), bytes)
+}
+
+/// One SERIALIZABLE attempt at [`Store::commit`]; a serialization failure means run again.
+async fn try_commit(pool: &PgPool, ops: &[Op]) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .execute(&mut *tx)
+        .await?;
+    for op in ops {
+        if let Op::Expect { space, key, value } = op {
+            let current: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT value FROM records WHERE space = $1 AND key = $2")
+                    .bind(space.name())
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if current.as_deref() != value.as_deref() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+    }
+    for op in ops {
+        match op {
+            Op::Put { space, key, value } => {
+                sqlx::query(
+                    "INSERT INTO records (space, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(space.name())
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::Delete { space, key } => {
+                sqlx::query("DELETE FROM records WHERE space = $1 AND key = $2")
+                    .bind(space.name())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Op::Expect { .. } => {}
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn put_plugin(
+        &self,
+        record: PluginRecord,
+        component: bytes::Bytes,
+        artifact: Option<Artifact>,
+        keep: usize,
+        audit: AuditOf<PluginRecord>,
+    ) -> Result<PluginRecord, StoreError> {
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            lock_plugins(&mut tx).await?;
+            let name = record.name.clone();
+            let next: i64 = sqlx::query_scalar(
+                "INSERT INTO plugin_names (name, next_version) VALUES ($1, 2) \
+                 ON CONFLICT (name) DO UPDATE SET next_version = plugin_names.next_version + 1 \
+                 RETURNING next_version",
+            )
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("number the version"))?;
+            let mut stored = record;
+            stored.version = version_number(next - 1, &name)?;
+            let encoded = super::to_json("plugin record", &stored)?;
+            sqlx::query(
+                "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(&stored.sha256)
+            .bind(component.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("store the component"))?;
+            sqlx::query(
+                "INSERT INTO plugin_versions (name, version, sha256, record) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&name)
+            .bind(next - 1)
+            .bind(&stored.sha256)
+            .bind(&encoded)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("store the version"))?;
+            sqlx::query(
+                "INSERT INTO plugins (name, version) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+            )
+            .bind(&name)
+            .bind(next - 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("activate the version"))?;
+            if let Some(artifact) = &artifact {
+                sqlx::query(
+                    "INSERT INTO artifacts (sha256, fingerprint, bytes) VALUES ($1, $2, $3) \
+                     ON CONFLICT (sha256, fingerprint) DO UPDATE SET bytes = excluded.bytes",
+                )
+                .bind(&stored.sha256)
+                .bind(&artifact.fingerprint)
+                .bind(&artifact.bytes)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("store the artifact"))?;
+            }
+            let dropped: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM plugin_versions WHERE name = $1 AND version IN \
+                 (SELECT version FROM plugin_versions WHERE name = $1 \
+                  ORDER BY version DESC OFFSET $2) RETURNING sha256",
+            )
+            .bind(&name)
+            .bind(i64::try_from(keep.max(1)).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("drop old versions"))?;
+            drop_unused_blobs(&mut tx, &dropped).await?;
+            insert_audit(&mut tx, &audit(&stored)?).await?;
+            tx.commit().await.map_err(db("commit the deploy"))?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT p.name, v.record FROM plugins p \
+                 JOIN plugin_versions v ON v.name = p.name AND v.version = p.version \
+                 ORDER BY p.name",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(db("list plugins"))?;
+            rows.iter()
+                .map(|row| decode_record(row.get(0), row.get(1)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn plugin_versions(&self, name: &str) -> Result<Vec<PluginRecord>, StoreError> {
+        let name = name.to_string();
+        self.run(|pool| async move {
+            let records: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT record FROM plugin_versions WHERE name = $1 ORDER BY version DESC",
+            )
+            .bind(&name)
+            .fetch_all(&pool)
+            .await
+            .map_err(db("list plugin versions"))?;
+            records.iter().map(|r| decode_record(&name, r)).collect()
+        })
+        .await
+    }
+
+    async fn activate_version(
+        &self,
+        name: &str,
+        version: u64,
+        audit: AuditRecord,
+    ) -> Result<Option<PluginRecord>, StoreError> {
+        let name = name.to_string();
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            lock_plugins(&mut tx).await?;
+            let version = i64::try_from(version).unwrap_or(i64::MAX);
+            let record: Option<Vec<u8>> = sqlx::query_scalar(
+                "UPDATE plugins SET version = $2 WHERE name = $1 \
+                 AND EXISTS (SELECT 1 FROM plugin_versions WHERE name = $1 AND version = $2) \
+                 RETURNING (SELECT record FROM plugin_versions WHERE name = $1 AND version = $2)",
+            )
+            .bind(&name)
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("activate plugin version"))?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            insert_audit(&mut tx, &audit).await?;
+            tx.commit().await.map_err(db("commit the rollback"))?;
+            decode_record(&name, &record).map(Some)
+        })
+        .await
+    }
+
+    async fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sha256 = sha256.to_string();
+        self.run(|pool| async move {
+            sqlx::query_scalar("SELECT bytes FROM blobs WHERE sha256 = $1")
+                .bind(&sha256)
+                .fetch_optional(&pool)
+                .await
+                .map_err(db("read component"))
+        })
+        .await
+    }
+
+    async fn delete_plugin(&self, name: &str, audit: AuditRecord) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            lock_plugins(&mut tx).await?;
+            let existed = sqlx::query("DELETE FROM plugins WHERE name = $1")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("delete plugin"))?
+                .rows_affected()
+                > 0;
+            if !existed {
+                return Ok(false);
+            }
+            let dropped: Vec<String> =
+                sqlx::query_scalar("DELETE FROM plugin_versions WHERE name = $1 RETURNING sha256")
+                    .bind(&name)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("delete plugin versions"))?;
+            drop_unused_blobs(&mut tx, &dropped).await?;
+            insert_audit(&mut tx, &audit).await?;
+            tx.commit().await.map_err(db("commit the delete"))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn artifact(
+        &self,
+        sha256: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (sha256, fingerprint) = (sha256.to_string(), fingerprint.to_string());
+        self.run(|pool| async move {
+            sqlx::query_scalar("SELECT bytes FROM artifacts WHERE sha256 = $1 AND fingerprint = $2")
+                .bind(&sha256)
+                .bind(&fingerprint)
+                .fetch_optional(&pool)
+                .await
+                .map_err(db("read artifact"))
+        })
+        .await
+    }
+
+    async fn put_artifact(&self, sha256: &str, artifact: Artifact) -> Result<(), StoreError> {
+        let sha256 = sha256.to_string();
+        self.run(|pool| async move {
+            // Only beside its component: a blob deleted meanwhile takes nothing with it.
+            let stored = sqlx::query(
+                "INSERT INTO artifacts (sha256, fingerprint, bytes) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1) \
+                 ON CONFLICT (sha256, fingerprint) DO UPDATE SET bytes = excluded.bytes",
+            )
+            .bind(&sha256)
+            .bind(&artifact.fingerprint)
+            .bind(&artifact.bytes)
+            .execute(&pool)
+            .await;
+            match stored {
+                // The blob went between the check and the insert: nothing to keep.
+                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(()),
+                other => other.map(|_| ()).map_err(db("write artifact")),
+            }
+        })
+        .await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_string();
+        self.run(|pool| async move {
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(&key)
+                .fetch_optional(&pool)
+                .await
+                .map_err(db("read meta"))
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.run(|pool| async move {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&key)
+            .bind(&value)
+            .execute(&pool)
+            .await
+            .map_err(db("write meta"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn was_empty_at_open(&self) -> bool {
+        self.was_empty
+    }
+
+    async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.run(|pool| async move {
+            sqlx::query_scalar("SELECT value FROM records WHERE space = $1 AND key = $2")
+                .bind(space.name())
+                .bind(&key)
+                .fetch_optional(&pool)
+                .await
+                .map_err(db("read"))
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let (start, end) = (prefix.to_vec(), prefix_end(prefix));
+        let after = after.map(<[u8]>::to_vec);
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT key, value FROM records WHERE space = $1 AND key >= $2 \
+                 AND ($3::bytea IS NULL OR key < $3) AND ($4::bytea IS NULL OR key > $4) \
+                 ORDER BY key LIMIT $5",
+            )
+            .bind(space.name())
+            .bind(&start)
+            .bind(&end)
+            .bind(&after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(db("scan"))?;
+            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<bool, StoreError> {
+        self.run(|pool| async move {
+            for attempt in 1..=COMMIT_ATTEMPTS {
+                match try_commit(&pool, &ops).await {
+                    Ok(applied) => return Ok(applied),
+                    Err(e) if must_retry(&e) && attempt < COMMIT_ATTEMPTS => {
+                        // Another host's commit touched the same keys: run again against what
+                        // it wrote, after a short random pause so the two do not collide again.
+                        let pause = rand::random_range(1..=5 * attempt as u64);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    Err(e) => return Err(db("commit")(e)),
+                }
+            }
+            Err(StoreError::Backend {
+                op: "commit",
+                message: format!("still conflicting after {COMMIT_ATTEMPTS} attempts"),
+            })
+        })
+        .await
+    }
+
+    async fn kv_get(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        kv::check_key(bucket, key)?;
+        let (plugin, bucket, key) = (plugin.to_string(), bucket.to_string(), key.to_string());
+        self.run(|pool| async move {
+            sqlx::query_scalar(
+                "SELECT value FROM kv WHERE plugin = $1 AND bucket = $2 AND key = $3",
+            )
+            .bind(&plugin)
+            .bind(bucket.as_bytes())
+            .bind(key.as_bytes())
+            .fetch_optional(&pool)
+            .await
+            .map_err(|e| KvError::from(db("kv get")(e)))
+        })
+        .await
+    }
+
+    async fn kv_get_many(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        keys: Vec<String>,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, KvError> {
+        for key in &keys {
+            kv::check_key(bucket, key)?;
+        }
+        let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
+        self.run(|pool| async move {
+            // The values come only when their total fits: a plugin asking for many large
+            // values at once gets its refusal without the host reading them.
+            let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            let rows = sqlx::query(
+                "WITH found AS (SELECT key, value FROM kv \
+                   WHERE plugin = $1 AND bucket = $2 AND key = ANY($3)) \
+                 SELECT key, octet_length(value)::bigint, \
+                   CASE WHEN (SELECT coalesce(sum(octet_length(value)), 0) FROM found) <= $4 \
+                   THEN value END \
+                 FROM found",
+            )
+            .bind(&plugin)
+            .bind(bucket.as_bytes())
+            .bind(&wanted)
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| KvError::from(db("kv get many")(e)))?;
+            let mut found: HashMap<Vec<u8>, (u64, Option<Vec<u8>>)> = HashMap::new();
+            for row in rows {
+                let length: i64 = row.get(1);
+                found.insert(row.get(0), (u64::try_from(length).unwrap_or(0), row.get(2)));
+            }
+            // Counted per key asked for, as often as it is asked for.
+            let total: u64 = keys
+                .iter()
+                .filter_map(|k| found.get(k.as_bytes()).map(|(len, _)| *len))
+                .sum();
+            if total > max_bytes {
+                return Ok(None);
+            }
+            Ok(Some(
+                keys.iter()
+                    .map(|k| found.get(k.as_bytes()).and_then(|(_, v)| v.clone()))
+                    .collect(),
+            ))
+        })
+        .await
+    }
+
+    async fn kv_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        kv::check_key(bucket, prefix)?;
+        let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
+        let (start, end) = (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()));
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.run(|pool| async move {
+            let keys: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT key FROM kv WHERE plugin = $1 AND bucket = $2 AND key >= $3 \
+                 AND ($4::bytea IS NULL OR key < $4) AND ($5::bytea IS NULL OR key > $5) \
+                 ORDER BY key LIMIT $6",
+            )
+            .bind(&plugin)
+            .bind(bucket.as_bytes())
+            .bind(&start)
+            .bind(&end)
+            .bind(&after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| KvError::from(db("kv list")(e)))?;
+            Ok(keys
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .collect())
+        })
+        .await
+    }
+
+    async fn kv_apply(
+        &self,
+        plugin: &str,
+        change: KvChange,
+        limits: KvLimits,
+    ) -> Result<KvOutcome, KvError> {
+        let plugin = plugin.to_string();
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            let (outcome, _) = apply_change(&mut tx, &plugin, change, &limits).await?;
+            tx.commit().await.map_err(db("commit kv write"))?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn kv_import(
+        &self,
+        plugin: &str,
+        entries: Vec<KvEntry>,
+        limits: KvLimits,
+        audit: AuditRecord,
+    ) -> Result<u64, KvError> {
+        let plugin = plugin.to_string();
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            let (_, usage) =
+                apply_change(&mut tx, &plugin, KvChange::Put(entries), &limits).await?;
+            insert_audit(&mut tx, &audit).await?;
+            tx.commit().await.map_err(db("commit kv import"))?;
+            Ok(usage)
+        })
+        .await
+    }
+
+    async fn kv_entries(
+        &self,
+        plugin: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError> {
+        let plugin = plugin.to_string();
+        let after = after.map(|(b, k)| (b.as_bytes().to_vec(), k.as_bytes().to_vec()));
+        self.run(|pool| async move {
+            let (after_bucket, after_key) = after.unzip();
+            let rows = sqlx::query(
+                "SELECT bucket, key, value FROM kv WHERE plugin = $1 \
+                 AND ($2::bytea IS NULL OR (bucket, key) > ($2, $3)) \
+                 ORDER BY bucket, key LIMIT $4",
+            )
+            .bind(&plugin)
+            .bind(&after_bucket)
+            .bind(&after_key)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await
+            .map_err(db("kv scan"))?;
+            Ok(rows
+                .iter()
+                .map(|row| KvEntry {
+                    bucket: String::from_utf8_lossy(row.get::<&[u8], _>(0)).into_owned(),
+                    key: String::from_utf8_lossy(row.get::<&[u8], _>(1)).into_owned(),
+                    value: row.get(2),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError> {
+        let plugin = plugin.to_string();
+        self.run(|pool| async move {
+            let bytes: Option<i64> =
+                sqlx::query_scalar("SELECT bytes FROM kv_usage WHERE plugin = $1")
+                    .bind(&plugin)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(db("kv usage"))?;
+            Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
+        let plugin = plugin.to_string();
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            // Under the usage row's lock: a write waiting for it finds the data gone.
+            lock_usage(&mut tx, &plugin).await?;
+            sqlx::query("DELETE FROM kv WHERE plugin = $1")
+                .bind(&plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("purge kv"))?;
+            sqlx::query("DELETE FROM kv_usage WHERE plugin = $1")
+                .bind(&plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("purge kv"))?;
+            tx.commit().await.map_err(db("commit kv purge"))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_range_ends_at_the_next_string_of_its_length() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! A throwaway PostgreSQL for the tests: Debian's `postgresql` (installed when missing), a
+//! cluster in a temporary directory on a free loopback port, stopped and removed when the guard
+//! goes. `PLINTH_TEST_DATABASE_URL`, when set, names a server to use instead.
+
+use crate::run;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running test server; dropping it stops the cluster and removes its directory (unless it
+/// was given from outside).
+pub(crate) struct TestPostgres {
+    /// `postgres://` URL of a superuser on the server's `postgres` database.
+    pub(crate) url: String,
+    cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+impl TestPostgres {
+    /// The server named by `PLINTH_TEST_DATABASE_URL`, or a new throwaway one.
+    pub(crate) fn start() -> Result<Self> {
+        if let Ok(url) = std::env::var("PLINTH_TEST_DATABASE_URL") {
+            return Ok(Self { url, cluster: None });
+        }
+        let bin = server_bin()?;
+        // initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres`
+        // user (the package creates it).
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(format!("plinth-test-postgres-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        }
+        let cluster = Cluster {
+            bin,
+            dir,
+            as_postgres,
+        };
+        let data = cluster.dir.join("data");
+        run(cluster.command("initdb").arg("-D").arg(&data).args([
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]))?;
+        let port = free_port()?;
+        // Enough connections for every test's pools at once (each host keeps up to 16).
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=400",
+            cluster.dir.display()
+        );
+        run(cluster
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(cluster.dir.join("server.log"))
+            .args(["-w", "start"]))?;
+        Ok(Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            cluster: Some(cluster),
+        })
+    }
+}
+
+impl Cluster {
+    /// `program` from the server's bin directory, as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(path);
+            cmd
+        } else {
+            Command::new(path)
+        }
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(cluster.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .status();
+            let _ = std::fs::remove_dir_all(&cluster.dir);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The newest installed server's bin directory, installing Debian's `postgresql` if none is.
+fn server_bin() -> Result<PathBuf> {
+    if let Some(bin) = newest_server() {
+        return Ok(bin);
+    }
+    eprintln!("PostgreSQL is missing; installing Debian's postgresql with apt-get");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    newest_server().context("postgresql was installed but no server binaries were found")
+}
+
+fn newest_server() -> Option<PathBuf> {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    if port == 0 {
+        bail!("no free port");
+    }
+    Ok(port)
+}
