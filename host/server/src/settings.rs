@@ -677,17 +677,20 @@ impl fmt::Display for StoreLocation {
         match self {
             StoreLocation::Embedded => f.write_str("the embedded database"),
             StoreLocation::Postgres(url) => {
-                let url = url.split('?').next().unwrap_or_default();
-                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-                let host = match authority.rsplit_once('@') {
-                    Some((user, host)) => {
-                        let user = user.split(':').next().unwrap_or_default();
-                        format!("{user}@{host}")
-                    }
-                    None => authority.to_string(),
+                // A password may hold any character, so the user is what precedes the last
+                // `@` up to its first `:`, and only the part after that `@` is shown.
+                let Some((scheme, rest)) = url.split_once("://") else {
+                    return f.write_str("a PostgreSQL database (its location hidden)");
                 };
-                write!(f, "{scheme}://{host}/{path}")
+                let (user, place) = match rest.rsplit_once('@') {
+                    Some((userinfo, place)) => {
+                        let user = userinfo.split(':').next().unwrap_or_default();
+                        (format!("{user}@"), place)
+                    }
+                    None => (String::new(), rest),
+                };
+                let place = place.split('?').next().unwrap_or_default();
+                write!(f, "{scheme}://{user}{place}")
             }
         }
     }

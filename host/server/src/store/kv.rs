@@ -178,14 +178,18 @@ pub struct Plan {
     pub outcome: KvOutcome,
 }
 
-/// Resolves `change` against the current data (`current(bucket, key)`) and usage, checking every
-/// limit first. A backend applies the plan atomically while no other write to the plugin runs.
-/// Writes that only shrink usage are allowed even over quota, so a full plugin can clean up.
+/// Resolves `change` against the current data and usage, checking every limit first:
+/// `current(bucket, key)` is the value stored (read only for a counter or a compare-and-swap),
+/// `current_len(bucket, key)` its length (all the quota needs, so a batch over large values
+/// never has to read them). A backend applies the plan atomically while no other write to the
+/// plugin runs. Writes that only shrink usage are allowed even over quota, so a full plugin can
+/// clean up.
 pub fn plan(
     change: KvChange,
     usage: u64,
     limits: &KvLimits,
     mut current: impl FnMut(&str, &str) -> Result<Option<Vec<u8>>, StoreError>,
+    mut current_len: impl FnMut(&str, &str) -> Result<Option<usize>, StoreError>,
 ) -> Result<Plan, KvError> {
     let mut writes = Vec::new();
     let outcome = match change {
@@ -246,8 +250,8 @@ pub fn plan(
     }
     let mut next_usage = usage as i128;
     for ((bucket, key), new_len) in last {
-        if let Some(old) = current(bucket, key)? {
-            next_usage -= entry_size(bucket, key, old.len()) as i128;
+        if let Some(old) = current_len(bucket, key)? {
+            next_usage -= entry_size(bucket, key, old) as i128;
         }
         if let Some(len) = new_len {
             next_usage += entry_size(bucket, key, len) as i128;
@@ -292,9 +296,14 @@ mod tests {
         usage: u64,
         data: &HashMap<(String, String), Vec<u8>>,
     ) -> Result<Plan, KvError> {
-        plan(change, usage, &LIMITS, |b, k| {
-            Ok(data.get(&(b.to_string(), k.to_string())).cloned())
-        })
+        let get = |b: &str, k: &str| data.get(&(b.to_string(), k.to_string()));
+        plan(
+            change,
+            usage,
+            &LIMITS,
+            |b, k| Ok(get(b, k).cloned()),
+            |b, k| Ok(get(b, k).map(Vec::len)),
+        )
     }
 
     fn put(bucket: &str, key: &str, value: &str) -> KvEntry {

@@ -3,9 +3,10 @@
 //! sqlx's advisory lock, so hosts starting together apply it once.
 //!
 //! How each guarantee of the seam is kept across hosts:
-//! - Durable when a method returns: every change is one transaction, committed with the
-//!   server's `synchronous_commit` (on by default); a committed row is visible only once its
-//!   commit is flushed, so a read never answers with data a crash could take back.
+//! - Durable when a method returns: every change is one transaction, committed with
+//!   `synchronous_commit` on (set per connection, whatever the server's default); a committed
+//!   row is visible only once its commit is flushed, so a read never answers with data a crash
+//!   could take back.
 //! - [`Store::commit`] runs SERIALIZABLE and is retried on a serialization failure, so its
 //!   preconditions hold against every other host's commits (one winner of a token rotation).
 //! - A plugin's kv writes lock its `kv_usage` row first, which orders them across hosts as
@@ -124,6 +125,14 @@ impl PgStore {
 
     /// [`PgStore::open`] with options already parsed.
     pub(crate) async fn open_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // Whatever the server or role defaults to: a commit is on disk when it returns, and a
+        // write waiting for another's lock, or a host stalled mid-transaction, gives up instead
+        // of holding every other host's writes.
+        let options = options.options([
+            ("synchronous_commit", "on"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         let thread = Arc::new(
             SideThread::start("plinth-db").map_err(|e| StoreError::Backend {
                 op: "start the database thread",
@@ -204,16 +213,20 @@ async fn lock_usage(conn: &mut PgConnection, plugin: &str) -> Result<u64, StoreE
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
-/// The current values of the (bucket, key) pairs `change` touches, in one query.
-async fn current_values(
+/// The lengths of the values stored at `keys` (each pair once), in one query: what a change's
+/// quota needs, without reading the values (a batch can name a thousand large ones).
+async fn current_lengths(
     conn: &mut PgConnection,
     plugin: &str,
     keys: &[(&str, &str)],
-) -> Result<HashMap<(String, String), Vec<u8>>, StoreError> {
-    let buckets: Vec<&[u8]> = keys.iter().map(|(b, _)| b.as_bytes()).collect();
-    let names: Vec<&[u8]> = keys.iter().map(|(_, k)| k.as_bytes()).collect();
+) -> Result<HashMap<(String, String), usize>, StoreError> {
+    let mut distinct: Vec<(&str, &str)> = keys.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let buckets: Vec<&[u8]> = distinct.iter().map(|(b, _)| b.as_bytes()).collect();
+    let names: Vec<&[u8]> = distinct.iter().map(|(_, k)| k.as_bytes()).collect();
     let rows = sqlx::query(
-        "SELECT kv.bucket, kv.key, kv.value FROM kv \
+        "SELECT kv.bucket, kv.key, octet_length(kv.value)::bigint FROM kv \
          JOIN unnest($2::bytea[], $3::bytea[]) AS wanted (bucket, key) \
            ON kv.bucket = wanted.bucket AND kv.key = wanted.key \
          WHERE kv.plugin = $1",
@@ -224,19 +237,42 @@ async fn current_values(
     .fetch_all(&mut *conn)
     .await
     .map_err(db("kv read"))?;
-    let mut values = HashMap::with_capacity(rows.len());
+    let mut lengths = HashMap::with_capacity(rows.len());
     for row in rows {
         let bucket: Vec<u8> = row.get(0);
         let key: Vec<u8> = row.get(1);
-        values.insert(
+        let length: i64 = row.get(2);
+        lengths.insert(
             (
                 String::from_utf8_lossy(&bucket).into_owned(),
                 String::from_utf8_lossy(&key).into_owned(),
             ),
-            row.get::<Vec<u8>, _>(2),
+            usize::try_from(length).unwrap_or(0),
         );
     }
-    Ok(values)
+    Ok(lengths)
+}
+
+/// The value a counter or a compare-and-swap reads (one key, at most the value limit).
+async fn current_value(
+    conn: &mut PgConnection,
+    plugin: &str,
+    change: &KvChange,
+) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
+    let (KvChange::Increment { bucket, key, .. } | KvChange::CompareAndSwap { bucket, key, .. }) =
+        change
+    else {
+        return Ok(None);
+    };
+    let value: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT value FROM kv WHERE plugin = $1 AND bucket = $2 AND key = $3")
+            .bind(plugin)
+            .bind(bucket.as_bytes())
+            .bind(key.as_bytes())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("kv read"))?;
+    Ok(value.map(|v| (bucket.clone(), key.clone(), v)))
 }
 
 /// The (bucket, key) pairs a change reads or writes.
@@ -265,10 +301,20 @@ async fn apply_change(
         kv::check_key(bucket, key)?;
     }
     let usage = lock_usage(conn, plugin).await?;
-    let current = current_values(conn, plugin, &touched(&change)).await?;
-    let plan = kv::plan(change, usage, limits, |bucket, key| {
-        Ok(current.get(&(bucket.to_string(), key.to_string())).cloned())
-    })?;
+    let lengths = current_lengths(conn, plugin, &touched(&change)).await?;
+    let value = current_value(conn, plugin, &change).await?;
+    let plan = kv::plan(
+        change,
+        usage,
+        limits,
+        |bucket, key| {
+            Ok(value
+                .as_ref()
+                .filter(|(b, k, _)| b == bucket && k == key)
+                .map(|(_, _, v)| v.clone()))
+        },
+        |bucket, key| Ok(lengths.get(&(bucket.to_string(), key.to_string())).copied()),
+    )?;
     // Later writes to the same key win, as if applied in order.
     let mut last: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
     for (bucket, key, value) in &plan.writes {

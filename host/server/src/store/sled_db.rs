@@ -492,12 +492,14 @@ impl SledDb {
 /// Resolves `change` against what `tree` holds now (see [`kv::plan`]).
 fn kv_plan(tree: &sled::Tree, change: KvChange, limits: &KvLimits) -> Result<kv::Plan, KvError> {
     let usage = kv_usage_of(tree)?;
-    kv::plan(change, usage, limits, |bucket, key| {
-        Ok(tree
-            .get(kv_key(bucket, key))
-            .map_err(backend("kv read"))?
-            .map(|v| v.to_vec()))
-    })
+    let read = |bucket: &str, key: &str| tree.get(kv_key(bucket, key)).map_err(backend("kv read"));
+    kv::plan(
+        change,
+        usage,
+        limits,
+        |bucket, key| Ok(read(bucket, key)?.map(|v| v.to_vec())),
+        |bucket, key| Ok(read(bucket, key)?.map(|v| v.len())),
+    )
 }
 
 /// The tree key of (bucket, key): `k`, the bucket with NUL escaped as `00 FF`, the terminator
