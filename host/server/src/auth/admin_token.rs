@@ -34,9 +34,22 @@ impl AdminToken {
         }
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
         let digest = sha256(&token);
-        let stored = digest.to_vec();
-        store.set_meta(ADMIN_TOKEN_HASH_KEY, stored).await?;
-        Ok((Self { sha256: digest }, Some(token)))
+        // Another host starting on the same store may have stored its token first: that one
+        // holds (and that host printed it).
+        let stored = store
+            .init_meta(ADMIN_TOKEN_HASH_KEY, digest.to_vec())
+            .await?;
+        match <[u8; 32]>::try_from(stored.as_slice()) {
+            Ok(sha256) if sha256 == digest => Ok((Self { sha256 }, Some(token))),
+            Ok(sha256) => Ok((Self { sha256 }, None)),
+            Err(_) => {
+                // An unreadable stored hash (not 32 bytes) is replaced.
+                store
+                    .set_meta(ADMIN_TOKEN_HASH_KEY, digest.to_vec())
+                    .await?;
+                Ok((Self { sha256: digest }, Some(token)))
+            }
+        }
     }
 
     /// The digest of a known token.

@@ -49,8 +49,16 @@ impl KeyHasher {
         {
             return Ok(Self { secret });
         }
-        let secret = rand::random::<[u8; 32]>().to_vec();
-        store.set_meta(SECRET_META_KEY, secret.clone()).await?;
+        // Several hosts starting on one store keep the first secret written, whoever wrote it.
+        let secret = store
+            .init_meta(SECRET_META_KEY, rand::random::<[u8; 32]>().to_vec())
+            .await?;
+        if secret.len() != 32 {
+            // An unreadable stored secret (keys made under it cannot be checked anyway).
+            let secret = rand::random::<[u8; 32]>().to_vec();
+            store.set_meta(SECRET_META_KEY, secret.clone()).await?;
+            return Ok(Self { secret });
+        }
         Ok(Self { secret })
     }
 

@@ -438,10 +438,13 @@ impl Auth {
         } else if auth.store.was_empty_at_open() {
             // No admin account configured on a fresh data dir: hand out a one-time token that
             // `POST /auth/setup` exchanges for the first admin account.
+            // Hosts starting together on one empty store: the first token stored holds, and
+            // only the host that stored it prints it.
             let token = format!("plinth_setup_{}", hex::encode(rand::random::<[u8; 24]>()));
             let digest = sha256(&token).to_vec();
-            auth.store.set_meta(SETUP_TOKEN_KEY, digest).await?;
-            setup_token = Some(token);
+            if auth.store.init_meta(SETUP_TOKEN_KEY, digest.clone()).await? == digest {
+                setup_token = Some(token);
+            }
         }
         Ok(Bootstrap {
             auth,

@@ -662,3 +662,27 @@ async fn concurrent_increments_across_hosts_add_up_exactly() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn hosts_initialising_one_value_at_once_all_keep_the_first() {
+    on_every_backend(3, |backend, hosts| async move {
+        let racers = (0..12).map(|i| {
+            let store = hosts[i % hosts.len()].clone();
+            async move {
+                store
+                    .init_meta("secret", format!("from {i}").into_bytes())
+                    .await
+                    .unwrap()
+            }
+        });
+        let kept = futures_util::future::join_all(racers).await;
+        let stored = hosts[0].meta("secret").await.unwrap().unwrap();
+        assert!(kept.iter().all(|k| *k == stored), "{backend}: {kept:?}");
+        // Once set, a value stays whatever a later host offers.
+        assert_eq!(
+            hosts[2].init_meta("secret", b"late".to_vec()).await.unwrap(),
+            stored
+        );
+    })
+    .await;
+}

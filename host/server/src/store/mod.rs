@@ -268,6 +268,10 @@ pub trait Store: Send + Sync + 'static {
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a host metadata value durably.
     async fn set_meta(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    /// Stores `value` under `key` durably unless a value is already there, and returns the
+    /// value in force: several hosts starting on one empty store all agree on the first one
+    /// written (a generated secret, say).
+    async fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
     /// Whether the store held no data at all when it was opened (a first start).
     fn was_empty_at_open(&self) -> bool;
 

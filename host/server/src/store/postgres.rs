@@ -730,6 +730,23 @@ impl Store for PgStore {
         .await
     }
 
+    async fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let key = key.to_string();
+        self.run(|pool| async move {
+            // On conflict the row is "updated" to itself, which returns the value in force.
+            sqlx::query_scalar(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = meta.value RETURNING value",
+            )
+            .bind(&key)
+            .bind(&value)
+            .fetch_one(&pool)
+            .await
+            .map_err(db("write meta"))
+        })
+        .await
+    }
+
     fn was_empty_at_open(&self) -> bool {
         self.was_empty
     }

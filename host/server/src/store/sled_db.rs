@@ -795,6 +795,20 @@ impl SledDb {
         self.flush()
     }
 
+    pub(crate) fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let swapped = self
+            .meta
+            .compare_and_swap(key, None::<&[u8]>, Some(value.as_slice()))
+            .map_err(backend("write meta"))?;
+        match swapped {
+            Ok(()) => {
+                self.flush()?;
+                Ok(value)
+            }
+            Err(held) => Ok(held.current.map(|v| v.to_vec()).unwrap_or(value)),
+        }
+    }
+
     pub(crate) fn was_empty_at_open(&self) -> bool {
         self.was_empty
     }

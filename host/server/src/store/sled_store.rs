@@ -156,6 +156,12 @@ impl Store for SledStore {
             .await
     }
 
+    async fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let key = key.to_string();
+        self.offload("write meta", move |db| db.init_meta(&key, value))
+            .await
+    }
+
     fn was_empty_at_open(&self) -> bool {
         self.db.was_empty_at_open()
     }
