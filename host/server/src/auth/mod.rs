@@ -442,7 +442,12 @@ impl Auth {
             // only the host that stored it prints it.
             let token = format!("plinth_setup_{}", hex::encode(rand::random::<[u8; 24]>()));
             let digest = sha256(&token).to_vec();
-            if auth.store.init_meta(SETUP_TOKEN_KEY, digest.clone()).await? == digest {
+            if auth
+                .store
+                .init_meta(SETUP_TOKEN_KEY, digest.clone())
+                .await?
+                == digest
+            {
                 setup_token = Some(token);
             }
         }

@@ -680,7 +680,10 @@ async fn hosts_initialising_one_value_at_once_all_keep_the_first() {
         assert!(kept.iter().all(|k| *k == stored), "{backend}: {kept:?}");
         // Once set, a value stays whatever a later host offers.
         assert_eq!(
-            hosts[2].init_meta("secret", b"late".to_vec()).await.unwrap(),
+            hosts[2]
+                .init_meta("secret", b"late".to_vec())
+                .await
+                .unwrap(),
             stored
         );
     })

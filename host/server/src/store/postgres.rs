@@ -107,6 +107,11 @@ pub struct PgStore {
     pool: PgPool,
     thread: Arc<SideThread>,
     was_empty: bool,
+    /// One turn per plugin for its kv writes on this host. Writes of one plugin wait for each
+    /// other on its usage row anyway; waiting here first, without a connection, keeps one
+    /// plugin's burst of writers from holding every pooled connection while the rest of the
+    /// host (other plugins, sign-ins, deploys) waits for one.
+    writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -176,7 +181,20 @@ impl PgStore {
             pool,
             thread,
             was_empty,
+            writers: Arc::default(),
         })
+    }
+
+    /// Waits for `plugin`'s turn to write on this host; the turn lasts as long as the guard.
+    async fn write_turn(&self, plugin: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(plugin.to_string())
+            .or_default()
+            .clone();
+        turn.lock_owned().await
     }
 
     /// Runs `work` with the pool on the database thread. The call runs to its end even if the
@@ -929,8 +947,10 @@ impl Store for PgStore {
         change: KvChange,
         limits: KvLimits,
     ) -> Result<KvOutcome, KvError> {
+        let turn = self.write_turn(plugin).await;
         let plugin = plugin.to_string();
         self.run(|pool| async move {
+            let _turn = turn;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
             let (outcome, _) = apply_change(&mut tx, &plugin, change, &limits).await?;
             tx.commit().await.map_err(db("commit kv write"))?;
@@ -946,8 +966,10 @@ impl Store for PgStore {
         limits: KvLimits,
         audit: AuditRecord,
     ) -> Result<u64, KvError> {
+        let turn = self.write_turn(plugin).await;
         let plugin = plugin.to_string();
         self.run(|pool| async move {
+            let _turn = turn;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
             let (_, usage) =
                 apply_change(&mut tx, &plugin, KvChange::Put(entries), &limits).await?;
@@ -1007,8 +1029,10 @@ impl Store for PgStore {
     }
 
     async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
+        let turn = self.write_turn(plugin).await;
         let plugin = plugin.to_string();
         self.run(|pool| async move {
+            let _turn = turn;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
             // Under the usage row's lock: a write waiting for it finds the data gone.
             lock_usage(&mut tx, &plugin).await?;
@@ -1031,7 +1055,74 @@ impl Store for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
+    use crate::store::test_database::TestDatabase;
+
+    #[tokio::test]
+    async fn one_plugins_waiting_writers_never_hold_the_hosts_connections() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open_with(database.options()).await.unwrap();
+        let limits = KvLimits {
+            max_value: 1024,
+            quota: 1 << 20,
+        };
+        let put = |key: String| {
+            KvChange::Put(vec![KvEntry {
+                bucket: "b".into(),
+                key,
+                value: b"v".to_vec(),
+            }])
+        };
+        store
+            .kv_apply("busy", put("first".into()), limits)
+            .await
+            .unwrap();
+        // Another host holds the busy plugin's write lock for now.
+        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT bytes FROM kv_usage WHERE plugin = 'busy' FOR UPDATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // Twice as many writers as the pool has connections, all waiting for that lock.
+        let writers: Vec<_> = (0..2 * POOL_SIZE)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.kv_apply("busy", put(format!("k{i}")), limits).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The rest of the host still gets connections (with every connection taken, these
+        // would fail after the pool's acquire timeout).
+        for _ in 0..3 {
+            store.kv_get("quiet", "b", "k").await.unwrap();
+            store
+                .kv_apply("quiet", put("k".into()), limits)
+                .await
+                .unwrap();
+            store.meta("anything").await.unwrap();
+        }
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            store
+                .kv_keys("busy", "b", "", None, 100)
+                .await
+                .unwrap()
+                .len(),
+            1 + 2 * POOL_SIZE as usize
+        );
+        drop(store);
+        database.remove().await;
+    }
 
     #[test]
     fn a_prefix_range_ends_at_the_next_string_of_its_length() {
