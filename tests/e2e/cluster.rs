@@ -52,3 +52,123 @@ async fn hosts_on_one_database_serve_the_same_plugins_and_data() {
     drop((a, b));
     database.remove().await;
 }
+
+/// Polls `check` until it holds, for at most 10 s (a change normally arrives within
+/// milliseconds; the bound only keeps a broken build from hanging), and says how long it took.
+async fn eventually<F, Fut>(what: &str, mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}: not seen within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// Whether `host` serves the plugin's route under `prefix` (a PUT the plugin answers 200; the
+/// host answers 404 for a path no route matches).
+async fn served(host: &Server, prefix: &str) -> bool {
+    let reply = host
+        .request(
+            Method::PUT,
+            &format!("/{prefix}/k"),
+            None,
+            Some(b"v".to_vec()),
+        )
+        .await;
+    reply.status == StatusCode::OK
+}
+
+/// The kv-plain component under a manifest whose one route starts with `prefix`.
+fn manifest_at(prefix: &str) -> String {
+    format!(
+        "name = \"moving\"\n[[routes]]\npath = \"/{prefix}/{{*rest}}\"\nmethods = [\"GET\", \"PUT\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_change_on_one_host_reaches_every_other_host() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let url = database.url();
+    let options = || Options::with_args(&["--store", &url]);
+    let (a, b, c) = (
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+    );
+    let component = Guest::KvPlain.component();
+    // A deploy on A serves on B and C.
+    let deployed = a.deploy("moving", &manifest_at("one"), &component).await;
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    for host in [&b, &c] {
+        let took = eventually("the deploy", || served(host, "one")).await;
+        eprintln!("deploy seen after {took:?}");
+    }
+    // Version 2 on A moves the route; a rollback on B moves it back on A.
+    let deployed = a.deploy("moving", &manifest_at("two"), &component).await;
+    assert_eq!(deployed.status, StatusCode::OK, "{}", deployed.text());
+    eventually("version 2 on B", || served(&b, "two")).await;
+    let rolled = b
+        .admin(Method::POST, "/admin/plugins/moving/rollback")
+        .await;
+    assert_eq!(rolled.status, StatusCode::OK, "{}", rolled.text());
+    let took = eventually("the rollback on A", || async {
+        served(&a, "one").await && !served(&a, "two").await
+    })
+    .await;
+    eprintln!("rollback seen after {took:?}");
+
+    // Config set on A reaches the plugin on C.
+    let set = a
+        .send_json(
+            Method::PUT,
+            "/admin/plugins/config-reader/config",
+            serde_json::json!({ "greeting": "from a", "api_token": "t" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text());
+    c.deploy_guest(Guest::ConfigReader).await;
+    let changed = b
+        .send_json(
+            Method::PUT,
+            "/admin/plugins/config-reader/config/greeting",
+            serde_json::json!({ "value": "from b" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    for host in [&a, &c] {
+        eventually("the config change", || async {
+            host.get("/config-reader/greeting").await.text() == "from b"
+        })
+        .await;
+    }
+
+    // A signing key rotated on C verifies on A.
+    let rotated = c.admin(Method::POST, "/admin/signing-keys/rotate").await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text());
+    let newest = rotated.json()["current"].clone();
+    assert!(newest.is_string(), "{}", rotated.text());
+    eventually("the new signing key on A", || async {
+        a.admin(Method::GET, "/admin/signing-keys").await.json()["current"] == newest
+    })
+    .await;
+
+    // A delete on C stops A and B serving it.
+    let deleted = c.admin(Method::DELETE, "/admin/plugins/moving").await;
+    assert!(deleted.status.is_success(), "{}", deleted.text());
+    for host in [&a, &b] {
+        eventually("the delete", || async { !served(host, "one").await }).await;
+    }
+    drop((a, b, c));
+    database.remove().await;
+}

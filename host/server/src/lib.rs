@@ -6,6 +6,7 @@ pub mod api;
 pub mod apply;
 pub mod audit;
 pub mod auth;
+mod cluster;
 mod front_door;
 #[doc(hidden)]
 pub mod fuzz;

@@ -101,6 +101,8 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
     ));
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);
+    // With a store other hosts share: follow what they change.
+    let following = crate::cluster::spawn(&*store, registry.clone(), auth.clone());
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
     let app = api::router(AppState::new(Services {
@@ -185,6 +187,9 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
     let served = crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
     loader.abort();
     pruning.abort();
+    if let Some(following) = following {
+        following.abort();
+    }
     served.map_err(|e| ServeError::Startup(format!("serving connections: {e}")))?;
     tracing::info!("shut down cleanly");
     Ok(())

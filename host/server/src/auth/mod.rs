@@ -839,6 +839,11 @@ impl Auth {
         Ok(self.tokens.key_ids())
     }
 
+    /// Rereads the signing keys, after another host sharing the store rotated them.
+    pub async fn reload_signing_keys(&self) -> Result<(), StoreError> {
+        self.tokens.reload(&*self.store).await
+    }
+
     /// The ids of the signing keys that verify, the signing one first.
     pub fn signing_key_ids(&self) -> Vec<String> {
         self.tokens.key_ids()

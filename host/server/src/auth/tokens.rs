@@ -199,7 +199,7 @@ impl Tokens {
     /// Rebuilds the key ring from the store, deleting keys retired for longer than a token
     /// lives. The store is read (and pruned) first; only then is the ring locked, to swap the
     /// new one in whole, so no lock is held across an await and no reader sees half a ring.
-    async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+    pub(super) async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
         let horizon = self.access_ttl.as_secs() + LEEWAY_SECS;
         let mut keys = HashMap::new();
         let mut newest: Option<(u64, String)> = None;

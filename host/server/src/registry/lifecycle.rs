@@ -121,55 +121,123 @@ impl Registry {
             self.refresh_config(&plugin).await?;
         }
         let records = self.store.plugins().await?;
+        self.activate_stored(records).await
+    }
+
+    /// Brings the active set in line with the store, after another host sharing it deployed,
+    /// rolled back or deleted a plugin. Unchanged plugins keep their loaded code, and a
+    /// version that failed to load is not tried again. Returns whether anything changed.
+    pub async fn reconcile(&self) -> Result<bool, DeployError> {
+        let _guard = self.writes.lock().await;
+        let records = self.store.plugins().await?;
+        let active = self.active.load_full();
+        let unchanged = {
+            let failed = self.lock_not_loaded();
+            records.len() == active.plugins.len() + failed.len()
+                && records.iter().all(|record| {
+                    active
+                        .plugins
+                        .get(&record.name)
+                        .map(|p| &p.record)
+                        .or_else(|| failed.get(&record.name).map(|(r, _)| r))
+                        == Some(record)
+                })
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let count = self.activate_stored(records).await?;
+        tracing::info!(
+            plugins = count,
+            "plugins changed by another host are active"
+        );
+        Ok(true)
+    }
+
+    /// Activates exactly `records` (the store's active versions), reusing what is already
+    /// loaded for the same record. Call with `writes` held.
+    async fn activate_stored(&self, records: Vec<PluginRecord>) -> Result<usize, DeployError> {
+        let active = self.active.load_full();
+        let failed_before = self.lock_not_loaded().clone();
         // Concurrently, so one core's worth of plugins load at a time (`code` takes a permit
         // per core); a thousand at once would only queue.
-        let loading = records.into_iter().map(|record| async move {
-            let name = record.name.clone();
-            (name, self.stored_version(record).await)
+        let loading = records.iter().map(|record| {
+            let active = &active;
+            let failed_before = &failed_before;
+            async move {
+                let name = record.name.clone();
+                if let Some(loaded) = active.plugins.get(&name)
+                    && loaded.record == *record
+                {
+                    return (name, Ok(Ok(loaded.clone())));
+                }
+                if let Some((tried, why)) = failed_before.get(&name)
+                    && tried == record
+                {
+                    return (name, Ok(Err(why.reason.clone())));
+                }
+                match self.stored_version(record.clone()).await {
+                    Ok(plugin) => (name, Ok(Ok(Arc::new(plugin)))),
+                    // The host itself failed (not the plugin): stop, as at start.
+                    Err(DeployError::Internal(reason)) => (name, Err(reason)),
+                    Err(e) => (name, Ok(Err(e.to_string()))),
+                }
+            }
         });
         let mut plugins = BTreeMap::new();
-        let mut not_loaded = Vec::new();
+        let mut not_loaded = BTreeMap::new();
+        let by_name: BTreeMap<&str, &PluginRecord> =
+            records.iter().map(|r| (r.name.as_str(), r)).collect();
         for (name, result) in futures_util::future::join_all(loading).await {
-            match result {
+            match result.map_err(DeployError::Internal)? {
                 Ok(plugin) => {
-                    // Values stored before secrecy was kept with them: mark what the active
-                    // manifest declares, so a later manifest without it cannot unmask them.
-                    let secrets = plugin.declared_secrets();
-                    if !secrets.is_empty() {
-                        plugin_config::mark_secret(&*self.store, &name, &secrets).await?;
+                    let newly_loaded = active
+                        .plugins
+                        .get(&name)
+                        .is_none_or(|before| before.record != plugin.record);
+                    if newly_loaded {
+                        // Values stored before secrecy was kept with them: mark what the
+                        // active manifest declares, so a later manifest without it cannot
+                        // unmask them.
+                        let secrets = plugin.declared_secrets();
+                        if !secrets.is_empty() {
+                            plugin_config::mark_secret(&*self.store, &name, &secrets).await?;
+                        }
                     }
-                    plugins.insert(name, Arc::new(plugin));
+                    plugins.insert(name, plugin);
                 }
-                Err(DeployError::Internal(reason)) => return Err(DeployError::Internal(reason)),
-                Err(e) => {
-                    let reason = e.to_string();
-                    tracing::error!(plugin = name, %reason, "stored plugin not loaded");
-                    not_loaded.push(NotLoaded {
-                        plugin: name,
+                Err(reason) => {
+                    if !failed_before.contains_key(&name) {
+                        tracing::error!(plugin = name, %reason, "stored plugin not loaded");
+                    }
+                    let record = by_name[name.as_str()].clone();
+                    let why = NotLoaded {
+                        plugin: name.clone(),
                         reason,
-                    });
+                    };
+                    not_loaded.insert(name, (record, why));
                 }
             }
         }
-        // Stored plugins never clash (deploys check), but stay defensive: drop a clashing one.
+        // Stored plugins never clash on one host (deploys check), but two hosts may each have
+        // accepted one of two clashing deploys: drop a clashing one.
         let routes = loop {
             match build_routes(plugins.values(), None) {
                 Ok(routes) => break routes,
                 Err(RouteError::Conflict { owner, .. }) if plugins.contains_key(&owner) => {
                     tracing::error!(plugin = owner, "stored plugin not loaded: route conflict");
                     plugins.remove(&owner);
-                    not_loaded.push(NotLoaded {
-                        plugin: owner,
+                    let record = by_name[owner.as_str()].clone();
+                    let why = NotLoaded {
+                        plugin: owner.clone(),
                         reason: "its routes clash with another plugin's".into(),
-                    });
+                    };
+                    not_loaded.insert(owner, (record, why));
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        *self
-            .not_loaded
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = not_loaded;
+        *self.lock_not_loaded() = not_loaded;
         let count = plugins.len();
         self.active.store(Arc::new(Active { plugins, routes }));
         Ok(count)

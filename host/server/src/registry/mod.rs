@@ -25,7 +25,7 @@ use crate::router::RouteError;
 use crate::runtime::limits::LimitError;
 use crate::runtime::{CompileError, Runtime};
 use crate::settings::LimitSettings;
-use crate::store::{Store, StoreError};
+use crate::store::{PluginRecord, Store, StoreError};
 use crate::units::now_ms;
 use arc_swap::ArcSwap;
 use manifest::{ManifestError, PluginName};
@@ -94,7 +94,8 @@ pub struct Registry {
     /// Versions kept per plugin.
     keep_versions: usize,
     /// Stored plugins the last load left inactive, with the reason.
-    not_loaded: std::sync::Mutex<Vec<NotLoaded>>,
+    /// Stored plugins not serving, with the record that failed (not tried again unchanged).
+    not_loaded: std::sync::Mutex<BTreeMap<String, (PluginRecord, NotLoaded)>>,
     /// Plugins granted operator and admin credentials on `forward_authorization` routes.
     forward_privileged: BTreeSet<String>,
     /// Requests in flight by plugin name, across versions.
@@ -174,6 +175,18 @@ impl Registry {
             );
         }
         self.config.store(Arc::new(all));
+        Ok(())
+    }
+
+    /// Rereads every plugin's config from the store, after another host sharing it changed
+    /// some: plugins with config stored now, and those this host had config for.
+    pub async fn reload_config(&self) -> Result<(), StoreError> {
+        let _guard = self.writes.lock().await;
+        let mut plugins = plugin_config::plugins_with_config(&*self.store).await?;
+        plugins.extend(self.config.load().keys().cloned());
+        for plugin in plugins {
+            self.refresh_config(&plugin).await?;
+        }
         Ok(())
     }
 
@@ -276,10 +289,18 @@ impl Registry {
 
     /// Stored plugins the last load could not activate.
     pub fn not_loaded(&self) -> Vec<NotLoaded> {
+        self.lock_not_loaded()
+            .values()
+            .map(|(_, why)| why.clone())
+            .collect()
+    }
+
+    fn lock_not_loaded(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (PluginRecord, NotLoaded)>> {
         self.not_loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     /// Marks the server ready (stored plugins loaded, and `--apply` done): plugin routes and

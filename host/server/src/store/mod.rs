@@ -144,6 +144,13 @@ impl Space {
         self as usize
     }
 
+    /// Whether hosts keep this space in memory (plugin config, the signing keys), so a change
+    /// to it must reach every host sharing the store (see [`Change`]). The others are read
+    /// from the store on every use.
+    pub fn held_by_hosts(self) -> bool {
+        matches!(self, Space::PluginConfig | Space::SigningKeys)
+    }
+
     /// The tree name.
     pub fn name(self) -> &'static str {
         match self {
@@ -160,6 +167,19 @@ impl Space {
             Space::Audit => "audit",
         }
     }
+}
+
+/// What a store shared by several hosts announces to each of them after a change commits:
+/// names only, never values. A host rereads what it keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A plugin was deployed, rolled back or deleted.
+    Plugins,
+    /// A record of a space hosts keep in memory ([`Space::held_by_hosts`]) changed.
+    Space(Space),
+    /// Announcements may have been missed (the store's connection was lost and is back):
+    /// reread everything.
+    Resync,
 }
 
 /// Key-value pairs in key order, as [`Store::scan`] returns them.
@@ -274,6 +294,11 @@ pub trait Store: Send + Sync + 'static {
     async fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
     /// Whether the store held no data at all when it was opened (a first start).
     fn was_empty_at_open(&self) -> bool;
+    /// The changes other hosts sharing this store make, as they commit (this host's own
+    /// too); `None` for a store only this process uses.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     /// The value of `key` in `space`.
     async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

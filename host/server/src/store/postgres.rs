@@ -15,15 +15,22 @@
 //! - Deploys, rollbacks and deletes take one advisory lock, so version numbers and blob
 //!   references never race (they are rare; nothing on the request path takes it).
 //!
+//! - Every change another host keeps in memory (a plugin deployed, rolled back or deleted;
+//!   plugin config; signing keys) is announced with `NOTIFY` in its own transaction, so the
+//!   announcement goes out exactly when the change commits. Each host listens ([`Store::
+//!   changes`]); when the listening connection was lost, it says to reread everything.
+//!
 //! The pool and its connections live on a thread of their own (`plinth-db`): connections are
 //! tied to the runtime that opened them, and the serving threads each run their own.
 
 use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
-use super::{Artifact, AuditOf, AuditRecord, Entries, Op, PluginRecord, Space, Store, StoreError};
+use super::{
+    Artifact, AuditOf, AuditRecord, Change, Entries, Op, PluginRecord, Space, Store, StoreError,
+};
 use crate::side_thread::SideThread;
 use futures_util::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -37,6 +44,10 @@ const POOL_SIZE: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The advisory lock every change to the set of plugins takes.
 const PLUGINS_LOCK: i64 = 0x706c_696e_7468_0001;
+/// The channel changes are announced on (`NOTIFY`, names only; see [`Change`]).
+const CHANGES: &str = "plinth_changes";
+/// Pause before listening again after the listening connection failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// Attempts of a SERIALIZABLE commit that keeps meeting concurrent ones.
 const COMMIT_ATTEMPTS: usize = 20;
 
@@ -112,6 +123,8 @@ pub struct PgStore {
     /// plugin's burst of writers from holding every pooled connection while the rest of the
     /// host (other plugins, sign-ins, deploys) waits for one.
     writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// What the listener heard (see [`listen`]).
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -177,11 +190,16 @@ impl PgStore {
                 op: "open the database",
                 message: e.to_string(),
             })??;
+        let (changes, _) = tokio::sync::broadcast::channel(64);
+        thread
+            .runtime()
+            .spawn(listen(pool.clone(), changes.clone()));
         Ok(Self {
             pool,
             thread,
             was_empty,
             writers: Arc::default(),
+            changes,
         })
     }
 
@@ -215,6 +233,74 @@ impl PgStore {
                     message: e.to_string(),
                 })
             })?
+    }
+}
+
+/// Announces `change` to every host when the transaction `conn` holds commits.
+async fn announce(conn: &mut PgConnection, change: Change) -> Result<(), sqlx::Error> {
+    let payload = match change {
+        Change::Plugins => "plugins".to_string(),
+        Change::Space(space) => format!("space:{}", space.name()),
+        Change::Resync => "resync".to_string(),
+    };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The change an announcement names (`None` for one this version does not know).
+fn heard(payload: &str) -> Option<Change> {
+    match payload.split_once(':') {
+        None if payload == "plugins" => Some(Change::Plugins),
+        None if payload == "resync" => Some(Change::Resync),
+        Some(("space", name)) => Space::ALL
+            .into_iter()
+            .find(|space| space.name() == name)
+            .map(Change::Space),
+        _ => None,
+    }
+}
+
+/// Listens for announcements for as long as the store lives, passing them to `changes`. After
+/// every (re)connection it sends [`Change::Resync`]: what was announced meanwhile is lost.
+async fn listen(pool: PgPool, changes: tokio::sync::broadcast::Sender<Change>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other hosts' changes; retrying");
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANGES).await {
+            tracing::warn!(error = %e, "cannot listen for other hosts' changes; retrying");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            continue;
+        }
+        let _ = changes.send(Change::Resync);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    if let Some(change) = heard(notification.payload()) {
+                        let _ = changes.send(change);
+                    }
+                }
+                // The connection was lost; the next call reconnects and listens again.
+                Ok(None) => {
+                    tracing::warn!("lost the connection that hears other hosts' changes");
+                    let _ = changes.send(Change::Resync);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for other hosts' changes failed");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
 
@@ -488,6 +574,19 @@ async fn try_commit(pool: &PgPool, ops: &[Op]) -> Result<bool, sqlx::Error> {
             Op::Expect { .. } => {}
         }
     }
+    let mut held: Vec<Space> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put { space, .. } | Op::Delete { space, .. } => Some(*space),
+            Op::Expect { .. } => None,
+        })
+        .filter(|space| space.held_by_hosts())
+        .collect();
+    held.sort_by_key(|space| space.index());
+    held.dedup();
+    for space in held {
+        announce(&mut tx, Change::Space(space)).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
@@ -569,6 +668,9 @@ impl Store for PgStore {
             .map_err(db("drop old versions"))?;
             drop_unused_blobs(&mut tx, &dropped).await?;
             insert_audit(&mut tx, &audit(&stored)?).await?;
+            announce(&mut tx, Change::Plugins)
+                .await
+                .map_err(db("announce the deploy"))?;
             tx.commit().await.map_err(db("commit the deploy"))?;
             Ok(stored)
         })
@@ -632,6 +734,9 @@ impl Store for PgStore {
                 return Ok(None);
             };
             insert_audit(&mut tx, &audit).await?;
+            announce(&mut tx, Change::Plugins)
+                .await
+                .map_err(db("announce the rollback"))?;
             tx.commit().await.map_err(db("commit the rollback"))?;
             decode_record(&name, &record).map(Some)
         })
@@ -673,6 +778,9 @@ impl Store for PgStore {
                     .map_err(db("delete plugin versions"))?;
             drop_unused_blobs(&mut tx, &dropped).await?;
             insert_audit(&mut tx, &audit).await?;
+            announce(&mut tx, Change::Plugins)
+                .await
+                .map_err(db("announce the delete"))?;
             tx.commit().await.map_err(db("commit the delete"))?;
             Ok(true)
         })
@@ -767,6 +875,10 @@ impl Store for PgStore {
 
     fn was_empty_at_open(&self) -> bool {
         self.was_empty
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
     }
 
     async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
