@@ -172,3 +172,70 @@ async fn a_change_on_one_host_reaches_every_other_host() {
     drop((a, b, c));
     database.remove().await;
 }
+
+#[tokio::test]
+async fn a_host_that_loses_its_database_says_so_and_recovers_by_itself() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let host = Server::start_fresh(Options::with_args(&["--store", &database.url()]));
+    host.deploy_guest(Guest::KvPlain).await;
+    for i in 0..20 {
+        let put = host
+            .request(
+                Method::PUT,
+                &format!("/kv-plain/kept/k{i}"),
+                None,
+                Some(format!("v{i}").into_bytes()),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    }
+
+    database.set_reachable(false).await;
+    eventually("/readyz saying not ready", || async {
+        host.get("/readyz").await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let ready = host.get("/readyz").await;
+    assert_eq!(ready.code(), "store_unavailable", "{}", ready.text());
+    // A write is refused with a clear, retryable error (the plugin's own 500 carries the
+    // store's failure; an admin read answers 503 itself).
+    let listed = host
+        .admin(Method::GET, "/admin/plugins/kv-plain/kv?limit=5")
+        .await;
+    assert_eq!(
+        listed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        listed.text()
+    );
+    assert_eq!(listed.code(), "store_unavailable");
+    // Plugins that need no storage keep serving meanwhile.
+    assert_eq!(host.get("/healthz").await.status, StatusCode::OK);
+
+    database.set_reachable(true).await;
+    eventually("/readyz ready again", || async {
+        host.get("/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    for i in 0..20 {
+        let read = host.get(&format!("/kv-plain/kept/k{i}")).await;
+        assert_eq!(
+            read.text(),
+            format!("v{i}"),
+            "an acknowledged write was lost"
+        );
+    }
+    let put = host
+        .request(
+            Method::PUT,
+            "/kv-plain/kept/after",
+            None,
+            Some(b"ok".to_vec()),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    drop(host);
+    database.remove().await;
+}

@@ -166,7 +166,7 @@ impl ApiError {
                 AccountError::AccountThrottled { .. } => {
                     (S::TOO_MANY_REQUESTS, "account_throttled", None)
                 }
-                AccountError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+                AccountError::Store(e) => storage(e),
                 AccountError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
             },
             ApiError::InvalidBody(_) => (S::BAD_REQUEST, "invalid_body", None),
@@ -221,7 +221,7 @@ impl ApiError {
                 ),
                 DeployError::NotFound(_) => (S::NOT_FOUND, "plugin_not_found", None),
                 DeployError::VersionNotFound { .. } => (S::NOT_FOUND, "version_not_found", None),
-                DeployError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+                DeployError::Store(e) => storage(e),
                 DeployError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", None),
             },
             ApiError::Plugin(HandleError::Instantiate(_)) => {
@@ -262,11 +262,9 @@ impl ApiError {
                 KvError::NotACounter(_) | KvError::Overflow(_) => {
                     (S::BAD_REQUEST, "invalid_value", None)
                 }
-                KvError::Store(_) => (S::INTERNAL_SERVER_ERROR, "storage_error", None),
+                KvError::Store(e) => storage(e),
             },
-            ApiError::Config(ConfigError::Store(_)) | ApiError::Storage(_) => {
-                (S::INTERNAL_SERVER_ERROR, "storage_error", None)
-            }
+            ApiError::Config(ConfigError::Store(e)) | ApiError::Storage(e) => storage(e),
             ApiError::InvalidCursor(_) => (S::BAD_REQUEST, "invalid_cursor", None),
             ApiError::InvalidImport { line, .. } => (
                 S::BAD_REQUEST,
@@ -274,6 +272,19 @@ impl ApiError {
                 Some(json!({ "line": line })),
             ),
         }
+    }
+
+    /// Whether this is the store being out of reach (its database down or cut off).
+    fn store_unavailable(&self) -> bool {
+        let store = match self {
+            ApiError::Account(AccountError::Store(e))
+            | ApiError::Deploy(DeployError::Store(e))
+            | ApiError::Kv(KvError::Store(e))
+            | ApiError::Config(ConfigError::Store(e))
+            | ApiError::Storage(e) => e,
+            _ => return false,
+        };
+        matches!(store, StoreError::Unavailable { .. })
     }
 
     /// The message a client sees. Internal details (trap backtraces, storage messages) go to
@@ -285,6 +296,9 @@ impl ApiError {
             }
             ApiError::Plugin(HandleError::Instantiate(_)) => {
                 "the plugin could not be started for this request; try again".into()
+            }
+            _ if self.store_unavailable() => {
+                "the store cannot be reached right now; try again".into()
             }
             ApiError::Deploy(DeployError::Store(_) | DeployError::Internal(_))
             | ApiError::Account(AccountError::Store(_) | AccountError::Internal(_))
@@ -341,5 +355,16 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// A storage failure's status and code: the store out of reach is a 503 a client may retry
+/// (another host, or the same one once the database is back); anything else is a 500.
+fn storage(error: &StoreError) -> (StatusCode, &'static str, Option<serde_json::Value>) {
+    match error {
+        StoreError::Unavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error", None),
     }
 }

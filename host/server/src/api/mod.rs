@@ -194,12 +194,19 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Ready: the store is open and the stored plugins are loaded. Lists stored plugins that could
-/// not be loaded (they stay stored, inactive, with the reason).
+/// Ready: the store is open and reachable, and the stored plugins are loaded. Lists stored
+/// plugins that could not be loaded (they stay stored, inactive, with the reason).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "`{status, store, plugins, not_loaded, version}`"),
-    (status = 503, description = "`not_ready`: still loading", body = openapi::ErrorBody)))]
+    (status = 503, description = "`not_ready`: still loading; `store_unavailable`: the database cannot be reached", body = openapi::ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    if !state.store.is_reachable() {
+        return ApiError::Storage(crate::store::StoreError::Unavailable {
+            op: "check readiness",
+            message: "the database cannot be reached".into(),
+        })
+        .into_response();
+    }
     if state.registry.is_ready() {
         let plugins = state.registry.active().plugins.len();
         axum::Json(json!({

@@ -40,6 +40,15 @@ pub enum StoreError {
         /// The backend's message.
         message: String,
     },
+    /// The store cannot be reached (its database is down, restarting or cut off). Worth
+    /// retrying; whether a change sent when the connection broke was applied is not known.
+    #[error("storage {op} failed: the store cannot be reached: {message}")]
+    Unavailable {
+        /// What was being done.
+        op: &'static str,
+        /// The driver's message.
+        message: String,
+    },
     /// A stored record could not be decoded.
     #[error("stored {what} is unreadable: {message}")]
     Corrupt {
@@ -294,6 +303,10 @@ pub trait Store: Send + Sync + 'static {
     async fn init_meta(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
     /// Whether the store held no data at all when it was opened (a first start).
     fn was_empty_at_open(&self) -> bool;
+    /// Whether the store can be reached now (`/readyz` says not ready while it cannot).
+    fn is_reachable(&self) -> bool {
+        true
+    }
     /// The changes other hosts sharing this store make, as they commit (this host's own
     /// too); `None` for a store only this process uses.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

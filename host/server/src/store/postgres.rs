@@ -78,11 +78,36 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
-/// A database failure during `op`.
+/// A database failure during `op`: [`StoreError::Unavailable`] when the database cannot be
+/// reached (or is shutting down, or keeps a lock too long), else a backend failure.
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| StoreError::Backend {
-        op,
-        message: e.to_string(),
+    move |e| {
+        let message = e.to_string();
+        if out_of_reach(&e) {
+            StoreError::Unavailable { op, message }
+        } else {
+            StoreError::Backend { op, message }
+        }
+    }
+}
+
+/// Whether `error` says the database is out of reach for now rather than the request wrong.
+fn out_of_reach(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // Connection exceptions (08), the server shutting down or starting (57P), too many
+            // connections (53300), the database not taking connections (55000), a lock waited
+            // for longer than `lock_timeout` (55P03).
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "53300" | "55000" | "55P03")
+        }),
+        _ => false,
     }
 }
 
@@ -125,6 +150,9 @@ pub struct PgStore {
     writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// What the listener heard (see [`listen`]).
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// Whether the listener's connection is up: the database's reachability as `/readyz`
+    /// reports it.
+    reachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -191,15 +219,17 @@ impl PgStore {
                 message: e.to_string(),
             })??;
         let (changes, _) = tokio::sync::broadcast::channel(64);
+        let reachable = Arc::new(std::sync::atomic::AtomicBool::new(true));
         thread
             .runtime()
-            .spawn(listen(pool.clone(), changes.clone()));
+            .spawn(listen(pool.clone(), changes.clone(), reachable.clone()));
         Ok(Self {
             pool,
             thread,
             was_empty,
             writers: Arc::default(),
             changes,
+            reachable,
         })
     }
 
@@ -264,22 +294,36 @@ fn heard(payload: &str) -> Option<Change> {
     }
 }
 
-/// Listens for announcements for as long as the store lives, passing them to `changes`. After
-/// every (re)connection it sends [`Change::Resync`]: what was announced meanwhile is lost.
-async fn listen(pool: PgPool, changes: tokio::sync::broadcast::Sender<Change>) {
+/// Listens for announcements for as long as the store lives, passing them to `changes`, and
+/// keeps `reachable` to whether its connection is up. After every (re)connection it sends
+/// [`Change::Resync`]: what was announced meanwhile is lost.
+async fn listen(
+    pool: PgPool,
+    changes: tokio::sync::broadcast::Sender<Change>,
+    reachable: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let lost = |why: &dyn std::fmt::Display| {
+        if reachable.swap(false, Ordering::Release) {
+            tracing::error!(error = %why, "the database cannot be reached; retrying every second");
+        }
+    };
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANGES).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for other hosts' changes; retrying");
+                lost(&e);
                 tokio::time::sleep(LISTEN_RETRY).await;
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANGES).await {
-            tracing::warn!(error = %e, "cannot listen for other hosts' changes; retrying");
-            tokio::time::sleep(LISTEN_RETRY).await;
-            continue;
+        if !reachable.swap(true, Ordering::Release) {
+            tracing::info!("the database is reachable again");
         }
         let _ = changes.send(Change::Resync);
         loop {
@@ -289,13 +333,14 @@ async fn listen(pool: PgPool, changes: tokio::sync::broadcast::Sender<Change>) {
                         let _ = changes.send(change);
                     }
                 }
-                // The connection was lost; the next call reconnects and listens again.
+                // The connection was lost: start over (after a pause, so a database that is
+                // down is not hammered).
                 Ok(None) => {
-                    tracing::warn!("lost the connection that hears other hosts' changes");
-                    let _ = changes.send(Change::Resync);
+                    lost(&"the listening connection closed");
+                    break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "listening for other hosts' changes failed");
+                    lost(&e);
                     break;
                 }
             }
@@ -879,6 +924,10 @@ impl Store for PgStore {
 
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         Some(self.changes.subscribe())
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.reachable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -51,6 +51,30 @@ impl TestDatabase {
             .database(&self.name)
     }
 
+    /// Cuts every connection to the database and refuses new ones (`false`), or lets them in
+    /// again (`true`): the database lost and back, for this test only.
+    pub async fn set_reachable(&self, reachable: bool) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {reachable}",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("change whether the database takes connections");
+        if !reachable {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .expect("cut the database's connections");
+        }
+    }
+
     /// Drops the database (every connection to it is closed first).
     pub async fn remove(self) {
         if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin).await {
