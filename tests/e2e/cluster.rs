@@ -211,6 +211,13 @@ async fn a_host_that_loses_its_database_says_so_and_recovers_by_itself() {
         listed.text()
     );
     assert_eq!(listed.code(), "store_unavailable");
+    assert_eq!(
+        listed
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
     // Plugins that need no storage keep serving meanwhile.
     assert_eq!(host.get("/healthz").await.status, StatusCode::OK);
 

@@ -352,6 +352,10 @@ impl IntoResponse for ApiError {
             ApiError::ConfigMissing { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
+            // The host retries the database every second.
+            unavailable if unavailable.store_unavailable() => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response
