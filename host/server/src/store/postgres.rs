@@ -11,7 +11,9 @@
 //!   preconditions hold against every other host's commits (one winner of a token rotation).
 //! - A plugin's kv writes lock its `kv_usage` row first, which orders them across hosts as
 //!   sled's per-plugin lock orders them in one process: quotas, increments and
-//!   compare-and-swap are exact.
+//!   compare-and-swap are exact. On one host they queue and go in batches, one transaction
+//!   and one flush each ([`apply_batch`]), as sled's group commit does: a row lock held to
+//!   each commit's flush would otherwise allow one write per flush.
 //! - Deploys, rollbacks and deletes take one advisory lock, so version numbers and blob
 //!   references never race (they are rare; nothing on the request path takes it).
 //!
@@ -143,11 +145,8 @@ pub struct PgStore {
     pool: PgPool,
     thread: Arc<SideThread>,
     was_empty: bool,
-    /// One turn per plugin for its kv writes on this host. Writes of one plugin wait for each
-    /// other on its usage row anyway; waiting here first, without a connection, keeps one
-    /// plugin's burst of writers from holding every pooled connection while the rest of the
-    /// host (other plugins, sign-ins, deploys) waits for one.
-    writers: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Each plugin's kv writes on this host (see [`PluginWrites`]).
+    writes: Arc<std::sync::Mutex<HashMap<String, Arc<PluginWrites>>>>,
     /// What the listener heard (see [`listen`]).
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Whether the listener's connection is up: the database's reachability as `/readyz`
@@ -227,22 +226,20 @@ impl PgStore {
             pool,
             thread,
             was_empty,
-            writers: Arc::default(),
+            writes: Arc::default(),
             changes,
             reachable,
         })
     }
 
-    /// Waits for `plugin`'s turn to write on this host; the turn lasts as long as the guard.
-    async fn write_turn(&self, plugin: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let turn = self
-            .writers
+    /// `plugin`'s writes on this host.
+    fn plugin_writes(&self, plugin: &str) -> Arc<PluginWrites> {
+        self.writes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(plugin.to_string())
             .or_default()
-            .clone();
-        turn.lock_owned().await
+            .clone()
     }
 
     /// Runs `work` with the pool on the database thread. The call runs to its end even if the
@@ -362,68 +359,6 @@ async fn lock_usage(conn: &mut PgConnection, plugin: &str) -> Result<u64, StoreE
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
-/// The lengths of the values stored at `keys` (each pair once), in one query: what a change's
-/// quota needs, without reading the values (a batch can name a thousand large ones).
-async fn current_lengths(
-    conn: &mut PgConnection,
-    plugin: &str,
-    keys: &[(&str, &str)],
-) -> Result<HashMap<(String, String), usize>, StoreError> {
-    let mut distinct: Vec<(&str, &str)> = keys.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let buckets: Vec<&[u8]> = distinct.iter().map(|(b, _)| b.as_bytes()).collect();
-    let names: Vec<&[u8]> = distinct.iter().map(|(_, k)| k.as_bytes()).collect();
-    let rows = sqlx::query(
-        "SELECT kv.bucket, kv.key, octet_length(kv.value)::bigint FROM kv \
-         JOIN unnest($2::bytea[], $3::bytea[]) AS wanted (bucket, key) \
-           ON kv.bucket = wanted.bucket AND kv.key = wanted.key \
-         WHERE kv.plugin = $1",
-    )
-    .bind(plugin)
-    .bind(&buckets)
-    .bind(&names)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db("kv read"))?;
-    let mut lengths = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let bucket: Vec<u8> = row.get(0);
-        let key: Vec<u8> = row.get(1);
-        let length: i64 = row.get(2);
-        lengths.insert(
-            (
-                String::from_utf8_lossy(&bucket).into_owned(),
-                String::from_utf8_lossy(&key).into_owned(),
-            ),
-            usize::try_from(length).unwrap_or(0),
-        );
-    }
-    Ok(lengths)
-}
-
-/// The value a counter or a compare-and-swap reads (one key, at most the value limit).
-async fn current_value(
-    conn: &mut PgConnection,
-    plugin: &str,
-    change: &KvChange,
-) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
-    let (KvChange::Increment { bucket, key, .. } | KvChange::CompareAndSwap { bucket, key, .. }) =
-        change
-    else {
-        return Ok(None);
-    };
-    let value: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT value FROM kv WHERE plugin = $1 AND bucket = $2 AND key = $3")
-            .bind(plugin)
-            .bind(bucket.as_bytes())
-            .bind(key.as_bytes())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("kv read"))?;
-    Ok(value.map(|v| (bucket.clone(), key.clone(), v)))
-}
-
 /// The (bucket, key) pairs a change reads or writes.
 fn touched(change: &KvChange) -> Vec<(&str, &str)> {
     match change {
@@ -438,84 +373,256 @@ fn touched(change: &KvChange) -> Vec<(&str, &str)> {
     }
 }
 
-/// Checks `change` against the current data and applies it in the transaction `conn` holds
-/// (the plugin's usage row locked first). Returns the outcome and the usage after.
-async fn apply_change(
-    conn: &mut PgConnection,
-    plugin: &str,
-    change: KvChange,
-    limits: &KvLimits,
-) -> Result<(KvOutcome, u64), KvError> {
-    for (bucket, key) in touched(&change) {
-        kv::check_key(bucket, key)?;
-    }
-    let usage = lock_usage(conn, plugin).await?;
-    let lengths = current_lengths(conn, plugin, &touched(&change)).await?;
-    let value = current_value(conn, plugin, &change).await?;
-    let plan = kv::plan(
-        change,
-        usage,
-        limits,
-        |bucket, key| {
-            Ok(value
-                .as_ref()
-                .filter(|(b, k, _)| b == bucket && k == key)
-                .map(|(_, _, v)| v.clone()))
-        },
-        |bucket, key| Ok(lengths.get(&(bucket.to_string(), key.to_string())).copied()),
-    )?;
-    // Later writes to the same key win, as if applied in order.
-    let mut last: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
-    for (bucket, key, value) in &plan.writes {
-        last.insert((bucket, key), value.as_deref());
-    }
-    let (mut put, mut delete) = (Vec::new(), Vec::new());
-    for ((bucket, key), value) in last {
-        match value {
-            Some(value) => put.push((bucket.as_bytes(), key.as_bytes(), value)),
-            None => delete.push((bucket.as_bytes(), key.as_bytes())),
+/// What a batch of kv writes knows of the keys it touches: read in one query at its start
+/// (lengths, and values only where a counter or a compare-and-swap needs them: a batch can name
+/// a thousand large values), then kept up to date by the batch's own writes, which are held
+/// here and written once at its end (the last value of each key).
+#[derive(Default)]
+struct BatchKeys {
+    /// (bucket, key) → what is stored there (`None`: absent).
+    known: HashMap<(String, String), Option<Seen>>,
+    /// The final value of every key the batch changed (`None`: deleted).
+    changed: HashMap<(String, String), Option<Vec<u8>>>,
+}
+
+/// What a batch knows is stored at one key.
+struct Seen {
+    /// The value's length.
+    len: usize,
+    /// The value, where read (a counter's or a swap's) or written by the batch.
+    value: Option<Vec<u8>>,
+}
+
+impl BatchKeys {
+    /// Reads what `changes` touch, in one query.
+    async fn read(
+        conn: &mut PgConnection,
+        plugin: &str,
+        changes: &[&KvChange],
+    ) -> Result<Self, StoreError> {
+        let mut wanted: HashMap<(&str, &str), bool> = HashMap::new();
+        for change in changes {
+            let needs_value = matches!(
+                change,
+                KvChange::Increment { .. } | KvChange::CompareAndSwap { .. }
+            );
+            for pair in touched(change) {
+                *wanted.entry(pair).or_default() |= needs_value;
+            }
         }
-    }
-    if !put.is_empty() {
-        let buckets: Vec<&[u8]> = put.iter().map(|p| p.0).collect();
-        let keys: Vec<&[u8]> = put.iter().map(|p| p.1).collect();
-        let values: Vec<&[u8]> = put.iter().map(|p| p.2).collect();
-        sqlx::query(
-            "INSERT INTO kv (plugin, bucket, key, value) \
-             SELECT $1, * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]) \
-             ON CONFLICT (plugin, bucket, key) DO UPDATE SET value = excluded.value",
+        let buckets: Vec<&[u8]> = wanted.keys().map(|(b, _)| b.as_bytes()).collect();
+        let names: Vec<&[u8]> = wanted.keys().map(|(_, k)| k.as_bytes()).collect();
+        let with_value: Vec<bool> = wanted.values().copied().collect();
+        let rows = sqlx::query(
+            "SELECT kv.bucket, kv.key, octet_length(kv.value)::bigint, \
+               CASE WHEN wanted.with_value THEN kv.value END FROM kv \
+             JOIN unnest($2::bytea[], $3::bytea[], $4::bool[]) AS wanted (bucket, key, with_value) \
+               ON kv.bucket = wanted.bucket AND kv.key = wanted.key \
+             WHERE kv.plugin = $1",
         )
         .bind(plugin)
         .bind(&buckets)
-        .bind(&keys)
-        .bind(&values)
-        .execute(&mut *conn)
+        .bind(&names)
+        .bind(&with_value)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db("kv write"))?;
+        .map_err(db("kv read"))?;
+        let mut known: HashMap<(String, String), Option<Seen>> = wanted
+            .keys()
+            .map(|(b, k)| ((b.to_string(), k.to_string()), None))
+            .collect();
+        for row in rows {
+            let bucket = String::from_utf8_lossy(row.get::<&[u8], _>(0)).into_owned();
+            let key = String::from_utf8_lossy(row.get::<&[u8], _>(1)).into_owned();
+            let length: i64 = row.get(2);
+            let value: Option<Vec<u8>> = row.get(3);
+            let len = usize::try_from(length).unwrap_or(0);
+            known.insert((bucket, key), Some(Seen { len, value }));
+        }
+        Ok(Self {
+            known,
+            changed: HashMap::new(),
+        })
     }
-    if !delete.is_empty() {
-        let buckets: Vec<&[u8]> = delete.iter().map(|d| d.0).collect();
-        let keys: Vec<&[u8]> = delete.iter().map(|d| d.1).collect();
-        sqlx::query(
-            "DELETE FROM kv USING unnest($2::bytea[], $3::bytea[]) AS gone (bucket, key) \
-             WHERE kv.plugin = $1 AND kv.bucket = gone.bucket AND kv.key = gone.key",
-        )
-        .bind(plugin)
-        .bind(&buckets)
-        .bind(&keys)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("kv delete"))?;
+
+    /// Checks `change` against what is known and `usage`, and records its writes. Returns the
+    /// outcome and the usage after; a refused change records nothing.
+    fn apply(
+        &mut self,
+        change: KvChange,
+        limits: &KvLimits,
+        usage: u64,
+    ) -> Result<(KvOutcome, u64), KvError> {
+        for (bucket, key) in touched(&change) {
+            kv::check_key(bucket, key)?;
+        }
+        let known = &self.known;
+        let lookup = |bucket: &str, key: &str| known.get(&(bucket.to_string(), key.to_string()));
+        let plan = kv::plan(
+            change,
+            usage,
+            limits,
+            |bucket, key| match lookup(bucket, key) {
+                Some(Some(Seen {
+                    value: Some(value), ..
+                })) => Ok(Some(value.clone())),
+                Some(None) => Ok(None),
+                // Read with its value for counters and swaps; anything else is a bug.
+                _ => Err(StoreError::Backend {
+                    op: "kv write",
+                    message: format!("the value of {bucket:?}/{key:?} was not read"),
+                }),
+            },
+            |bucket, key| Ok(lookup(bucket, key).and_then(|s| s.as_ref().map(|seen| seen.len))),
+        )?;
+        for (bucket, key, value) in plan.writes {
+            let entry = value.as_ref().map(|v| Seen {
+                len: v.len(),
+                value: Some(v.clone()),
+            });
+            self.known.insert((bucket.clone(), key.clone()), entry);
+            self.changed.insert((bucket, key), value);
+        }
+        Ok((plan.outcome, plan.usage))
     }
-    if plan.usage != usage {
-        sqlx::query("UPDATE kv_usage SET bytes = $2 WHERE plugin = $1")
+
+    /// Writes the batch's changes in the transaction `conn` holds: one statement for the keys
+    /// set, one for the ones deleted.
+    async fn write(self, conn: &mut PgConnection, plugin: &str) -> Result<(), StoreError> {
+        let (mut put, mut delete) = (Vec::new(), Vec::new());
+        for ((bucket, key), value) in &self.changed {
+            match value {
+                Some(value) => put.push((bucket.as_bytes(), key.as_bytes(), value.as_slice())),
+                None => delete.push((bucket.as_bytes(), key.as_bytes())),
+            }
+        }
+        if !put.is_empty() {
+            let buckets: Vec<&[u8]> = put.iter().map(|p| p.0).collect();
+            let keys: Vec<&[u8]> = put.iter().map(|p| p.1).collect();
+            let values: Vec<&[u8]> = put.iter().map(|p| p.2).collect();
+            sqlx::query(
+                "INSERT INTO kv (plugin, bucket, key, value) \
+                 SELECT $1, * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[]) \
+                 ON CONFLICT (plugin, bucket, key) DO UPDATE SET value = excluded.value",
+            )
             .bind(plugin)
-            .bind(i64::try_from(plan.usage).unwrap_or(i64::MAX))
+            .bind(&buckets)
+            .bind(&keys)
+            .bind(&values)
             .execute(&mut *conn)
             .await
-            .map_err(db("kv usage"))?;
+            .map_err(db("kv write"))?;
+        }
+        if !delete.is_empty() {
+            let buckets: Vec<&[u8]> = delete.iter().map(|d| d.0).collect();
+            let keys: Vec<&[u8]> = delete.iter().map(|d| d.1).collect();
+            sqlx::query(
+                "DELETE FROM kv USING unnest($2::bytea[], $3::bytea[]) AS gone (bucket, key) \
+                 WHERE kv.plugin = $1 AND kv.bucket = gone.bucket AND kv.key = gone.key",
+            )
+            .bind(plugin)
+            .bind(&buckets)
+            .bind(&keys)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("kv delete"))?;
+        }
+        Ok(())
     }
-    Ok((plan.outcome, plan.usage))
+}
+
+/// Writes a plugin's usage in the transaction `conn` holds.
+async fn write_usage(conn: &mut PgConnection, plugin: &str, usage: u64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE kv_usage SET bytes = $2 WHERE plugin = $1")
+        .bind(plugin)
+        .bind(i64::try_from(usage).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("kv usage"))?;
+    Ok(())
+}
+
+/// One kv write waiting in its plugin's queue, and where its outcome goes.
+struct QueuedWrite {
+    change: KvChange,
+    limits: KvLimits,
+    done: tokio::sync::oneshot::Sender<Result<KvOutcome, KvError>>,
+}
+
+/// One plugin's kv writes on this host.
+#[derive(Default)]
+struct PluginWrites {
+    /// Writes waiting for the next batch.
+    queue: std::sync::Mutex<Vec<QueuedWrite>>,
+    /// Held by whoever writes for the plugin: a batch, an import or a purge. One at a time
+    /// per host (the usage row orders the hosts), and without a connection while waiting, so
+    /// one plugin's burst never holds every pooled connection while the rest of the host
+    /// (other plugins, sign-ins, deploys) waits for one.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Applies `writes` in order in one transaction, as if one after the other: each sees what
+/// the ones before it wrote, a refused one writes nothing, and all are acknowledged by one
+/// commit (one flush for the batch, where one each would queue behind the usage row's lock).
+async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut pending = writes.into_iter();
+    let batch = async {
+        let mut tx = pool.begin().await.map_err(db("begin"))?;
+        let before = lock_usage(&mut tx, plugin).await?;
+        let changes: Vec<&KvChange> = pending.as_slice().iter().map(|w| &w.change).collect();
+        let mut keys = BatchKeys::read(&mut tx, plugin, &changes).await?;
+        let mut usage = before;
+        for write in pending.by_ref() {
+            match keys.apply(write.change, &write.limits, usage) {
+                Ok((outcome, after)) => {
+                    usage = after;
+                    outcomes.push((write.done, Ok(outcome)));
+                }
+                // Not a refusal: nothing of the batch is kept.
+                Err(KvError::Store(e)) => return Err(e),
+                // Refused before writing anything: the others go on.
+                Err(refused) => outcomes.push((write.done, Err(refused))),
+            }
+        }
+        keys.write(&mut tx, plugin).await?;
+        if usage != before {
+            write_usage(&mut tx, plugin, usage).await?;
+        }
+        tx.commit().await.map_err(db("commit kv writes"))
+    };
+    match batch.await {
+        Ok(()) => {
+            for (done, outcome) in outcomes {
+                let _ = done.send(outcome);
+            }
+        }
+        Err(e) => {
+            // Every write of the batch (planned or not yet) gets the failure.
+            let planned = outcomes.into_iter().map(|(done, _)| done);
+            for done in planned.chain(pending.map(|write| write.done)) {
+                let _ = done.send(Err(KvError::Store(clone_error(&e))));
+            }
+        }
+    }
+}
+
+/// A copy of a store failure, for every write of a failed batch.
+fn clone_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Backend { op, message } => StoreError::Backend {
+            op,
+            message: message.clone(),
+        },
+        StoreError::Unavailable { op, message } => StoreError::Unavailable {
+            op,
+            message: message.clone(),
+        },
+        StoreError::Corrupt { what, message } => StoreError::Corrupt {
+            what: what.clone(),
+            message: message.clone(),
+        },
+    }
 }
 
 /// Writes an audit entry in the transaction `conn` holds.
@@ -1108,16 +1215,39 @@ impl Store for PgStore {
         change: KvChange,
         limits: KvLimits,
     ) -> Result<KvOutcome, KvError> {
-        let turn = self.write_turn(plugin).await;
-        let plugin = plugin.to_string();
-        self.run(|pool| async move {
-            let _turn = turn;
-            let mut tx = pool.begin().await.map_err(db("begin"))?;
-            let (outcome, _) = apply_change(&mut tx, &plugin, change, &limits).await?;
-            tx.commit().await.map_err(db("commit kv write"))?;
-            Ok(outcome)
+        let writes = self.plugin_writes(plugin);
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        writes
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(QueuedWrite {
+                change,
+                limits,
+                done,
+            });
+        let (pool, plugin) = (self.pool.clone(), plugin.to_string());
+        // On the database thread, and to its end even if this request goes away: whoever
+        // holds the plugin's turn takes every write queued by then into one batch (this one,
+        // or a batch before it already did).
+        self.thread.runtime().spawn(async move {
+            let _turn = writes.turn.clone().lock_owned().await;
+            let batch = std::mem::take(
+                &mut *writes
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if !batch.is_empty() {
+                apply_batch(&pool, &plugin, batch).await;
+            }
+        });
+        outcome.await.unwrap_or_else(|_| {
+            Err(KvError::Store(StoreError::Backend {
+                op: "kv write",
+                message: "the database thread stopped".into(),
+            }))
         })
-        .await
     }
 
     async fn kv_import(
@@ -1127,13 +1257,17 @@ impl Store for PgStore {
         limits: KvLimits,
         audit: AuditRecord,
     ) -> Result<u64, KvError> {
-        let turn = self.write_turn(plugin).await;
+        let writes = self.plugin_writes(plugin);
         let plugin = plugin.to_string();
         self.run(|pool| async move {
-            let _turn = turn;
+            let _turn = writes.turn.clone().lock_owned().await;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
-            let (_, usage) =
-                apply_change(&mut tx, &plugin, KvChange::Put(entries), &limits).await?;
+            let before = lock_usage(&mut tx, &plugin).await?;
+            let change = KvChange::Put(entries);
+            let mut keys = BatchKeys::read(&mut tx, &plugin, &[&change]).await?;
+            let (_, usage) = keys.apply(change, &limits, before)?;
+            keys.write(&mut tx, &plugin).await?;
+            write_usage(&mut tx, &plugin, usage).await?;
             insert_audit(&mut tx, &audit).await?;
             tx.commit().await.map_err(db("commit kv import"))?;
             Ok(usage)
@@ -1190,10 +1324,10 @@ impl Store for PgStore {
     }
 
     async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
-        let turn = self.write_turn(plugin).await;
+        let writes = self.plugin_writes(plugin);
         let plugin = plugin.to_string();
         self.run(|pool| async move {
-            let _turn = turn;
+            let _turn = writes.turn.clone().lock_owned().await;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
             // Under the usage row's lock: a write waiting for it finds the data gone.
             lock_usage(&mut tx, &plugin).await?;
