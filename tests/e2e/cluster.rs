@@ -246,3 +246,72 @@ async fn a_host_that_loses_its_database_says_so_and_recovers_by_itself() {
     drop(host);
     database.remove().await;
 }
+
+#[tokio::test]
+async fn killing_one_host_under_write_load_loses_no_acknowledged_write_and_the_others_serve_on() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let url = database.url();
+    let options = || Options::with_args(&["--store", &url]);
+    let survivor = Server::start_fresh(options());
+    survivor.deploy_guest(Guest::KvPlain).await;
+    let mut acked = std::collections::BTreeSet::new();
+    let mut acked_by_the_killed = 0;
+    for round in 0..5 {
+        let victim = Server::start_fresh(options());
+        // Writers on the host about to die write until it does; writers on the other host
+        // write throughout, and every one of their writes must succeed.
+        let dying: Vec<_> = (0..4)
+            .map(|w| {
+                let base = victim.base.clone();
+                tokio::spawn(crate::crash::write_until_killed(base, w, round))
+            })
+            .collect();
+        let living: Vec<_> = (0..4)
+            .map(|w| {
+                let base = survivor.base.clone();
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let mut keys = Vec::new();
+                    for seq in 0..40 {
+                        let key = format!("r{round}-s{w}-{seq}");
+                        let reply = client
+                            .put(format!("{base}/kv-plain/crash/{key}"))
+                            .body(key.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(reply.status(), StatusCode::OK, "{key} on the survivor");
+                        keys.push(key);
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    keys
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100 + 50 * round as u64)).await;
+        drop(victim); // SIGKILL while its writers are mid-flight
+        for writer in dying {
+            let keys = writer.await.unwrap();
+            acked_by_the_killed += keys.len();
+            acked.extend(keys);
+        }
+        for writer in living {
+            acked.extend(writer.await.unwrap());
+        }
+        let stored = crate::crash::stored_keys(&survivor).await;
+        let lost: Vec<_> = acked.difference(&stored).take(5).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged writes lost: {lost:?}"
+        );
+    }
+    assert!(
+        acked_by_the_killed > 0,
+        "the killed hosts never took a write"
+    );
+    eprintln!("{acked_by_the_killed} writes acknowledged by hosts then killed, none lost");
+    drop(survivor);
+    database.remove().await;
+}

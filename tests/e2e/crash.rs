@@ -27,7 +27,7 @@ fn rounds() -> usize {
 
 /// Keys the export of `kv-plain` holds in bucket `crash`. Also checks that the plugin's usage
 /// counter equals what its entries really use (a crash must not leave it wrong).
-async fn stored_keys(server: &Server) -> BTreeSet<String> {
+pub(crate) async fn stored_keys(server: &Server) -> BTreeSet<String> {
     let export = server
         .admin(reqwest::Method::GET, "/admin/plugins/kv-plain/kv/export")
         .await;
@@ -63,7 +63,7 @@ async fn stored_keys(server: &Server) -> BTreeSet<String> {
 }
 
 /// Writes distinct keys until the server goes away; returns the acknowledged ones.
-async fn write_until_killed(base: String, writer: usize, round: usize) -> Vec<String> {
+pub(crate) async fn write_until_killed(base: String, writer: usize, round: usize) -> Vec<String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
