@@ -126,7 +126,9 @@ impl Registry {
 
     /// Brings the active set in line with the store, after another host sharing it deployed,
     /// rolled back or deleted a plugin. Unchanged plugins keep their loaded code, and a
-    /// version that failed to load is not tried again. Returns whether anything changed.
+    /// version the plugin's own fault kept from loading (its manifest, its code, its limits) is
+    /// not tried again; one kept out by a store failure or a route clash is, every time.
+    /// Returns whether anything changed.
     pub async fn reconcile(&self) -> Result<bool, DeployError> {
         let _guard = self.writes.lock().await;
         let records = self.store.plugins().await?;
@@ -139,7 +141,7 @@ impl Registry {
                         .plugins
                         .get(&record.name)
                         .map(|p| &p.record)
-                        .or_else(|| failed.get(&record.name).map(|(r, _)| r))
+                        .or_else(|| failed.get(&record.name).and_then(|(r, _)| r.as_ref()))
                         == Some(record)
                 })
         };
@@ -171,16 +173,18 @@ impl Registry {
                 {
                     return (name, Ok(Ok(loaded.clone())));
                 }
-                if let Some((tried, why)) = failed_before.get(&name)
+                if let Some((Some(tried), why)) = failed_before.get(&name)
                     && tried == record
                 {
-                    return (name, Ok(Err(why.reason.clone())));
+                    return (name, Ok(Err((why.reason.clone(), true))));
                 }
                 match self.stored_version(record.clone()).await {
                     Ok(plugin) => (name, Ok(Ok(Arc::new(plugin)))),
                     // The host itself failed (not the plugin): stop, as at start.
                     Err(DeployError::Internal(reason)) => (name, Err(reason)),
-                    Err(e) => (name, Ok(Err(e.to_string()))),
+                    // Maybe passing (the database cut off a moment): try again next time.
+                    Err(e @ DeployError::Store(_)) => (name, Ok(Err((e.to_string(), false)))),
+                    Err(e) => (name, Ok(Err((e.to_string(), true)))),
                 }
             }
         });
@@ -206,11 +210,12 @@ impl Registry {
                     }
                     plugins.insert(name, plugin);
                 }
-                Err(reason) => {
+                Err((reason, settled)) => {
                     if !failed_before.contains_key(&name) {
                         tracing::error!(plugin = name, %reason, "stored plugin not loaded");
                     }
-                    let record = by_name[name.as_str()].clone();
+                    // The record is kept only when trying it again would fail the same way.
+                    let record = settled.then(|| by_name[name.as_str()].clone());
                     let why = NotLoaded {
                         plugin: name.clone(),
                         reason,
@@ -227,12 +232,12 @@ impl Registry {
                 Err(RouteError::Conflict { owner, .. }) if plugins.contains_key(&owner) => {
                     tracing::error!(plugin = owner, "stored plugin not loaded: route conflict");
                     plugins.remove(&owner);
-                    let record = by_name[owner.as_str()].clone();
+                    // Not settled: once the other plugin goes, it may load.
                     let why = NotLoaded {
                         plugin: owner.clone(),
                         reason: "its routes clash with another plugin's".into(),
                     };
-                    not_loaded.insert(owner, (record, why));
+                    not_loaded.insert(owner, (None, why));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -327,6 +332,7 @@ impl Registry {
         let plugin = loaded(stored);
         let (active, created) = current.with(plugin.clone())?;
         self.active.store(Arc::new(active));
+        self.lock_not_loaded().remove(name.as_str());
         tracing::info!(
             plugin = %name,
             version = plugin.record.version,
@@ -444,6 +450,7 @@ impl Registry {
             })?;
         audit.committed();
         self.active.store(Arc::new(next));
+        self.lock_not_loaded().remove(name);
         tracing::info!(plugin = name, version, "plugin rolled back");
         Ok(Deployed {
             info: self.info(&plugin),
@@ -465,6 +472,7 @@ impl Registry {
             }
             audit.committed();
             self.active.store(Arc::new(next));
+            self.lock_not_loaded().remove(name);
         } else if !purge || !self.has_data(name).await? {
             // `?purge=true` after a plain delete finds the plugin gone but maybe not its data.
             return Err(DeployError::NotFound(name.to_string()));

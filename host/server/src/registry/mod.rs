@@ -94,8 +94,9 @@ pub struct Registry {
     /// Versions kept per plugin.
     keep_versions: usize,
     /// Stored plugins the last load left inactive, with the reason.
-    /// Stored plugins not serving, with the record that failed (not tried again unchanged).
-    not_loaded: std::sync::Mutex<BTreeMap<String, (PluginRecord, NotLoaded)>>,
+    /// Stored plugins not serving, with the record that failed when trying it again would
+    /// fail the same way (not tried again while unchanged).
+    not_loaded: std::sync::Mutex<BTreeMap<String, (Option<PluginRecord>, NotLoaded)>>,
     /// Plugins granted operator and admin credentials on `forward_authorization` routes.
     forward_privileged: BTreeSet<String>,
     /// Requests in flight by plugin name, across versions.
@@ -297,7 +298,7 @@ impl Registry {
 
     fn lock_not_loaded(
         &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (PluginRecord, NotLoaded)>> {
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Option<PluginRecord>, NotLoaded)>> {
         self.not_loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -46,8 +46,18 @@ const POOL_SIZE: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The advisory lock every change to the set of plugins takes.
 const PLUGINS_LOCK: i64 = 0x706c_696e_7468_0001;
+/// Most writes in one batch.
+const BATCH_WRITES: usize = 256;
+/// Most bytes of values in one batch (a single larger write goes alone).
+const BATCH_BYTES: usize = 32 << 20;
+/// How long a batch may take before its writes are answered with a failure (a connection
+/// that stopped answering).
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The channel changes are announced on (`NOTIFY`, names only; see [`Change`]).
 const CHANGES: &str = "plinth_changes";
+/// How long the listening connection may stay quiet before it is pinged (and how long the
+/// ping may take).
+const LISTEN_PING: Duration = Duration::from_secs(10);
 /// Pause before listening again after the listening connection failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// Attempts of a SERIALIZABLE commit that keeps meeting concurrent ones.
@@ -102,12 +112,13 @@ fn out_of_reach(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            // Connection exceptions (08), the server shutting down or starting (57P), too many
-            // connections (53300), the database not taking connections (55000), a lock waited
-            // for longer than `lock_timeout` (55P03).
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(code.as_ref(), "53300" | "55000" | "55P03")
+            // Connection exceptions (08, but not a protocol violation), the server shutting
+            // down or starting (57P), too many connections (53300), the database not taking
+            // connections (55000), a lock waited for longer than `lock_timeout` (55P03).
+            matches!(
+                code.as_ref(),
+                "08000" | "08001" | "08003" | "08004" | "08006" | "53300" | "55000" | "55P03"
+            ) || code.starts_with("57P")
         }),
         _ => false,
     }
@@ -324,7 +335,26 @@ async fn listen(
         }
         let _ = changes.send(Change::Resync);
         loop {
-            match listener.try_recv().await {
+            // A quiet connection is asked whether it is still there: a half-open one would
+            // otherwise wait forever while announcements are lost and /readyz says ready.
+            let received = match tokio::time::timeout(LISTEN_PING, listener.try_recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(LISTEN_PING, ping).await {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => {
+                            lost(&e);
+                            break;
+                        }
+                        Err(_) => {
+                            lost(&"the listening connection stopped answering");
+                            break;
+                        }
+                    }
+                }
+            };
+            match received {
                 Ok(Some(notification)) => {
                     if let Some(change) = heard(notification.payload()) {
                         let _ = changes.send(change);
@@ -379,7 +409,7 @@ fn touched(change: &KvChange) -> Vec<(&str, &str)> {
 /// here and written once at its end (the last value of each key).
 #[derive(Default)]
 struct BatchKeys {
-    /// (bucket, key) → what is stored there (`None`: absent).
+    /// (bucket, key) → what was stored there at the batch's start (`None`: absent).
     known: HashMap<(String, String), Option<Seen>>,
     /// The final value of every key the batch changed (`None`: deleted).
     changed: HashMap<(String, String), Option<Vec<u8>>>,
@@ -389,7 +419,7 @@ struct BatchKeys {
 struct Seen {
     /// The value's length.
     len: usize,
-    /// The value, where read (a counter's or a swap's) or written by the batch.
+    /// The value, where a counter or a swap needs it.
     value: Option<Vec<u8>>,
 }
 
@@ -456,31 +486,42 @@ impl BatchKeys {
         for (bucket, key) in touched(&change) {
             kv::check_key(bucket, key)?;
         }
-        let known = &self.known;
-        let lookup = |bucket: &str, key: &str| known.get(&(bucket.to_string(), key.to_string()));
+        // What the batch wrote itself comes first (each value is held there only), then what
+        // was read.
+        let (known, changed) = (&self.known, &self.changed);
+        let pair = |bucket: &str, key: &str| (bucket.to_string(), key.to_string());
         let plan = kv::plan(
             change,
             usage,
             limits,
-            |bucket, key| match lookup(bucket, key) {
-                Some(Some(Seen {
-                    value: Some(value), ..
-                })) => Ok(Some(value.clone())),
-                Some(None) => Ok(None),
-                // Read with its value for counters and swaps; anything else is a bug.
-                _ => Err(StoreError::Backend {
-                    op: "kv write",
-                    message: format!("the value of {bucket:?}/{key:?} was not read"),
-                }),
+            |bucket, key| {
+                let pair = pair(bucket, key);
+                if let Some(written) = changed.get(&pair) {
+                    return Ok(written.clone());
+                }
+                match known.get(&pair) {
+                    Some(Some(Seen {
+                        value: Some(value), ..
+                    })) => Ok(Some(value.clone())),
+                    Some(None) => Ok(None),
+                    // Read with its value for counters and swaps; anything else is a bug.
+                    _ => Err(StoreError::Backend {
+                        op: "kv write",
+                        message: format!("the value of {bucket:?}/{key:?} was not read"),
+                    }),
+                }
             },
-            |bucket, key| Ok(lookup(bucket, key).and_then(|s| s.as_ref().map(|seen| seen.len))),
+            |bucket, key| {
+                let pair = pair(bucket, key);
+                Ok(match changed.get(&pair) {
+                    Some(written) => written.as_ref().map(Vec::len),
+                    None => known
+                        .get(&pair)
+                        .and_then(|s| s.as_ref().map(|seen| seen.len)),
+                })
+            },
         )?;
         for (bucket, key, value) in plan.writes {
-            let entry = value.as_ref().map(|v| Seen {
-                len: v.len(),
-                value: Some(v.clone()),
-            });
-            self.known.insert((bucket.clone(), key.clone()), entry);
             self.changed.insert((bucket, key), value);
         }
         Ok((plan.outcome, plan.usage))
@@ -561,11 +602,62 @@ struct PluginWrites {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl PluginWrites {
+    /// The next batch: the oldest queued writes, at most [`BATCH_WRITES`] of them and
+    /// [`BATCH_BYTES`] of values (always at least one).
+    fn next_batch(&self) -> Vec<QueuedWrite> {
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut count, mut bytes) = (0, 0);
+        for write in queue.iter() {
+            let size = write_bytes(&write.change);
+            if count > 0 && (count == BATCH_WRITES || bytes + size > BATCH_BYTES) {
+                break;
+            }
+            count += 1;
+            bytes += size;
+        }
+        queue.drain(..count).collect()
+    }
+}
+
+/// The bytes of values a write carries.
+fn write_bytes(change: &KvChange) -> usize {
+    match change {
+        KvChange::Put(entries) => entries.iter().map(|e| e.value.len()).sum(),
+        KvChange::CompareAndSwap { new, expected, .. } => {
+            new.len() + expected.as_ref().map_or(0, Vec::len)
+        }
+        KvChange::Delete(_) | KvChange::Increment { .. } => 0,
+    }
+}
+
 /// Applies `writes` in order in one transaction, as if one after the other: each sees what
 /// the ones before it wrote, a refused one writes nothing, and all are acknowledged by one
 /// commit (one flush for the batch, where one each would queue behind the usage row's lock).
 async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
     let mut outcomes = Vec::with_capacity(writes.len());
+    // Keys over their limits are refused before anything is sent to the database.
+    let writes: Vec<QueuedWrite> = writes
+        .into_iter()
+        .filter_map(|write| {
+            let checked = touched(&write.change)
+                .into_iter()
+                .try_for_each(|(bucket, key)| kv::check_key(bucket, key));
+            match checked {
+                Ok(()) => Some(write),
+                Err(refused) => {
+                    let _ = write.done.send(Err(refused));
+                    None
+                }
+            }
+        })
+        .collect();
+    if writes.is_empty() {
+        return;
+    }
     let mut pending = writes.into_iter();
     let batch = async {
         let mut tx = pool.begin().await.map_err(db("begin"))?;
@@ -589,7 +681,12 @@ async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
         if usage != before {
             write_usage(&mut tx, plugin, usage).await?;
         }
-        tx.commit().await.map_err(db("commit kv writes"))
+        // A commit whose connection broke may or may not have happened: not a failure to
+        // retry blindly (an increment would count twice), whatever the cause.
+        tx.commit().await.map_err(|e| StoreError::Backend {
+            op: "commit kv writes (its outcome is unknown)",
+            message: e.to_string(),
+        })
     };
     match batch.await {
         Ok(()) => {
@@ -1232,20 +1329,24 @@ impl Store for PgStore {
         // or a batch before it already did).
         self.thread.runtime().spawn(async move {
             let _turn = writes.turn.clone().lock_owned().await;
-            let batch = std::mem::take(
-                &mut *writes
-                    .queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            if !batch.is_empty() {
-                apply_batch(&pool, &plugin, batch).await;
+            // Every write queued by now, in batches of bounded size (PostgreSQL takes at most
+            // 1 GB in one message, and a batch holds the plugin's lock until it commits).
+            loop {
+                let batch = writes.next_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                let applied = apply_batch(&pool, &plugin, batch);
+                if tokio::time::timeout(BATCH_TIMEOUT, applied).await.is_err() {
+                    // Its writes learn of it through their dropped answers.
+                    tracing::error!(plugin, "a batch of kv writes timed out");
+                }
             }
         });
         outcome.await.unwrap_or_else(|_| {
             Err(KvError::Store(StoreError::Backend {
-                op: "kv write",
-                message: "the database thread stopped".into(),
+                op: "kv write (its outcome is unknown)",
+                message: "the write's batch did not finish".into(),
             }))
         })
     }
@@ -1414,6 +1515,99 @@ mod tests {
                 .unwrap()
                 .len(),
             1 + 2 * POOL_SIZE as usize
+        );
+        drop(store);
+        database.remove().await;
+    }
+
+    #[tokio::test]
+    async fn writes_batched_together_apply_in_order_and_a_refused_one_changes_nothing() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open_with(database.options()).await.unwrap();
+        let limits = KvLimits {
+            max_value: 1024,
+            quota: 1 << 20,
+        };
+        let entry = |key: &str, value: &str| KvEntry {
+            bucket: "b".into(),
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+        };
+        store
+            .kv_apply("p", KvChange::Put(vec![entry("k", "5")]), limits)
+            .await
+            .unwrap();
+        // Another host holds the plugin's lock while the writes queue up behind it, so they
+        // all go in one batch once it lets go.
+        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT bytes FROM kv_usage WHERE plugin = 'p' FOR UPDATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let increment = || KvChange::Increment {
+            bucket: "b".into(),
+            key: "k".into(),
+            delta: 1,
+        };
+        let changes = vec![
+            increment(),
+            KvChange::CompareAndSwap {
+                bucket: "b".into(),
+                key: "k".into(),
+                expected: Some(b"6".to_vec()),
+                new: b"x".to_vec(),
+            },
+            increment(),
+            KvChange::Put(vec![entry("k2", "y"), entry("k", "z")]),
+            KvChange::Put(vec![entry("big", &"v".repeat(2000))]),
+            KvChange::Delete(vec![("b".into(), "k2".into())]),
+        ];
+        let mut queued = Vec::new();
+        for change in changes {
+            let store = store.clone();
+            queued.push(tokio::spawn(async move {
+                store.kv_apply("p", change, limits).await
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let mut outcomes = Vec::new();
+        for write in queued {
+            outcomes.push(write.await.unwrap());
+        }
+        assert!(
+            matches!(outcomes[0], Ok(KvOutcome::Counter(6))),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[1], Ok(KvOutcome::Swapped(true))),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[2], Err(KvError::NotACounter(_))),
+            "{outcomes:?}"
+        );
+        assert!(matches!(outcomes[3], Ok(KvOutcome::Done)), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[4], Err(KvError::ValueTooLarge { .. })),
+            "{outcomes:?}"
+        );
+        assert!(matches!(outcomes[5], Ok(KvOutcome::Done)), "{outcomes:?}");
+        assert_eq!(
+            store.kv_get("p", "b", "k").await.unwrap(),
+            Some(b"z".to_vec())
+        );
+        assert_eq!(store.kv_get("p", "b", "k2").await.unwrap(), None);
+        assert_eq!(store.kv_get("p", "b", "big").await.unwrap(), None);
+        assert_eq!(
+            store.kv_usage("p").await.unwrap(),
+            kv::entry_size("b", "k", 1),
+            "usage counts exactly what the batch left"
         );
         drop(store);
         database.remove().await;
