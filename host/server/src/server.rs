@@ -102,7 +102,7 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
     let setup_token = bootstrap.setup_token.clone();
     let auth = Arc::new(bootstrap.auth);
     // With a store other hosts share: follow what they change.
-    let following = crate::cluster::spawn(&*store, registry.clone(), auth.clone());
+    let following = crate::cluster::spawn(store.clone(), registry.clone(), auth.clone());
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
     let app = api::router(AppState::new(Services {

@@ -307,6 +307,11 @@ pub trait Store: Send + Sync + 'static {
     fn is_reachable(&self) -> bool {
         true
     }
+    /// How many changes have been announced through [`Store::changes`] so far (`None` for a
+    /// store only this process uses): a host that saw this number unchanged missed nothing.
+    async fn announced(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// The changes other hosts sharing this store make, as they commit (this host's own
     /// too); `None` for a store only this process uses.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

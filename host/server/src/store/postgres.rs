@@ -64,18 +64,25 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 const COMMIT_ATTEMPTS: usize = 20;
 
 /// The schema, version by version, embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "store", include_str!("../../migrations/0001_store.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "store", include_str!("../../migrations/0001_store.sql")),
+    (
+        2,
+        "announcements",
+        include_str!("../../migrations/0002_announcements.sql"),
+    ),
+];
 
-/// [`MIGRATIONS`] as sqlx's migrator reads them.
+/// [`MIGRATIONS`] as sqlx's migrator reads them (up to a version, for the upgrade test).
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(i64);
 
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
+                .filter(|(version, _, _)| *version <= self.0)
                 .map(|&(version, description, sql)| {
                     Migration::new(
                         version,
@@ -204,12 +211,13 @@ impl PgStore {
                     .connect_with(options)
                     .await
                     .map_err(db("connect to the database"))?;
-                let migrator = Migrator::new(Embedded)
-                    .await
-                    .map_err(|e| StoreError::Backend {
-                        op: "read the schema migrations",
-                        message: e.to_string(),
-                    })?;
+                let migrator =
+                    Migrator::new(Embedded(i64::MAX))
+                        .await
+                        .map_err(|e| StoreError::Backend {
+                            op: "read the schema migrations",
+                            message: e.to_string(),
+                        })?;
                 migrator.run(&pool).await.map_err(|e| StoreError::Backend {
                     op: "migrate the database schema",
                     message: e.to_string(),
@@ -281,11 +289,15 @@ async fn announce(conn: &mut PgConnection, change: Change) -> Result<(), sqlx::E
         Change::Space(space) => format!("space:{}", space.name()),
         Change::Resync => "resync".to_string(),
     };
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANGES)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "WITH bumped AS (UPDATE announcements SET generation = generation + 1 WHERE id = 1 \
+           RETURNING generation) \
+         SELECT pg_notify($1, $2) FROM bumped",
+    )
+    .bind(CHANGES)
+    .bind(payload)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -1134,6 +1146,18 @@ impl Store for PgStore {
         self.reachable.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    async fn announced(&self) -> Result<Option<u64>, StoreError> {
+        self.run(|pool| async move {
+            let generation: i64 =
+                sqlx::query_scalar("SELECT generation FROM announcements WHERE id = 1")
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(db("read the announcements"))?;
+            Ok(Some(u64::try_from(generation).unwrap_or(0)))
+        })
+        .await
+    }
+
     async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_vec();
         self.run(|pool| async move {
@@ -1610,6 +1634,127 @@ mod tests {
             "usage counts exactly what the batch left"
         );
         drop(store);
+        database.remove().await;
+    }
+
+    #[tokio::test]
+    async fn announced_changes_are_counted_and_nothing_else() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open_with(database.options()).await.unwrap();
+        let mut changes = store.changes().unwrap();
+        let before = store.announced().await.unwrap().unwrap();
+        let audit = |key: &str| AuditRecord {
+            key: key.as_bytes().to_vec(),
+            value: b"{}".to_vec(),
+        };
+        let record = PluginRecord {
+            name: "p".into(),
+            manifest: String::new(),
+            sha256: "s".into(),
+            size: 1,
+            deployed_at_ms: 1,
+            version: 0,
+            deployed_by: None,
+        };
+        let entry = audit("deploy");
+        store
+            .put_plugin(
+                record,
+                bytes::Bytes::from_static(b"c"),
+                None,
+                1,
+                Box::new(move |_| Ok(entry.clone())),
+            )
+            .await
+            .unwrap();
+        // Config is held by hosts, users are not; kv data never is.
+        let put = |space, key: &str| Op::Put {
+            space,
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        };
+        store
+            .commit(vec![put(Space::PluginConfig, "p/k")])
+            .await
+            .unwrap();
+        store.commit(vec![put(Space::Users, "u")]).await.unwrap();
+        let limits = KvLimits {
+            max_value: 10,
+            quota: 1000,
+        };
+        let kv = KvChange::Increment {
+            bucket: "b".into(),
+            key: "n".into(),
+            delta: 1,
+        };
+        store.kv_apply("p", kv, limits).await.unwrap();
+        assert_eq!(store.announced().await.unwrap(), Some(before + 2));
+        let mut heard = Vec::new();
+        while heard.len() < 2 {
+            let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+                .await
+                .expect("an announcement")
+                .unwrap();
+            if change != Change::Resync {
+                heard.push(change);
+            }
+        }
+        assert_eq!(
+            heard,
+            vec![Change::Plugins, Change::Space(Space::PluginConfig)]
+        );
+        drop(store);
+        database.remove().await;
+    }
+
+    #[tokio::test]
+    async fn hosts_starting_together_migrate_once_and_an_older_schema_is_upgraded() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        // A database left at the first schema version, holding data.
+        let pool = PgPoolOptions::new()
+            .connect_with(database.options())
+            .await
+            .unwrap();
+        Migrator::new(Embedded(1))
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('kept', 'v')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        // Three hosts start at once on it.
+        let opening = (0..3).map(|_| PgStore::open_with(database.options()));
+        let hosts = futures_util::future::join_all(opening).await;
+        for host in &hosts {
+            let host = host.as_ref().unwrap();
+            assert!(!host.was_empty_at_open());
+            assert_eq!(host.meta("kept").await.unwrap(), Some(b"v".to_vec()));
+            assert!(
+                host.announced().await.unwrap().is_some(),
+                "version 2 applied"
+            );
+        }
+        let pool = PgPoolOptions::new()
+            .connect_with(database.options())
+            .await
+            .unwrap();
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let expected: Vec<i64> = MIGRATIONS.iter().map(|(version, _, _)| *version).collect();
+        assert_eq!(applied, expected);
+        pool.close().await;
+        drop(hosts);
         database.remove().await;
     }
 
