@@ -315,3 +315,53 @@ async fn killing_one_host_under_write_load_loses_no_acknowledged_write_and_the_o
     drop(survivor);
     database.remove().await;
 }
+
+#[tokio::test]
+async fn an_account_disabled_on_one_host_is_refused_on_another_at_once() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let url = database.url();
+    let options = || Options::with_args(&["--store", &url]);
+    let (a, b) = (
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+    );
+    a.deploy_guest(Guest::WhoAmI).await;
+    eventually("the plugin on B", || async {
+        b.get("/whoami").await.status != StatusCode::NOT_FOUND
+    })
+    .await;
+    let (access, _) = crate::auth::signed_in(&a, "moved@example.com").await;
+    // B reads the account (and keeps it: a guarded request on B costs no database read while
+    // nothing changes).
+    for _ in 0..3 {
+        assert_eq!(b.get_as("/whoami", &access).await.status, StatusCode::OK);
+    }
+    let users = a.admin(Method::GET, "/admin/users").await.json();
+    let id = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "moved@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disabled = a
+        .send_json(
+            Method::POST,
+            &format!("/admin/users/{id}/disable"),
+            serde_json::json!({}),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text());
+    let took = eventually("the disable on B", || async {
+        b.get_as("/whoami", &access).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    eprintln!("disable seen on B after {took:?}");
+    drop((a, b));
+    database.remove().await;
+}

@@ -160,6 +160,13 @@ impl Space {
         matches!(self, Space::PluginConfig | Space::SigningKeys)
     }
 
+    /// Whether a store shared by several hosts may keep this space's records in a read cache
+    /// that every host drops when another announces a change to the space (accounts, read on
+    /// every guarded request).
+    pub fn cached_by_hosts(self) -> bool {
+        matches!(self, Space::Users)
+    }
+
     /// The tree name.
     pub fn name(self) -> &'static str {
         match self {
@@ -184,7 +191,8 @@ impl Space {
 pub enum Change {
     /// A plugin was deployed, rolled back or deleted.
     Plugins,
-    /// A record of a space hosts keep in memory ([`Space::held_by_hosts`]) changed.
+    /// A record of a space hosts keep in memory ([`Space::held_by_hosts`]) or cache
+    /// ([`Space::cached_by_hosts`]) changed.
     Space(Space),
     /// Announcements may have been missed (the store's connection was lost and is back):
     /// reread everything.

@@ -170,6 +170,8 @@ pub struct PgStore {
     /// Whether the listener's connection is up: the database's reachability as `/readyz`
     /// reports it.
     reachable: Arc<std::sync::atomic::AtomicBool>,
+    /// Accounts as last read (see [`ReadCache`]).
+    cache: Arc<ReadCache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -238,9 +240,13 @@ impl PgStore {
             })??;
         let (changes, _) = tokio::sync::broadcast::channel(64);
         let reachable = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        thread
-            .runtime()
-            .spawn(listen(pool.clone(), changes.clone(), reachable.clone()));
+        let cache = Arc::new(ReadCache::default());
+        thread.runtime().spawn(listen(
+            pool.clone(),
+            changes.clone(),
+            reachable.clone(),
+            cache.clone(),
+        ));
         Ok(Self {
             pool,
             thread,
@@ -248,6 +254,7 @@ impl PgStore {
             writes: Arc::default(),
             changes,
             reachable,
+            cache,
         })
     }
 
@@ -283,22 +290,81 @@ impl PgStore {
 }
 
 /// Announces `change` to every host when the transaction `conn` holds commits.
+/// A change to a cached space only ([`Space::cached_by_hosts`]) is not counted: hosts drop
+/// their cache on it, and on every reconnect, but reread nothing else.
 async fn announce(conn: &mut PgConnection, change: Change) -> Result<(), sqlx::Error> {
-    let payload = match change {
-        Change::Plugins => "plugins".to_string(),
-        Change::Space(space) => format!("space:{}", space.name()),
-        Change::Resync => "resync".to_string(),
+    let (payload, counted) = match change {
+        Change::Plugins => ("plugins".to_string(), true),
+        Change::Space(space) => (format!("space:{}", space.name()), space.held_by_hosts()),
+        Change::Resync => ("resync".to_string(), true),
     };
-    sqlx::query(
+    let sql = if counted {
         "WITH bumped AS (UPDATE announcements SET generation = generation + 1 WHERE id = 1 \
            RETURNING generation) \
-         SELECT pg_notify($1, $2) FROM bumped",
-    )
-    .bind(CHANGES)
-    .bind(payload)
-    .execute(&mut *conn)
-    .await?;
+         SELECT pg_notify($1, $2) FROM bumped"
+    } else {
+        "SELECT pg_notify($1, $2)"
+    };
+    sqlx::query(sql)
+        .bind(CHANGES)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Records of the spaces hosts may cache ([`Space::cached_by_hosts`]), as last read. Dropped
+/// whole when any host announces a change to such a space, when this host commits one, and
+/// whenever the announcements may have been missed; bypassed while the database is out of
+/// reach (a host cut off from the others' changes must not answer from what it remembers).
+#[derive(Default)]
+struct ReadCache {
+    inner: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Bumped by every drop: a read that started before one is not kept.
+    epoch: u64,
+    entries: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
+}
+
+/// Most records cached (a few MiB at most); past it the cache starts over.
+const CACHED_RECORDS: usize = 10_000;
+
+impl ReadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached record, or the epoch to keep a fresh read under.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+        let state = self.lock();
+        match state.entries.get(&(space.index(), key.to_vec())) {
+            Some(value) => Ok(value.clone()),
+            None => Err(state.epoch),
+        }
+    }
+
+    /// Keeps a record read under `epoch`, unless the cache was dropped since.
+    fn keep(&self, epoch: u64, space: Space, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let mut state = self.lock();
+        if state.epoch != epoch {
+            return;
+        }
+        if state.entries.len() >= CACHED_RECORDS {
+            state.entries.clear();
+        }
+        state.entries.insert((space.index(), key), value);
+    }
+
+    fn drop_all(&self) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.entries.clear();
+    }
 }
 
 /// The change an announcement names (`None` for one this version does not know).
@@ -321,9 +387,11 @@ async fn listen(
     pool: PgPool,
     changes: tokio::sync::broadcast::Sender<Change>,
     reachable: Arc<std::sync::atomic::AtomicBool>,
+    cache: Arc<ReadCache>,
 ) {
     use std::sync::atomic::Ordering;
     let lost = |why: &dyn std::fmt::Display| {
+        cache.drop_all();
         if reachable.swap(false, Ordering::Release) {
             tracing::error!(error = %why, "the database cannot be reached; retrying every second");
         }
@@ -345,6 +413,7 @@ async fn listen(
         if !reachable.swap(true, Ordering::Release) {
             tracing::info!("the database is reachable again");
         }
+        cache.drop_all();
         let _ = changes.send(Change::Resync);
         loop {
             // A quiet connection is asked whether it is still there: a half-open one would
@@ -369,6 +438,14 @@ async fn listen(
             match received {
                 Ok(Some(notification)) => {
                     if let Some(change) = heard(notification.payload()) {
+                        let cached = match change {
+                            Change::Space(space) => space.cached_by_hosts(),
+                            Change::Plugins => false,
+                            Change::Resync => true,
+                        };
+                        if cached {
+                            cache.drop_all();
+                        }
                         let _ = changes.send(change);
                     }
                 }
@@ -841,7 +918,7 @@ async fn try_commit(pool: &PgPool, ops: &[Op]) -> Result<bool, sqlx::Error> {
             Op::Put { space, .. } | Op::Delete { space, .. } => Some(*space),
             Op::Expect { .. } => None,
         })
-        .filter(|space| space.held_by_hosts())
+        .filter(|space| space.held_by_hosts() || space.cached_by_hosts())
         .collect();
     held.sort_by_key(|space| space.index());
     held.dedup();
@@ -1159,16 +1236,31 @@ impl Store for PgStore {
     }
 
     async fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let cached = space.cached_by_hosts() && self.is_reachable();
+        let epoch = if cached {
+            match self.cache.get(space, key) {
+                Ok(value) => return Ok(value),
+                Err(epoch) => Some(epoch),
+            }
+        } else {
+            None
+        };
         let key = key.to_vec();
-        self.run(|pool| async move {
-            sqlx::query_scalar("SELECT value FROM records WHERE space = $1 AND key = $2")
-                .bind(space.name())
-                .bind(&key)
-                .fetch_optional(&pool)
-                .await
-                .map_err(db("read"))
-        })
-        .await
+        let read = key.clone();
+        let value: Option<Vec<u8>> = self
+            .run(|pool| async move {
+                sqlx::query_scalar("SELECT value FROM records WHERE space = $1 AND key = $2")
+                    .bind(space.name())
+                    .bind(&read)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(db("read"))
+            })
+            .await?;
+        if let Some(epoch) = epoch {
+            self.cache.keep(epoch, space, key, value.clone());
+        }
+        Ok(value)
     }
 
     async fn scan(
@@ -1200,25 +1292,39 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, ops: Vec<Op>) -> Result<bool, StoreError> {
-        self.run(|pool| async move {
-            for attempt in 1..=COMMIT_ATTEMPTS {
-                match try_commit(&pool, &ops).await {
-                    Ok(applied) => return Ok(applied),
-                    Err(e) if must_retry(&e) && attempt < COMMIT_ATTEMPTS => {
-                        // Another host's commit touched the same keys: run again against what
-                        // it wrote, after a short random pause so the two do not collide again.
-                        let pause = rand::random_range(1..=5 * attempt as u64);
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
+        // This host reads its own writes at once, not when its announcement comes back. Dropped
+        // before and after: a read racing the commit is not kept either way.
+        let touches_cache = ops.iter().any(|op| match op {
+            Op::Put { space, .. } | Op::Delete { space, .. } => space.cached_by_hosts(),
+            Op::Expect { .. } => false,
+        });
+        if touches_cache {
+            self.cache.drop_all();
+        }
+        let committed = self
+            .run(|pool| async move {
+                for attempt in 1..=COMMIT_ATTEMPTS {
+                    match try_commit(&pool, &ops).await {
+                        Ok(applied) => return Ok(applied),
+                        Err(e) if must_retry(&e) && attempt < COMMIT_ATTEMPTS => {
+                            // Another host's commit touched the same keys: run again against what
+                            // it wrote, after a short random pause so the two do not collide again.
+                            let pause = rand::random_range(1..=5 * attempt as u64);
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                        }
+                        Err(e) => return Err(db("commit")(e)),
                     }
-                    Err(e) => return Err(db("commit")(e)),
                 }
-            }
-            Err(StoreError::Backend {
-                op: "commit",
-                message: format!("still conflicting after {COMMIT_ATTEMPTS} attempts"),
+                Err(StoreError::Backend {
+                    op: "commit",
+                    message: format!("still conflicting after {COMMIT_ATTEMPTS} attempts"),
+                })
             })
-        })
-        .await
+            .await;
+        if touches_cache {
+            self.cache.drop_all();
+        }
+        committed
     }
 
     async fn kv_get(
