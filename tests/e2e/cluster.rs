@@ -365,3 +365,74 @@ async fn an_account_disabled_on_one_host_is_refused_on_another_at_once() {
     drop((a, b));
     database.remove().await;
 }
+
+#[tokio::test]
+async fn guesses_spread_over_hosts_are_throttled_as_on_one() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let url = database.url();
+    let options = || Options::with_args(&["--store", &url, "--auth-rate-limit", "1000"]);
+    let (a, b) = (
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+    );
+    crate::auth::signed_in(&a, "target@example.com").await;
+    let guess = |host: &Server| {
+        let host = host.base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{host}/auth/login"))
+                .json(&serde_json::json!({
+                    "email": "target@example.com",
+                    "password": "not the password",
+                }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Ten wrong guesses, alternating hosts: each host alone has seen five.
+    for i in 0..10 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(guess(host).await, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // The account is now slowed down on both.
+    assert_eq!(guess(&a).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(guess(&b).await, StatusCode::TOO_MANY_REQUESTS);
+    drop((a, b));
+    database.remove().await;
+
+    // The per-address limit counts every host's requests too (a database of its own: the
+    // guesses above used this address's allowance there).
+    let database = TestDatabase::create().await.unwrap();
+    let url = database.url();
+    let options = || Options::with_args(&["--store", &url, "--auth-rate-limit", "4"]);
+    let (a, b) = (
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+    );
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let reply = host
+            .post_json(
+                "/auth/login",
+                serde_json::json!({ "email": "nobody@example.com", "password": "x" }),
+                None,
+            )
+            .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        2,
+        "four requests from one address in all, whichever host: {statuses:?}"
+    );
+    drop((a, b));
+    database.remove().await;
+}

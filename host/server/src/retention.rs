@@ -1,6 +1,6 @@
 //! Records that would otherwise be kept forever are pruned on a timer: expired refresh tokens
 //! (spent ones included, once they expire), login families left without a live token, and
-//! audit entries older than the audit retention.
+//! audit entries older than the audit retention, and the shared throttles' spent records.
 
 use crate::store::Store;
 use std::sync::Arc;
@@ -37,11 +37,13 @@ async fn prune(
     let sessions = crate::auth::sessions::prune(store, now).await?;
     let cut_off = now.saturating_sub(audit_retention.as_millis() as u64);
     let audit = crate::audit::AuditLog::prune(store, cut_off).await?;
-    if sessions.tokens + sessions.families + audit > 0 {
+    let throttles = crate::auth::prune_throttles(store, now).await?;
+    if sessions.tokens + sessions.families + audit + throttles > 0 {
         tracing::info!(
             refresh_tokens = sessions.tokens,
             families = sessions.families,
             audit_entries = audit,
+            throttle_records = throttles,
             "pruned expired records"
         );
     }

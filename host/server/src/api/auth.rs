@@ -37,7 +37,7 @@ async fn per_ip_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    match state.auth.check_ip(addr.ip()) {
+    match state.auth.check_ip(addr.ip()).await {
         Ok(()) => next.run(request).await,
         Err(e) => ApiError::from(e).into_response(),
     }

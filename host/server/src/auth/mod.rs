@@ -14,8 +14,10 @@ mod invites;
 pub mod manage;
 mod passwords;
 pub mod sessions;
+mod shared_throttle;
 pub mod throttle;
 pub mod tokens;
+pub(crate) use shared_throttle::prune as prune_throttles;
 
 pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
@@ -381,6 +383,8 @@ pub struct Auth {
     /// The accounts behind access tokens, parsed once per stored version.
     parsed_accounts: accounts::ParsedAccounts,
     throttle: Throttle,
+    /// The throttles' cluster-wide count, where other hosts share the store.
+    shared: Option<shared_throttle::SharedThrottle>,
     /// Held through a `POST /auth/setup`, so two cannot both spend the one setup token.
     setup: tokio::sync::Mutex<()>,
     settings: AuthSettings,
@@ -418,6 +422,11 @@ impl Auth {
             .await
             .map_err(|e| AccountError::Internal(e.to_string()))??;
         let api_keys = Arc::new(KeyHasher::load(&*store).await?);
+        // Where other hosts share the store, they share the throttles' counts too.
+        let shared = store
+            .changes()
+            .is_some()
+            .then(|| shared_throttle::SharedThrottle::new(store.clone(), settings.rate_limit));
         let auth = Auth {
             store,
             admin_token,
@@ -426,6 +435,7 @@ impl Auth {
             tokens,
             parsed_accounts: accounts::ParsedAccounts::default(),
             throttle: Throttle::new(settings.rate_limit),
+            shared,
             setup: tokio::sync::Mutex::new(()),
             settings,
         };
@@ -723,25 +733,62 @@ impl Auth {
         })
     }
 
-    /// Admits one request to a credential endpoint from `ip` (per-IP rate limit).
-    pub fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), AccountError> {
+    /// Admits one request to a credential endpoint from `ip` (per-IP rate limit, on this host
+    /// and, where hosts share the store, across them).
+    pub async fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), AccountError> {
         self.throttle
             .check_ip(ip)
-            .map_err(|retry_after| AccountError::RateLimited { retry_after })
+            .map_err(|retry_after| AccountError::RateLimited { retry_after })?;
+        if let Some(shared) = &self.shared
+            && let Err(retry_after) = shared.check_ip(ip).await?
+        {
+            return Err(AccountError::RateLimited { retry_after });
+        }
+        Ok(())
+    }
+
+    /// Refuses a credential check of `key` while the account is slowed down on any host.
+    async fn shared_lockout(&self, key: &str) -> Result<(), AccountError> {
+        if let Some(shared) = &self.shared
+            && let Some(retry_after) = shared.blocked(key).await?
+        {
+            return Err(AccountError::AccountThrottled { retry_after });
+        }
+        Ok(())
+    }
+
+    /// Tells the other hosts how a credential check of `key` ended (`ok`: the right one).
+    async fn shared_outcome(&self, key: &str, ok: bool) {
+        let Some(shared) = &self.shared else { return };
+        let recorded = if ok {
+            shared.succeeded(key).await
+        } else {
+            shared.failed(key).await
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "recording a login's outcome for the other hosts failed");
+        }
     }
 
     /// `POST /auth/login`. Unknown emails and wrong passwords do the same work and give the
     /// same error; repeated failures slow the account down.
     pub async fn login(&self, email: &str, password: String) -> Result<Session, AccountError> {
         let throttle_key = email.trim().to_lowercase();
+        self.shared_lockout(&throttle_key).await?;
         let attempt = self
             .throttle
             .attempt(&throttle_key)
             .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
         let result = self.login_checked(email, password).await;
         match &result {
-            Ok(_) => attempt.succeeded(),
-            Err(AccountError::BadCredentials) => attempt.failed(),
+            Ok(_) => {
+                attempt.succeeded();
+                self.shared_outcome(&throttle_key, true).await;
+            }
+            Err(AccountError::BadCredentials) => {
+                attempt.failed();
+                self.shared_outcome(&throttle_key, false).await;
+            }
             Err(_) => drop(attempt),
         }
         result
@@ -900,9 +947,11 @@ impl Auth {
         // the account's password.
         // Its own key: an attacker's failed logins must not lock the signed-in owner out of
         // the way to change the password.
+        let throttle_key = format!("password-change:{}", user.id);
+        self.shared_lockout(&throttle_key).await?;
         let attempt = self
             .throttle
-            .attempt(&format!("password-change:{}", user.id))
+            .attempt(&throttle_key)
             .map_err(|retry_after| AccountError::AccountThrottled { retry_after })?;
         let verified = self
             .passwords
@@ -910,9 +959,11 @@ impl Auth {
             .await?;
         if !verified.ok {
             attempt.failed();
+            self.shared_outcome(&throttle_key, false).await;
             return Err(AccountError::BadCredentials);
         }
         attempt.succeeded();
+        self.shared_outcome(&throttle_key, true).await;
         let hash = self.passwords.hash(new).await?;
         let next = User {
             password_hash: hash,

@@ -20,9 +20,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failed logins an account absorbs before it is slowed down.
-const FREE_FAILURES: u32 = 10;
+pub(super) const FREE_FAILURES: u32 = 10;
 /// The longest an account is slowed down for.
-const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 /// Accounts tracked at most (memory stays bounded under a spray of emails).
 const MAX_TRACKED: usize = 100_000;
 
@@ -90,7 +90,7 @@ impl Drop for Attempt<'_> {
 
 /// The bucket an address is limited in: an IPv4 address alone, an IPv6 address by its /64 (a
 /// single host is usually given a whole /64, so per-address buckets would give it billions).
-fn bucket(ip: IpAddr) -> IpAddr {
+pub(super) fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -104,7 +104,7 @@ fn bucket(ip: IpAddr) -> IpAddr {
 }
 
 /// Round a wait up to whole seconds for `Retry-After` (at least 1).
-fn retry_secs(wait: Duration) -> u64 {
+pub(super) fn retry_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
@@ -184,9 +184,7 @@ impl Throttle {
             }
             Some(false) => {
                 entry.count = entry.count.saturating_add(1);
-                if entry.count >= FREE_FAILURES {
-                    let exponent = (entry.count - FREE_FAILURES).min(20);
-                    let backoff = Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF);
+                if let Some(backoff) = backoff(entry.count) {
                     entry.blocked_until = Some(Instant::now() + backoff);
                 }
             }
@@ -197,6 +195,13 @@ impl Throttle {
             }
         }
     }
+}
+
+/// How long an account with `failures` failed logins is slowed down for, once past the free
+/// ones: 1 s, doubling, at most [`MAX_BACKOFF`].
+pub(super) fn backoff(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(FREE_FAILURES)?;
+    Some(Duration::from_secs(1u64 << over.min(20)).min(MAX_BACKOFF))
 }
 
 /// Makes room in a full map: first every entry that says nothing (no failure, no check

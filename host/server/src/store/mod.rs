@@ -130,11 +130,16 @@ pub enum Space {
     PluginConfig,
     /// Audit entries, newest first (see `audit`).
     Audit,
+    /// Per-IP rate limits of the credential endpoints, by address bucket, where several hosts
+    /// share the store (see `auth::shared_throttle`).
+    RateLimits,
+    /// Failed logins and lockouts by account, where several hosts share the store.
+    LoginFailures,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 11] = [
+    pub const ALL: [Space; 13] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
@@ -146,6 +151,8 @@ impl Space {
         Space::Invites,
         Space::PluginConfig,
         Space::Audit,
+        Space::RateLimits,
+        Space::LoginFailures,
     ];
 
     /// The position of this space in [`Space::ALL`] (declaration order).
@@ -181,6 +188,8 @@ impl Space {
             Space::Invites => "invites",
             Space::PluginConfig => "plugin_config",
             Space::Audit => "audit",
+            Space::RateLimits => "rate_limits",
+            Space::LoginFailures => "login_failures",
         }
     }
 }
