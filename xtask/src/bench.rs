@@ -392,6 +392,44 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
         &plain,
     )?;
     let access = http::login(&plinth_base, "bench@example.com", &password)?;
+    // The same plugins on a host whose store is PostgreSQL (a throwaway server, or the one
+    // PLINTH_TEST_DATABASE_URL names), beside the sled figures: what a database round trip
+    // costs per request.
+    let postgres = crate::postgres::TestPostgres::start()?;
+    let pg_url = postgres.create_database(&format!("plinth_bench_{}", std::process::id()))?;
+    let pg_dir = data_dir.with_extension("pg");
+    let mut pg_cmd = serve(true, &pg_dir);
+    pg_cmd
+        .args(["--store", &pg_url])
+        .env("PLINTH_ADMIN_EMAIL", "bench@example.com")
+        .env("PLINTH_ADMIN_PASSWORD", &password);
+    let (pg_host, pg_addr) = spawn_server(pg_cmd)?;
+    let mut pg_host = Guard(pg_host);
+    let pg_base = format!("http://{pg_addr}");
+    http::wait_ready(&pg_base, &mut pg_host.0)?;
+    http::deploy(
+        &pg_base,
+        &token,
+        &hello.manifest,
+        &guest_dir.join("hello.wasm"),
+    )?;
+    http::deploy(
+        &pg_base,
+        &token,
+        &root.join("tests/programs/kv-plain/plinth.toml"),
+        &guest_dir.join("kv_plain.wasm"),
+    )?;
+    http::deploy_bytes(
+        &pg_base,
+        &token,
+        "name = \"plain-user\"\n[[routes]]\npath = \"/plain-user/{*rest}\"\nauth = \"user\"\n",
+        &plain,
+    )?;
+    let status = http::put(&pg_base, kv_path, b"a 32-byte value for the kv bench!")?;
+    if status != 200 {
+        bail!("storing the kv bench value on PostgreSQL answered {status}");
+    }
+    let pg_access = http::login(&pg_base, "bench@example.com", &password)?;
     let wasmtime = wasmtime_serve(&guest_dir.join("plain_http.wasm"))?;
 
     let row = |name, pid, url: String, connections, script: Option<&Path>| Row {
@@ -478,6 +516,37 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             KV_CONNECTIONS,
             Some(&put_script),
         ),
+        Row {
+            header: Some(format!("Authorization: Bearer {pg_access}")),
+            ..row(
+                "plinth on PostgreSQL: plain wasi:http (user, JWT checked)",
+                pg_host.0.id(),
+                format!("{pg_base}/plain-user/bench"),
+                options.connections,
+                None,
+            )
+        },
+        row(
+            "plinth on PostgreSQL: hello (fresh instance)",
+            pg_host.0.id(),
+            format!("{pg_base}/hello/bench"),
+            KV_CONNECTIONS,
+            None,
+        ),
+        row(
+            "plinth on PostgreSQL: kv-get (1 read)",
+            pg_host.0.id(),
+            format!("{pg_base}{kv_path}"),
+            KV_CONNECTIONS,
+            None,
+        ),
+        row(
+            "plinth on PostgreSQL: kv-set (1 durable write)",
+            pg_host.0.id(),
+            format!("{pg_base}{kv_path}"),
+            KV_CONNECTIONS,
+            Some(&put_script),
+        ),
         // Tail latency under many connections: the engine alone and Plinth, same component.
         row(
             BARE,
@@ -535,7 +604,10 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
     drop(native);
     drop(bare);
     drop(reuse);
+    drop(pg_host);
+    drop(postgres);
     let _ = std::fs::remove_dir_all(&reuse_dir);
+    let _ = std::fs::remove_dir_all(&pg_dir);
     let measured_wasmtime = wasmtime.is_some();
     drop(wasmtime);
     let cold = cold_paths(

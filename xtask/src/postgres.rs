@@ -71,6 +71,24 @@ impl TestPostgres {
     }
 }
 
+impl TestPostgres {
+    /// Creates the database `name` on the server and returns its URL.
+    pub(crate) fn create_database(&self, name: &str) -> Result<String> {
+        let psql = match &self.cluster {
+            Some(cluster) => cluster.bin.join("psql"),
+            None => PathBuf::from("psql"),
+        };
+        run(Command::new(psql).arg(&self.url).args([
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ]))?;
+        let base = self.url.split('?').next().unwrap_or_default();
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        Ok(format!("{server}/{name}"))
+    }
+}
+
 impl Cluster {
     /// `program` from the server's bin directory, as the cluster's owner.
     fn command(&self, program: &str) -> Command {
