@@ -225,11 +225,23 @@ impl Registry {
             }
         }
         // Stored plugins never clash on one host (deploys check), but two hosts may each have
-        // accepted one of two clashing deploys: drop a clashing one.
+        // accepted one of two clashing deploys: the one deployed first keeps serving, on every
+        // host alike.
         let routes = loop {
             match build_routes(plugins.values(), None) {
                 Ok(routes) => break routes,
-                Err(RouteError::Conflict { owner, .. }) if plugins.contains_key(&owner) => {
+                Err(RouteError::Conflict {
+                    owner, other_owner, ..
+                }) if plugins.contains_key(&owner) => {
+                    let deployed = |name: &str| {
+                        plugins
+                            .get(name)
+                            .map(|p: &Arc<LoadedPlugin>| p.record.deployed_at_ms)
+                    };
+                    let owner = match (deployed(&owner), deployed(&other_owner)) {
+                        (Some(mine), Some(theirs)) if theirs > mine => other_owner,
+                        _ => owner,
+                    };
                     tracing::error!(plugin = owner, "stored plugin not loaded: route conflict");
                     plugins.remove(&owner);
                     // Not settled: once the other plugin goes, it may load.
@@ -659,6 +671,43 @@ mod tests {
             2,
             "two deploys changed something; the repeat did not"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_clashing_deploys_accepted_by_two_hosts_the_first_keeps_serving() {
+        let dir = temp_dir();
+        let (first_host, store) = registry(&dir).await;
+        let second_host = Registry::new(
+            store.clone(),
+            first_host.runtime.clone(),
+            LimitSettings::default(),
+            3,
+            BTreeSet::new(),
+        );
+        let by = operator();
+        // Each host checks the clash against what it has active, and neither knows the other's
+        // deploy yet.
+        first_host
+            .deploy("zeta", manifest("zeta", &["/x"]), guest("hello"), &by)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        second_host
+            .deploy("alpha", manifest("alpha", &["/x"]), guest("hello"), &by)
+            .await
+            .unwrap();
+        for host in [&first_host, &second_host] {
+            host.reconcile().await.unwrap();
+            assert!(routes_to(host, "/x", "zeta"), "the first deploy serves");
+            let not_loaded = host.not_loaded();
+            assert_eq!(not_loaded.len(), 1);
+            assert_eq!(not_loaded[0].plugin, "alpha");
+        }
+        // Once the first goes, the other is tried again and serves.
+        first_host.remove("zeta", false, &by).await.unwrap();
+        second_host.reconcile().await.unwrap();
+        assert!(routes_to(&second_host, "/x", "alpha"));
+        assert!(second_host.not_loaded().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
