@@ -5,7 +5,8 @@
 //! Each host still keeps its own in-memory throttles ([`super::throttle`]), which answer first
 //! and cost nothing; these add the cluster-wide count. The per-IP limit is the same GCRA as
 //! governor's (a theoretical arrival time per address bucket, moved by a conditional commit);
-//! an account's failed logins and lockout are one record, also changed by conditional commits.
+//! an account's failed logins and lockout are one record (keyed by the account's SHA-256), also
+//! changed by conditional commits.
 //! Both spaces are pruned with the other expired records ([`prune`]).
 
 use super::throttle::{RateLimit, backoff, bucket, retry_secs};
@@ -99,7 +100,7 @@ impl SharedThrottle {
 
     /// Counts a failed check of `account`, slowing it down past the free failures.
     pub(super) async fn failed(&self, account: &str) -> Result<(), StoreError> {
-        let key = account.as_bytes().to_vec();
+        let key = record_key(account);
         for _ in 0..ATTEMPTS {
             let stored = self.store.get(Space::LoginFailures, &key).await?;
             let before = match &stored {
@@ -147,7 +148,7 @@ impl SharedThrottle {
         self.store
             .commit(vec![Op::Delete {
                 space: Space::LoginFailures,
-                key: account.as_bytes().to_vec(),
+                key: record_key(account),
             }])
             .await
             .map(|_| ())
@@ -156,13 +157,20 @@ impl SharedThrottle {
     async fn read(&self, account: &str) -> Result<Option<Failures>, StoreError> {
         match self
             .store
-            .get(Space::LoginFailures, account.as_bytes())
+            .get(Space::LoginFailures, &record_key(account))
             .await?
         {
             Some(bytes) => from_json("login failures", &bytes).map(Some),
             None => Ok(None),
         }
     }
+}
+
+/// The key of `account`'s failures record: its SHA-256, so a client signing in with an
+/// arbitrary (or enormous) email stores 32 bytes, and the emails people mistype are not kept
+/// in clear.
+fn record_key(account: &str) -> Vec<u8> {
+    super::sha256(account).to_vec()
 }
 
 /// Deletes rate-limit records whose arrival time has passed and failure records with no
@@ -247,6 +255,17 @@ mod tests {
             host.failed("x@example.com").await.unwrap();
         }
         assert_eq!(b.blocked("x@example.com").await.unwrap(), Some(1));
+        // An enormous email costs a fixed-size record, and no email is kept in clear.
+        a.failed(&"y".repeat(100_000)).await.unwrap();
+        let records = store
+            .scan(Space::LoginFailures, b"", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 2);
+        for (key, value) in &records {
+            assert_eq!(key.len(), 32);
+            assert!(!String::from_utf8_lossy(value).contains("example"));
+        }
         assert_eq!(a.blocked("y@example.com").await.unwrap(), None);
         a.succeeded("x@example.com").await.unwrap();
         assert_eq!(b.blocked("x@example.com").await.unwrap(), None);
@@ -254,6 +273,11 @@ mod tests {
         assert_eq!(prune(&*store, now_ms()).await.unwrap(), 0);
         let later = now_ms() + 3_600_000;
         assert_eq!(prune(&*store, later).await.unwrap(), 2, "both buckets");
+        assert_eq!(
+            prune(&*store, later + 86_400_000).await.unwrap(),
+            1,
+            "the old failure"
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
