@@ -19,6 +19,7 @@ mod kv;
 mod lifecycle;
 mod limits;
 mod memory_cage;
+mod migrate;
 mod operations;
 mod outbound;
 mod plugins;

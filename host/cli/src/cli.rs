@@ -169,6 +169,21 @@ pub(crate) enum Command {
         #[arg(long, env = "PLINTH_SDK_PATH", value_name = "DIR")]
         sdk_path: Option<PathBuf>,
     },
+    /// Move every record of an installation to another store and check the copy: a data
+    /// directory to PostgreSQL (`--to postgres://...`) when one host is no longer enough, or
+    /// back. Stop the hosts that use either store first.
+    Migrate {
+        /// The store to copy: a data directory or a postgres:// URL.
+        #[arg(long, value_name = "DIR|URL")]
+        from: String,
+        /// Where to copy it: a data directory (created when missing) or a postgres:// URL.
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
+        /// Copy into a target that already holds data: the source's records replace those with
+        /// the same keys, and its plugins (versions and key-value data) those of the same names.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show who changed what and when: deploys, rollbacks, deletes, config, users, keys.
     Audit {
         /// Only this action, e.g. plugin.deploy.

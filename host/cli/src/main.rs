@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod folder;
+mod migrate;
 mod scaffold;
 
 use crate::cli::{Cli, Command};
@@ -20,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -78,6 +80,15 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Migrate { from, to, force } => {
+            init_logging(LogFormat::Human);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            if let Err(e) = runtime.block_on(crate::migrate::run(&from, &to, force)) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
         }
         command => {
             // Client commands: one line on failure, non-zero exit.

@@ -49,9 +49,9 @@ fn show<T: DeserializeOwned>(
 /// Runs a client command (every command but `serve`).
 pub(crate) async fn run(command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Serve(_) | Command::New { .. } => Err(ClientError::Local(
-            "`serve` and `new` are not client commands".into(),
-        )),
+        Command::Serve(_) | Command::New { .. } | Command::Migrate { .. } => Err(
+            ClientError::Local("`serve`, `new` and `migrate` are not client commands".into()),
+        ),
         Command::Login {
             email,
             password_stdin,

@@ -295,7 +295,7 @@ async fn import(
     );
     let usage = state
         .store
-        .kv_import(&plugin, entries, state.kv_limits, audit.record()?)
+        .kv_import(&plugin, entries, state.kv_limits, Some(audit.record()?))
         .await?;
     audit.committed();
     tracing::info!(plugin = name, entries = count, "kv data imported");

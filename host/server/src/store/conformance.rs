@@ -533,7 +533,7 @@ async fn quotas_hold_and_imports_land_with_their_audit_entry_or_not_at_all() {
         let over = (0..4).map(|i| entry("b", &format!("k{i}"), &ten)).collect();
         assert!(matches!(
             store
-                .kv_import("p", over, small, audit("import too much"))
+                .kv_import("p", over, small, Some(audit("import too much")))
                 .await,
             Err(KvError::QuotaExceeded { .. })
         ));
@@ -541,7 +541,7 @@ async fn quotas_hold_and_imports_land_with_their_audit_entry_or_not_at_all() {
         assert!(audit_keys(store).await.is_empty(), "{backend}");
         let fits = (0..3).map(|i| entry("b", &format!("k{i}"), &ten)).collect();
         let usage = store
-            .kv_import("p", fits, small, audit("import"))
+            .kv_import("p", fits, small, Some(audit("import")))
             .await
             .unwrap();
         assert_eq!(usage, small.quota, "{backend}");

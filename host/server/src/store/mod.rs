@@ -21,11 +21,13 @@ mod sled_db;
 mod sled_store;
 #[doc(hidden)]
 pub mod test_database;
+pub mod transfer;
 
 pub use group_commit::Durability;
 pub use kv::{KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 pub use postgres::PgStore;
 pub use sled_store::SledStore;
+pub use transfer::{Component, PluginHistory};
 
 use serde::{Deserialize, Serialize};
 
@@ -389,12 +391,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<KvOutcome, KvError>;
     /// Writes `entries` (an operator's import) with their audit entry in one atomic, durable
     /// commit, under the same checks as [`Store::kv_apply`]. Returns the plugin's usage after.
+    /// Only `plinth migrate`, which copies the source's audit log as it is, writes no entry.
     async fn kv_import(
         &self,
         plugin: &str,
         entries: Vec<KvEntry>,
         limits: KvLimits,
-        audit: AuditRecord,
+        audit: Option<AuditRecord>,
     ) -> Result<u64, KvError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
     async fn kv_entries(
@@ -408,6 +411,27 @@ pub trait Store: Send + Sync + 'static {
     async fn kv_usage(&self, plugin: &str) -> Result<u64, StoreError>;
     /// Deletes all of `plugin`'s data, durably.
     async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError>;
+
+    // A whole installation read out and written back (`plinth migrate`, see [`transfer`]):
+    // what the methods above do not reach.
+
+    /// Every host metadata value, by key (the backend's own bookkeeping left out).
+    async fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Every plugin name ever deployed, by name: its kept versions, the active one and the
+    /// next version number (a deleted plugin's name keeps that number and nothing else).
+    async fn plugin_histories(&self) -> Result<Vec<PluginHistory>, StoreError>;
+    /// The compiled artifacts stored for the component `sha256`, by fingerprint.
+    async fn artifacts_of(&self, sha256: &str) -> Result<Vec<Artifact>, StoreError>;
+    /// Replaces the plugin `history.name` (its versions, the active one, its numbering) with
+    /// `history`, in one atomic, durable step; `components` hold the bytes (and artifacts)
+    /// of every component its versions use. Nothing is audited: the audit log is copied.
+    async fn restore_plugin(
+        &self,
+        history: PluginHistory,
+        components: Vec<Component>,
+    ) -> Result<(), StoreError>;
+    /// The plugins that store key-value data, by name.
+    async fn kv_plugins(&self) -> Result<Vec<String>, StoreError>;
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@
 
 use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 use super::{
-    Artifact, AuditOf, AuditRecord, Change, Entries, Op, PluginRecord, Space, Store, StoreError,
+    Artifact, AuditOf, AuditRecord, Change, Component, Entries, Op, PluginHistory, PluginRecord,
+    Space, Store, StoreError,
 };
 use crate::side_thread::SideThread;
 use futures_util::future::BoxFuture;
@@ -1486,7 +1487,7 @@ impl Store for PgStore {
         plugin: &str,
         entries: Vec<KvEntry>,
         limits: KvLimits,
-        audit: AuditRecord,
+        audit: Option<AuditRecord>,
     ) -> Result<u64, KvError> {
         let writes = self.plugin_writes(plugin);
         let plugin = plugin.to_string();
@@ -1499,7 +1500,9 @@ impl Store for PgStore {
             let (_, usage) = keys.apply(change, &limits, before)?;
             keys.write(&mut tx, &plugin).await?;
             write_usage(&mut tx, &plugin, usage).await?;
-            insert_audit(&mut tx, &audit).await?;
+            if let Some(audit) = &audit {
+                insert_audit(&mut tx, audit).await?;
+            }
             tx.commit().await.map_err(db("commit kv import"))?;
             Ok(usage)
         })
@@ -1574,6 +1577,169 @@ impl Store for PgStore {
                 .map_err(db("purge kv"))?;
             tx.commit().await.map_err(db("commit kv purge"))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.run(|pool| async move {
+            sqlx::query_as("SELECT key, value FROM meta ORDER BY key")
+                .fetch_all(&pool)
+                .await
+                .map_err(db("list meta"))
+        })
+        .await
+    }
+
+    async fn plugin_histories(&self) -> Result<Vec<PluginHistory>, StoreError> {
+        self.run(|pool| async move {
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            // One snapshot of the three tables.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("begin"))?;
+            let names: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT n.name, n.next_version, p.version FROM plugin_names n \
+                 LEFT JOIN plugins p ON p.name = n.name ORDER BY n.name",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("list plugin histories"))?;
+            let versions: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT name, record FROM plugin_versions ORDER BY name, version")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("list plugin versions"))?;
+            tx.commit().await.map_err(db("end the read"))?;
+            let mut versions = versions.into_iter().peekable();
+            let mut out = Vec::with_capacity(names.len());
+            for (name, next, active) in names {
+                let mut kept = Vec::new();
+                while let Some((_, record)) = versions.next_if(|(n, _)| *n == name) {
+                    kept.push(decode_record(&name, &record)?);
+                }
+                out.push(PluginHistory {
+                    next_version: version_number(next, &name)?,
+                    active: active.map(|v| version_number(v, &name)).transpose()?,
+                    versions: kept,
+                    name,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn artifacts_of(&self, sha256: &str) -> Result<Vec<Artifact>, StoreError> {
+        let sha256 = sha256.to_string();
+        self.run(|pool| async move {
+            let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                "SELECT fingerprint, bytes FROM artifacts WHERE sha256 = $1 ORDER BY fingerprint",
+            )
+            .bind(&sha256)
+            .fetch_all(&pool)
+            .await
+            .map_err(db("list artifacts"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(fingerprint, bytes)| Artifact { fingerprint, bytes })
+                .collect())
+        })
+        .await
+    }
+
+    async fn restore_plugin(
+        &self,
+        history: PluginHistory,
+        components: Vec<Component>,
+    ) -> Result<(), StoreError> {
+        self.run(|pool| async move {
+            let name = history.name.as_str();
+            let mut tx = pool.begin().await.map_err(db("begin"))?;
+            lock_plugins(&mut tx).await?;
+            sqlx::query("DELETE FROM plugins WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("restore plugin"))?;
+            let dropped: Vec<String> =
+                sqlx::query_scalar("DELETE FROM plugin_versions WHERE name = $1 RETURNING sha256")
+                    .bind(name)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("restore plugin"))?;
+            let next = i64::try_from(history.next_version).unwrap_or(i64::MAX);
+            sqlx::query(
+                "INSERT INTO plugin_names (name, next_version) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET next_version = greatest(plugin_names.next_version, excluded.next_version)",
+            )
+            .bind(name)
+            .bind(next)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("restore plugin"))?;
+            for component in &components {
+                sqlx::query(
+                    "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) \
+                     ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(&component.sha256)
+                .bind(&component.bytes)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("restore a component"))?;
+                for artifact in &component.artifacts {
+                    sqlx::query(
+                        "INSERT INTO artifacts (sha256, fingerprint, bytes) VALUES ($1, $2, $3) \
+                         ON CONFLICT (sha256, fingerprint) DO UPDATE SET bytes = excluded.bytes",
+                    )
+                    .bind(&component.sha256)
+                    .bind(&artifact.fingerprint)
+                    .bind(&artifact.bytes)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("restore an artifact"))?;
+                }
+            }
+            for record in &history.versions {
+                sqlx::query(
+                    "INSERT INTO plugin_versions (name, version, sha256, record) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(name)
+                .bind(i64::try_from(record.version).unwrap_or(i64::MAX))
+                .bind(&record.sha256)
+                .bind(super::to_json("plugin record", record)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("restore a version"))?;
+            }
+            if let Some(active) = history.active {
+                sqlx::query("INSERT INTO plugins (name, version) VALUES ($1, $2)")
+                    .bind(name)
+                    .bind(i64::try_from(active).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("restore the active version"))?;
+            }
+            drop_unused_blobs(&mut tx, &dropped).await?;
+            announce(&mut tx, Change::Plugins)
+                .await
+                .map_err(db("announce the restore"))?;
+            tx.commit().await.map_err(db("commit the restore"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_plugins(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|pool| async move {
+            sqlx::query_scalar("SELECT DISTINCT plugin FROM kv ORDER BY plugin")
+                .fetch_all(&pool)
+                .await
+                .map_err(db("list kv plugins"))
         })
         .await
     }

@@ -4,7 +4,9 @@
 
 use super::group_commit::{Durability, GroupCommit, Ticket};
 use super::kv::{self, KvChange, KvEntry, KvError, KvLimits, KvOutcome};
-use super::{Artifact, AuditRecord, Entries, Op, PluginRecord, Space, StoreError};
+use super::{
+    Artifact, AuditRecord, Component, Entries, Op, PluginHistory, PluginRecord, Space, StoreError,
+};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::HashMap;
@@ -428,15 +430,15 @@ impl SledDb {
         Ok((plan.outcome, ticket))
     }
 
-    /// Checks `entries` and writes them with `audit` in one sled transaction, durably;
-    /// `writes` is the plugin's write lock, held by the caller.
+    /// Checks `entries` and writes them with `audit` (if any) in one sled transaction,
+    /// durably; `writes` is the plugin's write lock, held by the caller.
     fn kv_import_locked(
         &self,
         tree: &sled::Tree,
         writes: &mut KvWrites,
         entries: Vec<KvEntry>,
         limits: &KvLimits,
-        audit: &AuditRecord,
+        audit: Option<&AuditRecord>,
     ) -> Result<(u64, Ticket), KvError> {
         let plan = kv_plan(tree, KvChange::Put(entries), limits)?;
         (tree, self.space(Space::Audit))
@@ -449,7 +451,9 @@ impl SledDb {
                     }
                 }
                 data.insert(KV_USAGE, &plan.usage.to_be_bytes())?;
-                log.insert(audit.key.as_slice(), audit.value.as_slice())?;
+                if let Some(audit) = audit {
+                    log.insert(audit.key.as_slice(), audit.value.as_slice())?;
+                }
                 Ok(())
             })
             .map_err(|e: TransactionError<StoreError>| tx_error("kv import", e))?;
@@ -955,7 +959,7 @@ impl SledDb {
         plugin: &str,
         entries: Vec<KvEntry>,
         limits: &KvLimits,
-        audit: &AuditRecord,
+        audit: Option<&AuditRecord>,
     ) -> Result<u64, KvError> {
         let (usage, ticket) = loop {
             let KvTree { tree, write } = self.kv_tree(plugin)?;
@@ -1056,6 +1060,135 @@ impl SledDb {
             self.flush()?;
         }
         Ok(applied)
+    }
+
+    pub(crate) fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.meta.iter() {
+            let (key, value) = entry.map_err(backend("list meta"))?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if key != CLEAN_SHUTDOWN && key != KV_USAGE_FORMAT {
+                out.push((key, value.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn plugin_histories(&self) -> Result<Vec<PluginHistory>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.history.iter() {
+            let (key, value) = entry.map_err(backend("list plugin histories"))?;
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let history: History = super::from_json(&format!("version history of {name}"), &value)?;
+            let mut versions = self.plugin_versions(&name)?;
+            versions.reverse();
+            let active = match self.plugins.get(&key).map_err(backend("read plugin"))? {
+                Some(bytes) => Some(decode_record(&key, &bytes)?.version),
+                None => None,
+            };
+            out.push(PluginHistory {
+                name,
+                next_version: history.next,
+                versions,
+                active,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn artifacts_of(&self, sha256: &str) -> Result<Vec<Artifact>, StoreError> {
+        let prefix = format!("{sha256}/");
+        self.artifacts
+            .scan_prefix(prefix.as_bytes())
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(backend("list artifacts"))?;
+                Ok(Artifact {
+                    fingerprint: String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+                    bytes: bytes.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn restore_plugin(
+        &self,
+        history: &PluginHistory,
+        components: &[Component],
+    ) -> Result<(), StoreError> {
+        let name = history.name.as_str();
+        let trees = (
+            &self.plugins,
+            &self.versions,
+            &self.history,
+            &self.blobs,
+            &self.blob_refs,
+        );
+        let dropped = trees
+            .transaction(|(plugins, versions, history_tree, blobs, refs)| {
+                let held = decode_history(name, history_tree.get(name)?)?;
+                let dropped = drop_versions(name, &held.kept, versions, blobs, refs)?;
+                plugins.remove(name.as_bytes())?;
+                for record in &history.versions {
+                    let encoded = encode("plugin record", record)?;
+                    versions.insert(version_key(name, record.version), encoded.as_slice())?;
+                    if adjust_ref(blobs, refs, &record.sha256, 1)? == 1 {
+                        let component = components
+                            .iter()
+                            .find(|c| c.sha256 == record.sha256)
+                            .ok_or_else(|| {
+                                ConflictableTransactionError::Abort(StoreError::corrupt(
+                                    format!("plugin {name} version {}", record.version),
+                                    "its component is missing",
+                                ))
+                            })?;
+                        blobs.insert(record.sha256.as_bytes(), component.bytes.as_slice())?;
+                    }
+                    if history.active == Some(record.version) {
+                        plugins.insert(name.as_bytes(), encoded)?;
+                    }
+                }
+                let restored = History {
+                    next: history.next_version.max(held.next),
+                    kept: history.versions.iter().map(|r| r.version).collect(),
+                };
+                history_tree.insert(name.as_bytes(), encode("version history", &restored)?)?;
+                Ok(dropped)
+            })
+            .map_err(|e| tx_error("restore plugin", e))?;
+        let gone: Vec<String> = dropped
+            .into_iter()
+            .filter(|sha| !components.iter().any(|c| &c.sha256 == sha))
+            .collect();
+        self.drop_artifacts_of(&gone)?;
+        for component in components {
+            for artifact in &component.artifacts {
+                let key = format!("{}/{}", component.sha256, artifact.fingerprint);
+                self.artifacts
+                    .insert(key.as_bytes(), artifact.bytes.as_slice())
+                    .map_err(backend("write artifact"))?;
+            }
+        }
+        self.flush()
+    }
+
+    pub(crate) fn kv_plugins(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let Some(plugin) = name.strip_prefix(KV_TREE_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let tree = self.db.open_tree(&name).map_err(backend("open kv tree"))?;
+            let first = tree
+                .range::<&[u8], _>(&[KV_DATA][..]..&[KV_DATA + 1][..])
+                .next()
+                .transpose()
+                .map_err(backend("kv scan"))?;
+            if first.is_some() {
+                out.push(String::from_utf8_lossy(plugin).into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -1241,13 +1374,18 @@ mod tests {
             ]
         };
         let usage = store
-            .kv_import("a", entries(b"v".to_vec()), &LIMITS, &entry("import 1"))
+            .kv_import(
+                "a",
+                entries(b"v".to_vec()),
+                &LIMITS,
+                Some(&entry("import 1")),
+            )
             .unwrap();
         assert_eq!(usage, store.kv_usage("a").unwrap());
         assert_eq!(store.kv_get("a", "b", "two").unwrap().unwrap(), b"v");
         // Over the quota: neither the data nor the entry is written.
         let big = vec![0; LIMITS.max_value as usize];
-        let refused = store.kv_import("a", entries(big), &LIMITS, &entry("import 2"));
+        let refused = store.kv_import("a", entries(big), &LIMITS, Some(&entry("import 2")));
         assert!(matches!(refused, Err(KvError::QuotaExceeded { .. })));
         assert_eq!(store.kv_get("a", "b", "one").unwrap().unwrap(), b"v");
         assert_eq!(store.kv_usage("a").unwrap(), usage);

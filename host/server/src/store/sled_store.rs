@@ -12,7 +12,8 @@
 use super::kv::{KvChange, KvEntry, KvError, KvLimits, KvOutcome};
 use super::sled_db::SledDb;
 use super::{
-    Artifact, AuditOf, AuditRecord, Durability, Entries, Op, PluginRecord, Space, Store, StoreError,
+    Artifact, AuditOf, AuditRecord, Component, Durability, Entries, Op, PluginHistory,
+    PluginRecord, Space, Store, StoreError,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -283,11 +284,11 @@ impl Store for SledStore {
         plugin: &str,
         entries: Vec<KvEntry>,
         limits: KvLimits,
-        audit: AuditRecord,
+        audit: Option<AuditRecord>,
     ) -> Result<u64, KvError> {
         let plugin = plugin.to_string();
         self.offload("kv import", move |db| {
-            db.kv_import(&plugin, entries, &limits, &audit)
+            db.kv_import(&plugin, entries, &limits, audit.as_ref())
         })
         .await
     }
@@ -319,6 +320,36 @@ impl Store for SledStore {
         let plugin = plugin.to_string();
         self.offload("kv purge", move |db| db.kv_purge(&plugin))
             .await
+    }
+
+    async fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.offload("list meta", |db| db.meta_entries()).await
+    }
+
+    async fn plugin_histories(&self) -> Result<Vec<PluginHistory>, StoreError> {
+        self.offload("list plugin histories", |db| db.plugin_histories())
+            .await
+    }
+
+    async fn artifacts_of(&self, sha256: &str) -> Result<Vec<Artifact>, StoreError> {
+        let sha256 = sha256.to_string();
+        self.offload("list artifacts", move |db| db.artifacts_of(&sha256))
+            .await
+    }
+
+    async fn restore_plugin(
+        &self,
+        history: PluginHistory,
+        components: Vec<Component>,
+    ) -> Result<(), StoreError> {
+        self.offload("restore plugin", move |db| {
+            db.restore_plugin(&history, &components)
+        })
+        .await
+    }
+
+    async fn kv_plugins(&self) -> Result<Vec<String>, StoreError> {
+        self.offload("list kv plugins", |db| db.kv_plugins()).await
     }
 }
 
