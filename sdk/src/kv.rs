@@ -25,8 +25,9 @@ use std::fmt;
 const PAGE: u32 = 1000;
 
 /// Why a storage call failed: a stable `code` (`quota_exceeded`, `value_too_large`,
-/// `invalid_key`, `not_a_counter`, `overflow`, `invalid_json`, `storage_failed`, ...) and the
-/// host's message.
+/// `invalid_key`, `not_a_counter`, `overflow`, `invalid_json`, `storage_failed`,
+/// `store_unavailable` (the host's database cannot be reached: try again), ...) and the host's
+/// message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     code: String,
@@ -51,6 +52,7 @@ impl Error {
             "value_too_large" => 413,
             "invalid_key" | "not_a_counter" | "overflow" => 400,
             "conflict" => 409,
+            "store_unavailable" => 503,
             _ => 500,
         }
     }

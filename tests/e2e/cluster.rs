@@ -300,7 +300,7 @@ async fn killing_one_host_under_write_load_loses_no_acknowledged_write_and_the_o
         for writer in living {
             acked.extend(writer.await.unwrap());
         }
-        let stored = crate::crash::stored_keys(&survivor).await;
+        let stored = crate::crash::stored_keys(&survivor, "crash").await;
         let lost: Vec<_> = acked.difference(&stored).take(5).collect();
         assert!(
             lost.is_empty(),
@@ -435,4 +435,160 @@ async fn guesses_spread_over_hosts_are_throttled_as_on_one() {
     );
     drop((a, b));
     database.remove().await;
+}
+
+/// Writes unique keys to `base` until `stop`, as fast as answers come; returns the keys
+/// acknowledged (200), and how many writes were refused and how many acknowledged after
+/// `recovered` was set.
+async fn write_through_outage(
+    base: String,
+    writer: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    recovered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<String>, usize, usize) {
+    use std::sync::atomic::Ordering;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (mut acked, mut refused, mut after) = (Vec::new(), 0, 0);
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("w{writer}-{seq}");
+        seq += 1;
+        let reply = client
+            .put(format!("{base}/kv-plain/restart/{key}"))
+            .body(key.clone())
+            .send()
+            .await
+            .expect("the host stays up while its database restarts");
+        let status = reply.status();
+        if status == StatusCode::OK {
+            acked.push(key);
+            after += usize::from(recovered.load(Ordering::Relaxed));
+        } else {
+            // The store's failure as the plugin passes it on (kv-plain answers the host's
+            // message with a 400) or as the host reports it: a clear, retryable code.
+            let text = reply.text().await.unwrap_or_default();
+            assert!(
+                text.starts_with("store_unavailable:") || status.is_server_error(),
+                "{status}: {text}"
+            );
+            refused += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    (acked, refused, after)
+}
+
+#[tokio::test]
+async fn restarting_postgres_under_write_load_loses_no_acknowledged_write_and_needs_no_host_restart()
+ {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A server of this test's own: stopping the shared one would fail every other test.
+    let postgres = match plinth_test_postgres::TestPostgres::start_private() {
+        Ok(Some(postgres)) => Arc::new(postgres),
+        Ok(None) => {
+            assert!(
+                std::env::var_os("PLINTH_TEST_REQUIRE_POSTGRES").is_none(),
+                "PLINTH_TEST_REQUIRE_POSTGRES is set but PostgreSQL is not installed"
+            );
+            return;
+        }
+        Err(e) => panic!("starting a PostgreSQL server: {e:#}"),
+    };
+    let url = postgres.create_database("plinth").unwrap();
+    let options = || Options::with_args(&["--store", &url]);
+    let hosts = [
+        Server::start_fresh(options()),
+        Server::start_fresh(options()),
+    ];
+    hosts[0].deploy_guest(Guest::KvPlain).await;
+    eventually("the deploy on the other host", || {
+        served(&hosts[1], "kv-plain")
+    })
+    .await;
+
+    let (stop, recovered) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let base = hosts[w % 2].base.clone();
+            tokio::spawn(write_through_outage(
+                base,
+                w,
+                stop.clone(),
+                recovered.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // The database goes away (as `pg_ctl restart` does, with a pause in the middle).
+    let server = postgres.clone();
+    tokio::task::spawn_blocking(move || server.stop_server())
+        .await
+        .unwrap()
+        .unwrap();
+    for host in &hosts {
+        eventually("/readyz saying not ready", || async {
+            host.get("/readyz").await.status == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+        assert_eq!(host.get("/readyz").await.code(), "store_unavailable");
+        let listed = host
+            .admin(Method::GET, "/admin/plugins/kv-plain/kv?limit=5")
+            .await;
+        assert_eq!(
+            listed.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            listed.text()
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let server = postgres.clone();
+    tokio::task::spawn_blocking(move || server.start_server())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Both hosts come back by themselves and take writes again.
+    for host in &hosts {
+        eventually("/readyz ready again", || async {
+            host.get("/readyz").await.status == StatusCode::OK
+        })
+        .await;
+    }
+    recovered.store(true, Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut refused, mut after) = (std::collections::BTreeSet::new(), 0, 0);
+    for writer in writers {
+        let (keys, r, a) = writer.await.unwrap();
+        acked.extend(keys);
+        refused += r;
+        after += a;
+    }
+    assert!(
+        refused > 0,
+        "no write was refused while the database was down"
+    );
+    assert!(
+        after > 0,
+        "no write was acknowledged after the database came back"
+    );
+    for host in &hosts {
+        let stored = crate::crash::stored_keys(host, "restart").await;
+        let lost: Vec<_> = acked.difference(&stored).take(5).collect();
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    }
+    eprintln!(
+        "{} writes acknowledged ({after} after the restart), {refused} refused while the \
+         database was down, none lost",
+        acked.len()
+    );
 }

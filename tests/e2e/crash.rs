@@ -25,9 +25,9 @@ fn rounds() -> usize {
         .unwrap_or(20)
 }
 
-/// Keys the export of `kv-plain` holds in bucket `crash`. Also checks that the plugin's usage
+/// Keys the export of `kv-plain` holds in `bucket`. Also checks that the plugin's usage
 /// counter equals what its entries really use (a crash must not leave it wrong).
-pub(crate) async fn stored_keys(server: &Server) -> BTreeSet<String> {
+pub(crate) async fn stored_keys(server: &Server, bucket: &str) -> BTreeSet<String> {
     let export = server
         .admin(reqwest::Method::GET, "/admin/plugins/kv-plain/kv/export")
         .await;
@@ -57,7 +57,7 @@ pub(crate) async fn stored_keys(server: &Server) -> BTreeSet<String> {
     assert_eq!(page["usage_bytes"], used as u64, "usage counter drifted");
     entries
         .iter()
-        .filter(|entry| entry["bucket"] == "crash")
+        .filter(|entry| entry["bucket"] == bucket)
         .map(|entry| entry["key"].as_str().unwrap().to_string())
         .collect()
 }
@@ -98,7 +98,7 @@ async fn acknowledged_writes_survive_kill_during_writes_and_during_restart() {
         if round == 0 {
             server.deploy_guest(Guest::KvPlain).await;
         }
-        let stored = stored_keys(&server).await;
+        let stored = stored_keys(&server, "crash").await;
         let expected = acked.lock().unwrap().clone();
         let lost: Vec<_> = expected.difference(&stored).take(5).collect();
         assert!(
@@ -132,7 +132,7 @@ async fn acknowledged_writes_survive_kill_during_writes_and_during_restart() {
     }
     // A final start checks the last round.
     let server = Server::start_with(dir.path(), Options::default());
-    let stored = stored_keys(&server).await;
+    let stored = stored_keys(&server, "crash").await;
     let expected = acked.lock().unwrap().clone();
     assert!(
         expected.is_subset(&stored),

@@ -395,7 +395,7 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
     // The same plugins on a host whose store is PostgreSQL (a throwaway server, or the one
     // PLINTH_TEST_DATABASE_URL names), beside the sled figures: what a database round trip
     // costs per request.
-    let postgres = crate::postgres::TestPostgres::start()?;
+    let postgres = plinth_test_postgres::TestPostgres::start()?;
     let pg_url = postgres.create_database(&format!("plinth_bench_{}", std::process::id()))?;
     let pg_dir = data_dir.with_extension("pg");
     let mut pg_cmd = serve(true, &pg_dir);

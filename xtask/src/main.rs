@@ -8,7 +8,6 @@
 mod bench;
 mod guests;
 mod http;
-mod postgres;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -107,7 +106,7 @@ fn test(root: &Path) -> Result<()> {
     ]))?;
     // The PostgreSQL store's tests run on every test run, never skipped: a throwaway server
     // for this run (or the one PLINTH_TEST_DATABASE_URL names), stopped when the tests end.
-    let postgres = postgres::TestPostgres::start()?;
+    let postgres = plinth_test_postgres::TestPostgres::start()?;
     run(cargo()
         .current_dir(root)
         .args(["test", "--workspace"])

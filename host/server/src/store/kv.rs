@@ -133,9 +133,20 @@ pub enum KvError {
     /// `increment` past `u64::MAX`.
     #[error("overflow: incrementing key {0:?} would exceed u64::MAX")]
     Overflow(String),
-    /// The backend failed.
-    #[error("storage_failed: {0}")]
+    /// The backend failed, or cannot be reached (`store_unavailable`, worth retrying).
+    #[error("{}", store_failure(.0))]
     Store(#[from] StoreError),
+}
+
+/// A backend failure as plugins see it: its code first, like every other kv error.
+fn store_failure(error: &StoreError) -> String {
+    match error {
+        StoreError::Unavailable { .. } => format!(
+            "store_unavailable: {error}; try again shortly (a write whose answer was lost may or \
+             may not have been applied)"
+        ),
+        other => format!("storage_failed: {other}"),
+    }
 }
 
 /// Checks a bucket name and key against the size limits.
@@ -275,6 +286,20 @@ pub fn plan(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_store_out_of_reach_is_told_apart_from_a_failing_one() {
+        let unavailable = KvError::Store(StoreError::Unavailable {
+            op: "kv write",
+            message: "connection refused".into(),
+        });
+        assert!(unavailable.to_string().starts_with("store_unavailable: "));
+        let failed = KvError::Store(StoreError::Backend {
+            op: "kv write",
+            message: "disk full".into(),
+        });
+        assert!(failed.to_string().starts_with("storage_failed: "));
+    }
 
     /// Each entry's overhead, shortened.
     const O: u64 = ENTRY_OVERHEAD;
