@@ -8,7 +8,9 @@
 //! the bare embedder and plinth's plain row again at 256 connections (tail latency); then plinth
 //! routes that do one key-value read and one durable key-value write
 //! (`tests/programs/kv-plain`, acknowledged only once on disk) at 64 connections, beside hello
-//! at 64. Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
+//! at 64; the guarded route, hello and the kv rows again on hosts whose store is PostgreSQL,
+//! with 1, 2 and 3 hosts on one database (one wrk per host at once, the connections split
+//! between them, throughput summed, latency the slowest host's). Prints req/s, p50/p99 latency, server CPU per request, and the ratio to native; then
 //! the cold paths: upload to serving, restart to ready with 100 plugins, and resident memory
 //! with 1,000 (100 with `--quick`); last, what each stage of a request costs in process
 //! (`host/cli/benches/request_path.rs`).
@@ -172,11 +174,13 @@ const MANY_CONNECTIONS: u32 = 256;
 /// The engine yardstick's row: `xtask/bare-embedder` on the plain component.
 const BARE: &str = "bare wasmtime-wasi-http embedder (plain wasi:http, fresh instance)";
 
-/// One measured row: which server, what URL, how many connections, and an optional wrk script.
+/// One measured row: which servers, what URL on each, how many connections in all, and an
+/// optional wrk script.
 struct Row {
-    name: &'static str,
-    pid: u32,
-    url: String,
+    name: String,
+    /// The server process and URL of each host the row loads: one wrk per host, at the
+    /// same time, the connections split between them, their figures summed.
+    targets: Vec<(u32, String)>,
     connections: u32,
     script: Option<std::path::PathBuf>,
     /// A header for every request (e.g. `Authorization: Bearer ...`).
@@ -184,38 +188,62 @@ struct Row {
 }
 
 fn wrk(row: &Row, seconds: u64) -> Result<Sample> {
-    let wrk_path = Path::new("wrk");
-    let cpu_before = cpu_seconds(row.pid)?;
-    let mut cmd = pinned(wrk_path, 1);
-    cmd.args(["-t1", "--latency"])
-        .arg(format!("-c{}", row.connections))
-        .arg(format!("-d{seconds}s"));
-    if let Some(script) = &row.script {
-        cmd.arg("-s").arg(script);
-    }
-    if let Some(header) = &row.header {
-        cmd.arg("-H").arg(header);
-    }
-    let out = cmd.arg(&row.url).output().context("running wrk")?;
-    let pid = row.pid;
-    let cpu = cpu_seconds(pid)? - cpu_before;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let pids: std::collections::BTreeSet<u32> = row.targets.iter().map(|(pid, _)| *pid).collect();
+    let cpu_of = |pids: &std::collections::BTreeSet<u32>| -> Result<f64> {
+        pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+    };
+    let cpu_before = cpu_of(&pids)?;
+    let hosts = u32::try_from(row.targets.len()).unwrap_or(1).max(1);
+    let outputs: Vec<std::io::Result<std::process::Output>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = row
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, url))| {
+                // The connections split between the hosts, the first taking any remainder.
+                let share =
+                    row.connections / hosts + if i == 0 { row.connections % hosts } else { 0 };
+                let mut cmd = pinned(Path::new("wrk"), 1);
+                cmd.args(["-t1", "--latency"])
+                    .arg(format!("-c{share}"))
+                    .arg(format!("-d{seconds}s"));
+                if let Some(script) = &row.script {
+                    cmd.arg("-s").arg(script);
+                }
+                if let Some(header) = &row.header {
+                    cmd.arg("-H").arg(header);
+                }
+                cmd.arg(url);
+                scope.spawn(move || cmd.output())
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().expect("a wrk thread panicked"))
+            .collect()
+    });
+    let cpu = cpu_of(&pids)? - cpu_before;
     let mut sample = Sample {
         rps: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,
         cpu_us_per_req: 0.0,
-        errors: text.contains("Non-2xx") || text.contains("Socket errors"),
+        errors: false,
     };
     let mut requests = 0.0;
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", n] => sample.rps = n.parse()?,
-            ["50%", v] => sample.p50_ms = parse_latency_ms(v).unwrap_or(0.0),
-            ["99%", v] => sample.p99_ms = parse_latency_ms(v).unwrap_or(0.0),
-            [n, "requests", "in", ..] => requests = n.parse()?,
-            _ => {}
+    for out in outputs {
+        let out = out.context("running wrk")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        sample.errors |= text.contains("Non-2xx") || text.contains("Socket errors");
+        // Throughput adds up over hosts; latency is the slowest host's.
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["Requests/sec:", n] => sample.rps += n.parse::<f64>()?,
+                ["50%", v] => sample.p50_ms = sample.p50_ms.max(parse_latency_ms(v).unwrap_or(0.0)),
+                ["99%", v] => sample.p99_ms = sample.p99_ms.max(parse_latency_ms(v).unwrap_or(0.0)),
+                [n, "requests", "in", ..] => requests += n.parse::<f64>()?,
+                _ => {}
+            }
         }
     }
     if requests > 0.0 {
@@ -430,12 +458,30 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
         bail!("storing the kv bench value on PostgreSQL answered {status}");
     }
     let pg_access = http::login(&pg_base, "bench@example.com", &password)?;
+    // Two more hosts on the same database (they load the plugins it holds), for the rows
+    // with 2 and 3 hosts: one wrk per host, the figures summed.
+    let mut pg_hosts = vec![(pg_host.0.id(), pg_base.clone())];
+    let mut more_pg_hosts = Vec::new();
+    for n in 2..=3 {
+        let dir = data_dir.with_extension(format!("pg{n}"));
+        let mut cmd = serve(true, &dir);
+        cmd.args(["--store", &pg_url]);
+        let (host, addr) = spawn_server(cmd)?;
+        let mut host = Guard(host);
+        let base = format!("http://{addr}");
+        http::wait_ready(&base, &mut host.0)?;
+        let (status, body) = http::get(&base, kv_path)?;
+        if status != 200 {
+            bail!("PostgreSQL host {n} answered {status} to the kv read: {body}");
+        }
+        pg_hosts.push((host.0.id(), base));
+        more_pg_hosts.push((host, dir));
+    }
     let wasmtime = wasmtime_serve(&guest_dir.join("plain_http.wasm"))?;
 
-    let row = |name, pid, url: String, connections, script: Option<&Path>| Row {
-        name,
-        pid,
-        url,
+    let row = |name: &str, pid, url: String, connections, script: Option<&Path>| Row {
+        name: name.to_string(),
+        targets: vec![(pid, url)],
         connections,
         script: script.map(Path::to_path_buf),
         header: None,
@@ -547,6 +593,47 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             KV_CONNECTIONS,
             Some(&put_script),
         ),
+    ];
+    for hosts in 2..=pg_hosts.len() {
+        let on = |path: &str| -> Vec<(u32, String)> {
+            pg_hosts[..hosts]
+                .iter()
+                .map(|(pid, base)| (*pid, format!("{base}{path}")))
+                .collect()
+        };
+        let named = |what: &str| format!("plinth on PostgreSQL, {hosts} hosts: {what}");
+        servers.extend([
+            Row {
+                name: named("plain wasi:http (user, JWT checked)"),
+                targets: on("/plain-user/bench"),
+                connections: options.connections,
+                script: None,
+                header: Some(format!("Authorization: Bearer {pg_access}")),
+            },
+            Row {
+                name: named("hello (fresh instance)"),
+                targets: on("/hello/bench"),
+                connections: KV_CONNECTIONS,
+                script: None,
+                header: None,
+            },
+            Row {
+                name: named("kv-get (1 read)"),
+                targets: on(kv_path),
+                connections: KV_CONNECTIONS,
+                script: None,
+                header: None,
+            },
+            Row {
+                name: named("kv-set (1 durable write)"),
+                targets: on(kv_path),
+                connections: KV_CONNECTIONS,
+                script: Some(put_script.clone()),
+                header: None,
+            },
+        ]);
+    }
+    servers.extend([
         // Tail latency under many connections: the engine alone and Plinth, same component.
         row(
             BARE,
@@ -562,7 +649,7 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
             MANY_CONNECTIONS,
             None,
         ),
-    ];
+    ]);
     if let Some((server, addr)) = &wasmtime {
         servers.push(row(
             "wasmtime serve (plain wasi:http, fresh instance)",
@@ -605,6 +692,10 @@ pub(crate) fn measure(root: &Path, args: &[String]) -> Result<()> {
     drop(bare);
     drop(reuse);
     drop(pg_host);
+    for (host, dir) in more_pg_hosts {
+        drop(host);
+        let _ = std::fs::remove_dir_all(dir);
+    }
     drop(postgres);
     let _ = std::fs::remove_dir_all(&reuse_dir);
     let _ = std::fs::remove_dir_all(&pg_dir);
