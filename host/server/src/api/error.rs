@@ -262,6 +262,7 @@ impl ApiError {
                 KvError::NotACounter(_) | KvError::Overflow(_) => {
                     (S::BAD_REQUEST, "invalid_value", None)
                 }
+                KvError::PluginRemoved(_) => (S::CONFLICT, "plugin_removed", None),
                 KvError::Store(e) => storage(e),
             },
             ApiError::Config(ConfigError::Store(e)) | ApiError::Storage(e) => storage(e),

@@ -352,6 +352,57 @@ async fn exactly_one_racing_conditional_commit_wins_across_hosts() {
 }
 
 #[tokio::test]
+async fn a_deleted_plugins_requests_cannot_write_on_any_host_but_operators_can() {
+    on_every_backend(2, |backend, hosts| async move {
+        let put = |value: &str| KvChange::Put(vec![entry("b", "k", value)]);
+        deploy(&*hosts[0], "gone", "sha-gone", 2).await;
+        hosts[1]
+            .kv_apply("gone", put("kept"), LIMITS)
+            .await
+            .unwrap();
+        assert!(
+            hosts[0]
+                .delete_plugin("gone", audit("delete gone"))
+                .await
+                .unwrap()
+        );
+        // A request of the deleted plugin still running on the other host writes nothing,
+        // so nothing it does outlives a purge of the data.
+        let refused = hosts[1].kv_apply("gone", put("late"), LIMITS).await;
+        assert!(
+            matches!(refused, Err(KvError::PluginRemoved(_))),
+            "{backend}: {refused:?}"
+        );
+        assert_eq!(
+            hosts[0].kv_get("gone", "b", "k").await.unwrap(),
+            Some(b"kept".to_vec()),
+            "{backend}: the data stays until purged"
+        );
+        // An operator's import still writes (data before a redeploy), and a redeploy lets the
+        // plugin write again; a name never deployed is not refused.
+        hosts[0]
+            .kv_import(
+                "gone",
+                vec![entry("b", "i", "imported")],
+                LIMITS,
+                Some(audit("import")),
+            )
+            .await
+            .unwrap();
+        deploy(&*hosts[0], "gone", "sha-gone", 2).await;
+        hosts[1]
+            .kv_apply("gone", put("back"), LIMITS)
+            .await
+            .unwrap();
+        hosts[1]
+            .kv_apply("never-deployed", put("v"), LIMITS)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn kv_reads_writes_counters_and_swaps() {
     on_every_backend(1, |backend, hosts| async move {
         let store = &*hosts[0];

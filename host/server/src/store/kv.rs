@@ -133,6 +133,9 @@ pub enum KvError {
     /// `increment` past `u64::MAX`.
     #[error("overflow: incrementing key {0:?} would exceed u64::MAX")]
     Overflow(String),
+    /// The plugin was deleted while its request ran: a write would outlive a purge of its data.
+    #[error("plugin_removed: plugin {0} was deleted; nothing was written")]
+    PluginRemoved(String),
     /// The backend failed, or cannot be reached (`store_unavailable`, worth retrying).
     #[error("{}", store_failure(.0))]
     Store(#[from] StoreError),

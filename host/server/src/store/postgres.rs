@@ -479,6 +479,28 @@ async fn lock_usage(conn: &mut PgConnection, plugin: &str) -> Result<u64, StoreE
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
+/// [`lock_usage`] for a plugin's own writes, which also says whether the plugin was deployed
+/// once and is deleted now. Read after the lock, which a purge holds until it commits, so a
+/// request of a deleted plugin still running on any host cannot write data back after the
+/// purge. (A wait for the lock ends after the purge, and so after the delete before it: the
+/// statement's snapshot, taken before the wait, already holds the delete.)
+async fn lock_usage_for_writes(
+    conn: &mut PgConnection,
+    plugin: &str,
+) -> Result<(u64, bool), StoreError> {
+    let (bytes, deleted): (i64, bool) = sqlx::query_as(
+        "INSERT INTO kv_usage (plugin, bytes) VALUES ($1, 0) \
+         ON CONFLICT (plugin) DO UPDATE SET bytes = kv_usage.bytes \
+         RETURNING bytes, (NOT EXISTS (SELECT 1 FROM plugins WHERE name = $1) \
+                           AND EXISTS (SELECT 1 FROM plugin_names WHERE name = $1))",
+    )
+    .bind(plugin)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("lock kv usage"))?;
+    Ok((u64::try_from(bytes).unwrap_or(0), deleted))
+}
+
 /// The (bucket, key) pairs a change reads or writes.
 fn touched(change: &KvChange) -> Vec<(&str, &str)> {
     match change {
@@ -751,9 +773,14 @@ async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
     let mut pending = writes.into_iter();
     let batch = async {
         let mut tx = pool.begin().await.map_err(db("begin"))?;
-        let before = lock_usage(&mut tx, plugin).await?;
+        let (before, deleted) = lock_usage_for_writes(&mut tx, plugin).await?;
+        if deleted {
+            return Err(None);
+        }
         let changes: Vec<&KvChange> = pending.as_slice().iter().map(|w| &w.change).collect();
-        let mut keys = BatchKeys::read(&mut tx, plugin, &changes).await?;
+        let mut keys = BatchKeys::read(&mut tx, plugin, &changes)
+            .await
+            .map_err(Some)?;
         let mut usage = before;
         for write in pending.by_ref() {
             match keys.apply(write.change, &write.limits, usage) {
@@ -762,20 +789,22 @@ async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
                     outcomes.push((write.done, Ok(outcome)));
                 }
                 // Not a refusal: nothing of the batch is kept.
-                Err(KvError::Store(e)) => return Err(e),
+                Err(KvError::Store(e)) => return Err(Some(e)),
                 // Refused before writing anything: the others go on.
                 Err(refused) => outcomes.push((write.done, Err(refused))),
             }
         }
-        keys.write(&mut tx, plugin).await?;
+        keys.write(&mut tx, plugin).await.map_err(Some)?;
         if usage != before {
-            write_usage(&mut tx, plugin, usage).await?;
+            write_usage(&mut tx, plugin, usage).await.map_err(Some)?;
         }
         // A commit whose connection broke may or may not have happened: not a failure to
         // retry blindly (an increment would count twice), whatever the cause.
-        tx.commit().await.map_err(|e| StoreError::Backend {
-            op: "commit kv writes (its outcome is unknown)",
-            message: e.to_string(),
+        tx.commit().await.map_err(|e| {
+            Some(StoreError::Backend {
+                op: "commit kv writes (its outcome is unknown)",
+                message: e.to_string(),
+            })
         })
     };
     match batch.await {
@@ -784,11 +813,15 @@ async fn apply_batch(pool: &PgPool, plugin: &str, writes: Vec<QueuedWrite>) {
                 let _ = done.send(outcome);
             }
         }
-        Err(e) => {
-            // Every write of the batch (planned or not yet) gets the failure.
+        // Every write of the batch (planned or not yet) gets the failure: the store's (`Some`),
+        // or that the plugin was deleted (`None`).
+        Err(failure) => {
             let planned = outcomes.into_iter().map(|(done, _)| done);
             for done in planned.chain(pending.map(|write| write.done)) {
-                let _ = done.send(Err(KvError::Store(clone_error(&e))));
+                let _ = done.send(Err(match &failure {
+                    Some(e) => KvError::Store(clone_error(e)),
+                    None => KvError::PluginRemoved(plugin.to_string()),
+                }));
             }
         }
     }

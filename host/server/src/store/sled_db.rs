@@ -390,11 +390,17 @@ impl SledDb {
     /// Checks and applies `change` to `tree`, whose write lock `writes` the caller holds.
     fn kv_apply_locked(
         &self,
+        plugin: &str,
         tree: &sled::Tree,
         writes: &mut KvWrites,
         change: KvChange,
         limits: &KvLimits,
     ) -> Result<(KvOutcome, Ticket), KvError> {
+        // Under the plugin's write lock, which a purge takes too: a request of a deleted
+        // plugin still running cannot write data back after its purge.
+        if self.was_deleted(plugin)? {
+            return Err(KvError::PluginRemoved(plugin.to_string()));
+        }
         let plan = kv_plan(tree, change, limits)?;
         if plan.writes.is_empty() {
             // Nothing written (a compare-and-swap that lost), but the outcome rests on what
@@ -460,6 +466,18 @@ impl SledDb {
         let ticket = self.group.written();
         writes.last = writes.last.max(ticket.number());
         Ok((plan.usage, ticket))
+    }
+
+    /// Whether `plugin` was deployed once and is deleted now (its name's numbering is kept).
+    fn was_deleted(&self, plugin: &str) -> Result<bool, StoreError> {
+        Ok(!self
+            .plugins
+            .contains_key(plugin)
+            .map_err(backend("read plugin"))?
+            && self
+                .history
+                .contains_key(plugin)
+                .map_err(backend("read plugin history"))?)
     }
 
     /// The kv tree of `plugin`, opened on first use.
@@ -907,7 +925,7 @@ impl SledDb {
             if writes.purged {
                 continue; // purged while we waited: write to the tree that replaced it
             }
-            return self.kv_apply_locked(&tree, &mut writes, change, limits);
+            return self.kv_apply_locked(plugin, &tree, &mut writes, change, limits);
         }
     }
 
@@ -926,7 +944,7 @@ impl SledDb {
         if writes.purged {
             return Ok(Err(change)); // the waiting path finds the tree that replaced it
         }
-        self.kv_apply_locked(&tree, &mut writes, change, limits)
+        self.kv_apply_locked(plugin, &tree, &mut writes, change, limits)
             .map(Ok)
     }
 
