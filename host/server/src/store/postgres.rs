@@ -45,6 +45,10 @@ const POOL_SIZE: u32 = 16;
 /// How long a call waits for a free connection (or for the database to answer a connect)
 /// before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Key-value reads one plugin may have running at once on a host: a quarter of the pool, so a
+/// plugin whose requests flood reads leaves connections for the other plugins, sign-ins and
+/// deploys (its own reads queue for a permit, holding no connection meanwhile).
+const READS_PER_PLUGIN: usize = POOL_SIZE as usize / 4;
 /// The advisory lock every change to the set of plugins takes.
 const PLUGINS_LOCK: i64 = 0x706c_696e_7468_0001;
 /// Most writes in one batch.
@@ -164,8 +168,8 @@ pub struct PgStore {
     pool: PgPool,
     thread: Arc<SideThread>,
     was_empty: bool,
-    /// Each plugin's kv writes on this host (see [`PluginWrites`]).
-    writes: Arc<std::sync::Mutex<HashMap<String, Arc<PluginWrites>>>>,
+    /// Each plugin's kv traffic on this host (see [`PluginTraffic`]).
+    traffic: Arc<std::sync::Mutex<HashMap<String, Arc<PluginTraffic>>>>,
     /// What the listener heard (see [`listen`]).
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Whether the listener's connection is up: the database's reachability as `/readyz`
@@ -252,21 +256,42 @@ impl PgStore {
             pool,
             thread,
             was_empty,
-            writes: Arc::default(),
+            traffic: Arc::default(),
             changes,
             reachable,
             cache,
         })
     }
 
-    /// `plugin`'s writes on this host.
-    fn plugin_writes(&self, plugin: &str) -> Arc<PluginWrites> {
-        self.writes
+    /// `plugin`'s traffic on this host.
+    fn plugin_traffic(&self, plugin: &str) -> Arc<PluginTraffic> {
+        let mut traffic = self
+            .traffic
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(plugin.to_string())
-            .or_default()
-            .clone()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match traffic.get(plugin) {
+            Some(known) => known.clone(),
+            None => traffic.entry(plugin.to_string()).or_default().clone(),
+        }
+    }
+
+    /// Runs a plugin's read `work` with the pool on the database thread once one of the
+    /// plugin's `reads` permits is free (see [`READS_PER_PLUGIN`]).
+    async fn read<T, F>(
+        &self,
+        reads: Arc<tokio::sync::Semaphore>,
+        work: impl FnOnce(PgPool) -> F + Send + 'static,
+    ) -> Result<T, KvError>
+    where
+        F: Future<Output = Result<T, KvError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(|pool| async move {
+            // Never closed, so always a permit; held until the read ends.
+            let _permit = reads.acquire_owned().await;
+            work(pool).await
+        })
+        .await
     }
 
     /// Runs `work` with the pool on the database thread. The call runs to its end even if the
@@ -702,9 +727,8 @@ struct QueuedWrite {
     done: tokio::sync::oneshot::Sender<Result<KvOutcome, KvError>>,
 }
 
-/// One plugin's kv writes on this host.
-#[derive(Default)]
-struct PluginWrites {
+/// One plugin's kv traffic on this host: its writes, batched, and a bound on its reads.
+struct PluginTraffic {
     /// Writes waiting for the next batch.
     queue: std::sync::Mutex<Vec<QueuedWrite>>,
     /// Held by whoever writes for the plugin: a batch, an import or a purge. One at a time
@@ -712,9 +736,21 @@ struct PluginWrites {
     /// one plugin's burst never holds every pooled connection while the rest of the host
     /// (other plugins, sign-ins, deploys) waits for one.
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// Permits for the plugin's reads running at once ([`READS_PER_PLUGIN`]).
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
-impl PluginWrites {
+impl Default for PluginTraffic {
+    fn default() -> Self {
+        Self {
+            queue: std::sync::Mutex::default(),
+            turn: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_PER_PLUGIN)),
+        }
+    }
+}
+
+impl PluginTraffic {
     /// The next batch: the oldest queued writes, at most [`BATCH_WRITES`] of them and
     /// [`BATCH_BYTES`] of values (always at least one).
     fn next_batch(&self) -> Vec<QueuedWrite> {
@@ -1368,8 +1404,9 @@ impl Store for PgStore {
         key: &str,
     ) -> Result<Option<Vec<u8>>, KvError> {
         kv::check_key(bucket, key)?;
+        let reads = self.plugin_traffic(plugin).reads.clone();
         let (plugin, bucket, key) = (plugin.to_string(), bucket.to_string(), key.to_string());
-        self.run(|pool| async move {
+        self.read(reads, move |pool| async move {
             sqlx::query_scalar(
                 "SELECT value FROM kv WHERE plugin = $1 AND bucket = $2 AND key = $3",
             )
@@ -1390,11 +1427,12 @@ impl Store for PgStore {
         keys: Vec<String>,
         max_bytes: u64,
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, KvError> {
+        let reads = self.plugin_traffic(plugin).reads.clone();
         for key in &keys {
             kv::check_key(bucket, key)?;
         }
         let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
-        self.run(|pool| async move {
+        self.read(reads, move |pool| async move {
             // The values come only when their total fits: a plugin asking for many large
             // values at once gets its refusal without the host reading them.
             let wanted: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
@@ -1443,11 +1481,12 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, KvError> {
+        let reads = self.plugin_traffic(plugin).reads.clone();
         kv::check_key(bucket, prefix)?;
         let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
         let (start, end) = (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()));
         let after = after.map(|a| a.as_bytes().to_vec());
-        self.run(|pool| async move {
+        self.read(reads, move |pool| async move {
             let keys: Vec<Vec<u8>> = sqlx::query_scalar(
                 "SELECT key FROM kv WHERE plugin = $1 AND bucket = $2 AND key >= $3 \
                  AND ($4::bytea IS NULL OR key < $4) AND ($5::bytea IS NULL OR key > $5) \
@@ -1476,7 +1515,7 @@ impl Store for PgStore {
         change: KvChange,
         limits: KvLimits,
     ) -> Result<KvOutcome, KvError> {
-        let writes = self.plugin_writes(plugin);
+        let writes = self.plugin_traffic(plugin);
         let (done, outcome) = tokio::sync::oneshot::channel();
         writes
             .queue
@@ -1522,7 +1561,7 @@ impl Store for PgStore {
         limits: KvLimits,
         audit: Option<AuditRecord>,
     ) -> Result<u64, KvError> {
-        let writes = self.plugin_writes(plugin);
+        let writes = self.plugin_traffic(plugin);
         let plugin = plugin.to_string();
         self.run(|pool| async move {
             let _turn = writes.turn.clone().lock_owned().await;
@@ -1591,7 +1630,7 @@ impl Store for PgStore {
     }
 
     async fn kv_purge(&self, plugin: &str) -> Result<(), StoreError> {
-        let writes = self.plugin_writes(plugin);
+        let writes = self.plugin_traffic(plugin);
         let plugin = plugin.to_string();
         self.run(|pool| async move {
             let _turn = writes.turn.clone().lock_owned().await;
@@ -1845,6 +1884,57 @@ mod tests {
                 .len(),
             1 + 2 * POOL_SIZE as usize
         );
+        drop(store);
+        database.remove().await;
+    }
+
+    #[tokio::test]
+    async fn one_plugins_flood_of_reads_leaves_connections_for_the_rest_of_the_host() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open_with(database.options()).await.unwrap();
+        // Every read of plugin data stalls: another session holds the table.
+        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let readers: Vec<_> = (0..2 * POOL_SIZE)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.kv_get("flood", "b", &format!("k{i}")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The rest of the host still gets connections at once (with every connection taken by
+        // the stalled reads, these would wait for the pool's acquire timeout and fail).
+        let rest = async {
+            for _ in 0..3 {
+                store.meta("anything").await.unwrap();
+                store.get(Space::Users, b"someone").await.unwrap();
+                assert!(
+                    store
+                        .commit(vec![Op::Put {
+                            space: Space::Invites,
+                            key: b"k".to_vec(),
+                            value: b"v".to_vec(),
+                        }])
+                        .await
+                        .unwrap()
+                );
+            }
+        };
+        tokio::time::timeout(ACQUIRE_TIMEOUT / 2, rest)
+            .await
+            .expect("the host's other work waited for a connection");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().unwrap(), None);
+        }
         drop(store);
         database.remove().await;
     }
