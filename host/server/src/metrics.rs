@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -87,14 +87,44 @@ impl Default for Metrics {
     }
 }
 
-/// A status code's class label.
-fn class(status: u16) -> &'static str {
+/// A status code's class: its index among a route's counters and its label.
+fn class(status: u16) -> (usize, &'static str) {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
+    }
+}
+
+/// One plugin route's request counters and latency histogram, found once ([`Metrics::route`])
+/// so that counting a request builds no label strings and searches no map.
+pub struct RouteMetrics {
+    requests: Family<RequestLabels, Counter>,
+    labels: RouteLabels,
+    /// The counter of each status class, created at its first request (a class never seen
+    /// is not exported).
+    by_class: [OnceLock<Counter>; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one request and its latency.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let (index, label) = class(status);
+        self.by_class[index]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        plugin: self.labels.plugin.clone(),
+                        route: self.labels.route.clone(),
+                        status: label,
+                    })
+                    .clone()
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 }
 
@@ -170,21 +200,18 @@ impl Metrics {
         }
     }
 
-    /// Counts one plugin request and its latency.
-    pub fn request(&self, plugin: &str, route: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                plugin: plugin.to_string(),
-                route: route.to_string(),
-                status: class(status),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                plugin: plugin.to_string(),
-                route: route.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The metrics of one plugin route, to count its requests with.
+    pub fn route(&self, plugin: &str, route: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            plugin: plugin.to_string(),
+            route: route.to_string(),
+        };
+        RouteMetrics {
+            requests: self.requests.clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            labels,
+            by_class: Default::default(),
+        }
     }
 
     /// Counts a failed request: `kind` is `trap`, `timeout` or `memory_limit`.
@@ -245,8 +272,12 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_and_status_class() {
         let metrics = Metrics::new();
-        metrics.request("hello", "/hello/{name}", 200, Duration::from_millis(2));
-        metrics.request("hello", "/hello/{name}", 503, Duration::from_millis(1));
+        let route = metrics.route("hello", "/hello/{name}");
+        route.record(200, Duration::from_millis(2));
+        // A second handle on the same route (after a redeploy) counts into the same series.
+        metrics
+            .route("hello", "/hello/{name}")
+            .record(503, Duration::from_millis(1));
         metrics.failure("hello", "trap");
         let text = metrics.encode(HostSnapshot {
             active_instances: 0,
@@ -260,6 +291,7 @@ mod tests {
             r#"plinth_requests_total{plugin="hello",route="/hello/{name}",status="2xx"} 1"#
         ));
         assert!(text.contains(r#"status="5xx"} 1"#));
+        assert!(!text.contains(r#"status="4xx""#), "a class never seen is not exported");
         assert!(text.contains(r#"plinth_plugin_failures_total{plugin="hello",kind="trap"} 1"#));
         assert!(text.contains(r#"plinth_kv_bytes{plugin="hello"} 42"#));
         assert!(text.contains(

@@ -64,6 +64,9 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
     let plugin = target.plugin.clone();
+    let metrics = target
+        .metrics
+        .get_or_init(|| state.metrics.route(&plugin.name, pattern));
     // Counted from the moment the route is found (before the auth step may wait on the store),
     // queued or not, so a purge of the plugin waits for this request.
     let running = plugin.running.enter();
@@ -77,9 +80,7 @@ pub(super) async fn dispatch(State(state): State<AppState>, request: Request) ->
     let (response, user) = authorized(&state, routed, request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .request(&plugin.name, pattern, status, elapsed);
+    metrics.record(status, elapsed);
     let level = match status {
         500.. => Level::Error,
         400.. => Level::Warn,

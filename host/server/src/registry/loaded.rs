@@ -82,6 +82,8 @@ pub struct RouteTarget {
     pub auth: AuthPolicy,
     /// Whether the plugin sees the `Authorization` header.
     pub forward_authorization: bool,
+    /// The route's request metrics, found at its first request and shared by its methods.
+    pub metrics: Arc<std::sync::OnceLock<crate::metrics::RouteMetrics>>,
 }
 
 /// One consistent view of the active plugins and their routes.
@@ -156,6 +158,7 @@ pub(super) fn build_routes<'a>(
     let mut table = RouteTable::default();
     for plugin in plugins.chain(last) {
         for route in &plugin.manifest.routes {
+            let metrics = Arc::default();
             let methods = route.methods.iter().map(|m| {
                 (
                     m.0.clone(),
@@ -163,6 +166,7 @@ pub(super) fn build_routes<'a>(
                         plugin: plugin.clone(),
                         auth: route.auth.clone(),
                         forward_authorization: route.forward_authorization,
+                        metrics: Arc::clone(&metrics),
                     },
                 )
             });
