@@ -9,8 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds of the request latency buckets, in seconds (0.5 ms to 10 s).
@@ -291,7 +291,10 @@ mod tests {
             r#"plinth_requests_total{plugin="hello",route="/hello/{name}",status="2xx"} 1"#
         ));
         assert!(text.contains(r#"status="5xx"} 1"#));
-        assert!(!text.contains(r#"status="4xx""#), "a class never seen is not exported");
+        assert!(
+            !text.contains(r#"status="4xx""#),
+            "a class never seen is not exported"
+        );
         assert!(text.contains(r#"plinth_plugin_failures_total{plugin="hello",kind="trap"} 1"#));
         assert!(text.contains(r#"plinth_kv_bytes{plugin="hello"} 42"#));
         assert!(text.contains(

@@ -45,7 +45,7 @@ pub(crate) const MAX_URL_BYTES: usize = 8 * 1024;
 /// Requests one HTTP/2 connection may have open at once.
 const MAX_STREAMS: u32 = 100;
 /// The request id header.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The client's request id when it is 1-128 visible ASCII characters, else a new random one.
 fn request_id(headers: &http::HeaderMap) -> http::HeaderValue {

@@ -97,11 +97,14 @@ impl Connection {
         }
     }
 
-    fn set_reader(&self, waker: &Waker) {
+    /// Keeps `waker` as the reader's; returns whether it is another task's than before.
+    fn set_reader(&self, waker: &Waker) -> bool {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        if !reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *reader = Some(waker.clone());
+        if reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return false;
         }
+        *reader = Some(waker.clone());
+        true
     }
 }
 
@@ -184,6 +187,10 @@ pub(super) struct Watched<S> {
     idle_timeout: Duration,
     write_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    /// Whether `idle` was polled (so holds the reader's waker) since it was last armed: a
+    /// read that finds nothing to do then leaves it alone instead of polling it again, which
+    /// costs a visit to the timer wheel on every request of a busy connection.
+    idle_registered: bool,
     /// Armed while a write waits on the client.
     write_stall: Option<Pin<Box<Sleep>>>,
 }
@@ -202,6 +209,7 @@ impl<S> Watched<S> {
             idle_timeout,
             write_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_registered: false,
             write_stall: None,
         }
     }
@@ -222,7 +230,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         if polled.is_ready() {
             return polled;
         }
-        this.connection.set_reader(cx.waker());
+        if this.connection.set_reader(cx.waker()) {
+            this.idle_registered = false;
+        }
         let idle = this.connection.idle_deadline(this.idle_timeout);
         let send = this.connection.send_deadline(this.write_timeout);
         let Some(deadline) = idle.into_iter().chain(send).min() else {
@@ -233,7 +243,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         // instead of a timer reset on every request of a busy keep-alive connection.
         if this.idle.is_elapsed() || this.idle.deadline() > deadline {
             this.idle.as_mut().reset(deadline);
+            this.idle_registered = false;
         }
+        if this.idle_registered {
+            return polled;
+        }
+        this.idle_registered = true;
         while this.idle.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
                 let why = if send == Some(deadline) {
