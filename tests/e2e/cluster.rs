@@ -163,6 +163,35 @@ async fn a_change_on_one_host_reaches_every_other_host() {
     })
     .await;
 
+    // An API key made on B works on C; revoked on A, it is refused on C at once.
+    let created = b
+        .send_json(
+            Method::POST,
+            "/admin/api-keys",
+            serde_json::json!({ "name": "ci", "role": "operator" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        c.get_as("/admin/plugins", &key).await.status,
+        StatusCode::OK
+    );
+    let revoked = a
+        .admin(Method::DELETE, &format!("/admin/api-keys/{id}"))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text());
+    // Keys are read from the database on every use: refused at once, not eventually.
+    let refused = c.get_as("/admin/plugins", &key).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+
     // A delete on C stops A and B serving it.
     let deleted = c.admin(Method::DELETE, "/admin/plugins/moving").await;
     assert!(deleted.status.is_success(), "{}", deleted.text());
