@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod config;
 mod crash;
+mod dashboard;
 mod deploy;
 mod examples;
 mod front_door;

@@ -20,4 +20,5 @@ pub mod server;
 pub mod settings;
 mod side_thread;
 pub mod store;
+mod ui;
 pub mod units;

@@ -1,6 +1,7 @@
 //! Records that would otherwise be kept forever are pruned on a timer: expired refresh tokens
 //! (spent ones included, once they expire), login families left without a live token, and
-//! audit entries older than the audit retention, and the shared throttles' spent records.
+//! audit entries older than the audit retention, the shared throttles' spent records, and
+//! expired dashboard sessions.
 
 use crate::store::Store;
 use std::sync::Arc;
@@ -38,12 +39,14 @@ async fn prune(
     let cut_off = now.saturating_sub(audit_retention.as_millis() as u64);
     let audit = crate::audit::AuditLog::prune(store, cut_off).await?;
     let throttles = crate::auth::prune_throttles(store, now).await?;
-    if sessions.tokens + sessions.families + audit + throttles > 0 {
+    let web_sessions = crate::auth::prune_web_sessions(store, now).await?;
+    if sessions.tokens + sessions.families + audit + throttles + web_sessions > 0 {
         tracing::info!(
             refresh_tokens = sessions.tokens,
             families = sessions.families,
             audit_entries = audit,
             throttle_records = throttles,
+            web_sessions,
             "pruned expired records"
         );
     }

@@ -122,6 +122,8 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         metrics: Arc::new(crate::metrics::Metrics::new()),
         logs,
         stopping: stopping_seen,
+        started: std::time::Instant::now(),
+        secure_cookies: config.tls.is_some(),
     }));
 
     let tls = match &config.tls {

@@ -83,6 +83,10 @@ pub struct Services {
     pub logs: Arc<crate::plugin_logs::PluginLogs>,
     /// Turns true when the server starts shutting down; long-lived streams end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// When the server started (the dashboard shows its uptime).
+    pub started: std::time::Instant,
+    /// Whether the server speaks HTTPS, so the dashboard's session cookie is `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// The host's routes and their OpenAPI document, built together.
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) = host_routes(&state);
     let document = Arc::new(document);
     routes
+        .merge(crate::ui::routes())
         // Only the host's own routes: plugin dispatch watches its bodies itself.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

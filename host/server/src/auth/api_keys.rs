@@ -62,7 +62,8 @@ impl KeyHasher {
         Ok(Self { secret })
     }
 
-    fn digest(&self, key: &str) -> Vec<u8> {
+    /// The digest a key is stored under (hex of its HMAC).
+    pub(crate) fn digest(&self, key: &str) -> Vec<u8> {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));

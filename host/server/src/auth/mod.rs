@@ -17,7 +17,10 @@ pub mod sessions;
 mod shared_throttle;
 pub mod throttle;
 pub mod tokens;
+mod web_sessions;
 pub(crate) use shared_throttle::prune as prune_throttles;
+pub(crate) use web_sessions::prune as prune_web_sessions;
+pub use web_sessions::{WEB_SESSION_TTL, WebSession};
 
 pub use accounts::{CredentialError, User};
 pub use passwords::PasswordParams;
@@ -773,6 +776,13 @@ impl Auth {
     /// `POST /auth/login`. Unknown emails and wrong passwords do the same work and give the
     /// same error; repeated failures slow the account down.
     pub async fn login(&self, email: &str, password: String) -> Result<Session, AccountError> {
+        let user = self.verify_login(email, password).await?;
+        self.start_session(&user).await
+    }
+
+    /// The account an email and password sign in to, under the login throttles (the API's
+    /// login and the dashboard's sign-in both go through here).
+    async fn verify_login(&self, email: &str, password: String) -> Result<User, AccountError> {
         let throttle_key = email.trim().to_lowercase();
         self.shared_lockout(&throttle_key).await?;
         let attempt = self
@@ -794,7 +804,7 @@ impl Auth {
         result
     }
 
-    async fn login_checked(&self, email: &str, password: String) -> Result<Session, AccountError> {
+    async fn login_checked(&self, email: &str, password: String) -> Result<User, AccountError> {
         let user = match accounts::normalize_email(email) {
             Ok(email) => accounts::by_email(&*self.store, &email).await?,
             Err(_) => None,
@@ -814,12 +824,11 @@ impl Auth {
             // disabled account exists and what its password is.
             return Err(AccountError::BadCredentials);
         }
-        let user = if verified.needs_rehash {
-            self.rehash(user, password).await?
+        if verified.needs_rehash {
+            self.rehash(user, password).await
         } else {
-            user
-        };
-        self.start_session(&user).await
+            Ok(user)
+        }
     }
 
     /// Upgrades a stored hash to the configured parameters (best effort: a concurrent change

@@ -140,7 +140,7 @@ impl Failures {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self) -> super::FailureCounts {
+    pub(crate) fn snapshot(&self) -> super::FailureCounts {
         super::FailureCounts {
             traps: self.traps.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),

@@ -137,11 +137,13 @@ pub enum Space {
     RateLimits,
     /// Failed logins and lockouts by account, where several hosts share the store.
     LoginFailures,
+    /// Dashboard browser sessions by the SHA-256 of their cookie token (see `auth`).
+    WebSessions,
 }
 
 impl Space {
     /// Every space, in a fixed order (the order of the trees in a transaction).
-    pub const ALL: [Space; 13] = [
+    pub const ALL: [Space; 14] = [
         Space::Users,
         Space::Emails,
         Space::RefreshTokens,
@@ -155,6 +157,7 @@ impl Space {
         Space::Audit,
         Space::RateLimits,
         Space::LoginFailures,
+        Space::WebSessions,
     ];
 
     /// The position of this space in [`Space::ALL`] (declaration order).
@@ -192,6 +195,7 @@ impl Space {
             Space::Audit => "audit",
             Space::RateLimits => "rate_limits",
             Space::LoginFailures => "login_failures",
+            Space::WebSessions => "web_sessions",
         }
     }
 }

@@ -1,0 +1,75 @@
+//! The page frame every dashboard page shares: head, navigation, who is signed in, and the
+//! sign-out form; and the page for an error.
+
+use super::session::SignedIn;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+/// A page without navigation (sign-in, errors).
+pub(super) fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · Plinth" }
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href="/_/assets/style.css";
+            }
+            body { (body) }
+        }
+    }
+}
+
+/// A page of the signed-in dashboard: `current` names the navigation entry to mark.
+pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Markup) -> Markup {
+    let nav = [("/_/", "Overview"), ("/_/plugins", "Plugins")];
+    bare(
+        title,
+        html! {
+            header.top {
+                a.brand href="/_/" { "Plinth" }
+                nav aria-label="Dashboard" {
+                    ul {
+                        @for (href, label) in nav {
+                            li {
+                                @if label == current {
+                                    a href=(href) aria-current="page" { (label) }
+                                } @else {
+                                    a href=(href) { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+                div.who {
+                    span { (signed_in.who()) @if signed_in.is_admin() { " (admin)" } @else { " (operator)" } }
+                    form method="post" action="/_/sign-out" {
+                        input type="hidden" name="_csrf" value=(signed_in.session.csrf);
+                        button type="submit" { "Sign out" }
+                    }
+                }
+            }
+            main id="main" {
+                h1 { (title) }
+                (content)
+            }
+        },
+    )
+}
+
+/// An error as a page, with its stable code.
+pub(super) fn error_page(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = html! {
+        main.error-page {
+            h1 { (status.canonical_reason().unwrap_or("Error")) }
+            p role="alert" { (message) }
+            p { "Code: " code { (code) } }
+            p { a href="/_/" { "Back to the dashboard" } }
+        }
+    };
+    (status, bare("Error", body)).into_response()
+}

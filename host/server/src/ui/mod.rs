@@ -1,0 +1,38 @@
+//! The dashboard at `/_/`: server-rendered pages (maud templates, escaped by construction) over
+//! the same domain calls as `api`, for operators and admins signed in with a browser session
+//! (`auth::web_sessions`). Every asset is embedded in the binary and pages carry no inline
+//! script, which a strict Content-Security-Policy holds the browser to.
+//!
+//! **Boundary:** like `api`, handlers translate between HTTP and the domain modules (`registry`,
+//! `auth`, `audit`); they hold no state of their own beyond [`AppState`].
+//!
+//! **Invariant:** every state-changing request carries its session's CSRF token and comes from
+//! this origin (`guard`); the session cookie is HttpOnly and SameSite=Strict.
+
+mod assets;
+mod guard;
+mod layout;
+mod pages;
+mod session;
+
+use crate::api::AppState;
+use axum::Router;
+use axum::response::Redirect;
+use axum::routing::{get, post};
+
+/// The dashboard's routes, each under `/_/` (a prefix no plugin may claim), with its security
+/// headers and origin check.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_", get(|| async { Redirect::to("/_/") }))
+        .route("/_/", get(pages::overview))
+        .route("/_/plugins", get(pages::plugins))
+        .route(
+            "/_/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/_/sign-out", post(session::sign_out))
+        .route("/_/assets/{file}", get(assets::serve))
+        .layer(axum::middleware::from_fn(guard::same_origin_only))
+        .layer(axum::middleware::from_fn(guard::security_headers))
+}

@@ -1,0 +1,150 @@
+//! The dashboard's pages: the overview and the plugin list.
+
+use super::layout;
+use super::session::SignedIn;
+use crate::api::AppState;
+use crate::units::ByteSize;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+
+/// How many recent changes the overview lists.
+const RECENT_CHANGES: usize = 8;
+
+/// `GET /_/`: how the server is doing, and what changed lately.
+pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn) -> Response {
+    let active = state.registry.active();
+    let in_use = state.max_in_flight - state.in_flight.available_permits();
+    let recent = match state.audit.list(None, RECENT_CHANGES, None, None).await {
+        Ok(page) => page.entries,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the audit log failed");
+            return layout::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "The server cannot read its store right now. Try again shortly.",
+            );
+        }
+    };
+    let failures: u64 = active
+        .plugins
+        .values()
+        .map(|p| {
+            let f = p.failures.snapshot();
+            f.traps + f.timeouts + f.memory_limit
+        })
+        .sum();
+    let content = html! {
+        section aria-label="Server" {
+            dl.stats {
+                div { dt { "Up for" } dd { (uptime(state.started.elapsed())) } }
+                div { dt { "Plugins" } dd { (active.plugins.len()) } }
+                div { dt { "Requests in progress" } dd { (in_use) " of " (state.max_in_flight) } }
+                div { dt { "Failed requests" } dd { (failures) } }
+                div { dt { "Memory in use" } dd { (resident_memory().map_or("unknown".into(), |b| ByteSize(b).to_string())) } }
+            }
+        }
+        section aria-labelledby="recent" {
+            h2 id="recent" { "Recent changes" }
+            @if recent.is_empty() {
+                p { "Nothing has changed yet." }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "On" } } }
+                    tbody {
+                        @for entry in &recent {
+                            tr {
+                                td { time datetime=(entry.at) { (entry.at) } }
+                                td { (entry.actor) }
+                                td { code { (entry.action) } }
+                                td { (entry.target) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page(&signed_in, "Overview", "Overview", content).into_response()
+}
+
+/// `GET /_/plugins`: every active plugin with its version, routes and failures.
+pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) -> Response {
+    let active = state.registry.active();
+    let infos: Vec<_> = active
+        .plugins
+        .values()
+        .map(|p| state.registry.info(p))
+        .collect();
+    let content = html! {
+        @if infos.is_empty() {
+            p { "No plugins are deployed yet." }
+        } @else {
+            table {
+                thead {
+                    tr {
+                        th scope="col" { "Plugin" }
+                        th scope="col" { "Version" }
+                        th scope="col" { "Routes" }
+                        th scope="col" { "Deployed" }
+                        th scope="col" { "Failures" }
+                    }
+                }
+                tbody {
+                    @for info in &infos {
+                        tr {
+                            th scope="row" { (info.name) }
+                            td { (info.version) }
+                            td {
+                                ul.plain {
+                                    @for route in &info.routes {
+                                        li { code { (route.methods.join(" ")) " " (route.path) } " " span.badge { (route.auth) } }
+                                    }
+                                }
+                                @if !info.missing_config.is_empty() {
+                                    p.warning { "Missing config: " (info.missing_config.join(", ")) }
+                                }
+                            }
+                            td { time datetime=(info.deployed_at) { (info.deployed_at) } @if let Some(by) = &info.deployed_by { br; (by) } }
+                            td { (info.failures.traps + info.failures.timeouts + info.failures.memory_limit) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page(&signed_in, "Plugins", "Plugins", content).into_response()
+}
+
+/// A duration as days, hours and minutes.
+fn uptime(elapsed: std::time::Duration) -> String {
+    let minutes = elapsed.as_secs() / 60;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes} min"),
+        (0, _) => format!("{hours} h {minutes} min"),
+        _ => format!("{days} d {hours} h"),
+    }
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux; `None` elsewhere).
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uptime;
+    use std::time::Duration;
+
+    #[test]
+    fn uptime_reads_in_the_largest_units() {
+        assert_eq!(uptime(Duration::from_secs(59)), "0 min");
+        assert_eq!(uptime(Duration::from_secs(3 * 3600 + 120)), "3 h 2 min");
+        assert_eq!(uptime(Duration::from_secs(2 * 86400 + 5 * 3600)), "2 d 5 h");
+    }
+}

@@ -1,0 +1,272 @@
+//! Signing in and out of the dashboard, and the [`SignedIn`] extractor every page takes: the
+//! session cookie, its session read through `auth`, and the role the dashboard needs.
+
+use super::layout;
+use crate::api::AppState;
+use crate::auth::{AccountError, ROLE_ADMIN, ROLE_OPERATOR, WebSession};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use cookie::{Cookie, SameSite};
+use maud::html;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// The cookie's name where the server speaks HTTPS: the `__Host-` prefix makes the browser
+/// refuse it unless it is Secure, for this host only, and for every path.
+const SECURE_COOKIE: &str = "__Host-plinth_session";
+/// The cookie's name over plain HTTP (a browser drops a Secure cookie there), scoped to the
+/// dashboard's paths.
+const PLAIN_COOKIE: &str = "plinth_session";
+
+/// The session cookie's value, if the request carries one.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SECURE_COOKIE || c.name() == PLAIN_COOKIE)
+        .map(|c| c.value().to_string())
+}
+
+/// The `Set-Cookie` value holding `token` (`None`: removing the cookie).
+fn session_cookie(state: &AppState, token: Option<&str>) -> HeaderValue {
+    let (name, path) = if state.secure_cookies {
+        (SECURE_COOKIE, "/")
+    } else {
+        (PLAIN_COOKIE, "/_/")
+    };
+    let mut cookie = Cookie::build((name, token.unwrap_or_default()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.secure_cookies)
+        .path(path);
+    if token.is_none() {
+        cookie = cookie.max_age(cookie::time::Duration::ZERO);
+    }
+    // A cookie built from these parts is always a valid header value.
+    HeaderValue::from_str(&cookie.build().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A browser signed in as an operator or admin, for the pages.
+pub(super) struct SignedIn {
+    pub(super) session: WebSession,
+    token: String,
+}
+
+impl SignedIn {
+    /// Whether the signed-in caller is an admin (users, keys and signing keys are theirs).
+    pub(super) fn is_admin(&self) -> bool {
+        self.session.principal.has_role(ROLE_ADMIN)
+    }
+
+    /// Who is signed in, as the page header shows it.
+    pub(super) fn who(&self) -> String {
+        match &self.session.principal {
+            crate::auth::Principal::User(user) => user.email.clone(),
+            crate::auth::Principal::ApiKey(key) => format!("API key {}", key.name),
+            crate::auth::Principal::AdminToken => "admin token".into(),
+        }
+    }
+
+    /// Whether a form's CSRF token is the session's (compared in constant time).
+    pub(super) fn csrf_ok(&self, sent: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(sent.as_bytes().ct_eq(self.session.csrf.as_bytes()))
+    }
+}
+
+/// The answer to a form without its session's CSRF token.
+pub(super) fn csrf_refused() -> Response {
+    layout::error_page(
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "This form has expired or did not come from this dashboard. Reload the page and try again.",
+    )
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Some(token) = session_token(&parts.headers) else {
+            return Err(Redirect::to("/_/sign-in").into_response());
+        };
+        let session = match state.auth.web_session(&token).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                let mut response = Redirect::to("/_/sign-in").into_response();
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, session_cookie(state, None));
+                return Err(response);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading a dashboard session failed");
+                return Err(layout::error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "The server cannot read its store right now. Try again shortly.",
+                ));
+            }
+        };
+        if !session.principal.has_role(ROLE_OPERATOR) {
+            return Err(not_allowed());
+        }
+        Ok(SignedIn { session, token })
+    }
+}
+
+/// The page for a caller without the operator or admin role.
+fn not_allowed() -> Response {
+    layout::error_page(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "The dashboard is for operators and admins; this account has neither role.",
+    )
+}
+
+/// `GET /_/sign-in`.
+pub(super) async fn sign_in_page() -> Response {
+    sign_in_form(StatusCode::OK, None)
+}
+
+/// The sign-in page, with an error from the last attempt if any.
+fn sign_in_form(status: StatusCode, error: Option<(&str, String)>) -> Response {
+    let body = html! {
+        main.sign-in {
+            h1 { "Plinth" }
+            @if let Some((code, message)) = &error {
+                p.error role="alert" { (message) " " code { (code) } }
+            }
+            form method="post" action="/_/sign-in" {
+                h2 { "Sign in with your account" }
+                label { "Email" input type="email" name="email" autocomplete="username" required; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+            form method="post" action="/_/sign-in" {
+                h2 { "Or with an API key" }
+                label { "API key" input type="password" name="api_key" autocomplete="off" required; }
+                button type="submit" { "Sign in with the key" }
+            }
+        }
+    };
+    (status, layout::bare("Sign in", body)).into_response()
+}
+
+/// The sign-in form's fields: an email and password, or an API key.
+#[derive(Deserialize)]
+pub(super) struct SignInForm {
+    email: Option<String>,
+    password: Option<String>,
+    api_key: Option<String>,
+}
+
+/// `POST /_/sign-in`: checks the credentials (under the same per-address limit and account
+/// throttles as `/auth/login`), then starts a session for an operator or admin.
+pub(super) async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    if let Err(e) = state.auth.check_ip(addr.ip()).await {
+        return account_error(e);
+    }
+    let started = match (form.email, form.password, form.api_key) {
+        (Some(email), Some(password), None) => state.auth.web_sign_in(&email, password).await,
+        (None, None, Some(key)) => match state.auth.web_sign_in_with_key(key.trim()).await {
+            Ok(Some(started)) => Ok(started),
+            Ok(None) => {
+                return sign_in_form(
+                    StatusCode::UNAUTHORIZED,
+                    Some(("invalid_api_key", "That API key is not valid.".into())),
+                );
+            }
+            Err(e) => Err(AccountError::Store(e)),
+        },
+        _ => {
+            return sign_in_form(
+                StatusCode::BAD_REQUEST,
+                Some((
+                    "invalid_form",
+                    "Give an email and password, or an API key.".into(),
+                )),
+            );
+        }
+    };
+    let (token, session) = match started {
+        Ok(started) => started,
+        Err(e) => return account_error(e),
+    };
+    if !session.principal.has_role(ROLE_OPERATOR) {
+        // No session for a caller the dashboard would refuse on every page.
+        if let Err(e) = state.auth.end_web_session(&token).await {
+            tracing::warn!(error = %e, "ending a refused dashboard session failed");
+        }
+        return not_allowed();
+    }
+    let mut response = Redirect::to("/_/").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, Some(&token)));
+    response
+}
+
+/// A failed sign-in, on the sign-in page with the API's code for it.
+fn account_error(e: AccountError) -> Response {
+    let (status, code) = match &e {
+        AccountError::BadCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+        AccountError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        AccountError::AccountThrottled { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "account_throttled")
+        }
+        AccountError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        AccountError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        _ => (StatusCode::BAD_REQUEST, "sign_in_failed"),
+    };
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::error!(error = %e, "dashboard sign-in failed");
+    }
+    let message = match &e {
+        AccountError::Store(_) => "The server cannot read its store right now.".to_string(),
+        other => other.to_string(),
+    };
+    sign_in_form(status, Some((code, message)))
+}
+
+/// The sign-out form's one field.
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    /// Missing counts as wrong (refused with 403 like any other mismatch).
+    #[serde(rename = "_csrf", default)]
+    csrf: String,
+}
+
+/// `POST /_/sign-out`: ends the session and removes the cookie.
+pub(super) async fn sign_out(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    if let Err(e) = state.auth.end_web_session(&signed_in.token).await {
+        tracing::error!(error = %e, "ending a dashboard session failed");
+        return layout::error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The server cannot reach its store; you are still signed in. Try again shortly.",
+        );
+    }
+    let mut response = Redirect::to("/_/sign-in").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, None));
+    response
+}

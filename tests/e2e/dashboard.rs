@@ -1,0 +1,269 @@
+//! The dashboard at `/_/` over plain HTTP (its browser tests drive Chromium separately): signing
+//! in and out, who may see it, the session cookie, CSRF and same-origin checks, and the
+//! security headers on every page.
+
+use crate::harness::{Guest, Options, Server};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+
+const EMAIL: &str = "root@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn with_admin() -> Options {
+    Options {
+        env: vec![
+            ("PLINTH_ADMIN_EMAIL".into(), EMAIL.into()),
+            ("PLINTH_ADMIN_PASSWORD".into(), PASSWORD.into()),
+        ],
+        ..Options::default()
+    }
+}
+
+/// A browser-like client that does not follow redirects (so they can be checked) and keeps no
+/// cookies of its own (each test passes the session cookie it means to).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// The session cookie (`name=value`) a response sets, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("plinth_session="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+/// Posts a form as a page of this dashboard would (same origin).
+async fn post_form(
+    server: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = browser()
+        .post(format!("{}{path}", server.base))
+        .header("origin", server.base.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .form(fields);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get_page(server: &Server, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut request = browser().get(format!("{}{path}", server.base));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+async fn sign_in(server: &Server, fields: &[(&str, &str)]) -> String {
+    let reply = post_form(server, "/_/sign-in", None, fields).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers()["location"], "/_/");
+    let set = reply.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/_/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    session_cookie(reply.headers()).unwrap()
+}
+
+/// The value of the hidden CSRF field on a page.
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"_csrf\" value=\"").unwrap() + 20;
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_sees_the_server_and_signs_out() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::Hello).await;
+
+    // Signed out: every page sends the browser to the sign-in page.
+    let reply = get_page(&server, "/_/plugins", None).await;
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers()["location"], "/_/sign-in");
+    let page = get_page(&server, "/_/sign-in", None).await;
+    let headers = page.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\" action=\"/_/sign-in\"")
+    );
+
+    // A wrong password is refused on the page with the API's code, and sets no cookie.
+    let wrong = post_form(
+        &server,
+        "/_/sign-in",
+        None,
+        &[("email", EMAIL), ("password", "nope-nope-nope")],
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(session_cookie(wrong.headers()).is_none());
+    assert!(wrong.text().await.unwrap().contains("invalid_credentials"));
+
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let overview = get_page(&server, "/_/", Some(&cookie)).await;
+    assert_eq!(overview.status(), StatusCode::OK);
+    let text = overview.text().await.unwrap();
+    assert!(
+        text.contains("Overview") && text.contains(EMAIL) && text.contains("(admin)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plugin.deploy"),
+        "the deploy is among the recent changes: {text}"
+    );
+    let plugins = get_page(&server, "/_/plugins", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        plugins.contains("hello") && plugins.contains("/hello/{name}"),
+        "{plugins}"
+    );
+
+    // Signing out needs the page's CSRF token, ends the session and clears the cookie.
+    let refused = post_form(
+        &server,
+        "/_/sign-out",
+        Some(&cookie),
+        &[("_csrf", "forged")],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("csrf_failed"));
+    let signed_out = post_form(
+        &server,
+        "/_/sign-out",
+        Some(&cookie),
+        &[("_csrf", &csrf_of(&text))],
+    )
+    .await;
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    let cleared = signed_out.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let after = get_page(&server, "/_/", Some(&cookie)).await;
+    assert_eq!(
+        after.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie still signs in"
+    );
+}
+
+#[tokio::test]
+async fn forms_from_another_site_and_callers_without_the_role_are_refused() {
+    let server = Server::start_fresh(with_admin());
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let page = get_page(&server, "/_/", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+
+    // The right token, but posted from another origin (as a hostile page's form would be).
+    let mut headers = HeaderMap::new();
+    headers.insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    headers.insert("origin", HeaderValue::from_static("https://evil.example"));
+    let cross = browser()
+        .post(format!("{}/_/sign-out", server.base))
+        .headers(headers)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get_page(&server, "/_/", Some(&cookie)).await.status(),
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    // A plain account may not use the dashboard, and gets no session.
+    let registered = server
+        .post_json(
+            "/auth/register",
+            serde_json::json!({ "email": "pat@example.com", "password": "password-1234" }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text()
+    );
+    let plain = post_form(
+        &server,
+        "/_/sign-in",
+        None,
+        &[("email", "pat@example.com"), ("password", "password-1234")],
+    )
+    .await;
+    assert_eq!(plain.status(), StatusCode::FORBIDDEN);
+    assert!(session_cookie(plain.headers()).is_none());
+
+    // An operator's API key signs in; revoked, its session ends at the next page.
+    let created = server
+        .send_json(
+            reqwest::Method::POST,
+            "/admin/api-keys",
+            serde_json::json!({ "name": "ops laptop", "role": "operator" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let key_cookie = sign_in(&server, &[("api_key", key.as_str())]).await;
+    let page = get_page(&server, "/_/", Some(&key_cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("API key ops laptop") && page.contains("(operator)"),
+        "{page}"
+    );
+    let revoked = server
+        .admin(reqwest::Method::DELETE, &format!("/admin/api-keys/{id}"))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get_page(&server, "/_/", Some(&key_cookie)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+
+    // A bearer token is not a dashboard session, nor a session cookie a bearer token.
+    let bearer = browser()
+        .get(format!("{}/_/", server.base))
+        .bearer_auth(crate::harness::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), StatusCode::SEE_OTHER);
+    let token = cookie.split_once('=').unwrap().1;
+    assert_eq!(
+        server.get_as("/admin/plugins", token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
