@@ -267,3 +267,150 @@ async fn forms_from_another_site_and_callers_without_the_role_are_refused() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_plugin_page_shows_versions_and_config_and_rolls_back() {
+    let server = Server::start_fresh(with_admin());
+    let guest = Guest::ConfigReader;
+    let component = guest.component();
+    let first = server
+        .deploy("config-reader", &guest.manifest(), &component)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    let changed = format!("{}\n[limits]\ntimeout = \"3s\"\n", guest.manifest());
+    let second = server.deploy("config-reader", &changed, &component).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+
+    let page = get_page(&server, "/_/plugins/config-reader", Some(&cookie)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let text = page.text().await.unwrap();
+    for expected in [
+        "/config-reader/{key}",
+        "Roll back to 1",
+        "- timeout",
+        "greeting, api_token",
+        "wasi:config/store",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from {text}");
+    }
+    let csrf = csrf_of(&text);
+
+    // A secret set here reaches the plugin, and the page never shows it again.
+    let path = "/_/plugins/config-reader/config";
+    let set = post_form(
+        &server,
+        path,
+        Some(&cookie),
+        &[
+            ("_csrf", &csrf),
+            ("key", "api_token"),
+            ("value", "sk_dashboard_secret"),
+            ("secret", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::SEE_OTHER);
+    // A plain value with markup in it is shown as text, never as markup.
+    let set = post_form(
+        &server,
+        path,
+        Some(&cookie),
+        &[
+            ("_csrf", &csrf),
+            ("key", "greeting"),
+            ("value", "<script>alert(1)</script>"),
+        ],
+    )
+    .await;
+    assert_eq!(set.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.get("/config-reader/api_token").await.text(),
+        "sk_dashboard_secret"
+    );
+    let text = get_page(&server, "/_/plugins/config-reader", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("sk_dashboard_secret"), "a secret came back");
+    assert!(!text.contains("<script>alert(1)"), "markup was not escaped");
+    assert!(
+        text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{text}"
+    );
+
+    // A rollback needs the form's token; with it, version 1 serves again, recorded as the user.
+    let path = "/_/plugins/config-reader/rollback";
+    let forged = post_form(
+        &server,
+        path,
+        Some(&cookie),
+        &[("_csrf", "nope"), ("version", "1")],
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let rolled = post_form(
+        &server,
+        path,
+        Some(&cookie),
+        &[("_csrf", &csrf), ("version", "1")],
+    )
+    .await;
+    assert_eq!(rolled.status(), StatusCode::SEE_OTHER);
+    let versions = server
+        .admin(
+            reqwest::Method::GET,
+            "/admin/plugins/config-reader/versions",
+        )
+        .await
+        .json();
+    let active: Vec<_> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["active"] == true)
+        .collect();
+    assert_eq!(active[0]["version"], 1, "{versions}");
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit?action=plugin.rollback")
+        .await
+        .json();
+    assert!(
+        audit["entries"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .contains(EMAIL),
+        "{audit}"
+    );
+    let missing = post_form(
+        &server,
+        path,
+        Some(&cookie),
+        &[("_csrf", &csrf), ("version", "9")],
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.text().await.unwrap().contains("version_not_found"));
+
+    // An operator sees the latest deploys, not the audit log (which names every account).
+    let created = server
+        .send_json(
+            reqwest::Method::POST,
+            "/admin/api-keys",
+            serde_json::json!({ "name": "ops", "role": "operator" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    let operator = sign_in(&server, &[("api_key", key.as_str())]).await;
+    let overview = get_page(&server, "/_/", Some(&operator))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        overview.contains("Latest deploys") && !overview.contains("api_key.create"),
+        "{overview}"
+    );
+}

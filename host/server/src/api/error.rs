@@ -288,6 +288,16 @@ impl ApiError {
         matches!(store, StoreError::Unavailable { .. })
     }
 
+    /// Status, stable code and the message a client sees, for another surface (the
+    /// dashboard) to show the same answer as the API; a server error is logged here.
+    pub(crate) fn explain(&self) -> (StatusCode, &'static str, String) {
+        let (status, code, _) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, "dashboard action failed");
+        }
+        (status, code, self.public_message())
+    }
+
     /// The message a client sees. Internal details (trap backtraces, storage messages) go to
     /// the log, not to the client.
     fn public_message(&self) -> String {

@@ -13,6 +13,7 @@ mod assets;
 mod guard;
 mod layout;
 mod pages;
+mod plugin;
 mod session;
 
 use crate::api::AppState;
@@ -27,6 +28,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_", get(|| async { Redirect::to("/_/") }))
         .route("/_/", get(pages::overview))
         .route("/_/plugins", get(pages::plugins))
+        .route("/_/plugins/{name}", get(plugin::show))
+        .route("/_/plugins/{name}/rollback", post(plugin::rollback))
+        .route("/_/plugins/{name}/config", post(plugin::set_config))
+        .route(
+            "/_/plugins/{name}/config/delete",
+            post(plugin::unset_config),
+        )
         .route(
             "/_/sign-in",
             get(session::sign_in_page).post(session::sign_in),

@@ -16,16 +16,39 @@ const RECENT_CHANGES: usize = 8;
 pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn) -> Response {
     let active = state.registry.active();
     let in_use = state.max_in_flight - state.in_flight.available_permits();
-    let recent = match state.audit.list(None, RECENT_CHANGES, None, None).await {
-        Ok(page) => page.entries,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the audit log failed");
-            return layout::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "The server cannot read its store right now. Try again shortly.",
-            );
+    // The audit log names every account: admins see it, operators the latest deploys.
+    let recent = if signed_in.is_admin() {
+        match state.audit.list(None, RECENT_CHANGES, None, None).await {
+            Ok(page) => page
+                .entries
+                .into_iter()
+                .map(|e| (e.at, e.actor, e.action, e.target))
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the audit log failed");
+                return layout::error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "The server cannot read its store right now. Try again shortly.",
+                );
+            }
         }
+    } else {
+        let mut deploys: Vec<_> = active
+            .plugins
+            .values()
+            .map(|p| {
+                (
+                    crate::units::rfc3339(p.record.deployed_at_ms),
+                    p.record.deployed_by.clone().unwrap_or_default(),
+                    format!("version {}", p.record.version),
+                    p.record.name.clone(),
+                )
+            })
+            .collect();
+        deploys.sort_by(|a, b| b.0.cmp(&a.0));
+        deploys.truncate(RECENT_CHANGES);
+        deploys
     };
     let failures: u64 = active
         .plugins
@@ -46,19 +69,19 @@ pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn)
             }
         }
         section aria-labelledby="recent" {
-            h2 id="recent" { "Recent changes" }
+            h2 id="recent" { @if signed_in.is_admin() { "Recent changes" } @else { "Latest deploys" } }
             @if recent.is_empty() {
                 p { "Nothing has changed yet." }
             } @else {
                 table {
                     thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "On" } } }
                     tbody {
-                        @for entry in &recent {
+                        @for (at, who, what, on) in &recent {
                             tr {
-                                td { time datetime=(entry.at) { (entry.at) } }
-                                td { (entry.actor) }
-                                td { code { (entry.action) } }
-                                td { (entry.target) }
+                                td { time datetime=(at) { (at) } }
+                                td { (who) }
+                                td { code { (what) } }
+                                td { (on) }
                             }
                         }
                     }
@@ -94,7 +117,7 @@ pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) 
                 tbody {
                     @for info in &infos {
                         tr {
-                            th scope="row" { (info.name) }
+                            th scope="row" { a href={ "/_/plugins/" (info.name) } { (info.name) } }
                             td { (info.version) }
                             td {
                                 ul.plain {
