@@ -31,6 +31,10 @@ pub use transfer::{Component, PluginHistory};
 
 use serde::{Deserialize, Serialize};
 
+/// Metadata keys starting with this are the store's own bookkeeping (see
+/// [`Store::meta_entries`]): never listed, never copied by a migration.
+pub(crate) const INTERNAL_META: &str = "plinth.";
+
 /// A storage failure. Carries the operation and the backend's message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -49,6 +49,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// plugin whose requests flood reads leaves connections for the other plugins, sign-ins and
 /// deploys (its own reads queue for a permit, holding no connection meanwhile).
 const READS_PER_PLUGIN: usize = POOL_SIZE as usize / 4;
+/// Key-value reads of all plugins at once on a host: half the pool, so plugins reading at
+/// once (several floods) still leave connections for sign-ins, deploys and writes.
+const PLUGIN_READS: usize = POOL_SIZE as usize / 2;
 /// The advisory lock every change to the set of plugins takes.
 const PLUGINS_LOCK: i64 = 0x706c_696e_7468_0001;
 /// Most writes in one batch.
@@ -170,6 +173,8 @@ pub struct PgStore {
     was_empty: bool,
     /// Each plugin's kv traffic on this host (see [`PluginTraffic`]).
     traffic: Arc<std::sync::Mutex<HashMap<String, Arc<PluginTraffic>>>>,
+    /// Permits for every plugin's reads together ([`PLUGIN_READS`]).
+    plugin_reads: Arc<tokio::sync::Semaphore>,
     /// What the listener heard (see [`listen`]).
     changes: tokio::sync::broadcast::Sender<Change>,
     /// Whether the listener's connection is up: the database's reachability as `/readyz`
@@ -257,6 +262,7 @@ impl PgStore {
             thread,
             was_empty,
             traffic: Arc::default(),
+            plugin_reads: Arc::new(tokio::sync::Semaphore::new(PLUGIN_READS)),
             changes,
             reachable,
             cache,
@@ -276,7 +282,8 @@ impl PgStore {
     }
 
     /// Runs a plugin's read `work` with the pool on the database thread once one of the
-    /// plugin's `reads` permits is free (see [`READS_PER_PLUGIN`]).
+    /// plugin's `reads` permits ([`READS_PER_PLUGIN`]) and then one of the host's
+    /// ([`PLUGIN_READS`]) are free.
     async fn read<T, F>(
         &self,
         reads: Arc<tokio::sync::Semaphore>,
@@ -286,12 +293,30 @@ impl PgStore {
         F: Future<Output = Result<T, KvError>> + Send + 'static,
         T: Send + 'static,
     {
+        let all = self.plugin_reads.clone();
         self.run(|pool| async move {
-            // Never closed, so always a permit; held until the read ends.
-            let _permit = reads.acquire_owned().await;
+            // Never closed, so always permits; held until the read ends. The plugin's own
+            // first, so its queue never holds one of the host's.
+            let _own = reads.acquire_owned().await;
+            let _host = all.acquire_owned().await;
             work(pool).await
         })
         .await
+    }
+
+    /// Refuses at once while the database is known to be out of reach (the listener lost its
+    /// connection and has not got it back), instead of each call waiting for a pooled
+    /// connection that cannot come: a request fails in microseconds with `store_unavailable`
+    /// and gives its instance back, rather than queueing behind others until its deadline.
+    fn reachable_now(&self) -> Result<(), StoreError> {
+        if self.reachable.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable {
+                op: "reach the database",
+                message: "the connection was lost; reconnecting".into(),
+            })
+        }
     }
 
     /// Runs `work` with the pool on the database thread. The call runs to its end even if the
@@ -302,6 +327,7 @@ impl PgStore {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.reachable_now()?;
         self.thread
             .runtime()
             .spawn(work(self.pool.clone()))
@@ -504,26 +530,25 @@ async fn lock_usage(conn: &mut PgConnection, plugin: &str) -> Result<u64, StoreE
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
-/// [`lock_usage`] for a plugin's own writes, which also says whether the plugin was deployed
-/// once and is deleted now. Read after the lock, which a purge holds until it commits, so a
-/// request of a deleted plugin still running on any host cannot write data back after the
-/// purge. (A wait for the lock ends after the purge, and so after the delete before it: the
-/// statement's snapshot, taken before the wait, already holds the delete.)
+/// [`lock_usage`] for a plugin's own writes, then whether the plugin was deployed once and is
+/// deleted now. The second is a statement of its own, after the lock (which a purge holds
+/// until it commits): under READ COMMITTED it sees every delete committed before the lock was
+/// granted, so a request of a deleted plugin still running on any host cannot write data back
+/// after the purge. (In the locking statement itself the snapshot would predate a wait.)
 async fn lock_usage_for_writes(
     conn: &mut PgConnection,
     plugin: &str,
 ) -> Result<(u64, bool), StoreError> {
-    let (bytes, deleted): (i64, bool) = sqlx::query_as(
-        "INSERT INTO kv_usage (plugin, bytes) VALUES ($1, 0) \
-         ON CONFLICT (plugin) DO UPDATE SET bytes = kv_usage.bytes \
-         RETURNING bytes, (NOT EXISTS (SELECT 1 FROM plugins WHERE name = $1) \
-                           AND EXISTS (SELECT 1 FROM plugin_names WHERE name = $1))",
+    let bytes = lock_usage(conn, plugin).await?;
+    let deleted: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM plugins WHERE name = $1) \
+         AND EXISTS (SELECT 1 FROM plugin_names WHERE name = $1)",
     )
     .bind(plugin)
     .fetch_one(&mut *conn)
     .await
-    .map_err(db("lock kv usage"))?;
-    Ok((u64::try_from(bytes).unwrap_or(0), deleted))
+    .map_err(db("check the plugin is deployed"))?;
+    Ok((bytes, deleted))
 }
 
 /// The (bucket, key) pairs a change reads or writes.
@@ -1515,6 +1540,7 @@ impl Store for PgStore {
         change: KvChange,
         limits: KvLimits,
     ) -> Result<KvOutcome, KvError> {
+        self.reachable_now()?;
         let writes = self.plugin_traffic(plugin);
         let (done, outcome) = tokio::sync::oneshot::channel();
         writes
@@ -1655,10 +1681,15 @@ impl Store for PgStore {
 
     async fn meta_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.run(|pool| async move {
-            sqlx::query_as("SELECT key, value FROM meta ORDER BY key")
-                .fetch_all(&pool)
-                .await
-                .map_err(db("list meta"))
+            let entries: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT key, value FROM meta ORDER BY key")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(db("list meta"))?;
+            Ok(entries
+                .into_iter()
+                .filter(|(key, _)| !key.starts_with(super::INTERNAL_META))
+                .collect())
         })
         .await
     }
@@ -1903,10 +1934,13 @@ mod tests {
             .execute(&mut other)
             .await
             .unwrap();
+        // Four plugins flooding at once: each is held to its share, and all together to half
+        // the pool.
         let readers: Vec<_> = (0..2 * POOL_SIZE)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move { store.kv_get("flood", "b", &format!("k{i}")).await })
+                let plugin = format!("flood{}", i % 4);
+                tokio::spawn(async move { store.kv_get(&plugin, "b", &format!("k{i}")).await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1085,7 +1085,10 @@ impl SledDb {
         for entry in self.meta.iter() {
             let (key, value) = entry.map_err(backend("list meta"))?;
             let key = String::from_utf8_lossy(&key).into_owned();
-            if key != CLEAN_SHUTDOWN && key != KV_USAGE_FORMAT {
+            if key != CLEAN_SHUTDOWN
+                && key != KV_USAGE_FORMAT
+                && !key.starts_with(super::INTERNAL_META)
+            {
                 out.push((key, value.to_vec()));
             }
         }

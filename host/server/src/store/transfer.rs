@@ -40,6 +40,10 @@ pub struct Component {
     pub artifacts: Vec<Artifact>,
 }
 
+/// The metadata key a migration marks its target with, to recognise a source that is the same
+/// store under another name (internal: never listed or copied).
+const PROBE: &str = "plinth.migrate_probe";
+
 /// Records read or written per call: a page of kv entries or keyspace records stays a few
 /// megabytes at most (values are capped by the kv limits).
 const PAGE: usize = 500;
@@ -386,6 +390,13 @@ pub async fn migrate(
     places: (&Place, &Place),
     force: bool,
 ) -> Result<Report, TransferError> {
+    // Two names for one store (an alias of the database's host, a socket and a port) must not
+    // get past: a forced copy clears each plugin's data in the target before copying it.
+    let probe = hex::encode(rand::random::<[u8; 16]>());
+    target.set_meta(PROBE, probe.as_bytes().to_vec()).await?;
+    if source.meta(PROBE).await?.as_deref() == Some(probe.as_bytes()) {
+        return Err(TransferError::SamePlace(places.0.to_string()));
+    }
     let inventory = Inventory::of(source).await?;
     if inventory.is_empty() {
         return Err(TransferError::SourceEmpty(places.0.to_string()));
@@ -791,6 +802,36 @@ mod tests {
         assert_eq!(target.kv_get("a", "b1", "theirs").await.unwrap(), None);
         // The target's own deploy of "a" had number 1; the source's numbering is higher.
         assert_eq!(deploy(target, "a", b"next").await.version, 3);
+    }
+
+    #[tokio::test]
+    async fn one_store_under_two_names_is_refused_before_anything_is_written() {
+        let dir = scratch_dir();
+        let store = sled(&dir).await;
+        populate(&*store).await;
+        let before = Inventory::of(&*store).await.unwrap();
+        let (from, to) = places();
+        let refused = migrate(&*store, &*store, (&from, &to), true).await;
+        assert!(
+            matches!(refused, Err(TransferError::SamePlace(_))),
+            "{refused:?}"
+        );
+        assert_eq!(Inventory::of(&*store).await.unwrap(), before);
+        if let Some(database) = TestDatabase::create().await {
+            // Two connections to one database, as two URLs naming it differently would give.
+            let a = PgStore::open_with(database.options()).await.unwrap();
+            let b = PgStore::open_with(database.options()).await.unwrap();
+            populate(&a).await;
+            let before = Inventory::of(&a).await.unwrap();
+            let refused = migrate(&a, &b, (&from, &to), true).await;
+            assert!(
+                matches!(refused, Err(TransferError::SamePlace(_))),
+                "{refused:?}"
+            );
+            assert_eq!(Inventory::of(&b).await.unwrap(), before);
+            database.remove().await;
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

@@ -55,7 +55,11 @@ fn from_here(request: &Request) -> bool {
     let origin_ok = match headers.get(header::ORIGIN) {
         None => true,
         Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            // HTTP/2 names the host in the request's authority, not in a Host header.
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| request.uri().authority().map(|a| a.as_str()));
             let origin = origin.to_str().ok();
             // `scheme://host[:port]` must name the host the request was sent to.
             match (origin.and_then(|o| o.split_once("://")), host) {
@@ -97,5 +101,13 @@ mod tests {
         assert!(!from_here(&post(&[("sec-fetch-site", "cross-site")])));
         assert!(!from_here(&post(&[("sec-fetch-site", "same-site")])));
         assert!(!from_here(&post(&[("origin", "null")])));
+        // Over HTTP/2 the host is the request's authority.
+        let h2 = Request::builder()
+            .method(Method::POST)
+            .uri("https://plinth.example/_/sign-out")
+            .header("origin", "https://plinth.example")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert!(from_here(&h2));
     }
 }

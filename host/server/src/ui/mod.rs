@@ -21,6 +21,9 @@ use axum::Router;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 
+/// Largest form body the dashboard reads (a config value is the largest field).
+const FORM_LIMIT: usize = 256 * 1024;
+
 /// The dashboard's routes, each under `/_/` (a prefix no plugin may claim), with its security
 /// headers and origin check.
 pub(crate) fn routes() -> Router<AppState> {
@@ -41,6 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/_/sign-out", post(session::sign_out))
         .route("/_/assets/{file}", get(assets::serve))
+        // Forms are small: nothing is read past this, before or after the sign-in limits.
+        .layer(axum::extract::DefaultBodyLimit::max(FORM_LIMIT))
         .layer(axum::middleware::from_fn(guard::same_origin_only))
         .layer(axum::middleware::from_fn(guard::security_headers))
 }

@@ -20,16 +20,21 @@ const SECURE_COOKIE: &str = "__Host-plinth_session";
 /// dashboard's paths.
 const PLAIN_COOKIE: &str = "plinth_session";
 
-/// The session cookie's value, if the request carries one.
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
+/// The session cookie's value, if the request carries exactly one under the name this server
+/// sets. Under HTTPS only the `__Host-` name counts: another service on this host or a sibling
+/// domain can set a plain cookie, but not that one; and two session cookies (one planted) mean
+/// no session rather than a guess at which is ours.
+fn session_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = if secure { SECURE_COOKIE } else { PLAIN_COOKIE };
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SECURE_COOKIE || c.name() == PLAIN_COOKIE)
-        .map(|c| c.value().to_string())
+        .filter(|c| c.name() == name);
+    let first = found.next()?;
+    found.next().is_none().then(|| first.value().to_string())
 }
 
 /// The `Set-Cookie` value holding `token` (`None`: removing the cookie).
@@ -93,7 +98,7 @@ impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(token) = session_token(&parts.headers) else {
+        let Some(token) = session_token(&parts.headers, state.secure_cookies) else {
             return Err(Redirect::to("/_/sign-in").into_response());
         };
         let session = match state.auth.web_session(&token).await {
@@ -227,13 +232,15 @@ fn account_error(e: AccountError) -> Response {
         }
         AccountError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         AccountError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        AccountError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         _ => (StatusCode::BAD_REQUEST, "sign_in_failed"),
     };
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status.is_server_error() {
         tracing::error!(error = %e, "dashboard sign-in failed");
     }
     let message = match &e {
         AccountError::Store(_) => "The server cannot read its store right now.".to_string(),
+        AccountError::Internal(_) => "The server could not sign you in; try again.".to_string(),
         other => other.to_string(),
     };
     sign_in_form(status, Some((code, message)))
