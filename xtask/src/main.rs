@@ -6,6 +6,7 @@
 //! components through [`build_guests`], so there is one way to build them.
 
 mod bench;
+mod browser;
 mod guests;
 mod http;
 
@@ -17,7 +18,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test          install what is needed, build the guest components, check formatting and
-                lints, start a throwaway PostgreSQL, run every test, and smoke-run the bench
+                lints, start a throwaway PostgreSQL, run every test (the dashboard's in
+                Chromium too), and smoke-run the bench
                 (this is what CI runs)
   demo          build the examples, start Plinth on 127.0.0.1:8080 with them deployed, and
                 print curl lines to try (Ctrl-C stops it)
@@ -116,6 +118,8 @@ fn test(root: &Path) -> Result<()> {
         .env("PLINTH_TEST_DATABASE_URL", &postgres.url)
         .env("PLINTH_TEST_REQUIRE_POSTGRES", "1"))?;
     drop(postgres);
+    // The dashboard in a real browser, on the binary the tests just built.
+    browser::test(root, &guests)?;
     // The bench harness end to end, as a 2-second smoke on the dev binaries just tested (no
     // second build in another profile): it fails if a row answers errors, never on speed.
     bench::measure(root, &["--quick".into(), "--debug-build".into()])

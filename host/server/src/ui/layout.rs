@@ -61,6 +61,21 @@ pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Ma
     )
 }
 
+/// A byte count as people read it: `172.3 MiB`, `118.2 KiB`, `512 B`.
+pub(super) fn bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if count < 1024 {
+        return format!("{count} B");
+    }
+    let mut value = count as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// An error as a page, with its stable code.
 pub(super) fn error_page(status: StatusCode, code: &str, message: &str) -> Response {
     let body = html! {
@@ -72,4 +87,14 @@ pub(super) fn error_page(status: StatusCode, code: &str, message: &str) -> Respo
         }
     };
     (status, bare("Error", body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_counts_read_in_the_largest_unit() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(121_090), "118.3 KiB");
+        assert_eq!(super::bytes(176_414_720), "168.2 MiB");
+    }
 }

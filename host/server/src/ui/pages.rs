@@ -3,7 +3,6 @@
 use super::layout;
 use super::session::SignedIn;
 use crate::api::AppState;
-use crate::units::ByteSize;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -65,7 +64,7 @@ pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn)
                 div { dt { "Plugins" } dd { (active.plugins.len()) } }
                 div { dt { "Requests in progress" } dd { (in_use) " of " (state.max_in_flight) } }
                 div { dt { "Failed requests" } dd { (failures) } }
-                div { dt { "Memory in use" } dd { (resident_memory().map_or("unknown".into(), |b| ByteSize(b).to_string())) } }
+                div { dt { "Memory in use" } dd { (resident_memory().map_or("unknown".into(), layout::bytes)) } }
             }
         }
         section aria-labelledby="recent" {

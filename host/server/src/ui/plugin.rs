@@ -7,7 +7,6 @@ use super::session::{SignedIn, csrf_refused};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::registry::plugin_config::{ConfigError, ConfigKey, NewValue};
 use crate::registry::{PluginInfo, VersionInfo};
-use crate::units::ByteSize;
 use axum::extract::{ConnectInfo, Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -96,7 +95,7 @@ fn summary(info: &PluginInfo) -> Markup {
         dl.facts {
             div { dt { "Version" } dd { (info.version) } }
             div { dt { "Deployed" } dd { time datetime=(info.deployed_at) { (info.deployed_at) } @if let Some(by) = &info.deployed_by { " by " (by) } } }
-            div { dt { "Component" } dd { code { (&info.sha256[..info.sha256.len().min(12)]) } " · " (ByteSize(info.size)) } }
+            div { dt { "Component" } dd { code { (&info.sha256[..info.sha256.len().min(12)]) } " · " (layout::bytes(info.size)) } }
             div { dt { "Failures" } dd { (info.failures.traps) " traps · " (info.failures.timeouts) " timeouts · " (info.failures.memory_limit) " over memory" } }
         }
     }
