@@ -93,6 +93,8 @@ before(async () => {
   const configReader = readFileSync(join(ROOT, 'tests/programs/config-reader/plinth.toml'), 'utf8');
   await deploy('config-reader', configReader, 'config_reader.wasm');
   await deploy('config-reader', `${configReader}\n[limits]\ntimeout = "3s"\n`, 'config_reader.wasm');
+  const hostile = readFileSync(join(ROOT, 'tests/programs/hostile/plinth.toml'), 'utf8');
+  await deploy('hostile', hostile, 'hostile.wasm');
   // As root (CI), Chromium runs only without its sandbox.
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 });
@@ -200,5 +202,47 @@ test('a plain account and a signed-out browser are refused', async () => {
   assert.match(await page.locator('body').innerText(), /operators and admins/);
   await page.goto(`${base}/_/plugins/hello`);
   assert.match(page.url(), /\/_\/sign-in$/);
+  await page.close();
+});
+
+test('a request appears in the live log, and its id shows every line of it', async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.waitForURL(`${base}/_/`);
+  await page.goto(`${base}/_/plugins/hello`);
+  await page.getByRole('link', { name: 'Log, live' }).click();
+  await page.waitForURL(/\/_\/plugins\/hello\/logs$/);
+  // The live tail is open once the browser has the stream's first answer.
+  const opened = page.waitForResponse((r) => r.url().includes('/logs/stream'));
+  await page.reload();
+  await opened;
+  const called = await fetch(`${base}/hello/watched-live`);
+  assert.equal(called.status, 200);
+  const row = page.locator('tr', { hasText: '/hello/watched-live' });
+  await row.waitFor({ timeout: 10_000 });
+  await screenshots(page, 'log');
+  await row.getByRole('link').click();
+  await page.waitForURL(/request=/);
+  assert.match(await page.locator('main').innerText(), /Every line of request/);
+  assert.equal(await page.locator('tbody tr', { hasText: '/hello/watched-live' }).count(), 1);
+  await page.close();
+});
+
+test('a plugin logging markup runs nothing in the page, listed or live', async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.waitForURL(`${base}/_/`);
+  assert.equal((await fetch(`${base}/hostile/markup`)).status, 200);
+  await page.goto(`${base}/_/plugins/hostile/logs`);
+  await page.locator('td.message', { hasText: '<script>window.__pwned=1</script>' }).first().waitFor();
+  // And a line arriving through the live tail.
+  assert.equal((await fetch(`${base}/hostile/markup`)).status, 200);
+  await page.waitForFunction(
+    () => document.querySelectorAll('td.message').length >= 4,
+    null,
+    { timeout: 10_000 },
+  );
+  assert.equal(await page.evaluate(() => window.__pwned), undefined, 'markup from a log line ran');
+  assert.equal(await page.locator('img').count(), 0, 'a logged tag became an element');
   await page.close();
 });

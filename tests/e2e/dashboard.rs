@@ -414,3 +414,67 @@ async fn a_plugin_page_shows_versions_and_config_and_rolls_back() {
         "{overview}"
     );
 }
+
+#[tokio::test]
+async fn a_plugins_log_page_filters_by_level_text_and_request_and_its_stream_needs_a_session() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::Hello).await;
+    for path in ["/hello/first", "/hello/second"] {
+        assert_eq!(server.get(path).await.status, StatusCode::OK);
+    }
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let all = get_page(&server, "/_/plugins/hello/logs", Some(&cookie)).await;
+    assert_eq!(all.status(), StatusCode::OK);
+    let all = all.text().await.unwrap();
+    assert!(
+        all.contains("/hello/first") && all.contains("/hello/second"),
+        "{all}"
+    );
+    let text = get_page(&server, "/_/plugins/hello/logs?q=SECOND", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("/hello/second") && !text.contains("/hello/first"),
+        "{text}"
+    );
+    let errors = get_page(&server, "/_/plugins/hello/logs?level=error", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !errors.contains("/hello/first") && !errors.contains("/hello/second"),
+        "access lines of 200s are not errors: {errors}"
+    );
+    // The first line's request link shows only that request's lines.
+    let start = all.find("logs?request=").unwrap() + "logs?request=".len();
+    let id: String = all[start..].chars().take_while(|c| *c != '"').collect();
+    let one = get_page(
+        &server,
+        &format!("/_/plugins/hello/logs?request={id}"),
+        Some(&cookie),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        one.contains("/hello/first") && !one.contains("/hello/second"),
+        "{one}"
+    );
+    // The live tail answers a signed-in browser with an event stream, nobody else.
+    let stream = get_page(&server, "/_/plugins/hello/logs/stream", None).await;
+    assert_eq!(stream.status(), StatusCode::SEE_OTHER);
+    let stream = get_page(
+        &server,
+        "/_/plugins/hello/logs/stream?since=0",
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let missing = get_page(&server, "/_/plugins/nope/logs", Some(&cookie)).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

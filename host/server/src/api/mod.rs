@@ -12,7 +12,7 @@ mod keys;
 pub mod openapi;
 mod plugin_config;
 mod plugin_kv;
-mod plugin_logs;
+pub(crate) mod plugin_logs;
 mod users;
 
 pub use admin::{PluginList, VersionList};

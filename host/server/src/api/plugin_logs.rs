@@ -77,14 +77,27 @@ async fn logs(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .or(query.since);
-    let (backlog, mut live) = state.logs.follow(&name, since, limit);
+    Ok(live(&state, &name, since, limit, |_| true))
+}
+
+/// A live stream of `name`'s log lines that `keep` admits, as server-sent events of
+/// [`LogLine`] JSON: those after `since` (without it, the newest of the last `backlog`), then
+/// each new one as it is written. The API's `follow` and the dashboard's live tail.
+pub(crate) fn live(
+    state: &AppState,
+    name: &str,
+    since: Option<u64>,
+    backlog: usize,
+    keep: impl Fn(&LogLine) -> bool + Send + Sync + 'static,
+) -> Response {
+    let (backlog, mut live) = state.logs.follow(name, since, backlog);
     // A task feeds the response: it ends when the client goes away (the send fails) or the
     // server shuts down, so a follower never holds up a graceful stop.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
     let mut stopping = state.stopping.clone();
     tokio::spawn(async move {
-        for line in backlog {
-            if sender.send(event(&line)).await.is_err() {
+        for line in backlog.iter().filter(|line| keep(line)) {
+            if sender.send(event(line)).await.is_err() {
                 return;
             }
         }
@@ -94,7 +107,8 @@ async fn logs(
                 next = live.recv() => next,
             };
             let event = match next {
-                Ok(line) => event(&line),
+                Ok(line) if keep(&line) => event(&line),
+                Ok(_) => continue,
                 // A follower too slow for the plugin's output skips ahead and is told so.
                 Err(RecvError::Lagged(skipped)) => {
                     Event::default().event("lagged").data(skipped.to_string())
@@ -107,7 +121,7 @@ async fn logs(
         }
     });
     let stream = ReceiverStream::new(receiver).map(Ok::<_, std::convert::Infallible>);
-    Ok(Sse::new(stream)
+    Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response()
 }

@@ -18,6 +18,7 @@ pub(super) fn bare(title: &str, body: Markup) -> Markup {
                 title { (title) " · Plinth" }
                 link rel="icon" href="data:,";
                 link rel="stylesheet" href="/_/assets/style.css";
+                script src="/_/assets/app.js" defer {}
             }
             body { (body) }
         }

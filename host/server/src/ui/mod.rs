@@ -12,6 +12,7 @@
 mod assets;
 mod guard;
 mod layout;
+mod logs;
 mod pages;
 mod plugin;
 mod session;
@@ -32,6 +33,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/_/", get(pages::overview))
         .route("/_/plugins", get(pages::plugins))
         .route("/_/plugins/{name}", get(plugin::show))
+        .route("/_/plugins/{name}/logs", get(logs::page))
+        .route("/_/plugins/{name}/logs/stream", get(logs::stream))
         .route("/_/plugins/{name}/rollback", post(plugin::rollback))
         .route("/_/plugins/{name}/config", post(plugin::set_config))
         .route(

@@ -46,6 +46,7 @@ pub(super) async fn show(
     };
     let csrf = signed_in.session.csrf.clone();
     let content = html! {
+        p { a href={ "/_/plugins/" (name) "/logs" } { "Log, live" } }
         (summary(&info))
         (routes(&info))
         (versions_section(&name, &versions, &csrf))

@@ -13,6 +13,8 @@
 //! - `/hostile/outbound/{n}?url=URL`: starts `n` outbound requests without waiting for any and
 //!   answers how many the host accepted and refused.
 //! - `/hostile/slow-write/{ms}`: sleeps, then writes a key (a write racing an operator's purge).
+//! - `/hostile/markup`: logs a line of HTML that would run script if a page showed it as markup,
+//!   and stores the same HTML under the key `markup` (the dashboard's escaping tests).
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -127,6 +129,15 @@ fn slow_write(ms: usize) -> Result<String, String> {
     Ok("ok written".into())
 }
 
+/// HTML that runs script wherever it is taken as markup.
+const MARKUP: &str = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=1</script>";
+
+fn markup() -> Result<String, String> {
+    log::write(Level::Warn, MARKUP);
+    bucket()?.set("markup", MARKUP.as_bytes()).map_err(kv_error)?;
+    Ok("ok markup".into())
+}
+
 fn flood_log(n: usize) -> String {
     for i in 0..n {
         log::write(
@@ -190,6 +201,7 @@ impl Guest for Hostile {
             Some("aliased-set-many") => aliased_set_many(n(1)).unwrap_or_else(|e| e),
             Some("log") => flood_log(n(1)),
             Some("slow-write") => slow_write(n(1)).unwrap_or_else(|e| e),
+            Some("markup") => markup().unwrap_or_else(|e| e),
             Some("outbound") => match query_param(query, "url") {
                 Some(url) => fire_outbound(n(1), &url),
                 None => "error no url".into(),
