@@ -246,3 +246,20 @@ test('a plugin logging markup runs nothing in the page, listed or live', async (
   assert.equal(await page.locator('img').count(), 0, 'a logged tag became an element');
   await page.close();
 });
+
+test('a plugin deployed by upload in the page serves its routes', async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.waitForURL(`${base}/_/`);
+  await page.getByRole('link', { name: 'Deploy' }).click();
+  await page.getByLabel('Component (.wasm)').setInputFiles(join(GUESTS, 'plain_http.wasm'));
+  await page
+    .getByLabel('Or paste the manifest')
+    .fill('name = "uploaded"\n[[routes]]\npath = "/uploaded/{*rest}"\nmethods = ["GET"]\n');
+  await screenshots(page, 'deploy');
+  await page.getByRole('button', { name: 'Deploy' }).click();
+  await page.waitForURL(`${base}/_/plugins/uploaded`);
+  assert.match(await page.locator('main').innerText(), /\/uploaded\/\{\*rest\}/);
+  assert.equal((await fetch(`${base}/uploaded/from-the-browser`)).status, 200);
+  await page.close();
+});

@@ -478,3 +478,97 @@ async fn a_plugins_log_page_filters_by_level_text_and_request_and_its_stream_nee
     let missing = get_page(&server, "/_/plugins/nope/logs", Some(&cookie)).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+/// `component` with a custom section of `extra` bytes appended (still a valid component).
+fn padded(component: &[u8], extra: usize) -> Vec<u8> {
+    let mut payload = vec![7u8];
+    payload.extend_from_slice(b"padding");
+    payload.resize(payload.len() + extra, 0);
+    let mut out = component.to_vec();
+    out.push(0);
+    let mut size = payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size == 0 { byte } else { byte | 0x80 });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend(payload);
+    out
+}
+
+async fn upload(
+    server: &Server,
+    cookie: &str,
+    csrf: Option<&str>,
+    component: Vec<u8>,
+    manifest: &str,
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    if let Some(csrf) = csrf {
+        form = form.text("_csrf", csrf.to_string());
+    }
+    let form = form
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
+        )
+        .text("manifest", manifest.to_string());
+    browser()
+        .post(format!("{}/_/deploy", server.base))
+        .header("cookie", cookie)
+        .header("origin", server.base.as_str())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_plugin_deployed_from_the_page_serves_and_a_refused_one_says_why() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::Hello).await;
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let page = get_page(&server, "/_/deploy", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    // Larger than the dashboard's other forms may be: uploads have the server's own limit.
+    let component = padded(&Guest::PlainHttp.component(), 400 * 1024);
+    let manifest =
+        "name = \"greeter\"\n[[routes]]\npath = \"/greeter/{name}\"\nmethods = [\"GET\"]\n";
+
+    // Small, so all of it is sent before the refusal (which comes before the body is read).
+    let small = Guest::PlainHttp.component();
+    let refused = upload(&server, &cookie, None, small, manifest).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let deployed = upload(&server, &cookie, Some(&csrf), component.clone(), manifest).await;
+    assert_eq!(deployed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(deployed.headers()["location"], "/_/plugins/greeter");
+    assert_eq!(server.get("/greeter/you").await.status, StatusCode::OK);
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit?target=greeter")
+        .await
+        .json();
+    assert!(
+        audit["entries"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .contains(EMAIL),
+        "{audit}"
+    );
+
+    // A route another plugin holds: refused on the form with its code, the manifest kept.
+    let clash = "name = \"clash\"\n[[routes]]\npath = \"/hello/{name}\"\nmethods = [\"GET\"]\n";
+    let refused = upload(&server, &cookie, Some(&csrf), component, clash).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("route_conflict") && text.contains("name = &quot;clash&quot;"),
+        "{text}"
+    );
+}

@@ -112,7 +112,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, document) = host_routes(&state);
     let document = Arc::new(document);
     routes
-        .merge(crate::ui::routes())
+        .merge(crate::ui::routes(&state))
         // Only the host's own routes: plugin dispatch watches its bodies itself.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -27,7 +27,11 @@ pub(super) fn bare(title: &str, body: Markup) -> Markup {
 
 /// A page of the signed-in dashboard: `current` names the navigation entry to mark.
 pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Markup) -> Markup {
-    let nav = [("/_/", "Overview"), ("/_/plugins", "Plugins")];
+    let nav = [
+        ("/_/", "Overview"),
+        ("/_/plugins", "Plugins"),
+        ("/_/deploy", "Deploy"),
+    ];
     bare(
         title,
         html! {

@@ -10,6 +10,7 @@
 //! this origin (`guard`); the session cookie is HttpOnly and SameSite=Strict.
 
 mod assets;
+mod deploy;
 mod guard;
 mod layout;
 mod logs;
@@ -27,8 +28,17 @@ const FORM_LIMIT: usize = 256 * 1024;
 
 /// The dashboard's routes, each under `/_/` (a prefix no plugin may claim), with its security
 /// headers and origin check.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let upload = usize::try_from(state.max_component_size.0)
+        .unwrap_or(usize::MAX)
+        .saturating_add(deploy::UPLOAD_OVERHEAD);
     Router::new()
+        .route(
+            "/_/deploy",
+            get(deploy::page)
+                .post(deploy::deploy)
+                .layer(axum::extract::DefaultBodyLimit::max(upload)),
+        )
         .route("/_", get(|| async { Redirect::to("/_/") }))
         .route("/_/", get(pages::overview))
         .route("/_/plugins", get(pages::plugins))

@@ -1,0 +1,183 @@
+//! Deploying from the dashboard: a `.wasm` and its `plinth.toml` (a file, or pasted), handed to
+//! the same registry call as `PUT /admin/plugins/{name}`; a refusal is shown on the form with
+//! its code.
+
+use super::layout;
+use super::session::{SignedIn, csrf_refused};
+use crate::api::{ApiError, AppState, to_completion};
+use crate::registry::DeployError;
+use crate::registry::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use axum::extract::{ConnectInfo, Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use bytes::Bytes;
+use maud::html;
+use std::net::SocketAddr;
+
+/// Room for the form's framing and small fields on top of the component.
+pub(super) const UPLOAD_OVERHEAD: usize = 256 * 1024;
+
+/// `GET /_/deploy`.
+pub(super) async fn page(signed_in: SignedIn) -> Response {
+    form(&signed_in, StatusCode::OK, None, "")
+}
+
+/// The deploy form, with the refusal of the last attempt if any and the manifest it had.
+fn form(
+    signed_in: &SignedIn,
+    status: StatusCode,
+    error: Option<(&str, String)>,
+    manifest: &str,
+) -> Response {
+    let content = html! {
+        @if let Some((code, message)) = &error {
+            p.error role="alert" { (message) " " code { (code) } }
+        }
+        form.deploy method="post" action="/_/deploy" enctype="multipart/form-data" {
+            input type="hidden" name="_csrf" value=(signed_in.session.csrf);
+            label { "Component (.wasm)" input type="file" name="component" accept=".wasm,application/wasm" required; }
+            label { "Manifest file (plinth.toml)" input type="file" name="manifest_file" accept=".toml,text/plain"; }
+            label { "Or paste the manifest"
+                textarea name="manifest" rows="10" spellcheck="false" { (manifest) }
+            }
+            button type="submit" { "Deploy" }
+        }
+    };
+    (
+        status,
+        layout::page(signed_in, "Deploy", "Deploy a plugin", content),
+    )
+        .into_response()
+}
+
+/// The form's parts as read.
+#[derive(Default)]
+struct Upload {
+    csrf: Option<String>,
+    manifest: Option<String>,
+    component: Option<Bytes>,
+}
+
+/// Reads the form: the CSRF token must come first (browsers send fields in form order), so a
+/// component is never read for a form that is not this session's.
+async fn read(
+    signed_in: &SignedIn,
+    mut multipart: Multipart,
+    max_component: u64,
+) -> Result<Upload, (StatusCode, &'static str, String)> {
+    let bad =
+        |e: axum::extract::multipart::MultipartError| (e.status(), "invalid_upload", e.body_text());
+    let mut upload = Upload::default();
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if upload.csrf.is_none() && name != "_csrf" {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "csrf_failed",
+                "the form's token is missing".into(),
+            ));
+        }
+        let bytes = field.bytes().await.map_err(bad)?;
+        match name.as_str() {
+            "_csrf" => {
+                let token = String::from_utf8_lossy(&bytes).into_owned();
+                if !signed_in.csrf_ok(&token) {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        "csrf_failed",
+                        "the form's token is not this session's".into(),
+                    ));
+                }
+                upload.csrf = Some(token);
+            }
+            "manifest" | "manifest_file" if !bytes.is_empty() => {
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_manifest",
+                        format!("a manifest is at most {MAX_MANIFEST_BYTES} bytes"),
+                    ));
+                }
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "invalid_manifest",
+                        "the manifest is not UTF-8 text".to_string(),
+                    )
+                })?;
+                // A chosen file wins over the pasted text.
+                if name == "manifest_file" || upload.manifest.is_none() {
+                    upload.manifest = Some(text);
+                }
+            }
+            "component" => {
+                if bytes.len() as u64 > max_component {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("a component is at most {max_component} bytes on this server"),
+                    ));
+                }
+                upload.component = Some(bytes);
+            }
+            _ => {}
+        }
+    }
+    Ok(upload)
+}
+
+/// `POST /_/deploy`: deploys, then shows the plugin's page.
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    signed_in: SignedIn,
+    multipart: Multipart,
+) -> Response {
+    let upload = match read(&signed_in, multipart, state.max_component_size.0).await {
+        Ok(upload) => upload,
+        Err((StatusCode::FORBIDDEN, _, _)) => return csrf_refused(),
+        Err((status, code, message)) => return form(&signed_in, status, Some((code, message)), ""),
+    };
+    let (Some(manifest), Some(component)) =
+        (upload.manifest, upload.component.filter(|c| !c.is_empty()))
+    else {
+        return form(
+            &signed_in,
+            StatusCode::BAD_REQUEST,
+            Some((
+                "invalid_upload",
+                "Choose a component and give its manifest.".into(),
+            )),
+            "",
+        );
+    };
+    let name = match Manifest::parse(&manifest) {
+        Ok(parsed) => parsed.name.to_string(),
+        Err(e) => {
+            let (status, code, message) = ApiError::from(DeployError::from(e)).explain();
+            return form(&signed_in, status, Some((code, message)), &manifest);
+        }
+    };
+    let actor = signed_in.session.principal.actor(Some(addr));
+    let (registry, metrics, target, text) = (
+        state.registry.clone(),
+        state.metrics.clone(),
+        name.clone(),
+        manifest.clone(),
+    );
+    let deployed = to_completion(async move {
+        let deployed = registry.deploy(&target, text, component, &actor).await?;
+        if !deployed.unchanged {
+            metrics.deployed();
+        }
+        Ok(deployed)
+    })
+    .await;
+    match deployed {
+        Ok(_) => Redirect::to(&format!("/_/plugins/{name}")).into_response(),
+        Err(e) => {
+            let (status, code, message) = e.explain();
+            form(&signed_in, status, Some((code, message)), &manifest)
+        }
+    }
+}
