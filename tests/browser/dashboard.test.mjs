@@ -112,6 +112,9 @@ test('an operator signs in and sees the server and its plugins', async () => {
   await assert.doesNotReject(page.getByRole('heading', { name: 'Overview' }).waitFor());
   assert.match(await page.locator('main').innerText(), /plugin\.deploy/);
   await screenshots(page, 'overview');
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+  await screenshots(page, 'audit');
   await page.getByRole('link', { name: 'Plugins' }).click();
   await page.getByRole('link', { name: 'hello' }).click();
   await page.getByRole('heading', { name: 'hello' }).waitFor();

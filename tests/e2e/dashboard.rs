@@ -572,3 +572,58 @@ async fn a_plugin_deployed_from_the_page_serves_and_a_refused_one_says_why() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_page_is_for_admins_and_filters_by_action_and_target() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::Hello).await;
+    server.deploy_guest(Guest::KvPlain).await;
+    let admin = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let page = get_page(&server, "/_/audit", Some(&admin)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let all = page.text().await.unwrap();
+    assert!(
+        all.contains("href=\"/_/audit\"") && all.contains("kv-plain") && all.contains(">hello<"),
+        "{all}"
+    );
+    let filtered = get_page(
+        &server,
+        "/_/audit?action=plugin.deploy&target=hello",
+        Some(&admin),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        filtered.contains(">hello<") && !filtered.contains("kv-plain"),
+        "{filtered}"
+    );
+    assert!(!filtered.contains("Older entries"));
+    let bad = get_page(&server, "/_/audit?cursor=zz", Some(&admin)).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // An operator has no audit log link and is refused the page.
+    let created = server
+        .send_json(
+            reqwest::Method::POST,
+            "/admin/api-keys",
+            serde_json::json!({ "name": "ops", "role": "operator" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    let key = created.json()["key"].as_str().unwrap().to_string();
+    let operator = sign_in(&server, &[("api_key", key.as_str())]).await;
+    let overview = get_page(&server, "/_/", Some(&operator))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!overview.contains("/_/audit"), "{overview}");
+    assert_eq!(
+        get_page(&server, "/_/audit", Some(&operator))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}

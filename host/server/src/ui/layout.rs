@@ -27,11 +27,14 @@ pub(super) fn bare(title: &str, body: Markup) -> Markup {
 
 /// A page of the signed-in dashboard: `current` names the navigation entry to mark.
 pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Markup) -> Markup {
-    let nav = [
+    let mut nav = vec![
         ("/_/", "Overview"),
         ("/_/plugins", "Plugins"),
         ("/_/deploy", "Deploy"),
     ];
+    if signed_in.is_admin() {
+        nav.push(("/_/audit", "Audit log"));
+    }
     bare(
         title,
         html! {

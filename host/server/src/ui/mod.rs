@@ -10,6 +10,7 @@
 //! this origin (`guard`); the session cookie is HttpOnly and SameSite=Strict.
 
 mod assets;
+mod audit;
 mod deploy;
 mod guard;
 mod layout;
@@ -42,6 +43,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/_", get(|| async { Redirect::to("/_/") }))
         .route("/_/", get(pages::overview))
         .route("/_/plugins", get(pages::plugins))
+        .route("/_/audit", get(audit::page))
         .route("/_/plugins/{name}", get(plugin::show))
         .route("/_/plugins/{name}/logs", get(logs::page))
         .route("/_/plugins/{name}/logs/stream", get(logs::stream))
