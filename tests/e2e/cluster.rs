@@ -497,10 +497,13 @@ async fn write_through_outage(
             after += usize::from(recovered.load(Ordering::Relaxed));
         } else {
             // The store's failure as the plugin passes it on (kv-plain answers the host's
-            // message with a 400) or as the host reports it: a clear, retryable code.
+            // message with a 400) or as the host reports it: out of reach (retryable), or a
+            // commit cut off by the restart (its outcome unknown: never retried blindly).
             let text = reply.text().await.unwrap_or_default();
             assert!(
-                text.starts_with("store_unavailable:") || status.is_server_error(),
+                text.starts_with("store_unavailable:")
+                    || (text.starts_with("storage_failed:") && text.contains("outcome is unknown"))
+                    || status.is_server_error(),
                 "{status}: {text}"
             );
             refused += 1;
