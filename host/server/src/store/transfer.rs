@@ -48,6 +48,70 @@ const PROBE: &str = "plinth.migrate_probe";
 /// megabytes at most (values are capped by the kv limits).
 const PAGE: usize = 500;
 
+/// One keyspace of a store, read [`PAGE`] records at a time in key order.
+struct SpacePages<'a> {
+    store: &'a dyn Store,
+    space: Space,
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> SpacePages<'a> {
+    fn new(store: &'a dyn Store, space: Space) -> Self {
+        Self {
+            store,
+            space,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once the keyspace is read.
+    async fn next(&mut self) -> Result<Option<super::Entries>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .store
+            .scan(self.space, b"", self.after.as_deref(), PAGE)
+            .await?;
+        self.done = page.len() < PAGE;
+        self.after = page.last().map(|(key, _)| key.clone());
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+/// One plugin's key-value data, read [`PAGE`] entries at a time by bucket, then key.
+struct KvPages<'a> {
+    store: &'a dyn Store,
+    plugin: &'a str,
+    after: Option<(String, String)>,
+    done: bool,
+}
+
+impl<'a> KvPages<'a> {
+    fn new(store: &'a dyn Store, plugin: &'a str) -> Self {
+        Self {
+            store,
+            plugin,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once the data is read.
+    async fn next(&mut self) -> Result<Option<Vec<KvEntry>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let after = self.after.as_ref().map(|(b, k)| (b.as_str(), k.as_str()));
+        let page = self.store.kv_entries(self.plugin, after, PAGE).await?;
+        self.done = page.len() < PAGE;
+        self.after = page.last().map(|e| (e.bucket.clone(), e.key.clone()));
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
 /// A migration that did not complete, or did not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -203,15 +267,10 @@ impl Inventory {
             sections.add("meta".into(), &[key.as_bytes(), &value]);
         }
         for space in Space::ALL {
-            let mut after = None;
-            loop {
-                let page = store.scan(space, b"", after.as_deref(), PAGE).await?;
+            let mut pages = SpacePages::new(store, space);
+            while let Some(page) = pages.next().await? {
                 for (key, value) in &page {
                     sections.add(format!("space:{}", space.name()), &[key, value]);
-                }
-                match page.last() {
-                    Some((key, _)) if page.len() == PAGE => after = Some(key.clone()),
-                    _ => break,
                 }
             }
         }
@@ -239,26 +298,13 @@ impl Inventory {
             }
         }
         for plugin in store.kv_plugins().await? {
-            let mut after: Option<(String, String)> = None;
-            loop {
-                let page = store
-                    .kv_entries(
-                        &plugin,
-                        after.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-                        PAGE,
-                    )
-                    .await?;
+            let mut pages = KvPages::new(store, &plugin);
+            while let Some(page) = pages.next().await? {
                 for entry in &page {
                     sections.add(
                         format!("kv:{plugin}"),
                         &[entry.bucket.as_bytes(), entry.key.as_bytes(), &entry.value],
                     );
-                }
-                match page.last() {
-                    Some(last) if page.len() == PAGE => {
-                        after = Some((last.bucket.clone(), last.key.clone()));
-                    }
-                    _ => break,
                 }
             }
         }
@@ -470,22 +516,13 @@ async fn copy_meta(source: &dyn Store, target: &dyn Store) -> Result<(), StoreEr
 
 async fn copy_spaces(source: &dyn Store, target: &dyn Store) -> Result<(), StoreError> {
     for space in Space::ALL {
-        let mut after = None;
-        loop {
-            let page = source.scan(space, b"", after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|(key, _)| key.clone());
-            if page.is_empty() {
-                break;
-            }
+        let mut pages = SpacePages::new(source, space);
+        while let Some(page) = pages.next().await? {
             let ops = page
                 .into_iter()
                 .map(|(key, value)| Op::Put { space, key, value })
                 .collect();
             target.commit(ops).await?;
-            if !full {
-                break;
-            }
         }
     }
     Ok(())
@@ -519,24 +556,9 @@ async fn copy_kv(
         if into_non_empty {
             target.kv_purge(&plugin).await?;
         }
-        let mut after: Option<(String, String)> = None;
-        loop {
-            let page: Vec<KvEntry> = source
-                .kv_entries(
-                    &plugin,
-                    after.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-                    PAGE,
-                )
-                .await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|e| (e.bucket.clone(), e.key.clone()));
-            if page.is_empty() {
-                break;
-            }
+        let mut pages = KvPages::new(source, &plugin);
+        while let Some(page) = pages.next().await? {
             target.kv_import(&plugin, page, unlimited, None).await?;
-            if !full {
-                break;
-            }
         }
     }
     Ok(())
@@ -554,9 +576,8 @@ async fn missing_records(
         }
     }
     for space in Space::ALL {
-        let mut after = None;
-        loop {
-            let page = source.scan(space, b"", after.as_deref(), PAGE).await?;
+        let mut pages = SpacePages::new(source, space);
+        while let Some(page) = pages.next().await? {
             for (key, value) in &page {
                 if target.get(space, key).await?.as_ref() != Some(value) {
                     missing.push(format!(
@@ -565,10 +586,6 @@ async fn missing_records(
                         String::from_utf8_lossy(key)
                     ));
                 }
-            }
-            match page.last() {
-                Some((key, _)) if page.len() == PAGE => after = Some(key.clone()),
-                _ => break,
             }
         }
     }
