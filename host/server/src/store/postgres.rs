@@ -1853,6 +1853,17 @@ mod tests {
     use super::*;
     use crate::store::test_database::TestDatabase;
 
+    /// Another session of `database` in a transaction that has run `statement` (taking a lock
+    /// the test then holds until it commits).
+    async fn holding(database: &TestDatabase, statement: &str) -> PgConnection {
+        let mut other = <PgConnection as sqlx::Connection>::connect_with(&database.options())
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query(statement).execute(&mut other).await.unwrap();
+        other
+    }
+
     #[tokio::test]
     async fn one_plugins_waiting_writers_never_hold_the_hosts_connections() {
         let Some(database) = TestDatabase::create().await else {
@@ -1875,14 +1886,11 @@ mod tests {
             .await
             .unwrap();
         // Another host holds the busy plugin's write lock for now.
-        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
-            .await
-            .unwrap();
-        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-        sqlx::query("SELECT bytes FROM kv_usage WHERE plugin = 'busy' FOR UPDATE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = holding(
+            &database,
+            "SELECT bytes FROM kv_usage WHERE plugin = 'busy' FOR UPDATE",
+        )
+        .await;
         // Twice as many writers as the pool has connections, all waiting for that lock.
         let writers: Vec<_> = (0..2 * POOL_SIZE)
             .map(|i| {
@@ -1926,14 +1934,7 @@ mod tests {
         };
         let store = PgStore::open_with(database.options()).await.unwrap();
         // Every read of plugin data stalls: another session holds the table.
-        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
-            .await
-            .unwrap();
-        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-        sqlx::query("LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = holding(&database, "LOCK TABLE kv IN ACCESS EXCLUSIVE MODE").await;
         // Four plugins flooding at once: each is held to its share, and all together to half
         // the pool.
         let readers: Vec<_> = (0..2 * POOL_SIZE)
@@ -1994,14 +1995,11 @@ mod tests {
             .unwrap();
         // Another host holds the plugin's lock while the writes queue up behind it, so they
         // all go in one batch once it lets go.
-        let mut other = <sqlx::PgConnection as sqlx::Connection>::connect_with(&database.options())
-            .await
-            .unwrap();
-        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-        sqlx::query("SELECT bytes FROM kv_usage WHERE plugin = 'p' FOR UPDATE")
-            .execute(&mut other)
-            .await
-            .unwrap();
+        let mut other = holding(
+            &database,
+            "SELECT bytes FROM kv_usage WHERE plugin = 'p' FOR UPDATE",
+        )
+        .await;
         let increment = || KvChange::Increment {
             bucket: "b".into(),
             key: "k".into(),
