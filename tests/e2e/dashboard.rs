@@ -76,6 +76,22 @@ async fn sign_in(server: &Server, fields: &[(&str, &str)]) -> String {
     session_cookie(reply.headers()).unwrap()
 }
 
+/// A new operator API key (its text and id), made with the admin token.
+async fn operator_key(server: &Server, name: &str) -> (String, String) {
+    let created = server
+        .send_json(
+            reqwest::Method::POST,
+            "/admin/api-keys",
+            serde_json::json!({ "name": name, "role": "operator" }),
+            Some(crate::harness::TOKEN),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let body = created.json();
+    let text = |field: &str| body[field].as_str().unwrap().to_string();
+    (text("key"), text("id"))
+}
+
 /// The value of the hidden CSRF field on a page.
 fn csrf_of(page: &str) -> String {
     let start = page.find("name=\"_csrf\" value=\"").unwrap() + 20;
@@ -223,17 +239,7 @@ async fn forms_from_another_site_and_callers_without_the_role_are_refused() {
     assert!(session_cookie(plain.headers()).is_none());
 
     // An operator's API key signs in; revoked, its session ends at the next page.
-    let created = server
-        .send_json(
-            reqwest::Method::POST,
-            "/admin/api-keys",
-            serde_json::json!({ "name": "ops laptop", "role": "operator" }),
-            Some(crate::harness::TOKEN),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
-    let key = created.json()["key"].as_str().unwrap().to_string();
-    let id = created.json()["id"].as_str().unwrap().to_string();
+    let (key, id) = operator_key(&server, "ops laptop").await;
     let key_cookie = sign_in(&server, &[("api_key", key.as_str())]).await;
     let page = get_page(&server, "/_/", Some(&key_cookie))
         .await
@@ -394,15 +400,7 @@ async fn a_plugin_page_shows_versions_and_config_and_rolls_back() {
     assert!(missing.text().await.unwrap().contains("version_not_found"));
 
     // An operator sees the latest deploys, not the audit log (which names every account).
-    let created = server
-        .send_json(
-            reqwest::Method::POST,
-            "/admin/api-keys",
-            serde_json::json!({ "name": "ops", "role": "operator" }),
-            Some(crate::harness::TOKEN),
-        )
-        .await;
-    let key = created.json()["key"].as_str().unwrap().to_string();
+    let (key, _) = operator_key(&server, "ops").await;
     let operator = sign_in(&server, &[("api_key", key.as_str())]).await;
     let overview = get_page(&server, "/_/", Some(&operator))
         .await
@@ -604,15 +602,7 @@ async fn the_audit_log_page_is_for_admins_and_filters_by_action_and_target() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     // An operator has no audit log link and is refused the page.
-    let created = server
-        .send_json(
-            reqwest::Method::POST,
-            "/admin/api-keys",
-            serde_json::json!({ "name": "ops", "role": "operator" }),
-            Some(crate::harness::TOKEN),
-        )
-        .await;
-    let key = created.json()["key"].as_str().unwrap().to_string();
+    let (key, _) = operator_key(&server, "ops").await;
     let operator = sign_in(&server, &[("api_key", key.as_str())]).await;
     let overview = get_page(&server, "/_/", Some(&operator))
         .await
