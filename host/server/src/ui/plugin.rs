@@ -21,6 +21,14 @@ fn error_page(error: &ApiError) -> Response {
     layout::error_page(status, code, &message)
 }
 
+/// After a change: the browser goes to `page`, or sees the refusal.
+fn then_show<T>(changed: Result<T, ApiError>, page: &str) -> Response {
+    match changed {
+        Ok(_) => Redirect::to(page).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
 /// `GET /_/plugins/{name}`.
 pub(super) async fn show(
     State(state): State<AppState>,
@@ -243,10 +251,7 @@ pub(super) async fn rollback(
         Ok(done)
     })
     .await;
-    match done {
-        Ok(_) => Redirect::to(&format!("/_/plugins/{name}")).into_response(),
-        Err(e) => error_page(&e),
-    }
+    then_show(done, &format!("/_/plugins/{name}"))
 }
 
 /// The config form's fields.
@@ -288,10 +293,7 @@ pub(super) async fn set_config(
     let (registry, target) = (state.registry.clone(), name.clone());
     let set =
         to_completion(async move { Ok(registry.set_config(&target, values, &actor).await?) }).await;
-    match set {
-        Ok(_) => Redirect::to(&format!("/_/plugins/{name}#config")).into_response(),
-        Err(e) => error_page(&e),
-    }
+    then_show(set, &format!("/_/plugins/{name}#config"))
 }
 
 /// The remove-a-key form's fields.
@@ -318,8 +320,5 @@ pub(super) async fn unset_config(
     let removed =
         to_completion(async move { Ok(registry.unset_config(&target, &form.key, &actor).await?) })
             .await;
-    match removed {
-        Ok(()) => Redirect::to(&format!("/_/plugins/{name}#config")).into_response(),
-        Err(e) => error_page(&e),
-    }
+    then_show(removed, &format!("/_/plugins/{name}#config"))
 }
