@@ -30,18 +30,21 @@ pub(super) struct Filter {
     request: String,
     /// For the stream: only lines after this one.
     since: Option<u64>,
+    /// `q` in lower case, made once (see [`Filter::bounded`]) rather than for every line.
+    #[serde(skip)]
+    q_lower: String,
 }
 
 impl Filter {
     fn keeps(&self, line: &LogLine) -> bool {
         self.level.is_none_or(|least| line.level >= least)
             && (self.request.is_empty() || line.request_id.as_deref() == Some(&*self.request))
-            && (self.q.is_empty()
+            && (self.q_lower.is_empty()
                 || line
                     .message
                     .to_string()
                     .to_lowercase()
-                    .contains(&self.q.to_lowercase()))
+                    .contains(&self.q_lower))
     }
 
     /// The filter's query string (without `since`), for the stream and the links.
@@ -64,6 +67,7 @@ impl Filter {
         self.q.truncate(self.q.floor_char_boundary(MAX_FILTER));
         self.request
             .truncate(self.request.floor_char_boundary(MAX_FILTER));
+        self.q_lower = self.q.to_lowercase();
         self
     }
 }
