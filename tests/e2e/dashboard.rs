@@ -617,3 +617,196 @@ async fn the_audit_log_page_is_for_admins_and_filters_by_action_and_target() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// The value of the hidden field `name` on a page (the first one).
+fn hidden_of(page: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = page.find(&needle).unwrap() + needle.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_data_pages_browse_edit_delete_export_and_import_a_plugins_kv() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::KvPlain).await;
+    let markup = b"<script>alert(1)</script>".to_vec();
+    server
+        .request(reqwest::Method::PUT, "/kv-plain/b/html", None, Some(markup))
+        .await;
+    server
+        .request(
+            reqwest::Method::PUT,
+            "/kv-plain/b/bin",
+            None,
+            Some(vec![0, 255, 60]),
+        )
+        .await;
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+
+    // The listing shows what the plugin stored, as text, never as markup.
+    let list = get_page(&server, "/_/plugins/kv-plain/kv?bucket=b", Some(&cookie)).await;
+    assert_eq!(list.status(), StatusCode::OK);
+    let text = list.text().await.unwrap();
+    assert!(
+        text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{text}"
+    );
+    assert!(!text.contains("<script>alert"), "{text}");
+    assert!(text.contains("0x00ff3c"), "{text}");
+    let csrf = csrf_of(&text);
+
+    // One entry: as text, and as hex.
+    let entry = "/_/plugins/kv-plain/kv/entry?bucket=b&key=html";
+    let page = get_page(&server, entry, Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("&lt;script&gt;"), "{page}");
+    let tag = hidden_of(&page, "tag");
+    let hex = get_page(&server, &format!("{entry}&view=hex"), Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(hex.contains("3c 73 63 72 69 70 74 3e"), "{hex}");
+
+    // An edit against the value read reaches the plugin; one made from an older read is
+    // refused and changes nothing.
+    let edit = |value: &'static str, tag: String| {
+        let (server, cookie, csrf) = (&server, cookie.clone(), csrf.clone());
+        async move {
+            post_form(
+                server,
+                "/_/plugins/kv-plain/kv/entry",
+                Some(&cookie),
+                &[
+                    ("_csrf", &csrf),
+                    ("bucket", "b"),
+                    ("key", "html"),
+                    ("format", "json"),
+                    ("value", value),
+                    ("tag", &tag),
+                ],
+            )
+            .await
+        }
+    };
+    let saved = edit("{\"safe\":\r\n true}", tag.clone()).await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.get("/kv-plain/b/html").await.text(),
+        "{\"safe\":\n true}"
+    );
+    let stale = edit("{\"lost\": true}", tag).await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(stale.text().await.unwrap().contains("kv_value_changed"));
+    let not_json = edit("{not json", String::new()).await;
+    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        server.get("/kv-plain/b/html").await.text(),
+        "{\"safe\":\n true}"
+    );
+
+    // Export, delete (only once confirmed), and the export's import brings it back.
+    let export = get_page(&server, "/_/plugins/kv-plain/kv/export", Some(&cookie)).await;
+    assert_eq!(export.status(), StatusCode::OK);
+    assert!(
+        export.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("kv-plain-kv.jsonl")
+    );
+    let exported = export.bytes().await.unwrap().to_vec();
+    assert_eq!(
+        exported
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        2
+    );
+    let delete = |confirm: &'static str| {
+        let (server, cookie, csrf) = (&server, cookie.clone(), csrf.clone());
+        async move {
+            post_form(
+                server,
+                "/_/plugins/kv-plain/kv/delete",
+                Some(&cookie),
+                &[
+                    ("_csrf", &csrf),
+                    ("bucket", "b"),
+                    ("key", "html"),
+                    ("confirm", confirm),
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(delete("").await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.get("/kv-plain/b/html").await.status, StatusCode::OK);
+    assert_eq!(delete("yes").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.get("/kv-plain/b/html").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let import = |csrf: Option<String>| {
+        let (server, cookie, exported) = (&server, cookie.clone(), exported.clone());
+        async move {
+            let mut form = reqwest::multipart::Form::new();
+            if let Some(csrf) = csrf {
+                form = form.text("_csrf", csrf);
+            }
+            let form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(exported).file_name("kv.jsonl"),
+            );
+            browser()
+                .post(format!("{}/_/plugins/kv-plain/kv/import", server.base))
+                .header("cookie", cookie)
+                .header("origin", server.base.as_str())
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(import(None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        server.get("/kv-plain/b/html").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let imported = import(Some(csrf.clone())).await;
+    assert_eq!(imported.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        imported.headers()["location"],
+        "/_/plugins/kv-plain/kv?imported=2"
+    );
+    assert_eq!(
+        server.get("/kv-plain/b/html").await.text(),
+        "{\"safe\":\n true}"
+    );
+
+    // Every change is the signed-in admin's, in the audit log.
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit?target=kv-plain")
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["kv.import", "kv.delete", "kv.set", "plugin.deploy"],
+        "{audit}"
+    );
+    assert!(
+        audit["entries"][1]["actor"]
+            .as_str()
+            .unwrap()
+            .contains(EMAIL)
+    );
+}

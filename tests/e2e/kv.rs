@@ -382,6 +382,133 @@ async fn operators_browse_export_purge_and_import_plugin_data() {
     assert_eq!(entries[0]["details"]["entries"], 27);
 }
 
+/// A request for one entry of `kv-plain`'s data through the admin API, with extra headers.
+async fn entry(
+    server: &Server,
+    method: Method,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> crate::harness::Reply {
+    let mut request = server
+        .client()
+        .request(
+            method,
+            format!(
+                "{}/admin/plugins/kv-plain/kv/entry?bucket=b&key={key}",
+                server.base
+            ),
+        )
+        .bearer_auth(crate::harness::TOKEN);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_vec());
+    }
+    crate::harness::Reply::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn an_operator_reads_writes_and_deletes_one_entry_against_its_tag() {
+    let server = Server::start();
+    server.deploy_guest(Guest::KvPlain).await;
+    server
+        .request(
+            Method::PUT,
+            "/kv-plain/b/k",
+            None,
+            Some(b"from the plugin".to_vec()),
+        )
+        .await;
+
+    let read = entry(&server, Method::GET, "k", &[], None).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body, b"from the plugin");
+    assert_eq!(read.headers["content-type"], "application/octet-stream");
+    let tag = read.headers["etag"].to_str().unwrap().to_string();
+
+    // Written against the tag read: the plugin sees the new bytes.
+    let written = entry(
+        &server,
+        Method::PUT,
+        "k",
+        &[("if-match", &tag)],
+        Some(b"\x00edited"),
+    )
+    .await;
+    assert_eq!(written.status, StatusCode::OK, "{}", written.text());
+    assert_eq!(server.get("/kv-plain/b/k").await.body, b"\x00edited");
+    let new_tag = format!("\"{}\"", written.json()["tag"].as_str().unwrap());
+    assert_ne!(new_tag, tag);
+    // The old tag no longer matches: nothing is written.
+    let stale = entry(
+        &server,
+        Method::PUT,
+        "k",
+        &[("if-match", &tag)],
+        Some(b"lost"),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.code(), "kv_value_changed");
+    assert_eq!(server.get("/kv-plain/b/k").await.body, b"\x00edited");
+    // A create never replaces.
+    let create = entry(
+        &server,
+        Method::PUT,
+        "k",
+        &[("if-none-match", "*")],
+        Some(b"x"),
+    )
+    .await;
+    assert_eq!(create.code(), "kv_value_changed");
+    let create = entry(
+        &server,
+        Method::PUT,
+        "fresh",
+        &[("if-none-match", "*")],
+        Some(b"x"),
+    )
+    .await;
+    assert_eq!(create.status, StatusCode::OK, "{}", create.text());
+    // Limits hold as for the plugin's own writes.
+    let long_key = "k".repeat(2000);
+    let refused = entry(&server, Method::PUT, &long_key, &[], Some(b"x")).await;
+    assert_eq!(refused.code(), "invalid_key");
+
+    let deleted = entry(&server, Method::DELETE, "k", &[], None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        server.get("/kv-plain/b/k").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let again = entry(&server, Method::DELETE, "k", &[], None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.code(), "kv_entry_not_found");
+    let missing = entry(&server, Method::GET, "k", &[], None).await;
+    assert_eq!(missing.code(), "kv_entry_not_found");
+
+    // Each change is audited by bucket and key, never with its value.
+    let audit = server
+        .admin(Method::GET, "/admin/audit?target=kv-plain")
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["kv.delete", "kv.set", "kv.set", "plugin.deploy"],
+        "{audit}"
+    );
+    assert_eq!(audit["entries"][2]["details"]["key"], "k");
+    assert!(!audit.to_string().contains("edited"), "{audit}");
+}
+
 #[tokio::test]
 async fn a_purge_after_a_plain_delete_removes_the_data_and_no_write_in_flight_outlives_it() {
     let server = std::sync::Arc::new(Server::start());

@@ -10,6 +10,7 @@ mod cluster;
 mod front_door;
 #[doc(hidden)]
 pub mod fuzz;
+mod kv_admin;
 pub mod metrics;
 pub mod plugin_logs;
 pub mod registry;

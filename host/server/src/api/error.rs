@@ -101,6 +101,15 @@ pub enum ApiError {
         /// Its instances allowed at once.
         max_concurrency: u32,
     },
+    /// No value at the (bucket, key) named.
+    #[error("no value is stored at that bucket and key")]
+    KvEntryNotFound,
+    /// The value is not the one the edit was made against; nothing was written.
+    #[error(
+        "the value changed since it was read (or, for a create, exists); read it again and \
+         retry; nothing was written"
+    )]
+    KvValueChanged,
     /// A line of a kv import is malformed; nothing was imported.
     #[error("line {line} of the import is invalid ({message}); nothing was imported")]
     InvalidImport {
@@ -109,6 +118,15 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<crate::kv_admin::BadLine> for ApiError {
+    fn from(e: crate::kv_admin::BadLine) -> Self {
+        ApiError::InvalidImport {
+            line: e.line,
+            message: e.message,
+        }
+    }
 }
 
 impl From<crate::audit::AuditError> for ApiError {
@@ -267,6 +285,8 @@ impl ApiError {
             },
             ApiError::Config(ConfigError::Store(e)) | ApiError::Storage(e) => storage(e),
             ApiError::InvalidCursor(_) => (S::BAD_REQUEST, "invalid_cursor", None),
+            ApiError::KvEntryNotFound => (S::NOT_FOUND, "kv_entry_not_found", None),
+            ApiError::KvValueChanged => (S::PRECONDITION_FAILED, "kv_value_changed", None),
             ApiError::InvalidImport { line, .. } => (
                 S::BAD_REQUEST,
                 "invalid_import",

@@ -101,7 +101,7 @@ pub fn host_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::Open
         .merge(users::routes())
         .merge(keys::routes())
         .merge(plugin_config::routes())
-        .merge(plugin_kv::routes())
+        .merge(plugin_kv::routes(state))
         .merge(plugin_logs::routes())
         .split_for_parts()
 }

@@ -1,90 +1,51 @@
-//! `/admin/plugins/{name}/kv`: operators browse a plugin's key-value data, export it as JSON
-//! lines and import such an export back (backup and restore). The plugin need not be deployed:
-//! data outlives a delete without `?purge=true`.
+//! `/admin/plugins/{name}/kv`: operators browse a plugin's key-value data, read, write and
+//! delete one entry, export it as JSON lines and import such an export back (backup and
+//! restore), through [`kv_admin`](crate::kv_admin) as the dashboard does. The plugin need not
+//! be deployed: data outlives a delete without `?purge=true`.
 
 use super::admin::Operator;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
+use crate::kv_admin::{self, Edit, Expect, ExportLine, Listing};
 use crate::registry::manifest::PluginName;
-use crate::store::{KvEntry, Store};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// Default and largest page of `GET .../kv`.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-/// Entries read from the store per chunk of an export.
-const EXPORT_CHUNK: usize = 500;
-/// Largest import body: a full default quota (256 MiB) grows by a third in base64, plus the
-/// JSON around it.
-const MAX_IMPORT_BYTES: usize = 512 << 20;
 
-pub(super) fn routes() -> OpenApiRouter<AppState> {
+pub(super) fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let import = OpenApiRouter::new()
         .routes(routes!(import))
-        .layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES));
+        .layer(DefaultBodyLimit::max(kv_admin::MAX_IMPORT_BYTES));
+    // A value over the plugin's limit is refused by the store with `value_too_large`; this
+    // only stops a body far past it before it is read.
+    let value_limit = usize::try_from(state.kv_limits.max_value)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let entry = OpenApiRouter::new()
+        .routes(routes!(read_entry, write_entry, delete_entry))
+        .layer(DefaultBodyLimit::max(value_limit));
     OpenApiRouter::new()
         .routes(routes!(browse))
         .routes(routes!(export))
         .merge(import)
+        .merge(entry)
 }
 
-fn plugin_name(name: &str) -> Result<String, ApiError> {
-    PluginName::parse(name)
-        .map(|n| n.to_string())
-        .map_err(|e| ApiError::InvalidBody(e.to_string()))
-}
-
-/// One entry in a listing and in an export line.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct EntryJson {
-    bucket: String,
-    key: String,
-    /// The value as text when it is UTF-8 (listings only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    /// The exact bytes, base64 (standard alphabet, padded).
-    value_base64: String,
-}
-
-impl EntryJson {
-    fn new(entry: KvEntry, with_text: bool) -> Self {
-        let value_base64 = STANDARD.encode(&entry.value);
-        let value = if with_text {
-            String::from_utf8(entry.value).ok()
-        } else {
-            None
-        };
-        Self {
-            bucket: entry.bucket,
-            key: entry.key,
-            value,
-            value_base64,
-        }
-    }
-}
-
-/// A listing position: the last (bucket, key) shown, opaque to clients.
-fn encode_cursor(bucket: &str, key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&(bucket, key)).unwrap_or_default())
+fn plugin_name(name: &str) -> Result<PluginName, ApiError> {
+    PluginName::parse(name).map_err(ApiError::InvalidBody)
 }
 
 fn decode_cursor(cursor: &str) -> Result<(String, String), ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| ApiError::InvalidCursor(cursor.to_string()))
+    kv_admin::decode_cursor(cursor).ok_or_else(|| ApiError::InvalidCursor(cursor.to_string()))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -100,7 +61,7 @@ struct BrowseQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 struct Page {
     plugin: String,
-    entries: Vec<EntryJson>,
+    entries: Vec<ExportLine>,
     /// Pass as `cursor` for the next page; absent at the end.
     cursor: Option<String>,
     /// Bytes the plugin stores (bucket + key + value of every entry).
@@ -119,78 +80,176 @@ async fn browse(
     Query(query): Query<BrowseQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let plugin = plugin_name(&name)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let store = &*state.store;
-    let page = {
-        let mut entries = Vec::new();
-        let mut more = false;
-        match &query.bucket {
-            Some(bucket) => {
-                let after_key = after
-                    .as_ref()
-                    .filter(|(b, _)| b == bucket)
-                    .map(|(_, k)| k.as_str());
-                let keys = store
-                    .kv_keys(&plugin, bucket, &query.prefix, after_key, limit + 1)
-                    .await?;
-                more = keys.len() > limit;
-                for key in keys.into_iter().take(limit) {
-                    if let Some(value) = store.kv_get(&plugin, bucket, &key).await? {
-                        entries.push(KvEntry {
-                            bucket: bucket.clone(),
-                            key,
-                            value,
-                        });
-                    }
-                }
-            }
-            None => {
-                let mut position = after.clone();
-                'scan: loop {
-                    let chunk = store
-                        .kv_entries(
-                            &plugin,
-                            position.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
-                            EXPORT_CHUNK,
-                        )
-                        .await?;
-                    let Some(last) = chunk.last() else {
-                        break;
-                    };
-                    let exhausted = chunk.len() < EXPORT_CHUNK;
-                    position = Some((last.bucket.clone(), last.key.clone()));
-                    for entry in chunk {
-                        if !entry.key.starts_with(&query.prefix) {
-                            continue;
-                        }
-                        if entries.len() == limit {
-                            more = true;
-                            break 'scan;
-                        }
-                        entries.push(entry);
-                    }
-                    if exhausted {
-                        break;
-                    }
-                }
-            }
-        }
-        let cursor = match entries.last() {
-            Some(last) if more => Some(encode_cursor(&last.bucket, &last.key)),
-            _ => None,
-        };
-        Page {
-            usage_bytes: store.kv_usage(&plugin).await?,
-            plugin,
-            entries: entries
-                .into_iter()
-                .map(|e| EntryJson::new(e, true))
-                .collect(),
-            cursor,
-        }
+    let listing = Listing {
+        bucket: query.bucket,
+        prefix: query.prefix,
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
     };
-    Ok(Json(page))
+    let page = kv_admin::page(&*state.store, &plugin, &listing).await?;
+    let cursor = match page.entries.last() {
+        Some(last) if page.more => Some(kv_admin::encode_cursor(&last.bucket, &last.key)),
+        _ => None,
+    };
+    Ok(Json(Page {
+        plugin: plugin.to_string(),
+        entries: page
+            .entries
+            .into_iter()
+            .map(|e| ExportLine::new(e, true))
+            .collect(),
+        cursor,
+        usage_bytes: page.usage,
+    }))
+}
+
+/// Names one entry.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EntryQuery {
+    bucket: String,
+    key: String,
+}
+
+/// `ETag` / `If-Match` form of a value's tag.
+fn etag(value: &[u8]) -> String {
+    format!("\"{}\"", kv_admin::tag(value))
+}
+
+/// `GET .../kv/entry?bucket=&key=`: the value's exact bytes, with its tag as the `ETag`.
+#[utoipa::path(get, path = "/admin/plugins/{name}/kv/entry", tag = "kv", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), EntryQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>,
+        headers(("etag" = String, description = "the value's tag, for `If-Match`"))),
+        (status = 404, body = ErrorBody, description = "kv_entry_not_found")))]
+async fn read_entry(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<EntryQuery>,
+) -> Result<Response, ApiError> {
+    let plugin = plugin_name(&name)?;
+    let value = kv_admin::value(&*state.store, &plugin, &query.bucket, &query.key)
+        .await?
+        .ok_or(ApiError::KvEntryNotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::ETAG, etag(&value)),
+        ],
+        value,
+    )
+        .into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Written {
+    plugin: String,
+    bucket: String,
+    key: String,
+    /// The new value's tag (its `ETag`).
+    tag: String,
+    usage_bytes: u64,
+}
+
+/// What a write expects, from `If-Match: "tag"` or `If-None-Match: *`.
+fn expectation(headers: &HeaderMap) -> Result<Expect, ApiError> {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| ApiError::InvalidBody(format!("{name} is not text")))
+            })
+            .transpose()
+    };
+    match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
+        (Some(_), Some(_)) => Err(ApiError::InvalidBody(
+            "send If-Match or If-None-Match, not both".into(),
+        )),
+        (Some("*"), None) | (None, None) => Ok(Expect::Any),
+        (Some(tag), None) => Ok(Expect::Tagged(tag.trim_matches('"').to_string())),
+        (None, Some("*")) => Ok(Expect::Absent),
+        (None, Some(_)) => Err(ApiError::InvalidBody(
+            "If-None-Match takes only `*` (create, never replace)".into(),
+        )),
+    }
+}
+
+/// `PUT .../kv/entry?bucket=&key=` with the value's bytes as the body. With `If-Match: "tag"`
+/// it applies only while the value is the one tagged; with `If-None-Match: *` only while there
+/// is none (else 412 `kv_value_changed`, nothing written). Audited as `kv.set`.
+#[utoipa::path(put, path = "/admin/plugins/{name}/kv/entry", tag = "kv", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), EntryQuery,
+        ("if-match" = Option<String>, Header, description = "the tag (`ETag`) the value must still have"),
+        ("if-none-match" = Option<String>, Header, description = "`*`: only if the key holds nothing")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the value's bytes"),
+    responses((status = 200, body = Written),
+        (status = 400, body = ErrorBody, description = "invalid_key"),
+        (status = 412, body = ErrorBody, description = "kv_value_changed"),
+        (status = 413, body = ErrorBody, description = "value_too_large"),
+        (status = 507, body = ErrorBody, description = "quota_exceeded")))]
+async fn write_entry(
+    Operator(actor): Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<EntryQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Written>, ApiError> {
+    let plugin = plugin_name(&name)?;
+    let expect = expectation(&headers)?;
+    let tag = kv_admin::tag(&body);
+    let edit = kv_admin::set(
+        &*state.store,
+        state.kv_limits,
+        &plugin,
+        &query.bucket,
+        &query.key,
+        body.to_vec(),
+        expect,
+        &actor,
+    )
+    .await?;
+    match edit {
+        Edit::Written { usage } => Ok(Json(Written {
+            plugin: plugin.to_string(),
+            bucket: query.bucket,
+            key: query.key,
+            tag,
+            usage_bytes: usage,
+        })),
+        Edit::Changed => Err(ApiError::KvValueChanged),
+    }
+}
+
+/// `DELETE .../kv/entry?bucket=&key=`: removes the entry. Audited as `kv.delete`.
+#[utoipa::path(delete, path = "/admin/plugins/{name}/kv/entry", tag = "kv", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The plugin"), EntryQuery),
+    responses((status = 204, description = "removed"),
+        (status = 404, body = ErrorBody, description = "kv_entry_not_found")))]
+async fn delete_entry(
+    Operator(actor): Operator,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<EntryQuery>,
+) -> Result<StatusCode, ApiError> {
+    let plugin = plugin_name(&name)?;
+    let removed = kv_admin::delete(
+        &*state.store,
+        state.kv_limits,
+        &plugin,
+        &query.bucket,
+        &query.key,
+        &actor,
+    )
+    .await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::KvEntryNotFound)
+    }
 }
 
 /// `GET .../kv/export`: every entry as one JSON line `{"bucket","key","value_base64"}`,
@@ -203,39 +262,7 @@ async fn export(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let plugin = plugin_name(&name)?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let store: Arc<dyn Store> = state.store.clone();
-    tokio::spawn(async move {
-        let mut after: Option<(String, String)> = None;
-        loop {
-            let position = after.as_ref().map(|(b, k)| (b.as_str(), k.as_str()));
-            let chunk = match store.kv_entries(&plugin, position, EXPORT_CHUNK).await {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // The client sees the body end with an error; the operator sees why.
-                    tracing::error!(plugin, error = %e, "kv export failed");
-                    let _ = sender.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            let Some(last) = chunk.last() else {
-                return;
-            };
-            let exhausted = chunk.len() < EXPORT_CHUNK;
-            after = Some((last.bucket.clone(), last.key.clone()));
-            let mut lines = Vec::new();
-            for entry in chunk {
-                if serde_json::to_writer(&mut lines, &EntryJson::new(entry, false)).is_err() {
-                    return;
-                }
-                lines.push(b'\n');
-            }
-            if sender.send(Ok(Bytes::from(lines))).await.is_err() || exhausted {
-                return; // client gone, or done
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let stream = kv_admin::export(state.store.clone(), &plugin);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
@@ -263,42 +290,9 @@ async fn import(
     body: Bytes,
 ) -> Result<Json<Imported>, ApiError> {
     let plugin = plugin_name(&name)?;
-    let mut entries = Vec::new();
-    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let bad = |why: String| ApiError::InvalidImport {
-            line: index + 1,
-            message: why,
-        };
-        let entry: EntryJson = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        let value = STANDARD
-            .decode(&entry.value_base64)
-            .map_err(|e| bad(format!("value_base64: {e}")))?;
-        entries.push(KvEntry {
-            bucket: entry.bucket,
-            key: entry.key,
-            value,
-        });
-    }
+    let entries = kv_admin::parse_export(&body)?;
     let count = entries.len();
-    let bytes: usize = entries
-        .iter()
-        .map(|e| e.bucket.len() + e.key.len() + e.value.len())
-        .sum();
-    // Written with the data: an import is never stored without its entry.
-    let audit = actor.records(
-        "kv.import",
-        &name,
-        serde_json::json!({ "entries": count, "bytes": bytes }),
-    );
-    let usage = state
-        .store
-        .kv_import(&plugin, entries, state.kv_limits, Some(audit.record()?))
-        .await?;
-    audit.committed();
-    tracing::info!(plugin = name, entries = count, "kv data imported");
+    let usage = kv_admin::import(&*state.store, state.kv_limits, &plugin, entries, &actor).await?;
     Ok(Json(Imported {
         plugin: name,
         imported: count,

@@ -381,9 +381,9 @@ async fn a_deleted_plugins_requests_cannot_write_on_any_host_but_operators_can()
         // An operator's import still writes (data before a redeploy), and a redeploy lets the
         // plugin write again; a name never deployed is not refused.
         hosts[0]
-            .kv_import(
+            .kv_operator_change(
                 "gone",
-                vec![entry("b", "i", "imported")],
+                KvChange::Put(vec![entry("b", "i", "imported")]),
                 LIMITS,
                 Some(audit("import")),
             )
@@ -573,7 +573,7 @@ async fn kv_key_pages_and_entries_are_in_byte_order_and_visit_each_key_once() {
 }
 
 #[tokio::test]
-async fn quotas_hold_and_imports_land_with_their_audit_entry_or_not_at_all() {
+async fn quotas_hold_and_operator_changes_land_with_their_audit_entry_or_not_at_all() {
     on_every_backend(1, |backend, hosts| async move {
         let store = &*hosts[0];
         let small = KvLimits {
@@ -584,15 +584,20 @@ async fn quotas_hold_and_imports_land_with_their_audit_entry_or_not_at_all() {
         let over = (0..4).map(|i| entry("b", &format!("k{i}"), &ten)).collect();
         assert!(matches!(
             store
-                .kv_import("p", over, small, Some(audit("import too much")))
+                .kv_operator_change(
+                    "p",
+                    KvChange::Put(over),
+                    small,
+                    Some(audit("import too much"))
+                )
                 .await,
             Err(KvError::QuotaExceeded { .. })
         ));
         assert_eq!(store.kv_usage("p").await.unwrap(), 0, "{backend}");
         assert!(audit_keys(store).await.is_empty(), "{backend}");
         let fits = (0..3).map(|i| entry("b", &format!("k{i}"), &ten)).collect();
-        let usage = store
-            .kv_import("p", fits, small, Some(audit("import")))
+        let (_, usage) = store
+            .kv_operator_change("p", KvChange::Put(fits), small, Some(audit("import")))
             .await
             .unwrap();
         assert_eq!(usage, small.quota, "{backend}");
@@ -619,6 +624,45 @@ async fn quotas_hold_and_imports_land_with_their_audit_entry_or_not_at_all() {
             .await
             .unwrap();
         assert_eq!(store.kv_usage("p").await.unwrap(), small.quota - 9);
+        // An operator's edit that lost its compare-and-swap writes neither the value nor its
+        // entry; one that won, and a delete, write both.
+        let edit = |expected: &str, new: &str| KvChange::CompareAndSwap {
+            bucket: "b".into(),
+            key: "k0".into(),
+            expected: Some(expected.as_bytes().to_vec()),
+            new: new.as_bytes().to_vec(),
+        };
+        let (lost, _) = store
+            .kv_operator_change("p", edit("stale", "n"), small, Some(audit("lost")))
+            .await
+            .unwrap();
+        assert_eq!(lost, KvOutcome::Swapped(false), "{backend}");
+        assert_eq!(audit_keys(store).await, vec!["import"], "{backend}");
+        let (won, _) = store
+            .kv_operator_change("p", edit("y", "z"), small, Some(audit("m edit")))
+            .await
+            .unwrap();
+        assert_eq!(won, KvOutcome::Swapped(true), "{backend}");
+        let (_, usage) = store
+            .kv_operator_change(
+                "p",
+                KvChange::Delete(vec![("b".into(), "k0".into())]),
+                small,
+                Some(audit("n delete")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.kv_get("p", "b", "k0").await.unwrap(),
+            None,
+            "{backend}"
+        );
+        assert_eq!(usage, 2 * super::kv::entry_size("b", "k0", 10), "{backend}");
+        assert_eq!(
+            audit_keys(store).await,
+            vec!["import", "m edit", "n delete"],
+            "{backend}"
+        );
     })
     .await;
 }

@@ -397,16 +397,18 @@ pub trait Store: Send + Sync + 'static {
         change: KvChange,
         limits: KvLimits,
     ) -> Result<KvOutcome, KvError>;
-    /// Writes `entries` (an operator's import) with their audit entry in one atomic, durable
-    /// commit, under the same checks as [`Store::kv_apply`]. Returns the plugin's usage after.
-    /// Only `plinth migrate`, which copies the source's audit log as it is, writes no entry.
-    async fn kv_import(
+    /// Applies an operator's change (an import, an edit or a delete; also to a deleted
+    /// plugin's data) with its audit entry in one atomic, durable commit, under the same checks
+    /// as [`Store::kv_apply`]; a lost compare-and-swap writes neither. Returns the outcome and
+    /// the plugin's usage after. Only `plinth migrate`, which copies the source's audit log as
+    /// it is, writes no entry.
+    async fn kv_operator_change(
         &self,
         plugin: &str,
-        entries: Vec<KvEntry>,
+        change: KvChange,
         limits: KvLimits,
         audit: Option<AuditRecord>,
-    ) -> Result<u64, KvError>;
+    ) -> Result<(KvOutcome, u64), KvError>;
     /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
     async fn kv_entries(
         &self,

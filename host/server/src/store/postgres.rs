@@ -1580,29 +1580,29 @@ impl Store for PgStore {
         })
     }
 
-    async fn kv_import(
+    async fn kv_operator_change(
         &self,
         plugin: &str,
-        entries: Vec<KvEntry>,
+        change: KvChange,
         limits: KvLimits,
         audit: Option<AuditRecord>,
-    ) -> Result<u64, KvError> {
+    ) -> Result<(KvOutcome, u64), KvError> {
         let writes = self.plugin_traffic(plugin);
         let plugin = plugin.to_string();
         self.run(|pool| async move {
             let _turn = writes.turn.clone().lock_owned().await;
             let mut tx = pool.begin().await.map_err(db("begin"))?;
             let before = lock_usage(&mut tx, &plugin).await?;
-            let change = KvChange::Put(entries);
             let mut keys = BatchKeys::read(&mut tx, &plugin, &[&change]).await?;
-            let (_, usage) = keys.apply(change, &limits, before)?;
+            let (outcome, usage) = keys.apply(change, &limits, before)?;
             keys.write(&mut tx, &plugin).await?;
             write_usage(&mut tx, &plugin, usage).await?;
-            if let Some(audit) = &audit {
-                insert_audit(&mut tx, audit).await?;
+            // A lost compare-and-swap changed nothing, so it records nothing.
+            if let Some(audit) = audit.filter(|_| outcome != KvOutcome::Swapped(false)) {
+                insert_audit(&mut tx, &audit).await?;
             }
-            tx.commit().await.map_err(db("commit kv import"))?;
-            Ok(usage)
+            tx.commit().await.map_err(db("commit kv operator change"))?;
+            Ok((outcome, usage))
         })
         .await
     }

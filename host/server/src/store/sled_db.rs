@@ -436,17 +436,19 @@ impl SledDb {
         Ok((plan.outcome, ticket))
     }
 
-    /// Checks `entries` and writes them with `audit` (if any) in one sled transaction,
-    /// durably; `writes` is the plugin's write lock, held by the caller.
-    fn kv_import_locked(
+    /// Checks `change` and writes it with `audit` (if any, and only if the change writes:
+    /// a lost compare-and-swap records nothing) in one sled transaction, durably; `writes` is
+    /// the plugin's write lock, held by the caller.
+    fn kv_operator_change_locked(
         &self,
         tree: &sled::Tree,
         writes: &mut KvWrites,
-        entries: Vec<KvEntry>,
+        change: KvChange,
         limits: &KvLimits,
         audit: Option<&AuditRecord>,
-    ) -> Result<(u64, Ticket), KvError> {
-        let plan = kv_plan(tree, KvChange::Put(entries), limits)?;
+    ) -> Result<(KvOutcome, u64, Ticket), KvError> {
+        let plan = kv_plan(tree, change, limits)?;
+        let audit = audit.filter(|_| plan.outcome != KvOutcome::Swapped(false));
         (tree, self.space(Space::Audit))
             .transaction(|(data, log)| {
                 for (bucket, key, value) in &plan.writes {
@@ -462,10 +464,10 @@ impl SledDb {
                 }
                 Ok(())
             })
-            .map_err(|e: TransactionError<StoreError>| tx_error("kv import", e))?;
+            .map_err(|e: TransactionError<StoreError>| tx_error("kv operator change", e))?;
         let ticket = self.group.written();
         writes.last = writes.last.max(ticket.number());
-        Ok((plan.usage, ticket))
+        Ok((plan.outcome, plan.usage, ticket))
     }
 
     /// Whether `plugin` was deployed once and is deleted now (its name's numbering is kept).
@@ -972,23 +974,23 @@ impl SledDb {
         Ok(self.group.ticket(writes.last))
     }
 
-    pub(crate) fn kv_import(
+    pub(crate) fn kv_operator_change(
         &self,
         plugin: &str,
-        entries: Vec<KvEntry>,
+        change: KvChange,
         limits: &KvLimits,
         audit: Option<&AuditRecord>,
-    ) -> Result<u64, KvError> {
-        let (usage, ticket) = loop {
+    ) -> Result<(KvOutcome, u64), KvError> {
+        let (outcome, usage, ticket) = loop {
             let KvTree { tree, write } = self.kv_tree(plugin)?;
             let mut writes = write.lock().unwrap_or_else(PoisonError::into_inner);
             if writes.purged {
                 continue; // purged while we waited: write to the tree that replaced it
             }
-            break self.kv_import_locked(&tree, &mut writes, entries, limits, audit)?;
+            break self.kv_operator_change_locked(&tree, &mut writes, change, limits, audit)?;
         };
         ticket.wait_blocking()?;
-        Ok(usage)
+        Ok((outcome, usage))
     }
 
     pub(crate) fn kv_entries(
@@ -1394,10 +1396,10 @@ mod tests {
                 },
             ]
         };
-        let usage = store
-            .kv_import(
+        let (_, usage) = store
+            .kv_operator_change(
                 "a",
-                entries(b"v".to_vec()),
+                KvChange::Put(entries(b"v".to_vec())),
                 &LIMITS,
                 Some(&entry("import 1")),
             )
@@ -1406,7 +1408,12 @@ mod tests {
         assert_eq!(store.kv_get("a", "b", "two").unwrap().unwrap(), b"v");
         // Over the quota: neither the data nor the entry is written.
         let big = vec![0; LIMITS.max_value as usize];
-        let refused = store.kv_import("a", entries(big), &LIMITS, Some(&entry("import 2")));
+        let refused = store.kv_operator_change(
+            "a",
+            KvChange::Put(entries(big)),
+            &LIMITS,
+            Some(&entry("import 2")),
+        );
         assert!(matches!(refused, Err(KvError::QuotaExceeded { .. })));
         assert_eq!(store.kv_get("a", "b", "one").unwrap().unwrap(), b"v");
         assert_eq!(store.kv_usage("a").unwrap(), usage);

@@ -279,16 +279,16 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
-    async fn kv_import(
+    async fn kv_operator_change(
         &self,
         plugin: &str,
-        entries: Vec<KvEntry>,
+        change: KvChange,
         limits: KvLimits,
         audit: Option<AuditRecord>,
-    ) -> Result<u64, KvError> {
+    ) -> Result<(KvOutcome, u64), KvError> {
         let plugin = plugin.to_string();
-        self.offload("kv import", move |db| {
-            db.kv_import(&plugin, entries, &limits, audit.as_ref())
+        self.offload("kv operator change", move |db| {
+            db.kv_operator_change(&plugin, change, &limits, audit.as_ref())
         })
         .await
     }

@@ -7,7 +7,7 @@
 //! host writing to PostgreSQL meanwhile would make the comparison fail (nothing lost, yet the
 //! copy would not be one moment's state).
 
-use super::kv::{KvEntry, KvError, KvLimits};
+use super::kv::{KvChange, KvEntry, KvError, KvLimits};
 use super::{Artifact, Durability, Op, PgStore, PluginRecord, SledStore, Space, Store, StoreError};
 use crate::settings::StoreLocation;
 use sha2::{Digest, Sha256};
@@ -558,7 +558,9 @@ async fn copy_kv(
         }
         let mut pages = KvPages::new(source, &plugin);
         while let Some(page) = pages.next().await? {
-            target.kv_import(&plugin, page, unlimited, None).await?;
+            target
+                .kv_operator_change(&plugin, KvChange::Put(page), unlimited, None)
+                .await?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! its code.
 
 use super::layout;
-use super::session::{SignedIn, csrf_refused};
+use super::session::{SignedIn, multipart_csrf};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::registry::DeployError;
 use crate::registry::manifest::{MAX_MANIFEST_BYTES, Manifest};
@@ -53,15 +53,12 @@ fn form(
 /// The form's parts as read.
 #[derive(Default)]
 struct Upload {
-    csrf: Option<String>,
     manifest: Option<String>,
     component: Option<Bytes>,
 }
 
-/// Reads the form: the CSRF token must come first (browsers send fields in form order), so a
-/// component is never read for a form that is not this session's.
+/// Reads the rest of the form, once its CSRF token has been checked.
 async fn read(
-    signed_in: &SignedIn,
     mut multipart: Multipart,
     max_component: u64,
 ) -> Result<Upload, (StatusCode, &'static str, String)> {
@@ -70,26 +67,8 @@ async fn read(
     let mut upload = Upload::default();
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
-        if upload.csrf.is_none() && name != "_csrf" {
-            return Err((
-                StatusCode::FORBIDDEN,
-                "csrf_failed",
-                "the form's token is missing".into(),
-            ));
-        }
         let bytes = field.bytes().await.map_err(bad)?;
         match name.as_str() {
-            "_csrf" => {
-                let token = String::from_utf8_lossy(&bytes).into_owned();
-                if !signed_in.csrf_ok(&token) {
-                    return Err((
-                        StatusCode::FORBIDDEN,
-                        "csrf_failed",
-                        "the form's token is not this session's".into(),
-                    ));
-                }
-                upload.csrf = Some(token);
-            }
             "manifest" | "manifest_file" if !bytes.is_empty() => {
                 if bytes.len() > MAX_MANIFEST_BYTES {
                     return Err((
@@ -131,11 +110,13 @@ pub(super) async fn deploy(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     signed_in: SignedIn,
-    multipart: Multipart,
+    mut multipart: Multipart,
 ) -> Response {
-    let upload = match read(&signed_in, multipart, state.max_component_size.0).await {
+    if let Err(refused) = multipart_csrf(&signed_in, &mut multipart).await {
+        return refused;
+    }
+    let upload = match read(multipart, state.max_component_size.0).await {
         Ok(upload) => upload,
-        Err((StatusCode::FORBIDDEN, _, _)) => return csrf_refused(),
         Err((status, code, message)) => return form(&signed_in, status, Some((code, message)), ""),
     };
     let (Some(manifest), Some(component)) =

@@ -13,6 +13,7 @@ mod assets;
 mod audit;
 mod deploy;
 mod guard;
+mod kv;
 mod layout;
 mod logs;
 mod pages;
@@ -33,6 +34,11 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     let upload = usize::try_from(state.max_component_size.0)
         .unwrap_or(usize::MAX)
         .saturating_add(deploy::UPLOAD_OVERHEAD);
+    // A value typed as hex takes two characters a byte, and a form escapes some as three.
+    let edit = usize::try_from(state.kv_limits.max_value)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(3)
+        .saturating_add(FORM_LIMIT);
     Router::new()
         .route(
             "/_/deploy",
@@ -40,6 +46,21 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
                 .post(deploy::deploy)
                 .layer(axum::extract::DefaultBodyLimit::max(upload)),
         )
+        .route(
+            "/_/plugins/{name}/kv/entry",
+            get(kv::entry)
+                .post(kv::save)
+                .layer(axum::extract::DefaultBodyLimit::max(edit)),
+        )
+        .route(
+            "/_/plugins/{name}/kv/import",
+            post(kv::import).layer(axum::extract::DefaultBodyLimit::max(
+                crate::kv_admin::MAX_IMPORT_BYTES,
+            )),
+        )
+        .route("/_/plugins/{name}/kv", get(kv::list))
+        .route("/_/plugins/{name}/kv/delete", post(kv::delete))
+        .route("/_/plugins/{name}/kv/export", get(kv::export))
         .route("/_", get(|| async { Redirect::to("/_/") }))
         .route("/_/", get(pages::overview))
         .route("/_/plugins", get(pages::plugins))

@@ -54,7 +54,7 @@ pub(super) async fn show(
     };
     let csrf = signed_in.session.csrf.clone();
     let content = html! {
-        p { a href={ "/_/plugins/" (name) "/logs" } { "Log, live" } }
+        p { a href={ "/_/plugins/" (name) "/logs" } { "Log, live" } " · " a href={ "/_/plugins/" (name) "/kv" } { "Data (key-value)" } }
         (summary(&info))
         (routes(&info))
         (versions_section(&name, &versions, &csrf))

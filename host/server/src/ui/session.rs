@@ -94,6 +94,26 @@ pub(super) fn csrf_refused() -> Response {
     )
 }
 
+/// Reads a multipart form's first field, which must be this session's CSRF token (browsers send
+/// fields in form order), so nothing larger is read for a form that is not this session's.
+pub(super) async fn multipart_csrf(
+    signed_in: &SignedIn,
+    multipart: &mut axum::extract::Multipart,
+) -> Result<(), Response> {
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(|e| layout::error_page(e.status(), "invalid_upload", &e.body_text()))?;
+    let Some(field) = field.filter(|f| f.name() == Some("_csrf")) else {
+        return Err(csrf_refused());
+    };
+    let token = field.text().await.unwrap_or_default();
+    if !signed_in.csrf_ok(&token) {
+        return Err(csrf_refused());
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
