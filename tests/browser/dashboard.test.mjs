@@ -266,3 +266,47 @@ test('a plugin deployed by upload in the page serves its routes', async () => {
   assert.equal((await fetch(`${base}/uploaded/from-the-browser`)).status, 200);
   await page.close();
 });
+
+test('data a plugin wrote is browsed and edited in the page, and its markup runs nothing', async () => {
+  assert.equal((await fetch(`${base}/hostile/markup`)).status, 200);
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.waitForURL(`${base}/_/`);
+  await page.goto(`${base}/_/plugins/hostile`);
+  await page.getByRole('link', { name: 'Data (key-value)' }).click();
+  await page.waitForURL(/\/_\/plugins\/hostile\/kv$/);
+  const listed = page.locator('td.preview', { hasText: '<script>window.__pwned=1</script>' });
+  await listed.waitFor();
+  await screenshots(page, 'kv');
+  await page.getByRole('link', { name: 'markup', exact: true }).click();
+  await page.waitForURL(/kv\/entry\?/);
+  assert.match(await page.locator('pre.value').innerText(), /<img src=x onerror=/);
+  await page.getByRole('link', { name: 'hex', exact: true }).click();
+  assert.match(await page.locator('pre.value').innerText(), /3c 69 6d 67/);
+  await screenshots(page, 'kv-entry');
+  assert.equal(await page.evaluate(() => window.__pwned), undefined, 'markup from a value ran');
+  assert.equal(await page.locator('main img').count(), 0, 'a stored tag became an element');
+
+  // Edit as text; the plugin's own read of its data sees it.
+  await page.getByRole('link', { name: 'text', exact: true }).click();
+  await page.getByLabel('text (UTF-8)').check();
+  await page.getByLabel('Value', { exact: true }).fill('edited in the browser');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.waitForLoadState();
+  assert.equal(await page.locator('pre.value').innerText(), 'edited in the browser');
+  const stored = await (
+    await fetch(`${base}/admin/plugins/hostile/kv/entry?bucket=hostile&key=markup`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    })
+  ).text();
+  assert.equal(stored, 'edited in the browser');
+
+  // Delete asks first: without the box ticked the browser does not send the form.
+  await page.getByRole('button', { name: 'Delete' }).click();
+  assert.match(page.url(), /kv\/entry\?/, 'the delete went through unconfirmed');
+  await page.getByLabel('Yes, delete this entry').check();
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.waitForURL(/\/_\/plugins\/hostile\/kv\?/);
+  assert.equal(await page.locator('td.preview', { hasText: 'edited in the browser' }).count(), 0);
+  await page.close();
+});

@@ -135,7 +135,8 @@ pub(super) async fn list(
                 label { "Bucket" input name="bucket" required value=(query.bucket); }
                 label { "Key" input name="key" required; }
                 (format_choice("text"))
-                label { "Value" textarea name="value" rows="4" spellcheck="false" {} }
+                label for="new-value" { "Value" }
+                textarea id="new-value" name="value" rows="4" spellcheck="false" {}
                 button type="submit" { "Add" }
             }
         }
@@ -348,7 +349,9 @@ pub(super) async fn entry(
                 // Saved only while the value is still this one.
                 input type="hidden" name="tag" value=(kv_admin::tag(&value));
                 (format_choice(edit_format))
-                label { "Value" textarea name="value" rows="12" spellcheck="false" { (edit_value) } }
+                // Labelled apart from the box: a label around it would take its text into its name.
+                label for="edit-value" { "Value" }
+                textarea id="edit-value" name="value" rows="12" spellcheck="false" { (edit_value) }
                 p.hint { "Line breaks are saved as \\n. If the plugin changes the value first, nothing is saved and you are told." }
                 button type="submit" { "Save" }
             }
