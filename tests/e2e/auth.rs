@@ -912,6 +912,40 @@ async fn invite_only_registration_needs_a_valid_single_use_invitation() {
             .status,
         StatusCode::OK
     );
+
+    // The invitations still usable are listed without their codes; a revoked one no longer
+    // works.
+    let pending = admin_post(&server, "/admin/invites", json!({}), &admin).await;
+    let pending_code = pending.json()["invite"].as_str().unwrap().to_string();
+    let pending_id = pending.json()["id"].as_str().unwrap().to_string();
+    let listed = server.get_as("/admin/invites", &admin).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    let invites = listed.json()["invites"].as_array().unwrap().clone();
+    assert_eq!(
+        invites.len(),
+        1,
+        "the used ones are gone: {}",
+        listed.text()
+    );
+    assert_eq!(invites[0]["id"], pending_id.as_str());
+    assert!(!listed.text().contains(&pending_code));
+    let path = format!("/admin/invites/{pending_id}");
+    let revoked = server
+        .request(Method::DELETE, &path, Some(&admin), None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let again = server
+        .request(Method::DELETE, &path, Some(&admin), None)
+        .await;
+    assert_eq!(again.code(), "invite_not_found");
+    let refused = server
+        .post_json(
+            "/auth/register",
+            body("tam@example.com", Some(&pending_code)),
+            None,
+        )
+        .await;
+    assert_eq!(refused.code(), "invalid_invite");
 }
 
 /// `/whoami` with `access`: 200 or 401.

@@ -810,3 +810,259 @@ async fn the_data_pages_browse_edit_delete_export_and_import_a_plugins_kv() {
             .contains(EMAIL)
     );
 }
+
+/// The text of a page `GET` with `cookie`, asserting its status.
+async fn page_text(server: &Server, path: &str, cookie: &str, status: StatusCode) -> String {
+    let page = get_page(server, path, Some(cookie)).await;
+    assert_eq!(page.status(), status, "{path}");
+    page.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn admins_manage_accounts_invitations_and_keys_in_the_pages_and_operators_cannot() {
+    let server = Server::start_fresh(with_admin());
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let users = page_text(&server, "/_/users", &cookie, StatusCode::OK).await;
+    assert!(users.contains(EMAIL), "{users}");
+    let csrf = csrf_of(&users);
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let (server, cookie) = (&server, cookie.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(server, &path, Some(&cookie), &fields).await
+        }
+    };
+    let with_csrf = |mut fields: Vec<(&'static str, String)>| {
+        fields.push(("_csrf", csrf.clone()));
+        fields
+    };
+
+    // An account made here can sign in with the role chosen; its role changes, it is disabled,
+    // and it is deleted only once confirmed.
+    let made = post(
+        "/_/users".into(),
+        with_csrf(vec![
+            ("email", "ops@example.com".into()),
+            ("password", "a long enough password".into()),
+            ("role", "operator".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::SEE_OTHER);
+    let account = made.headers()["location"].to_str().unwrap().to_string();
+    let id = account.trim_start_matches("/_/users/").to_string();
+    let shown = page_text(&server, &account, &cookie, StatusCode::OK).await;
+    assert!(
+        shown.contains("ops@example.com") && shown.contains("operator"),
+        "{shown}"
+    );
+    let operator = sign_in(
+        &server,
+        &[
+            ("email", "ops@example.com"),
+            ("password", "a long enough password"),
+        ],
+    )
+    .await;
+    let account_json = |id: String| {
+        let server = &server;
+        let path = format!("/admin/users/{id}");
+        async move { server.admin(reqwest::Method::GET, &path).await.json() }
+    };
+    let changed = post(
+        format!("{account}/roles"),
+        with_csrf(vec![("role", "admin".into())]),
+    )
+    .await;
+    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        account_json(id.clone()).await["roles"],
+        serde_json::json!(["user", "admin"])
+    );
+    let disabled = post(format!("{account}/disable"), with_csrf(vec![])).await;
+    assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(account_json(id.clone()).await["disabled"], true);
+    // Its dashboard session ended with it.
+    let closed = get_page(&server, "/_/", Some(&operator)).await;
+    assert_eq!(closed.status(), StatusCode::SEE_OTHER);
+    let unconfirmed = post(format!("{account}/delete"), with_csrf(vec![])).await;
+    assert_eq!(unconfirmed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(account_json(id.clone()).await["email"], "ops@example.com");
+    let deleted = post(
+        format!("{account}/delete"),
+        with_csrf(vec![("confirm", "yes".into())]),
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server
+            .admin(reqwest::Method::GET, &format!("/admin/users/{id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // An admin cannot lock themselves out from here either.
+    let own = server
+        .admin(reqwest::Method::GET, "/admin/users")
+        .await
+        .json();
+    let own_id = own["users"][0]["id"].as_str().unwrap().to_string();
+    let refused = post(format!("/_/users/{own_id}/disable"), with_csrf(vec![])).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.text().await.unwrap().contains("cannot_modify_self"));
+
+    // An invitation's code is shown once, never in a URL, and listed only by its id.
+    let invited = post(
+        "/_/invites".into(),
+        with_csrf(vec![
+            ("email", "new@example.com".into()),
+            ("expires_in", "7days".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(invited.status(), StatusCode::CREATED);
+    assert_eq!(invited.headers()["cache-control"], "no-store");
+    let text = invited.text().await.unwrap();
+    let code_at = text.find("plinth_inv_").unwrap();
+    let code: String = text[code_at..].chars().take_while(|c| *c != '<').collect();
+    let listed = page_text(&server, "/_/users", &cookie, StatusCode::OK).await;
+    assert!(
+        listed.contains("new@example.com") && !listed.contains(&code),
+        "{listed}"
+    );
+    let invite_id = server
+        .admin(reqwest::Method::GET, "/admin/invites")
+        .await
+        .json()["invites"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = post(format!("/_/invites/{invite_id}/revoke"), with_csrf(vec![])).await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    let invites = server
+        .admin(reqwest::Method::GET, "/admin/invites")
+        .await
+        .json();
+    assert_eq!(invites["invites"], serde_json::json!([]));
+
+    // An API key made here works at once, is shown once, and stops working when revoked.
+    let made = post(
+        "/_/keys".into(),
+        with_csrf(vec![
+            ("name", "<b>ci</b>".into()),
+            ("role", "operator".into()),
+            ("expires_in", "30days".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let text = made.text().await.unwrap();
+    assert!(text.contains("&lt;b&gt;ci&lt;/b&gt;"), "{text}");
+    let key_at = text.find("plinth_").unwrap();
+    let key: String = text[key_at..].chars().take_while(|c| *c != '<').collect();
+    assert_eq!(
+        server.get_as("/admin/plugins", &key).await.status,
+        StatusCode::OK
+    );
+    let keys = page_text(&server, "/_/keys", &cookie, StatusCode::OK).await;
+    assert!(
+        keys.contains("&lt;b&gt;ci&lt;/b&gt;") && !keys.contains(&key),
+        "{keys}"
+    );
+    let key_id = server
+        .admin(reqwest::Method::GET, "/admin/api-keys")
+        .await
+        .json()["api_keys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/_/keys/{key_id}/revoke");
+    assert_eq!(
+        post(path.clone(), with_csrf(vec![])).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        server.get_as("/admin/plugins", &key).await.status,
+        StatusCode::OK
+    );
+    let revoked = post(path, with_csrf(vec![("confirm", "yes".into())])).await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        server.get_as("/admin/plugins", &key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Rotating the signing key keeps the old one verifying.
+    let rotated = post(
+        "/_/signing-keys/rotate".into(),
+        with_csrf(vec![("confirm", "yes".into())]),
+    )
+    .await;
+    assert_eq!(rotated.status(), StatusCode::SEE_OTHER);
+    let signing = server
+        .admin(reqwest::Method::GET, "/admin/signing-keys")
+        .await
+        .json();
+    assert_eq!(
+        signing["verifying"].as_array().unwrap().len(),
+        2,
+        "{signing}"
+    );
+
+    // Each change is the admin's, in the audit log.
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit?limit=100")
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"].as_str().unwrap().contains(EMAIL))
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "user.create",
+        "user.roles",
+        "user.disable",
+        "user.delete",
+        "invite.create",
+        "invite.revoke",
+        "api_key.create",
+        "api_key.revoke",
+        "signing_key.rotate",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+
+    // An operator sees none of it, and cannot post to it.
+    let (operator_key_text, _) = operator_key(&server, "ops").await;
+    let operator = sign_in(&server, &[("api_key", &operator_key_text)]).await;
+    let overview = page_text(&server, "/_/", &operator, StatusCode::OK).await;
+    assert!(!overview.contains("/_/users") && !overview.contains("/_/keys"));
+    for path in ["/_/users", "/_/keys", &format!("/_/users/{own_id}")] {
+        page_text(&server, path, &operator, StatusCode::FORBIDDEN).await;
+    }
+    let operator_csrf = csrf_of(&overview);
+    let refused = post_form(
+        &server,
+        "/_/keys",
+        Some(&operator),
+        &[
+            ("_csrf", &operator_csrf),
+            ("name", "escalate"),
+            ("role", "admin"),
+            ("expires_in", "never"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let keys = server
+        .admin(reqwest::Method::GET, "/admin/api-keys")
+        .await
+        .json();
+    assert!(!keys.to_string().contains("escalate"), "{keys}");
+}

@@ -1,7 +1,7 @@
 //! Records that would otherwise be kept forever are pruned on a timer: expired refresh tokens
 //! (spent ones included, once they expire), login families left without a live token, and
-//! audit entries older than the audit retention, the shared throttles' spent records, and
-//! expired dashboard sessions.
+//! audit entries older than the audit retention, the shared throttles' spent records, expired
+//! dashboard sessions and expired invitations.
 
 use crate::store::Store;
 use std::sync::Arc;
@@ -40,13 +40,15 @@ async fn prune(
     let audit = crate::audit::AuditLog::prune(store, cut_off).await?;
     let throttles = crate::auth::prune_throttles(store, now).await?;
     let web_sessions = crate::auth::prune_web_sessions(store, now).await?;
-    if sessions.tokens + sessions.families + audit + throttles + web_sessions > 0 {
+    let invites = crate::auth::prune_invites(store, now).await?;
+    if sessions.tokens + sessions.families + audit + throttles + web_sessions + invites > 0 {
         tracing::info!(
             refresh_tokens = sessions.tokens,
             families = sessions.families,
             audit_entries = audit,
             throttle_records = throttles,
             web_sessions,
+            invites,
             "pruned expired records"
         );
     }

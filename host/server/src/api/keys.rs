@@ -61,11 +61,6 @@ async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
-    if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(ApiError::InvalidBody(
-            "`name` must be 1-200 characters".into(),
-        ));
-    }
     let ttl = body
         .expires_in
         .as_deref()

@@ -4,7 +4,7 @@ use super::admin::AdminOnly;
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
 use crate::auth::manage::UserPage;
-use crate::auth::{NewInvite, UserInfo};
+use crate::auth::{InviteInfo, NewInvite, UserInfo};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,7 +19,41 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable))
         .routes(routes!(enable))
         .routes(routes!(set_roles))
-        .routes(routes!(invite))
+        .routes(routes!(invite, invites))
+        .routes(routes!(revoke_invite))
+}
+
+/// The pending invitations.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(super) struct InviteList {
+    /// Not yet used or expired, soonest to expire first; never their codes.
+    invites: Vec<InviteInfo>,
+}
+
+/// `GET /admin/invites`: the invitations that can still be used.
+#[utoipa::path(get, path = "/admin/invites", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = InviteList), (status = 403, body = ErrorBody)))]
+async fn invites(
+    _: AdminOnly,
+    State(state): State<AppState>,
+) -> Result<Json<InviteList>, ApiError> {
+    Ok(Json(InviteList {
+        invites: state.auth.list_invites().await?,
+    }))
+}
+
+/// `DELETE /admin/invites/{id}`: the invitation can no longer be used. Audited as
+/// `invite.revoke`.
+#[utoipa::path(delete, path = "/admin/invites/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The invitation's id (not its code)")),
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody, description = "invite_not_found")))]
+async fn revoke_invite(
+    AdminOnly(_principal, actor): AdminOnly,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.revoke_invite(id, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Invitations live a week unless the admin says otherwise.

@@ -78,6 +78,99 @@ pub(super) async fn create(
     Ok((code, invite))
 }
 
+/// Invitations read per page of a scan.
+const SCAN_PAGE: usize = 500;
+
+/// Every stored invitation (expired ones until pruned) with the key it is stored under, in
+/// key order (the digests', so no order a caller can steer).
+async fn all(store: &dyn Store) -> Result<Vec<(Vec<u8>, Vec<u8>, Invite)>, StoreError> {
+    let mut found = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store
+            .scan(Space::Invites, b"", after.as_deref(), SCAN_PAGE)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        let full = page.len() == SCAN_PAGE;
+        for (key, bytes) in page {
+            let invite = from_json(WHAT, &bytes)?;
+            found.push((key, bytes, invite));
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// The invitations that can still be used, soonest to expire first.
+pub(super) async fn pending(store: &dyn Store, now_ms: u64) -> Result<Vec<Invite>, StoreError> {
+    let mut pending: Vec<Invite> = all(store)
+        .await?
+        .into_iter()
+        .map(|(_, _, invite)| invite)
+        .filter(|invite| invite.expires_at_ms > now_ms)
+        .collect();
+    pending.sort_by(|a, b| (a.expires_at_ms, &a.id).cmp(&(b.expires_at_ms, &b.id)));
+    Ok(pending)
+}
+
+/// Revokes the invitation with public id `id`, audited as done `by`. Returns whether there was
+/// one: an invitation used meanwhile is not revoked (nor recorded as such).
+pub(super) async fn revoke(
+    store: &dyn Store,
+    id: &str,
+    by: &crate::audit::Actor,
+) -> Result<bool, StoreError> {
+    let Some((key, bytes, _)) = all(store)
+        .await?
+        .into_iter()
+        .find(|(_, _, invite)| invite.id == id)
+    else {
+        return Ok(false);
+    };
+    let audit = by.records("invite.revoke", id, serde_json::json!({}));
+    let revoked = store
+        .commit(vec![
+            Op::Expect {
+                space: Space::Invites,
+                key: key.clone(),
+                value: Some(bytes),
+            },
+            Op::Delete {
+                space: Space::Invites,
+                key,
+            },
+            audit.op()?,
+        ])
+        .await?;
+    if revoked {
+        audit.committed();
+    }
+    Ok(revoked)
+}
+
+/// Deletes the invitations that expired by `now_ms`; returns how many.
+pub(crate) async fn prune(store: &dyn Store, now_ms: u64) -> Result<usize, StoreError> {
+    let expired: Vec<Op> = all(store)
+        .await?
+        .into_iter()
+        .filter(|(_, _, invite)| invite.expires_at_ms <= now_ms)
+        .map(|(key, _, _)| Op::Delete {
+            space: Space::Invites,
+            key,
+        })
+        .collect();
+    let count = expired.len();
+    for chunk in expired.chunks(SCAN_PAGE) {
+        store.commit(chunk.to_vec()).await?;
+    }
+    Ok(count)
+}
+
 /// Finds an unexpired invitation by its code.
 pub(super) async fn find(
     store: &dyn Store,

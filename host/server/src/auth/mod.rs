@@ -18,6 +18,7 @@ mod shared_throttle;
 pub mod throttle;
 pub mod tokens;
 mod web_sessions;
+pub(crate) use invites::prune as prune_invites;
 pub(crate) use shared_throttle::prune as prune_throttles;
 pub(crate) use web_sessions::prune as prune_web_sessions;
 pub use web_sessions::{WEB_SESSION_TTL, WebSession};
@@ -88,6 +89,12 @@ pub enum AccountError {
     /// The invitation is unknown, used, expired, or bound to another email.
     #[error("the invitation is not valid")]
     InvalidInvite,
+    /// An API key's name is empty or too long.
+    #[error("`name` must be 1-200 characters")]
+    InvalidKeyName,
+    /// No pending invitation has this id.
+    #[error("no pending invitation with id {0:?}")]
+    InviteNotFound(String),
     /// No API key has this id.
     #[error("no API key with id {0:?}")]
     ApiKeyNotFound(String),
@@ -337,6 +344,22 @@ pub struct NewInvite {
     pub id: String,
     /// The only email that may use it, if bound.
     pub email: Option<String>,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Longest API key name, in bytes.
+const MAX_KEY_NAME: usize = 200;
+
+/// A pending invitation as listings show it (never its code).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InviteInfo {
+    /// The invitation's id, as `DELETE /admin/invites/{id}` takes it.
+    pub id: String,
+    /// The only email that may use it, if bound.
+    pub email: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
     /// Expiry (RFC 3339).
     pub expires_at: String,
 }
@@ -713,6 +736,29 @@ impl Auth {
         })
     }
 
+    /// The invitations not yet used or expired, soonest to expire first (never their codes).
+    pub async fn list_invites(&self) -> Result<Vec<InviteInfo>, AccountError> {
+        let pending = invites::pending(&*self.store, now_ms()).await?;
+        Ok(pending
+            .into_iter()
+            .map(|invite| InviteInfo {
+                id: invite.id,
+                email: invite.email,
+                created_at: rfc3339(invite.created_at_ms),
+                expires_at: rfc3339(invite.expires_at_ms),
+            })
+            .collect())
+    }
+
+    /// Revokes an invitation not yet used.
+    pub async fn revoke_invite(&self, id: String, by: &Actor) -> Result<(), AccountError> {
+        if invites::revoke(&*self.store, &id, by).await? {
+            Ok(())
+        } else {
+            Err(AccountError::InviteNotFound(id))
+        }
+    }
+
     async fn start_session(&self, user: &User) -> Result<Session, AccountError> {
         let generation = user.token_generation;
         let ttl = self.settings.refresh_ttl.as_millis() as u64;
@@ -873,6 +919,9 @@ impl Auth {
         ttl: Option<Duration>,
         by: &Actor,
     ) -> Result<NewApiKey, AccountError> {
+        if name.trim().is_empty() || name.len() > MAX_KEY_NAME {
+            return Err(AccountError::InvalidKeyName);
+        }
         if !valid_role(&role) {
             return Err(AccountError::InvalidRole(role));
         }

@@ -2,10 +2,9 @@
 //! filters by action and target and older pages.
 
 use super::layout;
-use super::session::SignedIn;
+use super::session::Admin;
 use crate::api::{ApiError, AppState};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
@@ -26,16 +25,9 @@ pub(super) struct AuditQuery {
 /// `GET /_/audit`.
 pub(super) async fn page(
     State(state): State<AppState>,
-    signed_in: SignedIn,
+    Admin(signed_in): Admin,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    if !signed_in.is_admin() {
-        return layout::error_page(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "The audit log is for admins: it names every account.",
-        );
-    }
     let filter = |value: &str| (!value.trim().is_empty()).then(|| value.trim().to_string());
     let listed = state
         .audit

@@ -4,7 +4,7 @@
 //! markup: a plugin storing `<script>` gets it shown as text.
 
 use super::layout;
-use super::session::{SignedIn, csrf_refused, multipart_csrf};
+use super::session::{SignedIn, csrf_refused, multipart_csrf, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::kv_admin::{self, Edit, Expect, Listing};
 use crate::registry::manifest::PluginName;
@@ -484,11 +484,7 @@ pub(super) async fn delete(
         return csrf_refused();
     }
     if form.confirm != "yes" {
-        return layout::error_page(
-            StatusCode::BAD_REQUEST,
-            "confirmation_required",
-            "Tick the box to confirm the delete; nothing was deleted.",
-        );
+        return unconfirmed();
     }
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,

@@ -33,7 +33,11 @@ pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Ma
         ("/_/deploy", "Deploy"),
     ];
     if signed_in.is_admin() {
-        nav.push(("/_/audit", "Audit log"));
+        nav.extend([
+            ("/_/users", "Users"),
+            ("/_/keys", "Keys"),
+            ("/_/audit", "Audit log"),
+        ]);
     }
     bare(
         title,

@@ -13,10 +13,12 @@ mod assets;
 mod audit;
 mod deploy;
 mod guard;
+mod keys;
 mod kv;
 mod layout;
 mod logs;
 mod pages;
+mod people;
 mod plugin;
 mod session;
 
@@ -58,6 +60,17 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
                 crate::kv_admin::MAX_IMPORT_BYTES,
             )),
         )
+        .route("/_/users", get(people::list).post(people::create))
+        .route("/_/users/{id}", get(people::show))
+        .route("/_/users/{id}/roles", post(people::set_role))
+        .route("/_/users/{id}/disable", post(people::disable))
+        .route("/_/users/{id}/enable", post(people::enable))
+        .route("/_/users/{id}/delete", post(people::delete))
+        .route("/_/invites", post(people::invite))
+        .route("/_/invites/{id}/revoke", post(people::revoke_invite))
+        .route("/_/keys", get(keys::page).post(keys::create))
+        .route("/_/keys/{id}/revoke", post(keys::revoke))
+        .route("/_/signing-keys/rotate", post(keys::rotate))
         .route("/_/plugins/{name}/kv", get(kv::list))
         .route("/_/plugins/{name}/kv/delete", post(kv::delete))
         .route("/_/plugins/{name}/kv/export", get(kv::export))

@@ -146,6 +146,26 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// A browser signed in as an admin: accounts, invitations, API keys, signing keys and the audit
+/// log (which names every account) are theirs; an operator gets 403.
+pub(super) struct Admin(pub(super) SignedIn);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let signed_in = SignedIn::from_request_parts(parts, state).await?;
+        if !signed_in.is_admin() {
+            return Err(layout::error_page(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This page is for admins: it shows accounts and keys.",
+            ));
+        }
+        Ok(Admin(signed_in))
+    }
+}
+
 /// The page for a caller without the operator or admin role.
 fn not_allowed() -> Response {
     layout::error_page(
@@ -266,12 +286,38 @@ fn account_error(e: AccountError) -> Response {
     sign_in_form(status, Some((code, message)))
 }
 
-/// The sign-out form's one field.
+/// A form whose only field is its CSRF token (sign-out, enable, disable, revoke).
 #[derive(Deserialize)]
 pub(super) struct CsrfForm {
     /// Missing counts as wrong (refused with 403 like any other mismatch).
     #[serde(rename = "_csrf", default)]
-    csrf: String,
+    pub(super) csrf: String,
+}
+
+/// A destructive form's fields: its CSRF token and the box ticked to confirm.
+#[derive(Deserialize)]
+pub(super) struct ConfirmForm {
+    #[serde(rename = "_csrf", default)]
+    pub(super) csrf: String,
+    /// `yes` once the box is ticked.
+    #[serde(default)]
+    pub(super) confirm: String,
+}
+
+impl ConfirmForm {
+    pub(super) fn confirmed(&self) -> bool {
+        self.confirm == "yes"
+    }
+}
+
+/// The answer to a destructive form sent without its box ticked (the box is `required`, so only
+/// a client that is not a browser, or a scripted one, gets here).
+pub(super) fn unconfirmed() -> Response {
+    layout::error_page(
+        StatusCode::BAD_REQUEST,
+        "confirmation_required",
+        "Tick the box to confirm; nothing was changed.",
+    )
 }
 
 /// `POST /_/sign-out`: ends the session and removes the cookie.
