@@ -106,11 +106,17 @@ after(async () => {
 });
 
 test('an operator signs in and sees the server and its plugins', async () => {
+  // Traffic for the charts: they show the minute so far.
+  for (let i = 0; i < 20; i++) assert.equal((await fetch(`${base}/hello/chart-${i}`)).status, 200);
   const page = await browser.newPage();
   await signIn(page);
   await page.waitForURL(`${base}/_/`);
   await assert.doesNotReject(page.getByRole('heading', { name: 'Overview' }).waitFor());
   assert.match(await page.locator('main').innerText(), /plugin\.deploy/);
+  assert.ok(
+    await page.getByRole('img', { name: /^Requests per minute over the last hour: now 20,/ }).isVisible(),
+    'the requests chart',
+  );
   await screenshots(page, 'overview');
   await page.getByRole('link', { name: 'Audit log' }).click();
   await page.getByRole('heading', { name: 'Audit log' }).waitFor();
@@ -308,5 +314,31 @@ test('data a plugin wrote is browsed and edited in the page, and its markup runs
   await page.getByRole('button', { name: 'Delete' }).click();
   await page.waitForURL(/\/_\/plugins\/hostile\/kv\?/);
   assert.equal(await page.locator('td.preview', { hasText: 'edited in the browser' }).count(), 0);
+  await page.close();
+});
+
+test('an admin makes an API key in the page, sees it once, and it works', async () => {
+  const page = await browser.newPage();
+  await signIn(page);
+  await page.waitForURL(`${base}/_/`);
+  await page.getByRole('link', { name: 'Users' }).click();
+  await page.getByRole('heading', { name: 'Users', exact: true }).waitFor();
+  assert.match(await page.locator('main').innerText(), new RegExp(EMAIL.replace('.', '\\.')));
+  await screenshots(page, 'users');
+  await page.getByRole('link', { name: 'Keys' }).click();
+  await page.getByRole('heading', { name: 'Keys', exact: true }).waitFor();
+  await page.getByLabel('Name').fill('browser ci');
+  await page.getByLabel('Role').selectOption('operator');
+  await page.getByRole('button', { name: 'Make the key' }).click();
+  await page.getByRole('heading', { name: 'Key made' }).waitFor();
+  const key = (await page.locator('code.secret').innerText()).trim();
+  assert.match(key, /^plinth_/);
+  const listed = await fetch(`${base}/admin/plugins`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(listed.status, 200);
+  await page.goto(`${base}/_/keys`);
+  const text = await page.locator('main').innerText();
+  assert.ok(text.includes('browser ci'), 'the key is listed by name');
+  assert.ok(!text.includes(key), 'the key was shown again');
+  await screenshots(page, 'keys');
   await page.close();
 });

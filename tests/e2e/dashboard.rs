@@ -1066,3 +1066,46 @@ async fn admins_manage_accounts_invitations_and_keys_in_the_pages_and_operators_
         .json();
     assert!(!keys.to_string().contains("escalate"), "{keys}");
 }
+
+#[tokio::test]
+async fn the_overview_and_plugin_pages_chart_requests_errors_and_latency_as_they_happen() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::Misbehave).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/misbehave/fine").await.status, StatusCode::OK);
+    }
+    let trapped = server.get("/misbehave/recurse").await;
+    assert_eq!(trapped.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+
+    // The minute so far is charted: no waiting for it to close.
+    let overview = page_text(&server, "/_/", &cookie, StatusCode::OK).await;
+    for expected in [
+        "Requests per minute over the last hour: now 4, peak 4",
+        "Errors per minute over the last hour: now 1, peak 1",
+        "p95 latency over the last hour: now ",
+        "Instances in use over the last hour: now ",
+        "Memory over the last hour: now ",
+        "<polyline class=\"line\"",
+    ] {
+        assert!(
+            overview.contains(expected),
+            "{expected} missing from {overview}"
+        );
+    }
+    assert!(
+        !overview.contains("p95 latency over the last hour: now none"),
+        "{overview}"
+    );
+    let plugins = page_text(&server, "/_/plugins", &cookie, StatusCode::OK).await;
+    assert!(plugins.contains("25.0% of 4"), "{plugins}");
+    assert!(
+        plugins.contains("p95 latency of misbehave over the last hour"),
+        "{plugins}"
+    );
+    let plugin = page_text(&server, "/_/plugins/misbehave", &cookie, StatusCode::OK).await;
+    assert!(
+        plugin.contains("Errors per minute over the last hour: now 1, peak 1"),
+        "{plugin}"
+    );
+}

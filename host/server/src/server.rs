@@ -105,6 +105,19 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
     let following = crate::cluster::spawn(store.clone(), registry.clone(), auth.clone());
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let audit = Arc::new(crate::audit::AuditLog::new(store.clone()));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        config.limits.max_in_flight as usize,
+    ));
+    let charting = {
+        let (in_flight, max) = (in_flight.clone(), config.limits.max_in_flight as usize);
+        crate::metrics::history::spawn_sampler(metrics.clone(), move || {
+            crate::metrics::history::Gauges {
+                instances: (max - in_flight.available_permits()) as u64,
+                memory: crate::metrics::history::resident_memory(),
+            }
+        })
+    };
     let app = api::router(AppState::new(Services {
         registry: registry.clone(),
         runtime,
@@ -112,14 +125,12 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         max_component_size: config.max_component_size,
         store: store.clone(),
         kv_limits: config.kv_limits,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(
-            config.limits.max_in_flight as usize,
-        )),
+        in_flight,
         max_in_flight: config.limits.max_in_flight as usize,
         queue_timeout: config.limits.queue_timeout,
         body_timeout: config.front_door.header_timeout,
         audit: audit.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics,
         logs,
         stopping: stopping_seen,
         started: std::time::Instant::now(),
@@ -189,6 +200,7 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
     let served = crate::front_door::serve(listener, app, config.front_door, tls, signal).await;
     loader.abort();
     pruning.abort();
+    charting.abort();
     if let Some(following) = following {
         following.abort();
     }

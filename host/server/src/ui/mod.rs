@@ -11,6 +11,7 @@
 
 mod assets;
 mod audit;
+mod charts;
 mod deploy;
 mod guard;
 mod keys;

@@ -1,8 +1,10 @@
-//! The dashboard's pages: the overview and the plugin list.
+//! The dashboard's pages: the overview (with the last hour's charts) and the plugin list
+//! (with each plugin's requests, errors and p95 over the last hour).
 
-use super::layout;
 use super::session::SignedIn;
+use super::{charts, layout};
 use crate::api::AppState;
+use crate::metrics::history::{Gauges, Minute, resident_memory};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -57,6 +59,18 @@ pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn)
             f.traps + f.timeouts + f.memory_limit
         })
         .sum();
+    let minutes = state.metrics.history().host(Gauges {
+        instances: in_use as u64,
+        memory: resident_memory(),
+    });
+    let series = |value: fn(&(Minute, Gauges)) -> Option<f64>| -> Vec<Option<f64>> {
+        minutes.iter().map(value).collect()
+    };
+    let requests = series(|(m, _)| Some(m.requests as f64));
+    let errors = series(|(m, _)| Some(m.errors as f64));
+    let p95 = series(|(m, _)| m.p95_ms);
+    let instances = series(|(_, g)| Some(g.instances as f64));
+    let memory = series(|(_, g)| g.memory.map(|b| b as f64 / (1024.0 * 1024.0)));
     let content = html! {
         section aria-label="Server" {
             dl.stats {
@@ -66,6 +80,14 @@ pub(super) async fn overview(State(state): State<AppState>, signed_in: SignedIn)
                 div { dt { "Failed requests" } dd { (failures) } }
                 div { dt { "Memory in use" } dd { (resident_memory().map_or("unknown".into(), layout::bytes)) } }
             }
+        }
+        section.charts aria-labelledby="last-hour" {
+            h2 id="last-hour" { "The last hour" }
+            (charts::chart("Requests per minute", "", &requests, charts::number))
+            (charts::chart("Errors per minute", "", &errors, charts::number))
+            (charts::chart("p95 latency", " ms", &p95, charts::number))
+            (charts::chart("Instances in use", "", &instances, charts::number))
+            (charts::chart("Memory", " MiB", &memory, charts::number))
         }
         section aria-labelledby="recent" {
             h2 id="recent" { @if signed_in.is_admin() { "Recent changes" } @else { "Latest deploys" } }
@@ -99,6 +121,7 @@ pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) 
         .values()
         .map(|p| state.registry.info(p))
         .collect();
+    let history = state.metrics.history();
     let content = html! {
         @if infos.is_empty() {
             p { "No plugins are deployed yet." }
@@ -110,6 +133,9 @@ pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) 
                         th scope="col" { "Version" }
                         th scope="col" { "Routes" }
                         th scope="col" { "Deployed" }
+                        th scope="col" { "Requests/min" }
+                        th scope="col" { "Errors" }
+                        th scope="col" { "p95, last hour" }
                         th scope="col" { "Failures" }
                     }
                 }
@@ -129,6 +155,15 @@ pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) 
                                 }
                             }
                             td { time datetime=(info.deployed_at) { (info.deployed_at) } @if let Some(by) = &info.deployed_by { br; (by) } }
+                            @let minutes = history.plugin(&info.name);
+                            @let (served, failed) = minutes.iter().fold((0, 0), |(r, e), m| (r + m.requests, e + m.errors));
+                            td.number { (minutes.last().map_or(0, |m| m.requests)) }
+                            td.number { (error_rate(served, failed)) }
+                            td {
+                                @let p95: Vec<Option<f64>> = minutes.iter().map(|m| m.p95_ms).collect();
+                                (charts::sparkline(&format!("p95 latency of {} over the last hour, in milliseconds", info.name), &p95))
+                                " " span.muted { (p95.last().copied().flatten().map_or("–".into(), |v| format!("{} ms", charts::number(v)))) }
+                            }
                             td { (info.failures.traps + info.failures.timeouts + info.failures.memory_limit) }
                         }
                     }
@@ -137,6 +172,17 @@ pub(super) async fn plugins(State(state): State<AppState>, signed_in: SignedIn) 
         }
     };
     layout::page(&signed_in, "Plugins", "Plugins", content).into_response()
+}
+
+/// Server errors as a share of requests over the last hour: `0.4%` (of 250), `–` with none.
+fn error_rate(requests: u64, errors: u64) -> String {
+    if requests == 0 {
+        return "–".into();
+    }
+    format!(
+        "{:.1}% of {requests}",
+        errors as f64 * 100.0 / requests as f64
+    )
 }
 
 /// A duration as days, hours and minutes.
@@ -150,18 +196,16 @@ fn uptime(elapsed: std::time::Duration) -> String {
     }
 }
 
-/// This process's resident memory, from `/proc/self/status` (Linux; `None` elsewhere).
-fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::uptime;
+    use super::{error_rate, uptime};
     use std::time::Duration;
+
+    #[test]
+    fn an_error_rate_says_of_how_many() {
+        assert_eq!(error_rate(0, 0), "–");
+        assert_eq!(error_rate(250, 1), "0.4% of 250");
+    }
 
     #[test]
     fn uptime_reads_in_the_largest_units() {

@@ -2,9 +2,10 @@
 //! rollback, config and secrets (secrets write-only), limits, outbound origins, grants and
 //! failures; and the forms that change it, through the same registry calls as the API.
 
-use super::layout;
 use super::session::{SignedIn, csrf_refused};
+use super::{charts, layout};
 use crate::api::{ApiError, AppState, to_completion};
+use crate::metrics::history::Minute;
 use crate::registry::plugin_config::{ConfigError, ConfigKey, NewValue};
 use crate::registry::{PluginInfo, VersionInfo};
 use axum::extract::{ConnectInfo, Form, Path, State};
@@ -56,6 +57,7 @@ pub(super) async fn show(
     let content = html! {
         p { a href={ "/_/plugins/" (name) "/logs" } { "Log, live" } " · " a href={ "/_/plugins/" (name) "/kv" } { "Data (key-value)" } }
         (summary(&info))
+        (last_hour(&state.metrics.history().plugin(&name)))
         (routes(&info))
         (versions_section(&name, &versions, &csrf))
         section aria-labelledby="config" {
@@ -106,6 +108,21 @@ fn summary(info: &PluginInfo) -> Markup {
             div { dt { "Deployed" } dd { time datetime=(info.deployed_at) { (info.deployed_at) } @if let Some(by) = &info.deployed_by { " by " (by) } } }
             div { dt { "Component" } dd { code { (&info.sha256[..info.sha256.len().min(12)]) } " · " (layout::bytes(info.size)) } }
             div { dt { "Failures" } dd { (info.failures.traps) " traps · " (info.failures.timeouts) " timeouts · " (info.failures.memory_limit) " over memory" } }
+        }
+    }
+}
+
+/// The plugin's requests, errors and p95 latency over the last hour.
+fn last_hour(minutes: &[Minute]) -> Markup {
+    let series = |value: fn(&Minute) -> Option<f64>| -> Vec<Option<f64>> {
+        minutes.iter().map(value).collect()
+    };
+    html! {
+        section.charts aria-labelledby="last-hour" {
+            h2 id="last-hour" { "The last hour" }
+            (charts::chart("Requests per minute", "", &series(|m| Some(m.requests as f64)), charts::number))
+            (charts::chart("Errors per minute", "", &series(|m| Some(m.errors as f64)), charts::number))
+            (charts::chart("p95 latency", " ms", &series(|m| m.p95_ms), charts::number))
         }
     }
 }

@@ -1,7 +1,10 @@
 //! `/metrics`: Prometheus (OpenMetrics text) metrics of the host and of every plugin, with
 //! `prometheus-client`. Per request: a counter by status class and a latency histogram per plugin
 //! route, and failure counters by kind; per scrape: instances running, active plugins, each
-//! plugin's kv bytes and instance memory high-water mark.
+//! plugin's kv bytes and instance memory high-water mark. [`history`] keeps the last hour a
+//! minute at a time for the dashboard's charts.
+
+pub mod history;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -79,6 +82,8 @@ pub struct Metrics {
     loaded: Gauge<u64, AtomicU64>,
     /// One scrape at a time sets the scrape-time gauges and encodes.
     scrape: Mutex<()>,
+    /// The last hour, a minute at a time, for the dashboard.
+    history: history::History,
 }
 
 impl Default for Metrics {
@@ -107,6 +112,8 @@ pub struct RouteMetrics {
     /// is not exported).
     by_class: [OnceLock<Counter>; 5],
     latency: Histogram,
+    /// The plugin's running tally for [`history`].
+    recent: std::sync::Arc<history::Tally>,
 }
 
 impl RouteMetrics {
@@ -125,6 +132,7 @@ impl RouteMetrics {
             })
             .inc();
         self.latency.observe(elapsed.as_secs_f64());
+        self.recent.record(status, elapsed);
     }
 }
 
@@ -145,6 +153,7 @@ impl Metrics {
             compiled: Gauge::default(),
             loaded: Gauge::default(),
             scrape: Mutex::new(()),
+            history: history::History::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -209,9 +218,15 @@ impl Metrics {
         RouteMetrics {
             requests: self.requests.clone(),
             latency: self.latency.get_or_create(&labels).clone(),
+            recent: self.history.tally(plugin),
             labels,
             by_class: Default::default(),
         }
+    }
+
+    /// The last hour of requests, a minute at a time.
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// Counts a failed request: `kind` is `trap`, `timeout` or `memory_limit`.
