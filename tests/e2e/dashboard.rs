@@ -1109,3 +1109,138 @@ async fn the_overview_and_plugin_pages_chart_requests_errors_and_latency_as_they
         "{plugin}"
     );
 }
+
+/// The `Set-Cookie` a response sets for the session under `name`, whole.
+fn set_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+#[tokio::test]
+async fn over_https_and_http2_the_session_cookie_is_secure_and_host_bound() {
+    let server = crate::front_door::HttpsServer::start(&[
+        ("PLINTH_ADMIN_EMAIL", EMAIL),
+        ("PLINTH_ADMIN_PASSWORD", PASSWORD),
+    ])
+    .await;
+    let (client, base) = (&server.client, &server.base);
+    let signed_in = client
+        .post(format!("{base}/_/sign-in"))
+        .header("origin", base.as_str())
+        .form(&[("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.version(), reqwest::Version::HTTP_2);
+    let set = set_cookie(signed_in.headers(), "__Host-plinth_session")
+        .unwrap_or_else(|| panic!("{:?}", signed_in.headers()))
+        .to_string();
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = client
+        .get(format!("{base}/_/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = csrf_of(&page.text().await.unwrap());
+    // The plain name is not a session here: another service on this host could set it.
+    let plain = cookie.replace("__Host-plinth_session", "plinth_session");
+    let refused = client
+        .get(format!("{base}/_/"))
+        .header("cookie", &plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    // A form from this origin works over HTTP/2 (the host is in the authority), one from
+    // another does not.
+    let post = |origin: &'static str| {
+        let (client, base, cookie, csrf) = (client, base.clone(), cookie.clone(), csrf.clone());
+        async move {
+            let origin = if origin.is_empty() {
+                base.clone()
+            } else {
+                origin.to_string()
+            };
+            client
+                .post(format!("{base}/_/sign-out"))
+                .header("cookie", cookie)
+                .header("origin", origin)
+                .form(&[("_csrf", csrf)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        post("https://evil.example").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let out = post("").await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let removed = set_cookie(out.headers(), "__Host-plinth_session").unwrap();
+    assert!(
+        removed.contains("Max-Age=0") && removed.contains("Secure"),
+        "{removed}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_that_terminates_tls_the_cookie_is_secure() {
+    // The test client stands in for the proxy, at 127.0.0.1.
+    let server = Server::start_fresh(Options {
+        args: vec!["--trusted-proxies".into(), "127.0.0.1/32".into()],
+        ..with_admin()
+    });
+    let sign_in_via = |proto: &'static str| {
+        let server = &server;
+        async move {
+            browser()
+                .post(format!("{}/_/sign-in", server.base))
+                .header("origin", server.base.as_str())
+                .header("x-forwarded-proto", proto)
+                .form(&[("email", EMAIL), ("password", PASSWORD)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let reply = sign_in_via("https").await;
+    let set = set_cookie(reply.headers(), "__Host-plinth_session")
+        .unwrap_or_else(|| panic!("{:?}", reply.headers()));
+    assert!(set.contains("Secure") && set.contains("Path=/"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = browser()
+        .get(format!("{}/_/", server.base))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    // The proxy's plain-HTTP side gets the plain cookie, as before.
+    let reply = sign_in_via("http").await;
+    assert!(session_cookie(reply.headers()).is_some());
+
+    // Without trusting the peer, its header is the client's own word and changes nothing.
+    let untrusted = Server::start_fresh(with_admin());
+    let reply = browser()
+        .post(format!("{}/_/sign-in", untrusted.base))
+        .header("origin", untrusted.base.as_str())
+        .header("x-forwarded-proto", "https")
+        .form(&[("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(reply.headers(), "__Host-plinth_session").is_none());
+    assert!(session_cookie(reply.headers()).is_some());
+}

@@ -383,77 +383,121 @@ async fn every_request_carries_a_request_id_to_the_plugin_the_client_and_the_log
     server.wait_for_log(&["plugin request failed", "trap-req-7"]);
 }
 
+/// A `plinth serve` over HTTPS with a fresh self-signed certificate for `localhost`, and a
+/// client that trusts it (HTTP/2 when the server offers it, as browsers do).
+pub(crate) struct HttpsServer {
+    pub(crate) dir: crate::harness::TempDir,
+    pub(crate) cert: std::path::PathBuf,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    child: std::process::Child,
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HttpsServer {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> HttpsServer {
+        use std::io::BufRead;
+        let dir = crate::harness::TempDir::new();
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let data = dir.path().join("data");
+        let options = crate::harness::Options {
+            args: vec![
+                "--tls-cert".into(),
+                cert.to_str().unwrap().into(),
+                "--tls-key".into(),
+                key.to_str().unwrap().into(),
+            ],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut child = crate::harness::command(&data, &options)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on https://").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = found.send(addr);
+                }
+            }
+        });
+        let addr: std::net::SocketAddr = addr
+            .recv_timeout(Duration::from_secs(60))
+            .expect("plinth listens on https")
+            .parse()
+            .unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+            )
+            .resolve("localhost", addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", addr.port());
+        let server = HttpsServer {
+            dir,
+            cert,
+            addr,
+            base,
+            client,
+            child,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match server
+                .client
+                .get(format!("{}/readyz", server.base))
+                .send()
+                .await
+            {
+                Ok(reply) if reply.status() == StatusCode::OK => break,
+                _ if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("never ready over HTTPS: {other:?}"),
+            }
+        }
+        server
+    }
+}
+
 #[tokio::test]
 async fn https_serves_with_a_self_signed_certificate() {
-    use std::io::BufRead;
-    let dir = crate::harness::TempDir::new();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let data = dir.path().join("data");
-    let options = crate::harness::Options {
-        args: vec![
-            "--tls-cert".into(),
-            cert.to_str().unwrap().into(),
-            "--tls-key".into(),
-            key.to_str().unwrap().into(),
-        ],
-        ..Default::default()
-    };
-    let mut child = crate::harness::command(&data, &options)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stderr = child.stderr.take().unwrap();
-    let _child = Kill(child);
-    let (found, addr) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on https://").nth(1) {
-                let addr: String = rest
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
-                let _ = found.send(addr);
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = addr
-        .recv_timeout(Duration::from_secs(60))
-        .expect("plinth listens on https")
-        .parse()
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
-        )
-        .resolve("localhost", addr)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let base = format!("https://localhost:{}", addr.port());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match client.get(format!("{base}/readyz")).send().await {
-            Ok(reply) if reply.status() == StatusCode::OK => break,
-            _ if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            other => panic!("never ready over HTTPS: {other:?}"),
-        }
-    }
+    let server = HttpsServer::start(&[]).await;
+    let (client, base, cert, dir, addr) = (
+        &server.client,
+        &server.base,
+        &server.cert,
+        &server.dir,
+        server.addr,
+    );
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     assert!(health.headers().contains_key("x-request-id"));

@@ -114,6 +114,33 @@ fn client_addr(
     std::net::SocketAddr::new(client, peer.port())
 }
 
+/// Marks a request a trusted proxy says came to it over HTTPS, so the dashboard's session
+/// cookie is Secure behind a proxy that terminates TLS. Only such requests carry it: the
+/// request path of every other one pays nothing for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForwardedHttps;
+
+/// Whether a trusted proxy says the client spoke HTTPS to it: the peer must be trusted, and
+/// the rightmost `X-Forwarded-Proto` value (the one the nearest proxy wrote; a client's own is
+/// further left) must be `https`.
+fn forwarded_https(
+    headers: &http::HeaderMap,
+    peer: std::net::SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> bool {
+    let peer = peer.ip().to_canonical();
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return false;
+    }
+    headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
+        .and_then(|line| line.to_str().ok())
+        .and_then(|line| line.rsplit(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 /// Why the TLS certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("TLS: {0}")]
@@ -273,6 +300,9 @@ async fn accept(
             .map_request(move |mut request: axum::extract::Request| {
                 // Handlers, rate limits and the audit log see the client, not the proxy.
                 let client = client_addr(request.headers(), remote, &trusted);
+                if forwarded_https(request.headers(), remote, &trusted) {
+                    request.extensions_mut().insert(ForwardedHttps);
+                }
                 request.extensions_mut().insert(ConnectInfo(client));
                 request
             });
@@ -363,6 +393,38 @@ fn uri_too_long() -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_says_the_client_spoke_https() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let proxy: std::net::SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let outsider: std::net::SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let headers = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-proto", value.parse().unwrap());
+            }
+            headers
+        };
+        assert!(forwarded_https(&headers(&["https"]), proxy, &trusted));
+        assert!(forwarded_https(&headers(&["HTTPS"]), proxy, &trusted));
+        assert!(!forwarded_https(&headers(&["https"]), outsider, &trusted));
+        assert!(!forwarded_https(&headers(&["https"]), proxy, &[]));
+        assert!(!forwarded_https(&headers(&["http"]), proxy, &trusted));
+        assert!(!forwarded_https(&headers(&[]), proxy, &trusted));
+        // The nearest proxy's word counts, not what the client put further left.
+        assert!(!forwarded_https(
+            &headers(&["https, http"]),
+            proxy,
+            &trusted
+        ));
+        assert!(!forwarded_https(
+            &headers(&["https", "http"]),
+            proxy,
+            &trusted
+        ));
+        assert!(forwarded_https(&headers(&["http, https"]), proxy, &trusted));
+    }
 
     #[test]
     fn only_a_trusted_proxy_names_the_client() {

@@ -37,9 +37,34 @@ fn session_token(headers: &HeaderMap, secure: bool) -> Option<String> {
     found.next().is_none().then(|| first.value().to_string())
 }
 
-/// The `Set-Cookie` value holding `token` (`None`: removing the cookie).
-fn session_cookie(state: &AppState, token: Option<&str>) -> HeaderValue {
-    let (name, path) = if state.secure_cookies {
+/// Whether the browser speaks HTTPS to this server: through its TLS, or through a trusted proxy
+/// that terminates TLS and says so. The session cookie is then Secure and `__Host-` named.
+fn https(parts: &Parts, state: &AppState) -> bool {
+    state.secure_cookies
+        || parts
+            .extensions
+            .get::<crate::front_door::ForwardedHttps>()
+            .is_some()
+}
+
+/// [`https`] for a handler.
+pub(super) struct Https(bool);
+
+impl FromRequestParts<AppState> for Https {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Https(https(parts, state)))
+    }
+}
+
+/// The `Set-Cookie` value holding `token` (`None`: removing the cookie), for a browser speaking
+/// HTTPS or not.
+fn session_cookie(secure: bool, token: Option<&str>) -> HeaderValue {
+    let (name, path) = if secure {
         (SECURE_COOKIE, "/")
     } else {
         (PLAIN_COOKIE, "/_/")
@@ -47,7 +72,7 @@ fn session_cookie(state: &AppState, token: Option<&str>) -> HeaderValue {
     let mut cookie = Cookie::build((name, token.unwrap_or_default()))
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(state.secure_cookies)
+        .secure(secure)
         .path(path);
     if token.is_none() {
         cookie = cookie.max_age(cookie::time::Duration::ZERO);
@@ -118,7 +143,8 @@ impl FromRequestParts<AppState> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(token) = session_token(&parts.headers, state.secure_cookies) else {
+        let secure = https(parts, state);
+        let Some(token) = session_token(&parts.headers, secure) else {
             return Err(Redirect::to("/_/sign-in").into_response());
         };
         let session = match state.auth.web_session(&token).await {
@@ -127,7 +153,7 @@ impl FromRequestParts<AppState> for SignedIn {
                 let mut response = Redirect::to("/_/sign-in").into_response();
                 response
                     .headers_mut()
-                    .insert(header::SET_COOKIE, session_cookie(state, None));
+                    .insert(header::SET_COOKIE, session_cookie(secure, None));
                 return Err(response);
             }
             Err(e) => {
@@ -217,6 +243,7 @@ pub(super) struct SignInForm {
 pub(super) async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Https(secure): Https,
     Form(form): Form<SignInForm>,
 ) -> Response {
     if let Err(e) = state.auth.check_ip(addr.ip()).await {
@@ -258,7 +285,7 @@ pub(super) async fn sign_in(
     let mut response = Redirect::to("/_/").into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&state, Some(&token)));
+        .insert(header::SET_COOKIE, session_cookie(secure, Some(&token)));
     response
 }
 
@@ -323,6 +350,7 @@ pub(super) fn unconfirmed() -> Response {
 /// `POST /_/sign-out`: ends the session and removes the cookie.
 pub(super) async fn sign_out(
     State(state): State<AppState>,
+    Https(secure): Https,
     signed_in: SignedIn,
     Form(form): Form<CsrfForm>,
 ) -> Response {
@@ -340,6 +368,6 @@ pub(super) async fn sign_out(
     let mut response = Redirect::to("/_/sign-in").into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&state, None));
+        .insert(header::SET_COOKIE, session_cookie(secure, None));
     response
 }
