@@ -503,9 +503,9 @@ async fn https_serves_with_a_self_signed_certificate() {
     assert!(health.headers().contains_key("x-request-id"));
     // The CLI reaches it too, trusting the certificate through PLINTH_CA_CERT.
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
-        .args(["plugins", "list", "--json", "--server", &base])
+        .args(["plugins", "list", "--json", "--server", base])
         .env("PLINTH_TOKEN", crate::harness::TOKEN)
-        .env("PLINTH_CA_CERT", &cert)
+        .env("PLINTH_CA_CERT", cert)
         .env("PLINTH_CREDENTIALS", dir.path().join("credentials.json"))
         .output()
         .unwrap();
