@@ -516,7 +516,7 @@ async fn https_serves_with_a_self_signed_certificate() {
     );
     // Without the CA the certificate is refused, in one line.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
-        .args(["plugins", "list", "--server", &base])
+        .args(["plugins", "list", "--server", base])
         .env("PLINTH_TOKEN", crate::harness::TOKEN)
         .env_remove("PLINTH_CA_CERT")
         .env("PLINTH_CREDENTIALS", dir.path().join("credentials.json"))
