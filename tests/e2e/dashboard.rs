@@ -1244,3 +1244,51 @@ async fn behind_a_trusted_proxy_that_terminates_tls_the_cookie_is_secure() {
     assert!(set_cookie(reply.headers(), "__Host-plinth_session").is_none());
     assert!(session_cookie(reply.headers()).is_some());
 }
+
+#[tokio::test]
+async fn a_plugin_never_sees_the_session_cookie_and_cannot_set_it() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::PlainHttp).await;
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let token = cookie.split_once('=').unwrap().1.to_string();
+    // The browser sends it with a plugin's request too (under HTTPS its path is `/`).
+    let seen = browser()
+        .get(format!("{}/plain/headers", server.base))
+        .header(
+            "cookie",
+            format!("theme=dark; __Host-plinth_session={token}; {cookie}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(seen.contains("cookie: theme=dark"), "{seen}");
+    assert!(!seen.contains(&token), "the plugin saw the session: {seen}");
+    // Nor may a plugin plant or clear it.
+    let answered = browser()
+        .get(format!("{}/plain/set-cookie", server.base))
+        .header(
+            "x-set-cookie",
+            "__Host-plinth_session=planted; Path=/; Secure",
+        )
+        .header("x-set-cookie", "plinth_session=; Max-Age=0; Path=/_/")
+        .header("x-set-cookie", "cart=3; Path=/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    let set: Vec<&str> = answered
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["cart=3; Path=/"]);
+    // The dashboard still takes the cookie.
+    assert_eq!(
+        get_page(&server, "/_/", Some(&cookie)).await.status(),
+        StatusCode::OK
+    );
+}

@@ -176,6 +176,8 @@ async fn run(
     {
         headers.insert(header::AUTHORIZATION, value);
     }
+    // Nor does the dashboard's session cookie, which the browser sends to plugin routes too.
+    crate::auth::web_cookie::strip_from_request(headers);
     if !headers.contains_key(header::HOST) {
         // wasi:http needs an authority; HTTP/1.0 clients may omit Host.
         headers.insert(header::HOST, HeaderValue::from_static("localhost"));
@@ -296,7 +298,11 @@ fn respond(
     outcome: Result<crate::runtime::PluginResponse, HandleError>,
 ) -> Response {
     match outcome {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            crate::auth::web_cookie::strip_from_response(response.headers_mut());
+            response
+        }
         Err(e) => {
             plugin.failures.record(&e);
             if let Some(kind) = failure_kind(&e) {

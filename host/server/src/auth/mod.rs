@@ -17,6 +17,7 @@ pub mod sessions;
 mod shared_throttle;
 pub mod throttle;
 pub mod tokens;
+pub(crate) mod web_cookie;
 mod web_sessions;
 pub(crate) use invites::prune as prune_invites;
 pub(crate) use shared_throttle::prune as prune_throttles;

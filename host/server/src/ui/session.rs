@@ -13,12 +13,7 @@ use maud::html;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
-/// The cookie's name where the server speaks HTTPS: the `__Host-` prefix makes the browser
-/// refuse it unless it is Secure, for this host only, and for every path.
-const SECURE_COOKIE: &str = "__Host-plinth_session";
-/// The cookie's name over plain HTTP (a browser drops a Secure cookie there), scoped to the
-/// dashboard's paths.
-const PLAIN_COOKIE: &str = "plinth_session";
+use crate::auth::web_cookie::{PLAIN_COOKIE, SECURE_COOKIE};
 
 /// The session cookie's value, if the request carries exactly one under the name this server
 /// sets. Under HTTPS only the `__Host-` name counts: another service on this host or a sibling

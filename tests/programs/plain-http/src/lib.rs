@@ -4,6 +4,7 @@
 //! - `POST .../echo` streams the request body back, chunk by chunk.
 //! - `GET .../sleep/{ms}` waits that long (a request that stays in flight).
 //! - `GET .../headers` lists the request headers it received, one `name: value` per line.
+//! - `GET .../set-cookie` answers a `set-cookie` line for each `x-set-cookie` request header.
 //! - any other request answers `plain METHOD PATH` and prints a line on stdout.
 
 use wasip2::clocks::monotonic_clock;
@@ -54,6 +55,18 @@ impl Guest for PlainHttp {
             respond(out, 200, b"text/plain", |s| {
                 s.blocking_write_and_flush(format!("slept {ms}").as_bytes()).expect("write");
             });
+            return;
+        }
+        if path.ends_with("/set-cookie") {
+            let mut lines = vec![("content-type".to_string(), b"text/plain".to_vec())];
+            for value in request.headers().get("x-set-cookie") {
+                lines.push(("set-cookie".to_string(), value));
+            }
+            let headers = Fields::from_list(&lines).expect("set-cookie is allowed");
+            let response = OutgoingResponse::new(headers);
+            let body = response.body().expect("body is available once");
+            ResponseOutparam::set(out, Ok(response));
+            OutgoingBody::finish(body, None).expect("body finishes");
             return;
         }
         if path.ends_with("/headers") {
