@@ -453,6 +453,16 @@ async fn an_operator_reads_writes_and_deletes_one_entry_against_its_tag() {
     assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(stale.code(), "kv_value_changed");
     assert_eq!(server.get("/kv-plain/b/k").await.body, b"\x00edited");
+    // `If-Match: *` replaces only what exists; a create never replaces.
+    let absent = entry(
+        &server,
+        Method::PUT,
+        "nothing-here",
+        &[("if-match", "*")],
+        Some(b"x"),
+    )
+    .await;
+    assert_eq!(absent.code(), "kv_value_changed");
     // A create never replaces.
     let create = entry(
         &server,
@@ -577,4 +587,39 @@ async fn a_purge_after_a_plain_delete_removes_the_data_and_no_write_in_flight_ou
         ],
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn a_listing_of_large_values_is_cut_into_pages_of_bounded_size() {
+    let server = Server::start();
+    server.deploy_guest(Guest::KvPlain).await;
+    for i in 0..10 {
+        let stored = server
+            .request(
+                Method::PUT,
+                &format!("/kv-plain/b/k{i}"),
+                None,
+                Some(vec![b'v'; 1_000_000]),
+            )
+            .await;
+        assert_eq!(stored.status, StatusCode::OK, "{}", stored.text());
+    }
+    // However many entries are asked for, a page stops at about 8 MiB of values, and the
+    // cursor carries on from there.
+    for filter in ["bucket=b&", ""] {
+        let mut sizes = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let path = format!("/admin/plugins/kv-plain/kv?{filter}limit=1000{cursor}");
+            let page = server.admin(Method::GET, &path).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+            let page = page.json();
+            sizes.push(page["entries"].as_array().unwrap().len());
+            match page["cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(sizes, [9, 1], "{filter}");
+    }
 }

@@ -8,7 +8,7 @@
 
 use crate::audit::Actor;
 use crate::registry::manifest::PluginName;
-use crate::store::{KvChange, KvEntry, KvError, KvLimits, KvOutcome, Store};
+use crate::store::{KvChange, KvEntry, KvError, KvLimits, Store};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
@@ -17,8 +17,13 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Entries read from the store per chunk of a listing scan or an export.
+/// Entries read from the store per chunk of a listing scan or an export, and the value bytes
+/// a chunk holds at most (past one entry): a plugin that stored large values cannot make an
+/// operator's page or export hold them all at once.
 const CHUNK: usize = 500;
+const CHUNK_BYTES: usize = 4 << 20;
+/// Value bytes a page of a listing holds at most (past one entry); the rest is on the next.
+const PAGE_BYTES: usize = 8 << 20;
 /// Largest import body: a full default quota (256 MiB) grows by a third in base64, plus the
 /// JSON around it.
 pub(crate) const MAX_IMPORT_BYTES: usize = 512 << 20;
@@ -66,8 +71,14 @@ pub(crate) async fn page(
                 .kv_keys(&plugin, bucket, &listing.prefix, after_key, limit + 1)
                 .await?;
             more = keys.len() > limit;
+            let mut bytes = 0;
             for key in keys.into_iter().take(limit) {
+                if !entries.is_empty() && bytes >= PAGE_BYTES {
+                    more = true;
+                    break;
+                }
                 if let Some(value) = store.kv_get(&plugin, bucket, &key).await? {
+                    bytes += value.len();
                     entries.push(KvEntry {
                         bucket: bucket.clone(),
                         key,
@@ -78,31 +89,30 @@ pub(crate) async fn page(
         }
         None => {
             let mut position = listing.after.clone();
+            let mut bytes = 0;
             'scan: loop {
                 let chunk = store
                     .kv_entries(
                         &plugin,
                         position.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
                         CHUNK,
+                        CHUNK_BYTES,
                     )
                     .await?;
                 let Some(last) = chunk.last() else {
                     break;
                 };
-                let exhausted = chunk.len() < CHUNK;
                 position = Some((last.bucket.clone(), last.key.clone()));
                 for entry in chunk {
                     if !entry.key.starts_with(&listing.prefix) {
                         continue;
                     }
-                    if entries.len() == limit {
+                    if entries.len() == limit || (!entries.is_empty() && bytes >= PAGE_BYTES) {
                         more = true;
                         break 'scan;
                     }
+                    bytes += entry.value.len();
                     entries.push(entry);
-                }
-                if exhausted {
-                    break;
                 }
             }
         }
@@ -148,6 +158,8 @@ pub(crate) enum Expect {
     Any,
     /// No value: the edit creates the key.
     Absent,
+    /// Some value, whichever: the edit replaces it, and never creates the key.
+    Present,
     /// The value with this [`tag`].
     Tagged(String),
 }
@@ -181,13 +193,17 @@ pub(crate) async fn set(
             key: key.to_string(),
             value,
         }]),
-        Expect::Absent | Expect::Tagged(_) => {
+        Expect::Absent | Expect::Present | Expect::Tagged(_) => {
             let expected = match expect {
+                // Swapped against the bytes read, so a write between this read and the swap
+                // is caught too.
                 Expect::Tagged(seen) => match store.kv_get(&name, bucket, key).await? {
-                    // Swapped against the bytes read, so a write between this read and the
-                    // swap is caught too.
                     Some(current) if tag(&current) == seen => Some(current),
                     _ => return Ok(Edit::Changed),
+                },
+                Expect::Present => match store.kv_get(&name, bucket, key).await? {
+                    Some(current) => Some(current),
+                    None => return Ok(Edit::Changed),
                 },
                 _ => None,
             };
@@ -207,7 +223,7 @@ pub(crate) async fn set(
     let (outcome, usage) = store
         .kv_operator_change(&name, change, limits, Some(audit.record()?))
         .await?;
-    if outcome == KvOutcome::Swapped(false) {
+    if !outcome.wrote() {
         return Ok(Edit::Changed);
     }
     audit.committed();
@@ -224,18 +240,19 @@ pub(crate) async fn delete(
     actor: &Actor,
 ) -> Result<bool, KvError> {
     let name = plugin.to_string();
-    if store.kv_get(&name, bucket, key).await?.is_none() {
-        return Ok(false);
-    }
     let audit = actor.records(
         "kv.delete",
         &name,
         serde_json::json!({ "bucket": bucket, "key": key }),
     );
     let change = KvChange::Delete(vec![(bucket.to_string(), key.to_string())]);
-    store
+    // The store writes the entry only if the key held a value when the delete ran.
+    let (outcome, _) = store
         .kv_operator_change(&name, change, limits, Some(audit.record()?))
         .await?;
+    if !outcome.wrote() {
+        return Ok(false);
+    }
     audit.committed();
     Ok(true)
 }
@@ -278,12 +295,16 @@ pub(crate) fn export(
     plugin: &PluginName,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>> {
     let plugin = plugin.to_string();
-    let (sender, receiver) = mpsc::channel(4);
+    // One chunk waits while the next is read: at most two chunks' worth in memory.
+    let (sender, receiver) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut after: Option<(String, String)> = None;
         loop {
             let position = after.as_ref().map(|(b, k)| (b.as_str(), k.as_str()));
-            let chunk = match store.kv_entries(&plugin, position, CHUNK).await {
+            let chunk = match store
+                .kv_entries(&plugin, position, CHUNK, CHUNK_BYTES)
+                .await
+            {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     tracing::error!(plugin, error = %e, "kv export failed");
@@ -292,9 +313,8 @@ pub(crate) fn export(
                 }
             };
             let Some(last) = chunk.last() else {
-                return;
+                return; // done
             };
-            let exhausted = chunk.len() < CHUNK;
             after = Some((last.bucket.clone(), last.key.clone()));
             let mut lines = Vec::new();
             for entry in chunk {
@@ -303,8 +323,8 @@ pub(crate) fn export(
                 }
                 lines.push(b'\n');
             }
-            if sender.send(Ok(Bytes::from(lines))).await.is_err() || exhausted {
-                return; // client gone, or done
+            if sender.send(Ok(Bytes::from(lines))).await.is_err() {
+                return; // client gone
             }
         }
     });

@@ -168,7 +168,8 @@ fn expectation(headers: &HeaderMap) -> Result<Expect, ApiError> {
         (Some(_), Some(_)) => Err(ApiError::InvalidBody(
             "send If-Match or If-None-Match, not both".into(),
         )),
-        (Some("*"), None) | (None, None) => Ok(Expect::Any),
+        (None, None) => Ok(Expect::Any),
+        (Some("*"), None) => Ok(Expect::Present),
         (Some(tag), None) => Ok(Expect::Tagged(tag.trim_matches('"').to_string())),
         (None, Some("*")) => Ok(Expect::Absent),
         (None, Some(_)) => Err(ApiError::InvalidBody(
@@ -178,11 +179,12 @@ fn expectation(headers: &HeaderMap) -> Result<Expect, ApiError> {
 }
 
 /// `PUT .../kv/entry?bucket=&key=` with the value's bytes as the body. With `If-Match: "tag"`
-/// it applies only while the value is the one tagged; with `If-None-Match: *` only while there
-/// is none (else 412 `kv_value_changed`, nothing written). Audited as `kv.set`.
+/// it applies only while the value is the one tagged, with `If-Match: *` only while there is
+/// one, with `If-None-Match: *` only while there is none (else 412 `kv_value_changed`, nothing
+/// written). Audited as `kv.set`.
 #[utoipa::path(put, path = "/admin/plugins/{name}/kv/entry", tag = "kv", security(("bearer" = [])),
     params(("name" = String, Path, description = "The plugin"), EntryQuery,
-        ("if-match" = Option<String>, Header, description = "the tag (`ETag`) the value must still have"),
+        ("if-match" = Option<String>, Header, description = "the tag (`ETag`) the value must still have, or `*`: only if the key holds a value"),
         ("if-none-match" = Option<String>, Header, description = "`*`: only if the key holds nothing")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the value's bytes"),
     responses((status = 200, body = Written),

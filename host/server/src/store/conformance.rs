@@ -548,7 +548,7 @@ async fn kv_key_pages_and_entries_are_in_byte_order_and_visit_each_key_once() {
             vec!["user/B", "user/a", "user/z", "user/é"],
             "{backend}"
         );
-        let entries = store.kv_entries("p", None, 3).await.unwrap();
+        let entries = store.kv_entries("p", None, 3, usize::MAX).await.unwrap();
         let names = |e: &[KvEntry]| {
             e.iter()
                 .map(|e| format!("{}/{}", e.bucket, e.key))
@@ -560,7 +560,7 @@ async fn kv_key_pages_and_entries_are_in_byte_order_and_visit_each_key_once() {
             "{backend}"
         );
         let next = store
-            .kv_entries("p", Some(("b", "user/B")), 10)
+            .kv_entries("p", Some(("b", "user/B")), 10, usize::MAX)
             .await
             .unwrap();
         assert_eq!(
@@ -568,6 +568,25 @@ async fn kv_key_pages_and_entries_are_in_byte_order_and_visit_each_key_once() {
             vec!["b/user/a", "b/user/z", "b/user/é", "b/users"],
             "{backend}"
         );
+        // A page ends with the value that takes it to its byte budget, and always holds one.
+        let big = "x".repeat(40);
+        store
+            .kv_apply(
+                "q",
+                KvChange::Put((0..4).map(|i| entry("b", &format!("k{i}"), &big)).collect()),
+                LIMITS,
+            )
+            .await
+            .unwrap();
+        for (budget, expected) in [
+            (80, &["b/k0", "b/k1"][..]),
+            (81, &["b/k0", "b/k1", "b/k2"]),
+            (0, &["b/k0"]),
+            (1, &["b/k0"]),
+        ] {
+            let page = store.kv_entries("q", None, 10, budget).await.unwrap();
+            assert_eq!(names(&page), expected, "{backend}: {budget} bytes");
+        }
     })
     .await;
 }
@@ -663,6 +682,18 @@ async fn quotas_hold_and_operator_changes_land_with_their_audit_entry_or_not_at_
             vec!["import", "m edit", "n delete"],
             "{backend}"
         );
+        // Deleting it again deletes nothing, and records nothing.
+        let (again, _) = store
+            .kv_operator_change(
+                "p",
+                KvChange::Delete(vec![("b".into(), "k0".into())]),
+                small,
+                Some(audit("o delete again")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, KvOutcome::Deleted(0), "{backend}");
+        assert_eq!(audit_keys(store).await.len(), 3, "{backend}");
     })
     .await;
 }

@@ -94,12 +94,22 @@ impl KvChange {
 /// What a change did, for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvOutcome {
-    /// Put or delete applied.
+    /// Put applied.
     Done,
+    /// Delete applied: how many of the keys named held a value.
+    Deleted(usize),
     /// The counter's new value.
     Counter(u64),
     /// Whether the compare-and-swap applied.
     Swapped(bool),
+}
+
+impl KvOutcome {
+    /// Whether the change wrote anything: not a lost compare-and-swap, nor a delete of keys
+    /// that held nothing (an operator's audit entry is written only then).
+    pub fn wrote(self) -> bool {
+        !matches!(self, KvOutcome::Swapped(false) | KvOutcome::Deleted(0))
+    }
 }
 
 /// Why a key-value operation failed. The plugin sees the message; nothing was changed.
@@ -216,11 +226,15 @@ pub fn plan(
             KvOutcome::Done
         }
         KvChange::Delete(keys) => {
+            let mut held = 0;
             for (bucket, key) in keys {
                 check_key(&bucket, &key)?;
+                if current_len(&bucket, &key)?.is_some() {
+                    held += 1;
+                }
                 writes.push((bucket, key, None));
             }
-            KvOutcome::Done
+            KvOutcome::Deleted(held)
         }
         KvChange::Increment { bucket, key, delta } => {
             check_key(&bucket, &key)?;

@@ -399,7 +399,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<KvOutcome, KvError>;
     /// Applies an operator's change (an import, an edit or a delete; also to a deleted
     /// plugin's data) with its audit entry in one atomic, durable commit, under the same checks
-    /// as [`Store::kv_apply`]; a lost compare-and-swap writes neither. Returns the outcome and
+    /// as [`Store::kv_apply`]; a change that writes nothing ([`KvOutcome::wrote`]) writes no
+    /// entry either. Returns the outcome and
     /// the plugin's usage after. Only `plinth migrate`, which copies the source's audit log as
     /// it is, writes no entry.
     async fn kv_operator_change(
@@ -409,12 +410,16 @@ pub trait Store: Send + Sync + 'static {
         limits: KvLimits,
         audit: Option<AuditRecord>,
     ) -> Result<(KvOutcome, u64), KvError>;
-    /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key).
+    /// Up to `limit` entries of every bucket, ordered by bucket then key, after (bucket, key),
+    /// ending with the entry whose value takes their total to `max_bytes` or past (at least
+    /// one entry, so a scan always moves on): a plugin's large values never fill memory. The
+    /// data is read to its end when a page comes back empty.
     async fn kv_entries(
         &self,
         plugin: &str,
         after: Option<(&str, &str)>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<KvEntry>, StoreError>;
     /// The bytes `plugin` stores (bucket + key + value of every entry), kept up to date by
     /// every write rather than counted.

@@ -1597,8 +1597,8 @@ impl Store for PgStore {
             let (outcome, usage) = keys.apply(change, &limits, before)?;
             keys.write(&mut tx, &plugin).await?;
             write_usage(&mut tx, &plugin, usage).await?;
-            // A lost compare-and-swap changed nothing, so it records nothing.
-            if let Some(audit) = audit.filter(|_| outcome != KvOutcome::Swapped(false)) {
+            // A lost compare-and-swap or a delete of nothing changed nothing: no entry.
+            if let Some(audit) = audit.filter(|_| outcome.wrote()) {
                 insert_audit(&mut tx, &audit).await?;
             }
             tx.commit().await.map_err(db("commit kv operator change"))?;
@@ -1612,20 +1612,29 @@ impl Store for PgStore {
         plugin: &str,
         after: Option<(&str, &str)>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
         let plugin = plugin.to_string();
         let after = after.map(|(b, k)| (b.as_bytes().to_vec(), k.as_bytes().to_vec()));
         self.run(|pool| async move {
             let (after_bucket, after_key) = after.unzip();
+            // `before`: the bytes of the page's values ahead of this one. Lengths come from
+            // the stored header; only the values sent are read whole.
             let rows = sqlx::query(
-                "SELECT bucket, key, value FROM kv WHERE plugin = $1 \
-                 AND ($2::bytea IS NULL OR (bucket, key) > ($2, $3)) \
-                 ORDER BY bucket, key LIMIT $4",
+                "SELECT bucket, key, value FROM ( \
+                   SELECT bucket, key, value, \
+                     sum(octet_length(value)) OVER (ORDER BY bucket, key \
+                       ROWS UNBOUNDED PRECEDING) - octet_length(value) AS before \
+                   FROM kv WHERE plugin = $1 \
+                   AND ($2::bytea IS NULL OR (bucket, key) > ($2, $3)) \
+                   ORDER BY bucket, key LIMIT $4) page \
+                 WHERE before < $5 ORDER BY bucket, key",
             )
             .bind(&plugin)
             .bind(&after_bucket)
             .bind(&after_key)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(max_bytes.max(1)).unwrap_or(i64::MAX))
             .fetch_all(&pool)
             .await
             .map_err(db("kv scan"))?;
@@ -2048,7 +2057,10 @@ mod tests {
             matches!(outcomes[4], Err(KvError::ValueTooLarge { .. })),
             "{outcomes:?}"
         );
-        assert!(matches!(outcomes[5], Ok(KvOutcome::Done)), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[5], Ok(KvOutcome::Deleted(1))),
+            "{outcomes:?}"
+        );
         assert_eq!(
             store.kv_get("p", "b", "k").await.unwrap(),
             Some(b"z".to_vec())

@@ -448,7 +448,7 @@ impl SledDb {
         audit: Option<&AuditRecord>,
     ) -> Result<(KvOutcome, u64, Ticket), KvError> {
         let plan = kv_plan(tree, change, limits)?;
-        let audit = audit.filter(|_| plan.outcome != KvOutcome::Swapped(false));
+        let audit = audit.filter(|_| plan.outcome.wrote());
         (tree, self.space(Space::Audit))
             .transaction(|(data, log)| {
                 for (bucket, key, value) in &plan.writes {
@@ -998,6 +998,7 @@ impl SledDb {
         plugin: &str,
         after: Option<(&str, &str)>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
         let tree = self.kv_tree(plugin)?.tree;
         let iter = match after {
@@ -1008,14 +1009,16 @@ impl SledDb {
             None => tree.range::<Vec<u8>, _>(vec![KV_DATA]..),
         };
         let mut out = Vec::new();
+        let mut bytes = 0;
         for entry in iter {
-            let (raw, value) = entry.map_err(backend("kv scan"))?;
-            if out.len() >= limit {
+            if out.len() >= limit || (!out.is_empty() && bytes >= max_bytes) {
                 break;
             }
+            let (raw, value) = entry.map_err(backend("kv scan"))?;
             let Some((bucket, key)) = kv_split(&raw) else {
                 break; // past the data keys
             };
+            bytes += value.len();
             out.push(KvEntry {
                 bucket,
                 key,
@@ -1441,7 +1444,7 @@ mod tests {
         assert_eq!(store.kv_keys("a", "def", "", None, 10).unwrap(), ["aultk"]);
         assert_eq!(store.kv_keys("a", "d", "", None, 10).unwrap(), ["\0k"]);
         let all: Vec<_> = store
-            .kv_entries("a", None, 100)
+            .kv_entries("a", None, 100, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|e| (e.bucket, e.key))

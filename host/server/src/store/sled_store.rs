@@ -298,6 +298,7 @@ impl Store for SledStore {
         plugin: &str,
         after: Option<(&str, &str)>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<KvEntry>, StoreError> {
         let plugin = plugin.to_string();
         let after = after.map(|(b, k)| (b.to_string(), k.to_string()));
@@ -306,6 +307,7 @@ impl Store for SledStore {
                 &plugin,
                 after.as_ref().map(|(b, k)| (b.as_str(), k.as_str())),
                 limit,
+                max_bytes,
             )
         })
         .await

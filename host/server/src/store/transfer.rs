@@ -44,9 +44,11 @@ pub struct Component {
 /// store under another name (internal: never listed or copied).
 const PROBE: &str = "plinth.migrate_probe";
 
-/// Records read or written per call: a page of kv entries or keyspace records stays a few
-/// megabytes at most (values are capped by the kv limits).
+/// Records read or written per call.
 const PAGE: usize = 500;
+/// Most value bytes a page of kv entries holds (past one entry): large values never fill
+/// memory, whatever a plugin stored.
+const PAGE_BYTES: usize = 8 << 20;
 
 /// One keyspace of a store, read [`PAGE`] records at a time in key order.
 struct SpacePages<'a> {
@@ -105,8 +107,11 @@ impl<'a> KvPages<'a> {
             return Ok(None);
         }
         let after = self.after.as_ref().map(|(b, k)| (b.as_str(), k.as_str()));
-        let page = self.store.kv_entries(self.plugin, after, PAGE).await?;
-        self.done = page.len() < PAGE;
+        let page = self
+            .store
+            .kv_entries(self.plugin, after, PAGE, PAGE_BYTES)
+            .await?;
+        self.done = page.is_empty();
         self.after = page.last().map(|e| (e.bucket.clone(), e.key.clone()));
         Ok((!page.is_empty()).then_some(page))
     }

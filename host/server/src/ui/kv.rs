@@ -14,14 +14,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde_json::Value as Json;
 use std::net::SocketAddr;
 
 /// Entries per page.
 const PAGE: usize = 50;
 /// Characters of a value shown in a listing.
 const PREVIEW_CHARS: usize = 120;
-/// Bytes of a value shown in the hex view (the rest is in the export).
-const HEX_BYTES: usize = 64 * 1024;
+/// Bytes of a value a page shows or edits: the rest is in the export, and a larger value is
+/// changed through the API.
+const SHOWN_BYTES: usize = 64 * 1024;
 
 fn error_page(error: &ApiError) -> Response {
     let (status, code, message) = error.explain();
@@ -200,7 +202,7 @@ fn hex_dump(bytes: &[u8]) -> String {
 }
 
 /// How a value is shown and edited.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
     Text,
     Json,
@@ -262,17 +264,11 @@ pub(super) async fn entry(
         Ok(None) => return error_page(&ApiError::KvEntryNotFound),
         Err(e) => return error_page(&ApiError::from(e)),
     };
-    let text = std::str::from_utf8(&value).ok();
-    let json = text.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
     let view = query
         .view
         .as_deref()
         .and_then(View::parse)
-        .unwrap_or(match (&json, text) {
-            (Some(_), _) => View::Json,
-            (None, Some(_)) => View::Text,
-            (None, None) => View::Hex,
-        });
+        .unwrap_or_else(|| default_view(&value));
     let base = format!("/_/plugins/{name}/kv");
     let here = |view: View| {
         link(
@@ -284,43 +280,8 @@ pub(super) async fn entry(
             ],
         )
     };
-    // What the view shows is also what the edit box starts with, in the same format.
-    let (shown, note, editable) = match view {
-        View::Text => match text {
-            Some(text) => (text.to_string(), None, true),
-            None => (
-                hex_dump(&value[..value.len().min(HEX_BYTES)]),
-                Some("Not UTF-8 text: shown as hex."),
-                false,
-            ),
-        },
-        View::Json => match &json {
-            Some(json) => (
-                serde_json::to_string_pretty(json).unwrap_or_default(),
-                None,
-                true,
-            ),
-            None => (
-                text.map_or_else(
-                    || hex_dump(&value[..value.len().min(HEX_BYTES)]),
-                    str::to_string,
-                ),
-                Some("Not valid JSON: shown as it is."),
-                false,
-            ),
-        },
-        View::Hex => (
-            hex_dump(&value[..value.len().min(HEX_BYTES)]),
-            (value.len() > HEX_BYTES)
-                .then_some("Only the first 64 KiB are shown; the export has every byte."),
-            false,
-        ),
-    };
-    let (edit_format, edit_value) = if editable {
-        (view.name(), shown.clone())
-    } else {
-        ("hex", hex::encode(&value))
-    };
+    let (shown, note) = shown(&value, view);
+    let edit = edit_box(&value);
     let csrf = &signed_in.session.csrf;
     let content = html! {
         p { a href=(link(&base, &[("bucket", &query.bucket)])) { "← every entry of " code { (query.bucket) } } }
@@ -342,6 +303,7 @@ pub(super) async fn entry(
         pre.value { (shown) }
         section aria-labelledby="edit" {
             h2 id="edit" { "Edit" }
+            @if let Some((edit_format, edit_value)) = &edit {
             form.stacked method="post" action={ (base) "/entry" } {
                 input type="hidden" name="_csrf" value=(csrf);
                 input type="hidden" name="bucket" value=(query.bucket);
@@ -351,9 +313,13 @@ pub(super) async fn entry(
                 (format_choice(edit_format))
                 // Labelled apart from the box: a label around it would take its text into its name.
                 label for="edit-value" { "Value" }
-                textarea id="edit-value" name="value" rows="12" spellcheck="false" { (edit_value) }
-                p.hint { "Line breaks are saved as \\n. If the plugin changes the value first, nothing is saved and you are told." }
+                // The parser drops one line break after the tag: this one, not the value's.
+                textarea id="edit-value" name="value" rows="12" spellcheck="false" { "\n" (edit_value) }
+                p.hint { "The box holds the stored bytes as they are. If the plugin changes the value first, nothing is saved and you are told." }
                 button type="submit" { "Save" }
+            }
+            } @else {
+                p { "This value is larger than 64 KiB: change it with " code { "PUT /admin/plugins/" (name) "/kv/entry" } ", or export, edit and import." }
             }
         }
         section aria-labelledby="delete" {
@@ -374,6 +340,78 @@ pub(super) async fn entry(
         content,
     )
     .into_response()
+}
+
+/// How a value is first shown: as JSON when it is JSON, as text when it is UTF-8, else as hex.
+fn default_view(value: &[u8]) -> View {
+    match std::str::from_utf8(value) {
+        Ok(text) if value.len() <= SHOWN_BYTES && serde_json::from_str::<Json>(text).is_ok() => {
+            View::Json
+        }
+        Ok(_) => View::Text,
+        Err(_) => View::Hex,
+    }
+}
+
+/// At most [`SHOWN_BYTES`] of `text`, cut at a character boundary.
+fn text_start(text: &str) -> &str {
+    let mut end = text.len().min(SHOWN_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The value as `view` shows it (at most [`SHOWN_BYTES`] of it), with a note when it is not all
+/// of it or not in the view asked for.
+fn shown(value: &[u8], view: View) -> (String, Option<&'static str>) {
+    const PARTIAL: &str = "Only the first 64 KiB are shown; the export has every byte.";
+    let partial = value.len() > SHOWN_BYTES;
+    let hex = || hex_dump(&value[..value.len().min(SHOWN_BYTES)]);
+    let text = std::str::from_utf8(value).ok();
+    match view {
+        View::Hex => (hex(), partial.then_some(PARTIAL)),
+        View::Json => {
+            let json = text
+                .filter(|_| !partial)
+                .and_then(|t| serde_json::from_str::<Json>(t).ok());
+            match (json, text) {
+                (Some(json), _) => (
+                    serde_json::to_string_pretty(&json).unwrap_or_default(),
+                    None,
+                ),
+                (None, Some(text)) => (
+                    text_start(text).to_string(),
+                    Some("Not JSON (or over 64 KiB): shown as text."),
+                ),
+                (None, None) => (hex(), Some("Not UTF-8 text: shown as hex.")),
+            }
+        }
+        View::Text => match text {
+            Some(text) => (text_start(text).to_string(), partial.then_some(PARTIAL)),
+            None => (hex(), Some("Not UTF-8 text: shown as hex.")),
+        },
+    }
+}
+
+/// What the edit box starts with and how it is read back: the stored bytes as they are (as
+/// text, or as hex when they are not UTF-8 or hold a carriage return, which a text box would
+/// not keep), never reformatted; `None` for a value too large to edit in a page.
+fn edit_box(value: &[u8]) -> Option<(&'static str, String)> {
+    if value.len() > SHOWN_BYTES {
+        return None;
+    }
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.contains('\r') => {
+            let format = if serde_json::from_str::<Json>(text).is_ok() {
+                "json"
+            } else {
+                "text"
+            };
+            Some((format, text.to_string()))
+        }
+        _ => Some(("hex", hex::encode(value))),
+    }
 }
 
 /// The edit and add forms' fields.
@@ -609,6 +647,38 @@ mod tests {
             "00000000  3c 73 63 72 69 70 74 3e 00 01 20 61 6c 65 72 74  <script>.. alert"
         );
         assert!(lines[1].starts_with("00000010  28 31 29"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn the_edit_box_holds_the_stored_bytes_unchanged() {
+        // Keys keep their order and numbers their digits: nothing is parsed and written back.
+        let json = br#"{"z": 1, "a": 12345678901234567890123}"#;
+        assert_eq!(
+            edit_box(json),
+            Some(("json", String::from_utf8(json.to_vec()).unwrap()))
+        );
+        assert_eq!(
+            edit_box(b"\nfirst line"),
+            Some(("text", "\nfirst line".into()))
+        );
+        assert_eq!(edit_box(b"a\r\nb"), Some(("hex", "610d0a62".into())));
+        assert_eq!(edit_box(&[0xff]), Some(("hex", "ff".into())));
+        assert_eq!(edit_box(&vec![b'x'; SHOWN_BYTES + 1]), None);
+    }
+
+    #[test]
+    fn a_page_shows_at_most_64_kib_of_a_value() {
+        let big = "é".repeat(SHOWN_BYTES);
+        let (text, note) = shown(big.as_bytes(), View::Text);
+        assert!(text.len() <= SHOWN_BYTES && text.len() > SHOWN_BYTES - 2);
+        assert!(note.is_some());
+        let (dump, _) = shown(big.as_bytes(), View::Hex);
+        assert_eq!(dump.lines().count(), SHOWN_BYTES / 16);
+        let (as_json, note) = shown(b"[1,2]", View::Json);
+        assert_eq!((as_json.as_str(), note), ("[\n  1,\n  2\n]", None));
+        assert_eq!(default_view(b"[1,2]"), View::Json);
+        assert_eq!(default_view(b"plain"), View::Text);
+        assert_eq!(default_view(&[0xff]), View::Hex);
     }
 
     #[test]

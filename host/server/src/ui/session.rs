@@ -114,6 +114,9 @@ pub(super) fn csrf_refused() -> Response {
     )
 }
 
+/// Longest CSRF field read from a multipart form (a token is 43 characters).
+const MAX_TOKEN_BYTES: usize = 256;
+
 /// Reads a multipart form's first field, which must be this session's CSRF token (browsers send
 /// fields in form order), so nothing larger is read for a form that is not this session's.
 pub(super) async fn multipart_csrf(
@@ -127,8 +130,16 @@ pub(super) async fn multipart_csrf(
     let Some(field) = field.filter(|f| f.name() == Some("_csrf")) else {
         return Err(csrf_refused());
     };
-    let token = field.text().await.unwrap_or_default();
-    if !signed_in.csrf_ok(&token) {
+    // Read a chunk at a time, and no further than a token can be long.
+    let mut field = field;
+    let mut token = Vec::new();
+    while let Ok(Some(chunk)) = field.chunk().await {
+        token.extend_from_slice(&chunk);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(csrf_refused());
+        }
+    }
+    if !signed_in.csrf_ok(&String::from_utf8_lossy(&token)) {
         return Err(csrf_refused());
     }
     Ok(())
