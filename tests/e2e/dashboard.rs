@@ -1302,3 +1302,67 @@ async fn a_plugin_never_sees_the_session_cookie_and_cannot_set_it() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_plugin_is_deleted_from_its_page_once_confirmed_and_purged_only_when_asked() {
+    let server = Server::start_fresh(with_admin());
+    server.deploy_guest(Guest::KvPlain).await;
+    server
+        .request(
+            reqwest::Method::PUT,
+            "/kv-plain/b/k",
+            None,
+            Some(b"kept".to_vec()),
+        )
+        .await;
+    let cookie = sign_in(&server, &[("email", EMAIL), ("password", PASSWORD)]).await;
+    let page = page_text(&server, "/_/plugins/kv-plain", &cookie, StatusCode::OK).await;
+    let csrf = csrf_of(&page);
+    let delete = |fields: &'static [(&'static str, &'static str)]| {
+        let (server, cookie, csrf) = (&server, cookie.clone(), csrf.clone());
+        async move {
+            let mut all = vec![("_csrf", csrf.as_str())];
+            all.extend_from_slice(fields);
+            post_form(server, "/_/plugins/kv-plain/delete", Some(&cookie), &all).await
+        }
+    };
+    assert_eq!(delete(&[]).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.get("/kv-plain/b/k").await.status, StatusCode::OK);
+    let deleted = delete(&[("confirm", "yes")]).await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(deleted.headers()["location"], "/_/plugins");
+    assert_eq!(
+        server.get("/kv-plain/b/k").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let data = "/admin/plugins/kv-plain/kv";
+    let entries = server.admin(reqwest::Method::GET, data).await.json()["entries"].clone();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "the data stays");
+    // Deployed again, it finds its data; deleted with purge, the data goes too.
+    server.deploy_guest(Guest::KvPlain).await;
+    assert_eq!(server.get("/kv-plain/b/k").await.text(), "kept");
+    let purged = delete(&[("confirm", "yes"), ("purge", "true")]).await;
+    assert_eq!(purged.status(), StatusCode::SEE_OTHER);
+    let entries = server.admin(reqwest::Method::GET, data).await.json()["entries"].clone();
+    assert_eq!(entries, serde_json::json!([]));
+    let audit = server
+        .admin(reqwest::Method::GET, "/admin/audit?target=kv-plain")
+        .await
+        .json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plugin.purge",
+            "plugin.delete",
+            "plugin.deploy",
+            "plugin.delete",
+            "plugin.deploy"
+        ]
+    );
+}

@@ -167,12 +167,24 @@ async fn remove(
     query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    remove_plugin(state, name, query.purge, actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops serving `name`, and with `purge` deletes its data, config and logs: the one path the
+/// API and the dashboard share, run to completion even if the client goes away.
+pub(crate) async fn remove_plugin(
+    state: AppState,
+    name: String,
+    purge: bool,
+    actor: Actor,
+) -> Result<(), ApiError> {
     super::to_completion(async move {
-        state.registry.remove(&name, query.purge, &actor).await?;
-        if query.purge {
+        state.registry.remove(&name, purge, &actor).await?;
+        if purge {
             state.logs.forget(&name);
         }
-        Ok(StatusCode::NO_CONTENT)
+        Ok(())
     })
     .await
 }

@@ -15,6 +15,7 @@ mod plugin_kv;
 pub(crate) mod plugin_logs;
 mod users;
 
+pub(crate) use admin::remove_plugin;
 pub use admin::{PluginList, VersionList};
 pub use error::ApiError;
 pub use keys::{ApiKeyList, SigningKeys};

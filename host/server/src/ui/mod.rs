@@ -83,6 +83,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/_/plugins/{name}/logs", get(logs::page))
         .route("/_/plugins/{name}/logs/stream", get(logs::stream))
         .route("/_/plugins/{name}/rollback", post(plugin::rollback))
+        .route("/_/plugins/{name}/delete", post(plugin::remove))
         .route("/_/plugins/{name}/config", post(plugin::set_config))
         .route(
             "/_/plugins/{name}/config/delete",

@@ -2,7 +2,7 @@
 //! rollback, config and secrets (secrets write-only), limits, outbound origins, grants and
 //! failures; and the forms that change it, through the same registry calls as the API.
 
-use super::session::{SignedIn, csrf_refused};
+use super::session::{SignedIn, csrf_refused, unconfirmed};
 use super::{charts, layout};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::metrics::history::Minute;
@@ -97,6 +97,16 @@ pub(super) async fn show(
             }
         }
         (limits(&info))
+        section aria-labelledby="remove" {
+            h2 id="remove" { "Delete the plugin" }
+            form.stacked method="post" action={ "/_/plugins/" (name) "/delete" } {
+                input type="hidden" name="_csrf" value=(csrf);
+                label.check { input type="checkbox" name="purge" value="true"; "Also delete its key-value data, config, secrets and logs (cannot be undone)" }
+                label.check { input type="checkbox" name="confirm" value="yes" required; "Yes, stop serving " (name) }
+                button.danger type="submit" { "Delete" }
+            }
+            p.hint { "Without the first box its data and config stay, and a new deploy under the same name finds them." }
+        }
     };
     layout::page(&signed_in, "Plugins", &name, content).into_response()
 }
@@ -269,6 +279,38 @@ pub(super) async fn rollback(
     })
     .await;
     then_show(done, &format!("/_/plugins/{name}"))
+}
+
+/// The delete form's fields.
+#[derive(Deserialize)]
+pub(super) struct RemoveForm {
+    #[serde(rename = "_csrf", default)]
+    csrf: String,
+    /// `yes` once the box is ticked.
+    #[serde(default)]
+    confirm: String,
+    /// Present (as `true`) when its box is ticked.
+    #[serde(default)]
+    purge: bool,
+}
+
+/// `POST /_/plugins/{name}/delete`: stops serving the plugin, once confirmed.
+pub(super) async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    signed_in: SignedIn,
+    Form(form): Form<RemoveForm>,
+) -> Response {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return csrf_refused();
+    }
+    if form.confirm != "yes" {
+        return unconfirmed();
+    }
+    let actor = signed_in.session.principal.actor(Some(addr));
+    let removed = crate::api::remove_plugin(state, name, form.purge, actor).await;
+    then_show(removed, "/_/plugins")
 }
 
 /// The config form's fields.
