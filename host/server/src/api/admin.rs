@@ -228,12 +228,47 @@ async fn rollback(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?
     };
+    Ok(Json(
+        rollback_plugin(state, name, body.version, actor).await?,
+    ))
+}
+
+/// Makes a kept version of `name` active (the newest before the active one by default),
+/// counted in the metrics: the one path the API and the dashboard share.
+pub(crate) async fn rollback_plugin(
+    state: AppState,
+    name: String,
+    version: Option<u64>,
+    actor: Actor,
+) -> Result<crate::registry::Deployed, ApiError> {
     super::to_completion(async move {
-        let done = state.registry.rollback(&name, body.version, &actor).await?;
+        let done = state.registry.rollback(&name, version, &actor).await?;
         if !done.unchanged {
             state.metrics.rolled_back();
         }
-        Ok(Json(done))
+        Ok(done)
+    })
+    .await
+}
+
+/// Deploys `manifest` and `component` as `name`, counted in the metrics: the one path the API
+/// and the dashboard share.
+pub(crate) async fn deploy_plugin(
+    state: AppState,
+    name: String,
+    manifest: String,
+    component: Bytes,
+    actor: Actor,
+) -> Result<crate::registry::Deployed, ApiError> {
+    super::to_completion(async move {
+        let deployed = state
+            .registry
+            .deploy(&name, manifest, component, &actor)
+            .await?;
+        if !deployed.unchanged {
+            state.metrics.deployed();
+        }
+        Ok(deployed)
     })
     .await
 }
@@ -362,20 +397,7 @@ async fn deploy(
         ))
     })?;
     let (manifest, component) = read_upload(multipart, state.max_component_size).await?;
-    let deployed = super::to_completion({
-        let state = state.clone();
-        async move {
-            let deployed = state
-                .registry
-                .deploy(&name, manifest, component, &actor)
-                .await?;
-            if !deployed.unchanged {
-                state.metrics.deployed();
-            }
-            Ok(deployed)
-        }
-    })
-    .await?;
+    let deployed = deploy_plugin(state, name, manifest, component, actor).await?;
     let status = if deployed.created {
         StatusCode::CREATED
     } else {

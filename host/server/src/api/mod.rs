@@ -15,8 +15,8 @@ mod plugin_kv;
 pub(crate) mod plugin_logs;
 mod users;
 
-pub(crate) use admin::remove_plugin;
 pub use admin::{PluginList, VersionList};
+pub(crate) use admin::{deploy_plugin, remove_plugin, rollback_plugin};
 pub use error::ApiError;
 pub use keys::{ApiKeyList, SigningKeys};
 

@@ -4,7 +4,7 @@
 
 use super::layout;
 use super::session::{SignedIn, multipart_csrf};
-use crate::api::{ApiError, AppState, to_completion};
+use crate::api::{ApiError, AppState};
 use crate::registry::DeployError;
 use crate::registry::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use axum::extract::{ConnectInfo, Multipart, State};
@@ -140,20 +140,8 @@ pub(super) async fn deploy(
         }
     };
     let actor = signed_in.session.principal.actor(Some(addr));
-    let (registry, metrics, target, text) = (
-        state.registry.clone(),
-        state.metrics.clone(),
-        name.clone(),
-        manifest.clone(),
-    );
-    let deployed = to_completion(async move {
-        let deployed = registry.deploy(&target, text, component, &actor).await?;
-        if !deployed.unchanged {
-            metrics.deployed();
-        }
-        Ok(deployed)
-    })
-    .await;
+    let deployed =
+        crate::api::deploy_plugin(state, name.clone(), manifest.clone(), component, actor).await;
     match deployed {
         Ok(_) => Redirect::to(&format!("/_/plugins/{name}")).into_response(),
         Err(e) => {

@@ -267,17 +267,7 @@ pub(super) async fn rollback(
         return csrf_refused();
     }
     let actor = signed_in.session.principal.actor(Some(addr));
-    let (registry, metrics, target) = (state.registry.clone(), state.metrics.clone(), name.clone());
-    let done = to_completion(async move {
-        let done = registry
-            .rollback(&target, Some(form.version), &actor)
-            .await?;
-        if !done.unchanged {
-            metrics.rolled_back();
-        }
-        Ok(done)
-    })
-    .await;
+    let done = crate::api::rollback_plugin(state, name.clone(), Some(form.version), actor).await;
     then_show(done, &format!("/_/plugins/{name}"))
 }
 
