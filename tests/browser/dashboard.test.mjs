@@ -142,8 +142,8 @@ test('a secret set in the page is masked after a reload and markup in a value ru
   await signIn(page);
   await page.goto(`${base}/_/plugins/config-reader`);
   const setValue = async (key, value, secret) => {
-    await page.getByLabel('Key').fill(key);
-    await page.getByLabel('Value').fill(value);
+    await page.getByLabel('Key', { exact: true }).fill(key);
+    await page.getByLabel('Value', { exact: true }).fill(value);
     await page.getByLabel(/Secret/).setChecked(secret);
     await page.getByRole('button', { name: 'Set', exact: true }).click();
     await page.waitForLoadState();
