@@ -78,6 +78,22 @@ pub(super) async fn create(
     Ok((code, invite))
 }
 
+/// The ops that delete the invitation stored at `key`, only if it still holds `bytes`: a use
+/// and a revocation racing each other cannot both happen.
+fn take(key: Vec<u8>, bytes: Vec<u8>) -> [Op; 2] {
+    [
+        Op::Expect {
+            space: Space::Invites,
+            key: key.clone(),
+            value: Some(bytes),
+        },
+        Op::Delete {
+            space: Space::Invites,
+            key,
+        },
+    ]
+}
+
 /// Invitations read per page of a scan.
 const SCAN_PAGE: usize = 500;
 
@@ -133,20 +149,9 @@ pub(super) async fn revoke(
         return Ok(false);
     };
     let audit = by.records("invite.revoke", id, serde_json::json!({}));
-    let revoked = store
-        .commit(vec![
-            Op::Expect {
-                space: Space::Invites,
-                key: key.clone(),
-                value: Some(bytes),
-            },
-            Op::Delete {
-                space: Space::Invites,
-                key,
-            },
-            audit.op()?,
-        ])
-        .await?;
+    let mut ops = take(key, bytes).to_vec();
+    ops.push(audit.op()?);
+    let revoked = store.commit(ops).await?;
     if revoked {
         audit.committed();
     }
@@ -187,16 +192,6 @@ pub(super) async fn find(
     }
     Ok(Some(Found {
         invite,
-        consume: vec![
-            Op::Expect {
-                space: Space::Invites,
-                key: key.clone(),
-                value: Some(bytes),
-            },
-            Op::Delete {
-                space: Space::Invites,
-                key,
-            },
-        ],
+        consume: take(key, bytes).to_vec(),
     }))
 }

@@ -3,29 +3,23 @@
 //! through the same `auth` calls as `/admin/api-keys` and `/admin/signing-keys`.
 
 use super::layout;
-use super::session::{Admin, ConfirmForm, csrf_refused, unconfirmed};
+use super::session::{Admin, ConfirmForm, Posted, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::auth::{ROLE_ADMIN, ROLE_OPERATOR};
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 /// The lifetimes the new-key form offers (`never` or as `humantime` reads them).
 const KEY_LIFETIMES: [&str; 5] = ["never", "1day", "30days", "90days", "365days"];
-
-fn error_page(error: &ApiError) -> Response {
-    let (status, code, message) = error.explain();
-    layout::error_page(status, code, &message)
-}
 
 /// `GET /_/keys`.
 pub(super) async fn page(State(state): State<AppState>, Admin(signed_in): Admin) -> Response {
     let keys = match state.auth.list_api_keys().await {
         Ok(keys) => keys,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let signing = state.auth.signing_key_ids();
     let csrf = &signed_in.session.csrf;
@@ -98,8 +92,6 @@ pub(super) async fn page(State(state): State<AppState>, Admin(signed_in): Admin)
 
 #[derive(Deserialize)]
 pub(super) struct NewKeyForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     name: String,
     role: String,
     expires_in: String,
@@ -108,24 +100,22 @@ pub(super) struct NewKeyForm {
 /// `POST /_/keys`: makes an API key and shows it, this once.
 pub(super) async fn create(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<NewKeyForm>,
+    Posted {
+        form,
+        by: Admin(signed_in),
+        actor,
+    }: Posted<NewKeyForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let ttl = match form.expires_in.as_str() {
         "never" => None,
         lifetime if KEY_LIFETIMES.contains(&lifetime) => humantime::parse_duration(lifetime).ok(),
         _ => {
-            return error_page(&ApiError::InvalidBody(format!(
+            return layout::refusal(&ApiError::InvalidBody(format!(
                 "`expires_in` must be one of {}",
                 KEY_LIFETIMES.join(", ")
             )));
         }
     };
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let made = to_completion(async move {
         Ok(auth
@@ -135,7 +125,7 @@ pub(super) async fn create(
     .await;
     let key = match made {
         Ok(key) => key,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let content = html! {
         p.notice role="status" { "Copy the key now. It is shown only this once: the server keeps only its digest." }
@@ -161,43 +151,31 @@ pub(super) async fn create(
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<ConfirmForm>,
+    Posted { form, actor, .. }: Posted<ConfirmForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if !form.confirmed() {
         return unconfirmed();
     }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let revoked = to_completion(async move { Ok(auth.revoke_api_key(id, &actor).await?) }).await;
     match revoked {
         Ok(()) => Redirect::to("/_/keys").into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }
 
 /// `POST /_/signing-keys/rotate`, once confirmed.
 pub(super) async fn rotate(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<ConfirmForm>,
+    Posted { form, actor, .. }: Posted<ConfirmForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if !form.confirmed() {
         return unconfirmed();
     }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let rotated = to_completion(async move { Ok(auth.rotate_signing_key(&actor).await?) }).await;
     match rotated {
         Ok(_) => Redirect::to("/_/keys#signing-keys").into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }

@@ -4,12 +4,12 @@
 //! markup: a plugin storing `<script>` gets it shown as text.
 
 use super::layout;
-use super::session::{SignedIn, csrf_refused, multipart_csrf, unconfirmed};
+use super::session::{Posted, SignedIn, multipart_csrf, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::kv_admin::{self, Edit, Expect, Listing};
 use crate::registry::manifest::PluginName;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Form, Multipart, Path, Query, State};
+use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
@@ -24,11 +24,6 @@ const PREVIEW_CHARS: usize = 120;
 /// Bytes of a value a page shows or edits: the rest is in the export, and a larger value is
 /// changed through the API.
 const SHOWN_BYTES: usize = 64 * 1024;
-
-fn error_page(error: &ApiError) -> Response {
-    let (status, code, message) = error.explain();
-    layout::error_page(status, code, &message)
-}
 
 fn plugin(name: &str) -> Result<PluginName, ApiError> {
     PluginName::parse(name).map_err(ApiError::InvalidBody)
@@ -64,11 +59,11 @@ pub(super) async fn list(
 ) -> Response {
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let after = match query.cursor.as_deref().map(kv_admin::decode_cursor) {
         Some(None) => {
-            return error_page(&ApiError::InvalidCursor(
+            return layout::refusal(&ApiError::InvalidCursor(
                 query.cursor.clone().unwrap_or_default(),
             ));
         }
@@ -83,7 +78,7 @@ pub(super) async fn list(
     };
     let page = match kv_admin::page(&*state.store, &plugin, &listing).await {
         Ok(page) => page,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let base = format!("/_/plugins/{name}/kv");
     let next = page.entries.last().filter(|_| page.more).map(|last| {
@@ -257,12 +252,12 @@ pub(super) async fn entry(
 ) -> Response {
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let value = match kv_admin::value(&*state.store, &plugin, &query.bucket, &query.key).await {
         Ok(Some(value)) => value,
-        Ok(None) => return error_page(&ApiError::KvEntryNotFound),
-        Err(e) => return error_page(&ApiError::from(e)),
+        Ok(None) => return layout::refusal(&ApiError::KvEntryNotFound),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let view = query
         .view
@@ -417,8 +412,6 @@ fn edit_box(value: &[u8]) -> Option<(&'static str, String)> {
 /// The edit and add forms' fields.
 #[derive(Deserialize)]
 pub(super) struct SaveForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     bucket: String,
     key: String,
     #[serde(default)]
@@ -452,16 +445,11 @@ fn typed_value(format: &str, typed: &str) -> Result<Vec<u8>, String> {
 pub(super) async fn save(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<SaveForm>,
+    Posted { form, actor, .. }: Posted<SaveForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let value = match typed_value(&form.format, &form.value) {
         Ok(value) => value,
@@ -474,7 +462,6 @@ pub(super) async fn save(
     } else {
         Expect::Tagged(form.tag)
     };
-    let actor = signed_in.session.principal.actor(Some(addr));
     let (store, limits) = (state.store.clone(), state.kv_limits);
     let (bucket, key) = (form.bucket.clone(), form.key.clone());
     let saved = to_completion(async move {
@@ -494,15 +481,13 @@ pub(super) async fn save(
             &[("bucket", &form.bucket), ("key", &form.key)],
         ))
         .into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }
 
 /// The delete form's fields.
 #[derive(Deserialize)]
 pub(super) struct DeleteForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     bucket: String,
     key: String,
     /// `yes` once the box is ticked.
@@ -514,21 +499,15 @@ pub(super) struct DeleteForm {
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<DeleteForm>,
+    Posted { form, actor, .. }: Posted<DeleteForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if form.confirm != "yes" {
         return unconfirmed();
     }
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
-    let actor = signed_in.session.principal.actor(Some(addr));
     let (store, limits) = (state.store.clone(), state.kv_limits);
     let bucket = form.bucket.clone();
     let removed = to_completion(async move {
@@ -544,7 +523,7 @@ pub(super) async fn delete(
             &[("bucket", &form.bucket)],
         ))
         .into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }
 
@@ -556,7 +535,7 @@ pub(super) async fn export(
 ) -> Response {
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let stream = kv_admin::export(state.store.clone(), &plugin);
     (
@@ -586,7 +565,7 @@ pub(super) async fn import(
     }
     let plugin = match plugin(&name) {
         Ok(plugin) => plugin,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let mut body = None;
     loop {
@@ -609,7 +588,7 @@ pub(super) async fn import(
     };
     let entries = match kv_admin::parse_export(&body) {
         Ok(entries) => entries,
-        Err(bad) => return error_page(&ApiError::from(bad)),
+        Err(bad) => return layout::refusal(&ApiError::from(bad)),
     };
     let count = entries.len();
     let actor = signed_in.session.principal.actor(Some(addr));
@@ -620,7 +599,7 @@ pub(super) async fn import(
     .await;
     match imported {
         Ok(_) => Redirect::to(&format!("/_/plugins/{name}/kv?imported={count}")).into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }
 

@@ -2,8 +2,9 @@
 //! sign-out form; and the page for an error.
 
 use super::session::SignedIn;
+use crate::api::ApiError;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 
 /// A page without navigation (sign-in, errors).
@@ -86,6 +87,20 @@ pub(super) fn bytes(count: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// An API error as a page: the same status, code and message the API would answer.
+pub(super) fn refusal(error: &ApiError) -> Response {
+    let (status, code, message) = error.explain();
+    error_page(status, code, &message)
+}
+
+/// After a change: the browser goes to `page`, or sees the refusal.
+pub(super) fn then_show<T>(changed: Result<T, ApiError>, page: &str) -> Response {
+    match changed {
+        Ok(_) => Redirect::to(page).into_response(),
+        Err(e) => refusal(&e),
+    }
 }
 
 /// An error as a page, with its stable code.

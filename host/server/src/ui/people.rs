@@ -4,33 +4,19 @@
 //! on the page that answers its creation, and never again.
 
 use super::layout;
-use super::session::{Admin, ConfirmForm, CsrfForm, csrf_refused, unconfirmed};
+use super::session::{Admin, ConfirmForm, NoFields, Posted, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::auth::{ROLE_ADMIN, ROLE_OPERATOR, UserInfo};
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 /// Accounts a page lists.
 const PAGE: usize = 50;
 /// The lifetimes an invitation form offers, as `humantime` reads them.
 const INVITE_LIFETIMES: [&str; 3] = ["1day", "7days", "30days"];
-
-fn error_page(error: &ApiError) -> Response {
-    let (status, code, message) = error.explain();
-    layout::error_page(status, code, &message)
-}
-
-/// After a change: the browser goes to `page`, or sees the refusal.
-fn then_show<T>(changed: Result<T, ApiError>, page: &str) -> Response {
-    match changed {
-        Ok(_) => Redirect::to(page).into_response(),
-        Err(e) => error_page(&e),
-    }
-}
 
 /// The role granted besides `user`, most powerful first.
 fn role_of(user: &UserInfo) -> &'static str {
@@ -56,11 +42,11 @@ pub(super) async fn list(
 ) -> Response {
     let page = match state.auth.list_users(query.after, PAGE).await {
         Ok(page) => page,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let invites = match state.auth.list_invites().await {
         Ok(invites) => invites,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let csrf = &signed_in.session.csrf;
     let content = html! {
@@ -162,8 +148,6 @@ fn roles_for(role: &str, current: &[String]) -> Result<Vec<String>, ApiError> {
 
 #[derive(Deserialize)]
 pub(super) struct NewAccountForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     email: String,
     password: String,
     role: String,
@@ -172,18 +156,12 @@ pub(super) struct NewAccountForm {
 /// `POST /_/users`: creates an account, then shows it.
 pub(super) async fn create(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<NewAccountForm>,
+    Posted { form, actor, .. }: Posted<NewAccountForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let roles = match roles_for(&form.role, &[]) {
         Ok(roles) => roles,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let created = to_completion(async move {
         Ok(auth
@@ -193,7 +171,7 @@ pub(super) async fn create(
     .await;
     match created {
         Ok(user) => Redirect::to(&format!("/_/users/{}", user.id)).into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => layout::refusal(&e),
     }
 }
 
@@ -205,7 +183,7 @@ pub(super) async fn show(
 ) -> Response {
     let user = match state.auth.user(&id).await {
         Ok(user) => user,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let csrf = &signed_in.session.csrf;
     let base = format!("/_/users/{}", user.id);
@@ -245,8 +223,6 @@ pub(super) async fn show(
 
 #[derive(Deserialize)]
 pub(super) struct RoleForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     role: String,
 }
 
@@ -254,14 +230,12 @@ pub(super) struct RoleForm {
 pub(super) async fn set_role(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<RoleForm>,
+    Posted {
+        form,
+        by: Admin(signed_in),
+        actor,
+    }: Posted<RoleForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let principal = signed_in.session.principal.clone();
     let (auth, target) = (state.auth.clone(), id.clone());
     let changed = to_completion(async move {
@@ -270,22 +244,21 @@ pub(super) async fn set_role(
         Ok(auth.set_roles(&principal, &target, roles, &actor).await?)
     })
     .await;
-    then_show(changed, &format!("/_/users/{id}"))
+    layout::then_show(changed, &format!("/_/users/{id}"))
 }
 
 /// `POST /_/users/{id}/disable` and `/enable`.
 async fn set_disabled(
     state: AppState,
     id: String,
-    addr: SocketAddr,
-    signed_in: super::session::SignedIn,
-    csrf: &str,
+    posted: Posted<NoFields, Admin>,
     disabled: bool,
 ) -> Response {
-    if !signed_in.csrf_ok(csrf) {
-        return csrf_refused();
-    }
-    let actor = signed_in.session.principal.actor(Some(addr));
+    let Posted {
+        by: Admin(signed_in),
+        actor,
+        ..
+    } = posted;
     let principal = signed_in.session.principal.clone();
     let (auth, target) = (state.auth.clone(), id.clone());
     let changed = to_completion(async move {
@@ -294,57 +267,49 @@ async fn set_disabled(
             .await?)
     })
     .await;
-    then_show(changed, &format!("/_/users/{id}"))
+    layout::then_show(changed, &format!("/_/users/{id}"))
 }
 
 /// `POST /_/users/{id}/disable`.
 pub(super) async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<CsrfForm>,
+    posted: Posted<NoFields, Admin>,
 ) -> Response {
-    set_disabled(state, id, addr, signed_in, &form.csrf, true).await
+    set_disabled(state, id, posted, true).await
 }
 
 /// `POST /_/users/{id}/enable`.
 pub(super) async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<CsrfForm>,
+    posted: Posted<NoFields, Admin>,
 ) -> Response {
-    set_disabled(state, id, addr, signed_in, &form.csrf, false).await
+    set_disabled(state, id, posted, false).await
 }
 
 /// `POST /_/users/{id}/delete`: deletes the account, once confirmed.
 pub(super) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<ConfirmForm>,
+    Posted {
+        form,
+        by: Admin(signed_in),
+        actor,
+    }: Posted<ConfirmForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if !form.confirmed() {
         return unconfirmed();
     }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let principal = signed_in.session.principal.clone();
     let auth = state.auth.clone();
     let deleted =
         to_completion(async move { Ok(auth.delete_user(&principal, &id, &actor).await?) }).await;
-    then_show(deleted, "/_/users")
+    layout::then_show(deleted, "/_/users")
 }
 
 #[derive(Deserialize)]
 pub(super) struct InviteForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     #[serde(default)]
     email: String,
     expires_in: String,
@@ -353,31 +318,29 @@ pub(super) struct InviteForm {
 /// `POST /_/invites`: makes an invitation and shows its code, this once.
 pub(super) async fn invite(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<InviteForm>,
+    Posted {
+        form,
+        by: Admin(signed_in),
+        actor,
+    }: Posted<InviteForm, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let Some(ttl) = INVITE_LIFETIMES
         .contains(&form.expires_in.as_str())
         .then(|| humantime::parse_duration(&form.expires_in).ok())
         .flatten()
     else {
-        return error_page(&ApiError::InvalidBody(format!(
+        return layout::refusal(&ApiError::InvalidBody(format!(
             "`expires_in` must be one of {}",
             INVITE_LIFETIMES.join(", ")
         )));
     };
     let email = Some(form.email.trim().to_string()).filter(|e| !e.is_empty());
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let made =
         to_completion(async move { Ok(auth.create_invite(email, ttl, &actor).await?) }).await;
     let invite = match made {
         Ok(invite) => invite,
-        Err(e) => return error_page(&e),
+        Err(e) => return layout::refusal(&e),
     };
     let content = html! {
         p.notice role="status" { "Give this code to the person invited. It is shown only now: nobody can read it again, and it works once." }
@@ -402,17 +365,11 @@ pub(super) async fn invite(
 pub(super) async fn revoke_invite(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Admin(signed_in): Admin,
-    Form(form): Form<CsrfForm>,
+    Posted { actor, .. }: Posted<NoFields, Admin>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let auth = state.auth.clone();
     let revoked = to_completion(async move { Ok(auth.revoke_invite(id, &actor).await?) }).await;
-    then_show(revoked, "/_/users#invites")
+    layout::then_show(revoked, "/_/users#invites")
 }
 
 #[cfg(test)]

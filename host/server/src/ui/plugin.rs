@@ -2,33 +2,18 @@
 //! rollback, config and secrets (secrets write-only), limits, outbound origins, grants and
 //! failures; and the forms that change it, through the same registry calls as the API.
 
-use super::session::{SignedIn, csrf_refused, unconfirmed};
+use super::session::{Posted, SignedIn, unconfirmed};
 use super::{charts, layout};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::metrics::history::Minute;
 use crate::registry::plugin_config::{ConfigError, ConfigKey, NewValue};
 use crate::registry::{PluginInfo, VersionInfo};
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
-/// An API error as a dashboard page: the same status, code and message.
-fn error_page(error: &ApiError) -> Response {
-    let (status, code, message) = error.explain();
-    layout::error_page(status, code, &message)
-}
-
-/// After a change: the browser goes to `page`, or sees the refusal.
-fn then_show<T>(changed: Result<T, ApiError>, page: &str) -> Response {
-    match changed {
-        Ok(_) => Redirect::to(page).into_response(),
-        Err(e) => error_page(&e),
-    }
-}
 
 /// `GET /_/plugins/{name}`.
 pub(super) async fn show(
@@ -47,11 +32,11 @@ pub(super) async fn show(
     let info = state.registry.info(plugin);
     let versions = match state.registry.versions(&name).await {
         Ok(versions) => versions,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let config = match state.registry.config_view(&name).await {
         Ok(config) => config,
-        Err(e) => return error_page(&ApiError::from(e)),
+        Err(e) => return layout::refusal(&ApiError::from(e)),
     };
     let csrf = signed_in.session.csrf.clone();
     let content = html! {
@@ -250,8 +235,6 @@ fn limits(info: &PluginInfo) -> Markup {
 /// A rollback form's fields.
 #[derive(Deserialize)]
 pub(super) struct RollbackForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     version: u64,
 }
 
@@ -259,23 +242,15 @@ pub(super) struct RollbackForm {
 pub(super) async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<RollbackForm>,
+    Posted { form, actor, .. }: Posted<RollbackForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let done = crate::api::rollback_plugin(state, name.clone(), Some(form.version), actor).await;
-    then_show(done, &format!("/_/plugins/{name}"))
+    layout::then_show(done, &format!("/_/plugins/{name}"))
 }
 
 /// The delete form's fields.
 #[derive(Deserialize)]
 pub(super) struct RemoveForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     /// `yes` once the box is ticked.
     #[serde(default)]
     confirm: String,
@@ -288,26 +263,18 @@ pub(super) struct RemoveForm {
 pub(super) async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<RemoveForm>,
+    Posted { form, actor, .. }: Posted<RemoveForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if form.confirm != "yes" {
         return unconfirmed();
     }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let removed = crate::api::remove_plugin(state, name, form.purge, actor).await;
-    then_show(removed, "/_/plugins")
+    layout::then_show(removed, "/_/plugins")
 }
 
 /// The config form's fields.
 #[derive(Deserialize)]
 pub(super) struct ConfigForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     key: String,
     #[serde(default)]
     value: String,
@@ -320,18 +287,12 @@ pub(super) struct ConfigForm {
 pub(super) async fn set_config(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<ConfigForm>,
+    Posted { form, actor, .. }: Posted<ConfigForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     let key = match ConfigKey::parse(&form.key) {
         Ok(key) => key,
-        Err(e) => return error_page(&ApiError::Config(ConfigError::Invalid(e))),
+        Err(e) => return layout::refusal(&ApiError::Config(ConfigError::Invalid(e))),
     };
-    let actor = signed_in.session.principal.actor(Some(addr));
     let values = BTreeMap::from([(
         key,
         NewValue {
@@ -342,14 +303,12 @@ pub(super) async fn set_config(
     let (registry, target) = (state.registry.clone(), name.clone());
     let set =
         to_completion(async move { Ok(registry.set_config(&target, values, &actor).await?) }).await;
-    then_show(set, &format!("/_/plugins/{name}#config"))
+    layout::then_show(set, &format!("/_/plugins/{name}#config"))
 }
 
 /// The remove-a-key form's fields.
 #[derive(Deserialize)]
 pub(super) struct UnsetForm {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
     key: String,
 }
 
@@ -357,17 +316,11 @@ pub(super) struct UnsetForm {
 pub(super) async fn unset_config(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    signed_in: SignedIn,
-    Form(form): Form<UnsetForm>,
+    Posted { form, actor, .. }: Posted<UnsetForm>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
-    let actor = signed_in.session.principal.actor(Some(addr));
     let (registry, target) = (state.registry.clone(), name.clone());
     let removed =
         to_completion(async move { Ok(registry.unset_config(&target, &form.key, &actor).await?) })
             .await;
-    then_show(removed, &format!("/_/plugins/{name}#config"))
+    layout::then_show(removed, &format!("/_/plugins/{name}#config"))
 }

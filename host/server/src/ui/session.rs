@@ -178,6 +178,70 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// The signed-in browser an extractor found ([`SignedIn`] or [`Admin`]).
+pub(super) trait Session {
+    fn signed_in(&self) -> &SignedIn;
+}
+
+impl Session for SignedIn {
+    fn signed_in(&self) -> &SignedIn {
+        self
+    }
+}
+
+impl Session for Admin {
+    fn signed_in(&self) -> &SignedIn {
+        &self.0
+    }
+}
+
+/// A form a signed-in browser posted, read only once its `_csrf` field is this session's
+/// token: the fields (`T` need not name `_csrf`), the session `S` ([`SignedIn`], or [`Admin`]
+/// for an admin's form), and who acts, for the audit log. Every state-changing dashboard form
+/// but the multipart ones ([`multipart_csrf`]) is read through this, so none can skip the check.
+pub(super) struct Posted<T, S = SignedIn> {
+    pub(super) form: T,
+    pub(super) by: S,
+    pub(super) actor: crate::audit::Actor,
+}
+
+impl<T, S> axum::extract::FromRequest<AppState> for Posted<T, S>
+where
+    T: serde::de::DeserializeOwned,
+    S: FromRequestParts<AppState, Rejection = Response> + Session + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let by = S::from_request_parts(&mut parts, state).await?;
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        // Within the route's body limit, like any extractor.
+        let request = axum::extract::Request::from_parts(parts, body);
+        let bytes = bytes::Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token = form_urlencoded::parse(&bytes)
+            .find(|(name, _)| name == "_csrf")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        if !by.signed_in().csrf_ok(&token) {
+            return Err(csrf_refused());
+        }
+        let form = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+            layout::error_page(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string())
+        })?;
+        let actor = by.signed_in().session.principal.actor(address);
+        Ok(Posted { form, by, actor })
+    }
+}
+
 /// A browser signed in as an admin: accounts, invitations, API keys, signing keys and the audit
 /// log (which names every account) are theirs; an operator gets 403.
 pub(super) struct Admin(pub(super) SignedIn);
@@ -319,19 +383,14 @@ fn account_error(e: AccountError) -> Response {
     sign_in_form(status, Some((code, message)))
 }
 
-/// A form whose only field is its CSRF token (sign-out, enable, disable, revoke).
+/// A form with no field but its CSRF token ([`Posted`] checks that): sign-out, enable,
+/// disable, revoke.
 #[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    /// Missing counts as wrong (refused with 403 like any other mismatch).
-    #[serde(rename = "_csrf", default)]
-    pub(super) csrf: String,
-}
+pub(super) struct NoFields {}
 
-/// A destructive form's fields: its CSRF token and the box ticked to confirm.
+/// A destructive form's field: the box ticked to confirm.
 #[derive(Deserialize)]
 pub(super) struct ConfirmForm {
-    #[serde(rename = "_csrf", default)]
-    pub(super) csrf: String,
     /// `yes` once the box is ticked.
     #[serde(default)]
     pub(super) confirm: String,
@@ -357,12 +416,8 @@ pub(super) fn unconfirmed() -> Response {
 pub(super) async fn sign_out(
     State(state): State<AppState>,
     Https(secure): Https,
-    signed_in: SignedIn,
-    Form(form): Form<CsrfForm>,
+    Posted { by: signed_in, .. }: Posted<NoFields>,
 ) -> Response {
-    if !signed_in.csrf_ok(&form.csrf) {
-        return csrf_refused();
-    }
     if let Err(e) = state.auth.end_web_session(&signed_in.token).await {
         tracing::error!(error = %e, "ending a dashboard session failed");
         return layout::error_page(
