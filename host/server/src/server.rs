@@ -118,7 +118,7 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
             }
         })
     };
-    let app = api::router(AppState::new(Services {
+    let state = AppState::new(Services {
         registry: registry.clone(),
         runtime,
         auth,
@@ -135,7 +135,8 @@ pub async fn serve(config: ServerSettings, apply: Option<PluginSource>) -> Resul
         stopping: stopping_seen,
         started: std::time::Instant::now(),
         secure_cookies: config.tls.is_some(),
-    }));
+    });
+    let app = api::router(state.clone(), crate::ui::routes(&state));
 
     let tls = match &config.tls {
         Some((cert, key)) => Some(

@@ -107,13 +107,14 @@ pub fn host_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::Open
         .split_for_parts()
 }
 
-/// The whole API as one axum router: the host's routes, `/admin/openapi.json`, and every
-/// other path dispatched to plugins.
-pub fn router(state: AppState) -> Router {
+/// The whole API as one axum router: the host's routes, `pages` (the dashboard's, which the
+/// server wires in so `api` never names `ui`), `/admin/openapi.json`, and every other path
+/// dispatched to plugins.
+pub fn router(state: AppState, pages: Router<AppState>) -> Router {
     let (routes, document) = host_routes(&state);
     let document = Arc::new(document);
     routes
-        .merge(crate::ui::routes(&state))
+        .merge(pages)
         // Only the host's own routes: plugin dispatch watches its bodies itself.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

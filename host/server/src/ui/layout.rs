@@ -1,7 +1,6 @@
 //! The page frame every dashboard page shares: head, navigation, who is signed in, and the
 //! sign-out form; and the page for an error.
 
-use super::session::SignedIn;
 use crate::api::ApiError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -26,8 +25,18 @@ pub(super) fn bare(title: &str, body: Markup) -> Markup {
     }
 }
 
+/// What the page frame shows of the signed-in browser (`session::SignedIn` is one).
+pub(super) trait Viewer {
+    /// Who is signed in, as people read it.
+    fn who(&self) -> String;
+    /// Whether the admins' pages are theirs.
+    fn is_admin(&self) -> bool;
+    /// The session's CSRF token, for the sign-out form.
+    fn csrf(&self) -> &str;
+}
+
 /// A page of the signed-in dashboard: `current` names the navigation entry to mark.
-pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Markup) -> Markup {
+pub(super) fn page(signed_in: &impl Viewer, current: &str, title: &str, content: Markup) -> Markup {
     let mut nav = vec![
         ("/_/", "Overview"),
         ("/_/plugins", "Plugins"),
@@ -61,7 +70,7 @@ pub(super) fn page(signed_in: &SignedIn, current: &str, title: &str, content: Ma
                 div.who {
                     span { (signed_in.who()) @if signed_in.is_admin() { " (admin)" } @else { " (operator)" } }
                     form method="post" action="/_/sign-out" {
-                        input type="hidden" name="_csrf" value=(signed_in.session.csrf);
+                        input type="hidden" name="_csrf" value=(signed_in.csrf());
                         button type="submit" { "Sign out" }
                     }
                 }

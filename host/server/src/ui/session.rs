@@ -178,6 +178,20 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+impl layout::Viewer for SignedIn {
+    fn who(&self) -> String {
+        SignedIn::who(self)
+    }
+
+    fn is_admin(&self) -> bool {
+        SignedIn::is_admin(self)
+    }
+
+    fn csrf(&self) -> &str {
+        &self.session.csrf
+    }
+}
+
 /// The signed-in browser an extractor found ([`SignedIn`] or [`Admin`]).
 pub(super) trait Session {
     fn signed_in(&self) -> &SignedIn;
