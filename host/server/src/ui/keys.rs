@@ -7,7 +7,6 @@ use super::session::{Admin, ConfirmForm, Posted, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::auth::{ROLE_ADMIN, ROLE_OPERATOR};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
@@ -138,13 +137,7 @@ pub(super) async fn create(
         p { "Send it as " code { "Authorization: Bearer <key>" } ", or sign in to this dashboard with it." }
         p { a href="/_/keys" { "← back to the keys" } }
     };
-    // Shown, not redirected to: the key must not end up in a URL or the browser's history.
-    (
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, "no-store")],
-        layout::page(&signed_in, "Keys", "Key made", content),
-    )
-        .into_response()
+    layout::shown_once(&signed_in, "Keys", "Key made", content)
 }
 
 /// `POST /_/keys/{id}/revoke`: the key stops working at once, once confirmed.

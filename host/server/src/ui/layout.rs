@@ -83,6 +83,23 @@ pub(super) fn page(signed_in: &impl Viewer, current: &str, title: &str, content:
     )
 }
 
+/// The page answering the creation of a secret (an API key, an invitation code), which shows
+/// it this once: answered, not redirected to, so the secret never ends up in a URL or the
+/// browser's history, and never cached.
+pub(super) fn shown_once(
+    signed_in: &impl Viewer,
+    current: &str,
+    title: &str,
+    content: Markup,
+) -> Response {
+    (
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        page(signed_in, current, title, content),
+    )
+        .into_response()
+}
+
 /// A byte count as people read it: `172.3 MiB`, `118.2 KiB`, `512 B`.
 pub(super) fn bytes(count: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

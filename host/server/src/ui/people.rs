@@ -8,7 +8,6 @@ use super::session::{Admin, ConfirmForm, NoFields, Posted, unconfirmed};
 use crate::api::{ApiError, AppState, to_completion};
 use crate::auth::{ROLE_ADMIN, ROLE_OPERATOR, UserInfo};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
@@ -352,13 +351,7 @@ pub(super) async fn invite(
         p { "They register with " code { "POST /auth/register" } " and " code { "\"invite\": \"<the code>\"" } "." }
         p { a href="/_/users#invites" { "← back to the invitations" } }
     };
-    // Shown, not redirected to: the code must not end up in a URL or the browser's history.
-    (
-        StatusCode::CREATED,
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        layout::page(&signed_in, "Users", "Invitation made", content),
-    )
-        .into_response()
+    layout::shown_once(&signed_in, "Users", "Invitation made", content)
 }
 
 /// `POST /_/invites/{id}/revoke`.
